@@ -1,0 +1,118 @@
+"""Dense blocks: DenseNet and DenseNet-BC (Huang et al. 2017, arXiv:1608.06993).
+
+Module names and order follow torchvision's ``densenet.py`` so that its weights load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ..config import DenseStage
+
+PRE_ACTIVATION = True  # layers are BN-ReLU-conv, so the network needs a final BN-ReLU
+
+
+class _DenseLayer(nn.Module):
+    """BN-ReLU-conv1x1 (bottleneck of ``bn_size * growth_rate``) then BN-ReLU-conv3x3 to ``growth_rate``."""
+
+    def __init__(self, in_channels: int, growth_rate: int, bn_size: int, dropout: float, memory_efficient: bool) -> None:
+        super().__init__()
+        first_out = bn_size * growth_rate if bn_size else growth_rate
+        self.norm1 = nn.BatchNorm2d(in_channels)
+        self.relu1 = nn.ReLU(inplace=True)
+        if bn_size:
+            self.conv1 = nn.Conv2d(in_channels, first_out, kernel_size=1, bias=False)
+            self.norm2 = nn.BatchNorm2d(first_out)
+            self.relu2 = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(first_out, growth_rate, kernel_size=3, padding=1, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, first_out, kernel_size=3, padding=1, bias=False)
+        self.bottleneck = bool(bn_size)
+        self.dropout = dropout
+        self.memory_efficient = memory_efficient
+        self._recomputing = False
+
+    def _concat_norm_conv(self, *features: Tensor) -> Tensor:
+        x = torch.cat(features, 1)
+        if self._recomputing:
+            # Same batch statistics, but the running averages were already updated once.
+            x = F.batch_norm(x, None, None, self.norm1.weight, self.norm1.bias, True, 0.0, self.norm1.eps)
+        else:
+            x = self.norm1(x)
+        return self.conv1(self.relu1(x))
+
+    @contextlib.contextmanager
+    def _recompute(self) -> Iterator[None]:
+        self._recomputing = True
+        try:
+            yield
+        finally:
+            self._recomputing = False
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        if self.memory_efficient and torch.is_grad_enabled() and any(f.requires_grad for f in features):
+            # The concatenation is the memory hog (quadratic in depth): keep only the inputs
+            # and recompute it in backward (Pleiss et al. 2017, arXiv:1707.06990).
+            recompute = self._recompute if self.training else contextlib.nullcontext
+            out = checkpoint(
+                self._concat_norm_conv,
+                *features,
+                use_reentrant=False,
+                context_fn=lambda: (contextlib.nullcontext(), recompute()),
+            )
+        else:
+            out = self._concat_norm_conv(*features)
+        if self.bottleneck:
+            out = self.conv2(self.relu2(self.norm2(out)))
+        if self.dropout:
+            out = F.dropout(out, p=self.dropout, training=self.training)
+        return out
+
+
+class _DenseBlock(nn.ModuleDict):
+    def __init__(self, num_layers: int, in_channels: int, growth_rate: int, **layer_args: object) -> None:
+        super().__init__()
+        for index in range(num_layers):
+            self[f"denselayer{index + 1}"] = _DenseLayer(in_channels + index * growth_rate, growth_rate, **layer_args)
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = [x]
+        for layer in self.values():
+            features.append(layer(features))
+        return torch.cat(features, 1)
+
+
+class _Transition(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(in_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
+        self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
+
+
+def build_stage(config: DenseStage, in_channels: int) -> tuple[nn.Module, int]:
+    """A dense block, opened by a compressing transition when the stage has stride 2."""
+    layers = nn.Sequential()
+    if config.stride == 2:
+        compressed = int(in_channels * config.compression)
+        layers.add_module("transition", _Transition(in_channels, compressed))
+        in_channels = compressed
+    layers.add_module(
+        "block",
+        _DenseBlock(
+            config.num_layers,
+            in_channels,
+            config.growth_rate,
+            bn_size=config.bn_size,
+            dropout=config.dropout,
+            memory_efficient=config.memory_efficient,
+        ),
+    )
+    return layers, in_channels + config.num_layers * config.growth_rate

@@ -1,0 +1,50 @@
+"""Inception modules: GoogLeNet (Szegedy et al. 2015, arXiv:1409.4842).
+
+Module names and order follow torchvision's ``googlenet.py`` so that its weights load.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import Conv2dNormActivation
+
+from ..config import InceptionModule, InceptionStage
+
+PRE_ACTIVATION = False
+
+
+def conv_block(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, batch_norm: bool = True) -> nn.Module:
+    """Conv-BN-ReLU with GoogLeNet's BN epsilon of 1e-3; without BN the conv has a bias, as in the paper."""
+    norm = partial(nn.BatchNorm2d, eps=0.001) if batch_norm else None
+    return Conv2dNormActivation(in_channels, out_channels, kernel_size, stride, norm_layer=norm)
+
+
+class Inception(nn.Module):
+    """Four parallel branches concatenated: 1x1; 1x1-3x3; 1x1-3x3 (the paper's 5x5); 3x3 max-pool-1x1."""
+
+    def __init__(self, in_channels: int, widths: InceptionModule, batch_norm: bool) -> None:
+        super().__init__()
+        conv = partial(conv_block, batch_norm=batch_norm)
+        self.branch1 = conv(in_channels, widths.ch1x1, 1)
+        self.branch2 = nn.Sequential(conv(in_channels, widths.ch3x3_reduce, 1), conv(widths.ch3x3_reduce, widths.ch3x3, 3))
+        self.branch3 = nn.Sequential(conv(in_channels, widths.ch5x5_reduce, 1), conv(widths.ch5x5_reduce, widths.ch5x5, 3))
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True), conv(in_channels, widths.pool_proj, 1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+def build_stage(config: InceptionStage, in_channels: int) -> tuple[nn.Module, int]:
+    """Inception modules, opened by a ceil-mode max-pool when the stage has stride 2."""
+    layers = nn.Sequential()
+    if config.stride == 2:
+        layers.add_module("pool", nn.MaxPool2d(config.pool_kernel_size, stride=2, ceil_mode=True))
+    for index, widths in enumerate(config.modules):
+        layers.add_module(f"inception{index}", Inception(in_channels, widths, config.batch_norm))
+        in_channels = widths.out_channels
+    return layers, in_channels

@@ -1,0 +1,94 @@
+"""Residual blocks: ResNet (He et al. 2016, arXiv:1512.03385) and ResNeXt (Xie et al. 2017, arXiv:1611.05431).
+
+Module names and order follow torchvision's ``resnet.py`` so that its weights load.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ResidualStage
+
+PRE_ACTIVATION = False
+
+
+class _PadShortcut(nn.Module):
+    """Option A: subsample and zero-pad the new channels; no parameters (used for CIFAR ResNets)."""
+
+    def __init__(self, stride: int, extra_channels: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.extra_channels = extra_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.extra_channels))
+
+
+def _shortcut(kind: str, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
+    if kind != "all_projection" and stride == 1 and in_channels == out_channels:
+        return None
+    if kind == "pad":
+        if out_channels < in_channels:
+            raise ValueError(f"a pad shortcut cannot go from {in_channels} to fewer ({out_channels}) channels")
+        return _PadShortcut(stride, out_channels - in_channels)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+    )
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs."""
+
+    def __init__(self, in_channels: int, config: ResidualStage, stride: int) -> None:
+        super().__init__()
+        width = config.width
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.downsample = _shortcut(config.shortcut, in_channels, width, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, grouped 3x3 (strided, as in ResNet v1.5), 1x1 expand by 4."""
+
+    def __init__(self, in_channels: int, config: ResidualStage, stride: int) -> None:
+        super().__init__()
+        inner = int(config.width * (config.width_per_group / 64.0)) * config.groups
+        out_channels = config.out_channels
+        self.conv1 = nn.Conv2d(in_channels, inner, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(inner)
+        self.conv2 = nn.Conv2d(inner, inner, kernel_size=3, stride=stride, padding=1, groups=config.groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(inner)
+        self.conv3 = nn.Conv2d(inner, out_channels, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(config.shortcut, in_channels, out_channels, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+_BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+def build_stage(config: ResidualStage, in_channels: int) -> tuple[nn.Module, int]:
+    """``num_blocks`` blocks; the first one carries the stride."""
+    block = _BLOCKS[config.block]
+    blocks = []
+    for index in range(config.num_blocks):
+        blocks.append(block(in_channels, config, config.stride if index == 0 else 1))
+        in_channels = config.out_channels
+    return nn.Sequential(*blocks), in_channels

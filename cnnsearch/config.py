@@ -1,0 +1,392 @@
+"""Architectures as plain values: one concrete network, validated once, then trusted.
+
+An :class:`Arch` is what a search space samples, what a preset or an architecture file
+holds and what :func:`cnnsearch.build_model` turns into a network. It is frozen, hashable
+and serializable to YAML; it imports no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "Arch",
+    "ConfigError",
+    "DenseStage",
+    "FAMILIES",
+    "Head",
+    "InceptionModule",
+    "InceptionStage",
+    "InvertedResidualStage",
+    "ResidualStage",
+    "Stage",
+    "Stem",
+    "list_presets",
+    "load_arch",
+    "load_yaml",
+    "save_arch",
+]
+
+
+class ConfigError(ValueError):
+    """A problem in a file or value the user gave; the message is complete and names where."""
+
+
+# Loading -------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe loader that rejects duplicate keys and reads `1.5e6` as a float (YAML 1.2)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with a safe loader; every failure is a :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read: {error}") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = error.problem or str(error)
+        if isinstance(error, yaml.constructor.ConstructorError) and "tag" in problem:
+            problem = f"{problem} (only plain YAML is read: tags that build objects are refused)"
+        raise ConfigError(f"{path}: {where}{problem}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got a {type(data).__name__}")
+    return data
+
+
+def format_validation_error(error: ValidationError, source: str, prefix: str = "") -> ConfigError:
+    """One line naming the file and the dotted key path of the first problem."""
+    first = error.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    # Discriminated unions put the family name into the path: stages.0.dense.x -> stages.0.x
+    if len(loc) >= 3 and loc[0] == "stages" and loc[2] in FAMILIES:
+        family = loc.pop(2)
+    else:
+        family = None
+    path = ".".join(([prefix] if prefix else []) + loc)
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        owner = FAMILIES[family] if family else None
+        known = ", ".join(owner.model_fields) if owner else None
+        what = f"not a knob of family {family}" if family else "unknown key"
+        message = f"{what}" + (f" (its knobs: {known})" if known else "")
+    elif kind == "union_tag_invalid":
+        message = f"unknown family {first['input'] if not isinstance(first['input'], dict) else first['input'].get('family')!r}; known: {', '.join(FAMILIES)}"
+        path = f"{path}.family" if path else "family"
+    elif kind == "union_tag_not_found":
+        message = f"missing 'family' (one of {', '.join(FAMILIES)})"
+    elif kind == "missing":
+        message = "missing required key"
+    elif kind == "value_error":
+        message = str(first["ctx"]["error"])
+    elif kind in ("tuple_type", "list_type"):
+        message = f"expected a list, got {first['input']!r}"
+    elif kind in ("model_type", "model_attributes_type", "dict_type"):
+        message = f"expected a mapping, got {first['input']!r}"
+    else:
+        message = f"{first['msg']}, got {first['input']!r}"
+    return ConfigError(f"{source}: {path}: {message}" if path else f"{source}: {message}")
+
+
+# Architecture values --------------------------------------------------------------------
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_as_tuples(cls, data: Any) -> Any:
+        # Strict mode takes tuples only; YAML gives lists. Tuples keep values hashable.
+        if isinstance(data, dict):
+            return {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
+        return data
+
+
+def _window_out(size: int, kernel: int, stride: int, padding: int = 0, ceil_mode: bool = False) -> int:
+    """Output length of a convolution or pooling window, as torch computes it."""
+    span = size + 2 * padding - kernel
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1  # torch: the last window must start inside the input
+    return out
+
+
+Activation = Literal["relu", "relu6"]
+Stride = Literal[1, 2]
+
+
+class Stem(_Value):
+    """The layers before the first stage.
+
+    Styles: ``imagenet`` 7x7 stride-2 conv + 3x3 stride-2 max-pool (ResNet, DenseNet);
+    ``cifar`` 3x3 stride-1 conv (He et al. 2016, Huang et al. 2017 on CIFAR);
+    ``mobilenet`` 3x3 stride-2 conv (MobileNetV2); ``googlenet`` 7x7/2 conv, max-pool,
+    1x1 conv, 3x3 conv, max-pool, the first two convs with ``channels // 3`` outputs.
+    """
+
+    style: Literal["imagenet", "cifar", "mobilenet", "googlenet"] = "cifar"
+    channels: int = Field(64, ge=1)
+    norm: bool = Field(True, description="batch norm after each conv; false gives convs with bias")
+    activation: Literal["relu", "relu6", "none"] = Field(
+        "relu", description="none suits pre-activation networks (DenseNet on CIFAR), whose first block starts with BN-ReLU"
+    )
+
+    def output_size(self, size: int) -> int:
+        if self.style == "imagenet":
+            return _window_out(_window_out(size, 7, 2, 3), 3, 2, 1)
+        if self.style == "mobilenet":
+            return _window_out(size, 3, 2, 1)
+        if self.style == "googlenet":
+            size = _window_out(_window_out(size, 7, 2, 3), 3, 2, ceil_mode=True)
+            return _window_out(size, 3, 2, ceil_mode=True)
+        return size
+
+
+class Head(_Value):
+    """Global average pooling and a linear classifier, optionally after a 1x1 conv.
+
+    Networks whose last stage is pre-activation (dense) get a final batch norm + ReLU
+    before pooling automatically, as in DenseNet.
+    """
+
+    channels: int = Field(0, ge=0, description="1x1 conv-BN-activation before pooling (MobileNetV2: 1280); 0 for none")
+    activation: Activation = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class DenseStage(_Value):
+    """A dense block (Huang et al. 2017, arXiv:1608.06993).
+
+    A stride-2 stage opens with a transition: BN-ReLU-1x1 conv to
+    ``floor(compression * channels)`` channels and 2x2 average pooling.
+    """
+
+    family: Literal["dense"] = "dense"
+    stride: Stride = 1
+    num_layers: int = Field(ge=1, description="layers in the block")
+    growth_rate: int = Field(12, ge=1, description="k: channels each layer adds")
+    bn_size: int = Field(4, ge=0, description="bottleneck width as a multiple of k (DenseNet-B); 0 for no bottleneck")
+    compression: float = Field(0.5, gt=0.0, le=1.0, description="theta of the opening transition (DenseNet-C)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout after each layer")
+    memory_efficient: bool = Field(False, description="recompute concat-BN-ReLU-conv in backward instead of storing it")
+
+    def output_size(self, size: int) -> int:
+        return size // 2 if self.stride == 2 else size
+
+
+class ResidualStage(_Value):
+    """A stage of residual blocks (He et al. 2016, arXiv:1512.03385; ResNeXt, arXiv:1611.05431).
+
+    ``width`` is the stage's base width (planes); blocks output ``width * 1`` (basic)
+    or ``width * 4`` (bottleneck) channels. The bottleneck's 3x3 conv has
+    ``int(width * width_per_group / 64) * groups`` channels, strided as in ResNet v1.5.
+    Shortcuts when the shape changes: ``pad`` subsamples and zero-pads channels
+    (option A), ``projection`` uses a 1x1 conv + BN (option B), ``all_projection``
+    projects in every block (option C).
+    """
+
+    family: Literal["residual"] = "residual"
+    stride: Stride = 1
+    block: Literal["basic", "bottleneck"] = "basic"
+    num_blocks: int = Field(ge=1)
+    width: int = Field(64, ge=1)
+    groups: int = Field(1, ge=1, description="C: cardinality of the grouped 3x3 conv")
+    width_per_group: int = Field(64, ge=1, description="d: channels per group at width 64")
+    shortcut: Literal["pad", "projection", "all_projection"] = "projection"
+
+    @model_validator(mode="after")
+    def _basic_is_not_grouped(self) -> ResidualStage:
+        if self.block == "basic" and (self.groups != 1 or self.width_per_group != 64):
+            raise ValueError("basic blocks take only groups=1 and width_per_group=64; use block: bottleneck for ResNeXt")
+        return self
+
+    @property
+    def out_channels(self) -> int:
+        return self.width * (4 if self.block == "bottleneck" else 1)
+
+    def output_size(self, size: int) -> int:
+        return _window_out(size, 3, self.stride, 1)
+
+
+class InceptionModule(_Value):
+    """Branch widths of one Inception module (Szegedy et al. 2015, arXiv:1409.4842, table 1).
+
+    The "5x5" branch uses a 3x3 conv, as torchvision's GoogLeNet does.
+    """
+
+    ch1x1: int = Field(ge=1)
+    ch3x3_reduce: int = Field(ge=1)
+    ch3x3: int = Field(ge=1)
+    ch5x5_reduce: int = Field(ge=1)
+    ch5x5: int = Field(ge=1)
+    pool_proj: int = Field(ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_row(cls, data: Any) -> Any:
+        # Rows as in the paper's table: [1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj]
+        if isinstance(data, (list, tuple)):
+            if len(data) != len(cls.model_fields):
+                raise ValueError(f"a module row has {len(cls.model_fields)} widths ({', '.join(cls.model_fields)}), got {len(data)}")
+            return dict(zip(cls.model_fields, data))
+        return data
+
+    @property
+    def out_channels(self) -> int:
+        return self.ch1x1 + self.ch3x3 + self.ch5x5 + self.pool_proj
+
+
+class InceptionStage(_Value):
+    """Inception modules; a stride-2 stage opens with a ceil-mode max-pool."""
+
+    family: Literal["inception"] = "inception"
+    stride: Stride = 1
+    modules: tuple[InceptionModule, ...] = Field(min_length=1)
+    batch_norm: bool = Field(True, description="BN after every conv (torchvision); false is the 2014 paper")
+    pool_kernel_size: int = Field(3, ge=2, description="kernel of the downsampling max-pool")
+
+    def output_size(self, size: int) -> int:
+        return _window_out(size, self.pool_kernel_size, 2, ceil_mode=True) if self.stride == 2 else size
+
+
+class InvertedResidualStage(_Value):
+    """A row ``t, c, n, s`` of MobileNetV2 (Sandler et al. 2018, arXiv:1801.04381, table 2).
+
+    Output channels are ``channels * width_multiplier`` rounded to a multiple of 8.
+    """
+
+    family: Literal["inverted_residual"] = "inverted_residual"
+    stride: Stride = 1
+    expansion: float = Field(6.0, ge=1.0, description="t: expansion ratio of the hidden layer")
+    channels: int = Field(ge=1, description="c: output channels at width 1.0")
+    num_blocks: int = Field(1, ge=1, description="n: repeats")
+    width_multiplier: float = Field(1.0, gt=0.0, description="alpha")
+    squeeze_excitation: bool = Field(False, description="SE after the depthwise conv, as in MobileNetV3")
+
+    def output_size(self, size: int) -> int:
+        return _window_out(size, 3, self.stride, 1)
+
+
+FAMILIES: dict[str, type[_Value]] = {
+    "dense": DenseStage,
+    "residual": ResidualStage,
+    "inception": InceptionStage,
+    "inverted_residual": InvertedResidualStage,
+}
+
+Stage = Annotated[
+    Union[DenseStage, ResidualStage, InceptionStage, InvertedResidualStage],
+    Field(discriminator="family"),
+]
+
+
+class Arch(_Value):
+    """One concrete network: stem, stages (each of any family), head."""
+
+    name: str = "custom"
+    num_classes: int = Field(10, ge=1)
+    input_size: int = Field(32, ge=1, description="height = width of the input images")
+    in_channels: int = Field(3, ge=1)
+    stem: Stem = Stem()
+    stages: tuple[Stage, ...] = Field(min_length=1)
+    head: Head = Head()
+
+    @model_validator(mode="after")
+    def _input_survives(self) -> Arch:
+        size = self.stem.output_size(self.input_size)
+        if size < 1:
+            raise ValueError(f"stem.style: the {self.stem.style} stem shrinks a {self.input_size}x{self.input_size} input below 1x1")
+        for index, stage in enumerate(self.stages):
+            size = stage.output_size(size)
+            if size < 1:
+                raise ValueError(
+                    f"stages.{index}.stride: a {self.input_size}x{self.input_size} input shrinks below 1x1 at this stage"
+                )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that :meth:`from_dict` (or an architecture file) reads back."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "architecture") -> Arch:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise format_validation_error(error, source) from None
+
+    @property
+    def digest(self) -> str:
+        """Canonical hash of the network, independent of its name: equal digests, equal models."""
+        body = self.to_dict()
+        body.pop("name")
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Files and presets ------------------------------------------------------------------------
+
+_PRESETS = resources.files("cnnsearch") / "presets"
+
+
+def list_presets() -> list[str]:
+    """Names of the architectures shipped with cnnsearch."""
+    return sorted(p.name.removesuffix(".yaml") for p in _PRESETS.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_arch(name_or_path: str | Path) -> Arch:
+    """Load a preset by name (``resnet20``) or an architecture YAML file.
+
+    Raises:
+        ConfigError: the file is missing or invalid, or no preset has that name.
+    """
+    path = Path(name_or_path)
+    if not path.exists() and path.suffix not in (".yaml", ".yml") and path.name == str(name_or_path):
+        if str(name_or_path) not in list_presets():
+            raise ConfigError(f"{name_or_path}: neither a file nor a preset; presets: {', '.join(list_presets())}")
+        with resources.as_file(_PRESETS / f"{name_or_path}.yaml") as preset:
+            return Arch.from_dict(load_yaml(preset), source=f"preset {name_or_path}")
+    return Arch.from_dict(load_yaml(path), source=str(path))
+
+
+def save_arch(arch: Arch, path: str | Path) -> None:
+    """Write an architecture file that :func:`load_arch` reads back to an equal value."""
+    Path(path).write_text(yaml.safe_dump(arch.to_dict(), sort_keys=False))

@@ -1,0 +1,106 @@
+"""``build_model(arch)``: stem, stages, head. The only place that walks stages and tracks channels."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from torch import Tensor, nn
+from torchvision.ops import Conv2dNormActivation
+
+from .blocks import get_family, inception
+from .config import Arch, ConfigError, Head, Stem
+
+__all__ = ["Network", "build_model"]
+
+_ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "none": None}
+
+
+def _stem(stem: Stem, in_channels: int) -> nn.Sequential:
+    conv = partial(
+        Conv2dNormActivation,
+        norm_layer=nn.BatchNorm2d if stem.norm else None,
+        activation_layer=_ACTIVATIONS[stem.activation],
+    )
+    if stem.style == "imagenet":
+        return nn.Sequential(conv(in_channels, stem.channels, 7, stride=2), nn.MaxPool2d(3, stride=2, padding=1))
+    if stem.style == "mobilenet":
+        return nn.Sequential(conv(in_channels, stem.channels, 3, stride=2))
+    if stem.style == "googlenet":
+        hidden = stem.channels // 3  # 64 of 192 in the paper
+        conv = partial(inception.conv_block, batch_norm=stem.norm)
+        return nn.Sequential(
+            conv(in_channels, hidden, 7, stride=2),
+            nn.MaxPool2d(3, stride=2, ceil_mode=True),
+            conv(hidden, hidden, 1),
+            conv(hidden, stem.channels, 3),
+            nn.MaxPool2d(3, stride=2, ceil_mode=True),
+        )
+    return nn.Sequential(conv(in_channels, stem.channels, 3))
+
+
+def _head(head: Head, in_channels: int, num_classes: int, pre_activation: bool) -> nn.Sequential:
+    layers = nn.Sequential()
+    if pre_activation:
+        layers.add_module("norm", nn.BatchNorm2d(in_channels))
+        layers.add_module("relu", nn.ReLU(inplace=True))
+    if head.channels:
+        layers.add_module(
+            "conv", Conv2dNormActivation(in_channels, head.channels, 1, activation_layer=_ACTIVATIONS[head.activation])
+        )
+        in_channels = head.channels
+    layers.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    layers.add_module("flatten", nn.Flatten(1))
+    if head.dropout:
+        layers.add_module("dropout", nn.Dropout(head.dropout))
+    layers.add_module("fc", nn.Linear(in_channels, num_classes))
+    return layers
+
+
+class Network(nn.Module):
+    """A CNN built from an :class:`Arch`; ``model.arch`` is the value it was built from."""
+
+    def __init__(self, arch: Arch, stem: nn.Module, stages: nn.Sequential, head: nn.Module) -> None:
+        super().__init__()
+        self.arch = arch
+        self.stem = stem
+        self.stages = stages
+        self.head = head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+
+def _init_weights(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            # He et al. 2015 (arXiv:1502.01852), fan-out as in torchvision's ResNet and MobileNetV2.
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0, 0.01)
+            nn.init.zeros_(module.bias)
+
+
+def build_model(arch: Arch) -> Network:
+    """Build the network that ``arch`` describes, deterministically given torch's RNG state.
+
+    Build under ``torch.device("meta")`` to get the structure without allocating weights.
+
+    Raises:
+        ConfigError: a stage cannot follow the one before it (for example a ``pad``
+            shortcut that would have to drop channels).
+    """
+    stem = _stem(arch.stem, arch.in_channels)
+    channels = arch.stem.channels
+    stages = nn.Sequential()
+    for index, config in enumerate(arch.stages):
+        try:
+            stage, channels = get_family(config.family).build_stage(config, channels)
+        except ValueError as error:
+            raise ConfigError(f"{arch.name}: stages.{index}: {error}") from None
+        stages.add_module(str(index), stage)
+    pre_activation = get_family(arch.stages[-1].family).PRE_ACTIVATION
+    model = Network(arch, stem, stages, _head(arch.head, channels, arch.num_classes, pre_activation))
+    _init_weights(model)
+    return model
