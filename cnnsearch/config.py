@@ -123,7 +123,8 @@ def format_validation_error(error: ValidationError, source: str, prefix: str = "
         message = f"expected a mapping, got {first['input']!r}"
     else:
         message = f"{first['msg']}, got {first['input']!r}"
-    return ConfigError(f"{source}: {path}: {message}" if path else f"{source}: {message}")
+    body = f"{path}: {message}" if path else message
+    return ConfigError(f"{source}: {body}" if source else body)
 
 
 # Architecture values --------------------------------------------------------------------

@@ -17,10 +17,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import Arch
+from .config import Arch, ConfigError
 from .model import build_model
+from .space import Space
 
-__all__ = ["Cost", "profile"]
+__all__ = ["Cost", "cheapest", "profile"]
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,45 @@ def profile(arch_or_model: Arch | nn.Module, *, input_size: int | None = None, i
     model.train(was_training)
     flops = counter.get_total_flops()
     return Cost(params=params, macs=flops // 2, flops=flops)
+
+
+def cheapest(space: Space) -> tuple[Arch, Cost] | None:
+    """The cheapest architecture of a space that meets its cost limits.
+
+    Returns None when the space is too large to be sure (see :meth:`Space.smallest`)
+    and none of the candidates tried meets the limits.
+
+    Raises:
+        ConfigError: no point of the space is a valid network, or none meets the limits.
+    """
+    candidates, complete = space.smallest()
+    costed: list[tuple[Arch, Cost]] = []
+    errors: list[ConfigError] = []
+    for candidate in candidates:
+        try:
+            if isinstance(candidate, ConfigError):
+                raise candidate
+            costed.append((candidate, profile(candidate)))
+        except ConfigError as error:
+            errors.append(error)
+    for arch, cost in sorted(costed, key=lambda item: (item[1].params, item[1].macs)):
+        if space.limits.violation(cost.params, cost.macs) is None:
+            return arch, cost
+    if not complete:
+        return None
+    if not costed:
+        raise ConfigError(f"{space.source}: no point of the space is a valid network, for example: {errors[0]}")
+    fewest_params = min(cost.params for _, cost in costed)
+    fewest_macs = min(cost.macs for _, cost in costed)
+    limits = space.limits
+    if limits.max_params is not None and fewest_params > limits.max_params:
+        raise ConfigError(
+            f"{space.source}: limits.max_params: {limits.max_params:,} cannot be met: "
+            f"the smallest architecture of the space has {fewest_params:,} params"
+        )
+    if limits.max_macs is not None and fewest_macs > limits.max_macs:
+        raise ConfigError(
+            f"{space.source}: limits.max_macs: {limits.max_macs:,} cannot be met: "
+            f"the cheapest architecture of the space has {fewest_macs:,} MACs"
+        )
+    raise ConfigError(f"{space.source}: limits: no architecture of the space meets max_params and max_macs together")
