@@ -78,7 +78,10 @@ def _profile(args: argparse.Namespace) -> None:
     updates = {key: value for key, value in (("input_size", args.input_size), ("num_classes", args.num_classes)) if value}
     if updates:
         arch = type(arch).from_dict(arch.to_dict() | updates, source=args.arch)
-    cost = profile(arch)
+    try:
+        cost = profile(arch)
+    except ConfigError as error:
+        raise ConfigError(f"{args.arch}: {error}") from None
     if args.json:
         print(json.dumps(cost.to_dict()))
         return

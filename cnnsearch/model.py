@@ -98,7 +98,7 @@ def build_model(arch: Arch) -> Network:
         try:
             stage, channels = get_family(config.family).build_stage(config, channels)
         except ValueError as error:
-            raise ConfigError(f"{arch.name}: stages.{index}: {error}") from None
+            raise ConfigError(f"stages.{index}: {error}") from None
         stages.add_module(str(index), stage)
     pre_activation = get_family(arch.stages[-1].family).PRE_ACTIVATION
     model = Network(arch, stem, stages, _head(arch.head, channels, arch.num_classes, pre_activation))

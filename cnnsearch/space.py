@@ -340,7 +340,8 @@ class Space:
 
         Raises:
             ConfigError: the drawn values do not make a valid network (for example a
-                32x32 input shrunk below 1x1); a search rejects such a trial.
+                32x32 input shrunk below 1x1); the message names the key. A search
+                rejects such a trial.
         """
         drawn: dict[str, Any] = {}
 
@@ -365,7 +366,7 @@ class Space:
             config |= fill(shared, family) | fill(own, f"stages.{index}.{family}")
             stages.append(config)
         data = {"name": self.name, **self.fixed, "stem": fill(self.stem, "stem"), "head": fill(self.head, "head"), "stages": stages}
-        return Arch.from_dict(data, source=f"{self.source}: sampled {self.name}")
+        return Arch.from_dict(data, source="")
 
     def knobs(self) -> dict[str, Knob]:
         """Every knob that a trial may be asked for, by dotted name (fixed values included)."""
@@ -539,9 +540,6 @@ def _parse(doc: dict[str, Any], default_name: str) -> dict[str, Any]:
         path = f"stages.{index}"
         if not isinstance(raw, dict):
             raise _Bad(path, f"expected a mapping, got {raw!r}")
-        for key in raw:
-            if key not in (*_STAGE_KEYS, *FAMILIES):
-                raise _Bad(f"{path}.{key}", f"unknown key: a stage has family, stride and a section per family ({', '.join(FAMILIES)})")
         if "family" in raw:
             family = _parse_family_knob(raw["family"], f"{path}.family")
         elif default_family is not None:
@@ -550,6 +548,14 @@ def _parse(doc: dict[str, Any], default_name: str) -> dict[str, Any]:
             raise _Bad(f"{path}.family", "missing: give the stage a family, or a top-level family for all stages")
         families = _values(family)
         possible |= set(families)
+        loose = {key: value for key, value in raw.items() if key not in (*_STAGE_KEYS, *FAMILIES)}
+        if loose:
+            # With one family, its knobs may sit on the stage itself, as in an architecture file.
+            if len(families) > 1:
+                raise _Bad(f"{path}.{next(iter(loose))}", f"the stage's family is a choice: put knobs under {' or '.join(f'{f}:' for f in families)}")
+            if families[0] in raw:
+                raise _Bad(f"{path}.{next(iter(loose))}", f"give the stage's knobs either on the stage or under {families[0]}:, not both")
+            raw = {**raw, families[0]: loose}
         stride = _parse_knob(raw.get("stride", 1), FAMILIES["dense"].model_fields["stride"], f"{path}.stride")
         overrides = {}
         for fam in FAMILIES:

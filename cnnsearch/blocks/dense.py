@@ -36,30 +36,26 @@ class _DenseLayer(nn.Module):
         self.bottleneck = bool(bn_size)
         self.dropout = dropout
         self.memory_efficient = memory_efficient
-        self._recomputing = False
 
     def _concat_norm_conv(self, *features: Tensor) -> Tensor:
-        x = torch.cat(features, 1)
-        if self._recomputing:
-            # Same batch statistics, but the running averages were already updated once.
-            x = F.batch_norm(x, None, None, self.norm1.weight, self.norm1.bias, True, 0.0, self.norm1.eps)
-        else:
-            x = self.norm1(x)
-        return self.conv1(self.relu1(x))
+        return self.conv1(self.relu1(self.norm1(torch.cat(features, 1))))
 
     @contextlib.contextmanager
-    def _recompute(self) -> Iterator[None]:
-        self._recomputing = True
+    def _keep_running_stats(self) -> Iterator[None]:
+        # Recomputation runs norm1 a second time; its running averages must count one step.
+        saved = [buffer.clone() for buffer in self.norm1.buffers()]
         try:
             yield
         finally:
-            self._recomputing = False
+            with torch.no_grad():
+                for buffer, value in zip(self.norm1.buffers(), saved):
+                    buffer.copy_(value)
 
     def forward(self, features: list[Tensor]) -> Tensor:
         if self.memory_efficient and torch.is_grad_enabled() and any(f.requires_grad for f in features):
             # The concatenation is the memory hog (quadratic in depth): keep only the inputs
             # and recompute it in backward (Pleiss et al. 2017, arXiv:1707.06990).
-            recompute = self._recompute if self.training else contextlib.nullcontext
+            recompute = self._keep_running_stats if self.training else contextlib.nullcontext
             out = checkpoint(
                 self._concat_norm_conv,
                 *features,

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import pytest
+
+from cnnsearch.cli import main
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the command line in-process; returns (exit status, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            main([str(a) for a in args])
+            status = 0
+        except SystemExit as exit:
+            status = exit.code if isinstance(exit.code, int) else 1
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return run

@@ -1,0 +1,113 @@
+"""Bad input ends in one clear message naming the file and key, and exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+GOOD_SPACE = """
+family: dense
+stages: [{stride: 1}, {stride: 2}]
+dense: {growth_rate: [12, 24], num_layers: 4}
+"""
+
+BAD_SPACES = {
+    "syntax error": ("stages: [{stride: 1}\ndense: {growth_rate: 12", "line 2"),
+    "empty file": ("", "the file is empty"),
+    "list at the top": ("- family: dense\n", "expected a mapping of keys to values, got a list"),
+    "list where a mapping belongs": (GOOD_SPACE + "stem: [1, 2]\n", "stem: expected a mapping"),
+    "unknown key": (GOOD_SPACE + "optimizer: sgd\n", "optimizer: unknown key"),
+    "unknown stem key": (GOOD_SPACE + "stem: {kernel: 5}\n", "stem.kernel: unknown key"),
+    "wrong type": ("family: dense\nstages: [{stride: 1}]\ndense: {num_layers: 4, growth_rate: twelve}\n", "dense.growth_rate: Input should be a valid integer"),
+    "float for an int": ("family: dense\nstages: [{stride: 1}]\ndense: {num_layers: 4.5}\n", "dense.num_layers: Input should be a valid integer"),
+    "empty choices": ("family: dense\nstages: [{stride: 1}]\ndense: {num_layers: 4, growth_rate: []}\n", "dense.growth_rate: empty list of choices"),
+    "low above high": ("family: dense\nstages: [{stride: 1}]\ndense: {num_layers: 4, growth_rate: {low: 32, high: 12}}\n", "dense.growth_rate: low 32 > high 12"),
+    "range on a category": ("family: residual\nstages: [{stride: 1}]\nresidual: {num_blocks: 1, block: {low: 1, high: 2}}\n", "residual.block: a range {low, high} needs a numeric knob"),
+    "log range from zero": ("family: dense\nstages: [{stride: 1}]\ndense: {num_layers: 4, dropout: {low: 0.0, high: 0.5, log: true}}\n", "dense.dropout: a log range needs low > 0"),
+    "constraint": ("family: dense\nstages: [{stride: 1}]\ndense: {num_layers: 4, compression: [0.5, 1.5]}\n", "dense.compression: Input should be less than or equal to 1"),
+    "unknown family": ("family: transformer\nstages: [{stride: 1}]\n", "family: unknown family 'transformer'"),
+    "unknown stage family": ("stages: [{family: [dense, attention]}]\n", "stages.0.family: unknown family"),
+    "knob of another family": ("family: dense\nstages: [{stride: 1}]\ndense: {num_layers: 4, block: basic}\n", "dense.block: not a knob of family dense"),
+    "family no stage uses": (GOOD_SPACE + "residual: {num_blocks: 2}\n", "residual: no stage can be of family residual"),
+    "missing required knob": ("family: residual\nstages: [{stride: 1}]\n", "stages.0: family residual needs num_blocks"),
+    "stage without family": ("stages: [{stride: 1}]\n", "stages.0.family: missing"),
+    "bad stride": ("family: dense\nstages: [{stride: 3}]\ndense: {num_layers: 4}\n", "stages.0.stride: Input should be 1 or 2"),
+    "python tag": ("family: !!python/object/apply:os.system [echo hacked]\nstages: []\n", "tags that build objects are refused"),
+    "duplicate key": ("family: dense\nfamily: residual\nstages: []\n", "duplicate key 'family'"),
+    "shrinks below 1x1": ("family: dense\nstages: [{stride: 2}, {stride: 2}, {stride: 2}, {stride: 2}, {stride: 2}, {stride: 2}]\ndense: {num_layers: 1}\n", "no point of the space is a valid network"),
+    "unmeetable limit": (GOOD_SPACE + "limits: {max_params: 1000}\n", "limits.max_params: 1,000 cannot be met: the smallest architecture of the space has"),
+    "bad limit": (GOOD_SPACE + "limits: {max_params: lots}\n", "limits.max_params"),
+    "unknown dataset": (GOOD_SPACE + "dataset: {name: mnist}\n", "dataset.name: unknown dataset 'mnist'"),
+    "classes against dataset": (GOOD_SPACE + "num_classes: 100\n", "num_classes: 100 does not match dataset cifar10"),
+}
+
+BAD_ARCHS = {
+    "syntax error": ("stages: [\n  - {family: dense", "line"),
+    "empty file": ("# nothing\n", "the file is empty"),
+    "list at the top": ("[1, 2]\n", "got a list"),
+    "unknown key": ("stages: [{family: dense, num_layers: 2}]\nlayers: 3\n", "layers: unknown key"),
+    "wrong type": ("stages: [{family: dense, num_layers: '2'}]\n", "stages.0.num_layers: Input should be a valid integer"),
+    "unknown family": ("stages: [{family: vit}]\n", "stages.0.family: unknown family 'vit'"),
+    "knob of another family": ("stages: [{family: dense, num_layers: 2, width: 64}]\n", "stages.0.width: not a knob of family dense"),
+    "shrinks below 1x1": ("stages: [" + ", ".join(["{family: dense, num_layers: 1, stride: 2}"] * 6) + "]\n", "stages.5.stride: a 32x32 input shrinks below 1x1"),
+    "imagenet stem on tiny input": ("input_size: 2\nstem: {style: googlenet}\nstages: [{family: dense, num_layers: 1}]\n", "stem.style"),
+    "basic block with groups": ("stages: [{family: residual, num_blocks: 1, groups: 8}]\n", "stages.0: basic blocks take only groups=1"),
+    "pad shortcut that drops channels": ("stem: {channels: 64}\nstages: [{family: residual, num_blocks: 1, width: 16, shortcut: pad}]\n", "stages.0: a pad shortcut cannot go from 64 to fewer (16) channels"),
+    "python tag": ("!!python/object/new:dict {}\n", "tags that build objects are refused"),
+}
+
+
+@pytest.mark.parametrize("text, expected", BAD_SPACES.values(), ids=BAD_SPACES.keys())
+def test_bad_space(text, expected, tmp_path, cli):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    status, out, err = cli("show", path)
+    assert status == 2
+    assert err.startswith(f"cnnsearch: error: {path}: ")
+    assert expected in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text, expected", BAD_ARCHS.values(), ids=BAD_ARCHS.keys())
+def test_bad_architecture(text, expected, tmp_path, cli):
+    path = tmp_path / "arch.yaml"
+    path.write_text(text)
+    status, out, err = cli("profile", path)
+    assert status == 2
+    assert err.startswith(f"cnnsearch: error: {path}: ") and expected in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_python_tag_is_never_executed(tmp_path, cli):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "arch.yaml"
+    path.write_text(f"name: !!python/object/apply:os.system ['touch {marker}']\nstages: [{{family: dense, num_layers: 1}}]\n")
+    assert cli("profile", path)[0] == 2
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["profile", "resnet21"], "resnet21: neither a file nor a preset; presets: "),
+        (["profile", "missing.yaml"], "missing.yaml: no such file"),
+        (["show", "missing.yaml"], "missing.yaml: no such file"),
+        (["profile", "resnet20", "--input-size", "0"], "expected a positive integer"),
+        (["profile", "densenet_bc_100_k12", "--input-size", "2"], "stages.2.stride: a 2x2 input shrinks below 1x1"),
+    ],
+)
+def test_bad_command_line(args, expected, cli):
+    status, _, err = cli(*args)
+    assert status == 2 and expected in err and "Traceback" not in err
+
+
+def test_installed_command_reports_without_traceback(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("family: dense\nstages: [{stride: 1}]\ndense: {num_layers: 4, growth_rate: {low: 32, high: 12}}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "cnnsearch", "show", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr == f"cnnsearch: error: {path}: dense.growth_rate: low 32 > high 12\n"

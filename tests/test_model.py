@@ -1,0 +1,166 @@
+"""Building networks from architectures: determinism, round trips, families, profiling."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from cnnsearch import Arch, build_model, load_arch, profile, save_arch
+from cnnsearch.blocks import get_family, list_families
+from cnnsearch.config import FAMILIES
+
+
+def small(**stage) -> Arch:
+    return Arch.from_dict({"stem": {"channels": 16}, "stages": [stage]})
+
+
+def test_block_registry_matches_architecture_families():
+    assert list_families() == list(FAMILIES)
+    with pytest.raises(KeyError, match="known: dense, residual"):
+        get_family("transformer")
+
+
+@pytest.mark.parametrize("name", ["resnet20", "densenet_bc_100_k12", "mobilenet_v2_cifar", "googlenet"])
+def test_saved_architecture_reloads_and_builds_the_same_model(name, tmp_path):
+    arch = load_arch(name)
+    save_arch(arch, tmp_path / "arch.yaml")
+    again = load_arch(tmp_path / "arch.yaml")
+    assert again == arch and again.digest == arch.digest
+    torch.manual_seed(3)
+    first = build_model(arch).state_dict()
+    torch.manual_seed(3)
+    second = build_model(again).state_dict()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_digest_ignores_the_name_only():
+    arch = load_arch("resnet20")
+    assert arch.model_copy(update={"name": "other"}).digest == arch.digest
+    assert load_arch("resnet56").digest != arch.digest
+
+
+def test_model_carries_its_architecture():
+    arch = load_arch("resnet20")
+    assert build_model(arch).arch == arch
+
+
+def _dense_pair(**knobs):
+    plain = build_model(small(family="dense", num_layers=4, growth_rate=8, **knobs))
+    efficient = build_model(small(family="dense", num_layers=4, growth_rate=8, memory_efficient=True, **knobs))
+    efficient.load_state_dict(plain.state_dict())
+    return plain, efficient
+
+
+@pytest.mark.parametrize("bn_size", [4, 0])
+def test_memory_efficient_dense_gives_same_outputs_gradients_and_statistics(bn_size):
+    torch.manual_seed(0)
+    plain, efficient = _dense_pair(bn_size=bn_size)
+    images = torch.randn(4, 3, 16, 16)
+    for model in (plain, efficient):
+        model.train()
+        model(images).square().sum().backward()
+    torch.testing.assert_close(efficient(images), plain(images))
+    for (name, a), (_, b) in zip(plain.named_parameters(), efficient.named_parameters()):
+        torch.testing.assert_close(b.grad, a.grad, msg=name)
+    # Recomputation in backward must not update the running statistics a second time.
+    for (name, a), (_, b) in zip(plain.named_buffers(), efficient.named_buffers()):
+        torch.testing.assert_close(b, a, msg=name)
+
+
+def test_memory_efficient_dense_stores_less_for_backward():
+    def saved_bytes(model):
+        total = 0
+
+        def pack(tensor):
+            nonlocal total
+            total += tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(torch.randn(8, 3, 32, 32)).sum()
+        return total
+
+    plain, efficient = _dense_pair()
+    assert saved_bytes(efficient) < 0.8 * saved_bytes(plain)
+
+
+def test_residual_shortcuts():
+    pad = small(family="residual", num_blocks=2, width=32, stride=2, shortcut="pad")
+    projection = small(family="residual", num_blocks=2, width=32, stride=2)
+    every = small(family="residual", num_blocks=2, width=32, stride=2, shortcut="all_projection")
+    assert profile(projection).params - profile(pad).params == 16 * 32 + 2 * 32  # one 1x1 conv + BN
+    assert profile(every).params - profile(projection).params == 32 * 32 + 2 * 32  # and one in the 2nd block
+    assert build_model(pad)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_resnext_groups_change_the_bottleneck_width():
+    narrow = small(family="residual", block="bottleneck", num_blocks=1, width=64, groups=1, width_per_group=64)
+    grouped = small(family="residual", block="bottleneck", num_blocks=1, width=64, groups=32, width_per_group=4)
+    conv = build_model(grouped).stages[0][0].conv2
+    assert (conv.in_channels, conv.groups) == (128, 32)
+    assert profile(grouped).params != profile(narrow).params
+
+
+def test_width_multiplier_rounds_to_multiples_of_8():
+    stage = dict(family="inverted_residual", channels=24, num_blocks=1, width_multiplier=0.35)
+    model = build_model(small(**stage))
+    assert model.head.fc.in_features == 8
+    assert build_model(small(**(stage | {"width_multiplier": 1.4}))).head.fc.in_features == 32
+
+
+def test_squeeze_excitation_adds_parameters_and_keeps_shapes():
+    stage = dict(family="inverted_residual", channels=32, num_blocks=2)
+    without, with_se = small(**stage), small(**stage, squeeze_excitation=True)
+    assert profile(with_se).params > profile(without).params
+    assert build_model(with_se)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_inception_without_batch_norm_uses_biases():
+    stage = dict(family="inception", modules=[[8, 8, 8, 4, 4, 4]])
+    with_bn = build_model(small(**stage))
+    without = build_model(small(**stage, batch_norm=False))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in without.stages.modules())
+    assert all(m.bias is not None for m in without.stages.modules() if isinstance(m, torch.nn.Conv2d))
+    assert with_bn(torch.randn(1, 3, 32, 32)).shape == without(torch.randn(1, 3, 32, 32)).shape
+
+
+def test_pre_activation_family_gets_a_final_norm():
+    dense = build_model(small(family="dense", num_layers=2))
+    residual = build_model(small(family="residual", num_blocks=1))
+    assert isinstance(dense.head.norm, torch.nn.BatchNorm2d)
+    assert not hasattr(residual.head, "norm")
+
+
+def test_mixed_families_chain_their_channels():
+    arch = Arch.from_dict(
+        {
+            "stem": {"channels": 16},
+            "stages": [
+                {"family": "residual", "num_blocks": 1, "width": 16},
+                {"family": "dense", "stride": 2, "num_layers": 2, "growth_rate": 8},
+                {"family": "inverted_residual", "stride": 2, "channels": 32},
+                {"family": "inception", "stride": 2, "modules": [[8, 8, 8, 4, 4, 4]]},
+            ],
+        }
+    )
+    assert build_model(arch)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_profile_counts_flops_as_twice_macs_and_leaves_a_model_alone():
+    arch = load_arch("resnet20")
+    model = build_model(arch).train()
+    before = copy.deepcopy(model.state_dict())
+    cost = profile(model, input_size=32)
+    assert cost == profile(arch)
+    assert cost.flops == 2 * cost.macs
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert profile(arch, input_size=64).macs == 4 * cost.macs - 3 * 64 * 10  # convs scale, the classifier does not
+
+
+def test_profile_needs_no_weights():
+    """On the meta device: a network far larger than memory still profiles."""
+    huge = small(family="residual", num_blocks=40, width=16384)
+    assert profile(huge).params > 10**11
