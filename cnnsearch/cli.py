@@ -7,7 +7,9 @@ import json
 import sys
 from collections.abc import Sequence
 
-from .config import ConfigError, list_presets, load_arch
+from pydantic import ValidationError
+
+from .config import ConfigError, format_validation_error, list_presets, load_arch
 from .profile import Cost, cheapest, profile
 from .space import Fixed, load_space
 
@@ -66,10 +68,10 @@ def _show(args: argparse.Namespace) -> None:
             f"range: params {_human(params[0])} to {_human(params[-1])}, "
             f"MACs {_human(macs[0])} to {_human(macs[-1])}; {within} of {args.samples} within limits"
         )
-    d, b, s = space.dataset, space.budget, space.search
+    d, b, r, s = space.dataset, space.budget, space.recipe, space.search
     print(
         f"\ndataset: {d.name}, {d.val_fraction:.0%} validation" + (f", subset {d.subset:,}" if d.subset else "")
-        + f"; budget: {b.epochs} epochs, batch {b.batch_size}; search: {s.sampler}, {s.trials} trials"
+        + f"; budget: {b.epochs} epochs; recipe: batch {r.batch_size}, lr {r.lr}; search: {s.sampler}, {s.trials} trials"
     )
 
 
@@ -89,6 +91,35 @@ def _profile(args: argparse.Namespace) -> None:
     print(f"  params {cost.params:,} ({_human(cost.params)})")
     print(f"  MACs   {cost.macs:,} ({_human(cost.macs)})")
     print(f"  FLOPs  {cost.flops:,} (2 x MACs of convolutions and linear layers)")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .config import Recipe
+    from .data import load_dataset, split_dataset
+    from .space import Budget
+    from .train import fit_to_data, resolve_device, train
+
+    device = resolve_device(args.device)  # before minutes of decoding, not after
+    arch = load_arch(args.arch)
+    data = load_dataset(args.dataset, cache_dir=args.cache_dir, data_dir=args.data_dir)
+    arch = fit_to_data(arch, data)
+    split = split_dataset(data.labels, val_fraction=args.val_fraction, seed=args.split_seed, subset=args.subset)
+    recipe = Recipe(**{key: value for key, value in (("batch_size", args.batch_size), ("lr", args.lr)) if value})
+    budget = Budget(epochs=args.epochs, max_seconds=args.max_seconds)
+    result = train(
+        arch, data, split, recipe=recipe, budget=budget, seed=args.seed, device=device, compile=args.compile, progress=True
+    )
+    if args.json:
+        print(json.dumps({"arch": arch.name, "arch_digest": arch.digest, **result.to_dict()}))
+        return
+    print(f"{arch.name} on {data.source}: {result.status}" + (f" ({result.message})" if result.message else ""))
+    if result.val_acc is not None:
+        print(f"  val_acc {result.val_acc:.2%}, val_loss {result.val_loss:.4f}, train_loss {result.train_loss:.4f}")
+    print(
+        f"  {result.epochs:g} epochs, {result.images:,} images in {result.seconds:.1f} s, "
+        f"{result.train_images_per_s:,.0f} training images/s on {result.device}"
+    )
+    print(f"  split: {split.describe()}")
 
 
 def _positive(text: str) -> int:
@@ -117,6 +148,24 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--num-classes", type=_positive, help="classifier outputs (default: the architecture's)")
     prof.add_argument("--json", action="store_true", help="print one JSON object with params, macs, flops")
     prof.set_defaults(run=_profile)
+
+    tr = commands.add_parser("train", help="train one architecture and report its validation accuracy")
+    tr.add_argument("arch", help="preset or architecture YAML file; classes and input size follow the data")
+    tr.add_argument("--dataset", required=True, help="cifar10, cifar100, synthetic or imagefolder:PATH")
+    tr.add_argument("--epochs", type=_positive, default=10)
+    tr.add_argument("--subset", type=_positive, help="train on this many images of the training split")
+    tr.add_argument("--seed", type=int, default=0, help="seeds weights, data order and augmentation")
+    tr.add_argument("--device", default="cpu", help="cpu or cuda")
+    tr.add_argument("--batch-size", type=_positive)
+    tr.add_argument("--lr", type=float, help="peak learning rate")
+    tr.add_argument("--max-seconds", type=float, help="stop training after this many seconds")
+    tr.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of the images (default 0.1)")
+    tr.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (default 0)")
+    tr.add_argument("--compile", action="store_true", help="torch.compile the model")
+    tr.add_argument("--cache-dir", help="where decoded data sets are cached (default ~/.cache/cnnsearch)")
+    tr.add_argument("--data-dir", help="where torchvision's CIFAR files are or are downloaded to")
+    tr.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    tr.set_defaults(run=_train)
     return parser
 
 
@@ -124,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         args.run(args)
+    except ValidationError as error:  # options checked by the configs they fill
+        error = format_validation_error(error, "option")
+        print(f"cnnsearch: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     except ConfigError as error:
         print(f"cnnsearch: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -26,6 +26,7 @@ __all__ = [
     "InceptionModule",
     "InceptionStage",
     "InvertedResidualStage",
+    "Recipe",
     "ResidualStage",
     "Stage",
     "Stem",
@@ -391,3 +392,18 @@ def load_arch(name_or_path: str | Path) -> Arch:
 def save_arch(arch: Arch, path: str | Path) -> None:
     """Write an architecture file that :func:`load_arch` reads back to an equal value."""
     Path(path).write_text(yaml.safe_dump(arch.to_dict(), sort_keys=False))
+
+
+class Recipe(_Value):
+    """How a trial trains: SGD with Nesterov momentum under a warm-up + decay schedule.
+
+    The defaults suit short CIFAR trials (a few epochs at batch 256).
+    """
+
+    lr: float = Field(0.4, gt=0.0, description="peak learning rate")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(5e-4, ge=0.0, description="on conv and linear weights only, not on norms and biases")
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    schedule: Literal["onecycle", "cosine"] = Field("onecycle", description="linear or cosine decay to 0 after warm-up")
+    warmup: float = Field(0.2, ge=0.0, lt=1.0, description="fraction of the steps spent warming up linearly")
+    batch_size: int = Field(256, ge=1)

@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal, Protocol, get_origin
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
-from .config import FAMILIES, Arch, ConfigError, Head, InceptionModule, Stem, format_validation_error, load_yaml
+from .config import FAMILIES, Arch, ConfigError, Head, InceptionModule, Recipe, Stem, format_validation_error, load_yaml
 
 __all__ = [
     "Budget",
@@ -295,7 +295,6 @@ class Budget(_Section):
     epochs: int = Field(10, ge=1)
     max_images: Count | None = None
     max_seconds: float | None = Field(None, gt=0)
-    batch_size: int = Field(256, ge=1)
 
 
 class SearchSpec(_Section):
@@ -305,7 +304,7 @@ class SearchSpec(_Section):
 
 # The space ----------------------------------------------------------------------------------
 
-_SECTIONS = {"limits": Limits, "dataset": DatasetSpec, "budget": Budget, "search": SearchSpec}
+_SECTIONS = {"limits": Limits, "dataset": DatasetSpec, "budget": Budget, "recipe": Recipe, "search": SearchSpec}
 _FIXED_INTS = {"num_classes": 10, "input_size": 32, "in_channels": 3}
 _STAGE_KEYS = ("family", "stride")
 
@@ -333,6 +332,7 @@ class Space:
     limits: Limits
     dataset: DatasetSpec
     budget: Budget
+    recipe: Recipe
     search: SearchSpec
 
     def sample(self, trial: Suggester) -> Arch:

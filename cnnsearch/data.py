@@ -1,0 +1,315 @@
+"""Datasets as uint8 tensors: decoded once, cached on disk, split with a seed, augmented in batches.
+
+A short trial cannot afford a per-image Python pipeline (PIL + DataLoader workers give
+a few thousand images/s on two cores and take the cores from training). Here a data
+set is decoded once into one ``uint8`` tensor, cached as ``.npy`` keyed by its source
+and content, loaded in a fraction of a second, moved whole to the training device, and
+augmented a batch at a time there: random crop with padding, horizontal flip,
+normalization.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import ConfigError
+
+__all__ = ["Batches", "ImageData", "Split", "augment", "default_cache_dir", "load_dataset", "split_dataset"]
+
+_CIFAR_STATS = {  # per-channel mean and std of the training images
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+def default_cache_dir() -> Path:
+    """``$CNNSEARCH_CACHE``, else ``$XDG_CACHE_HOME/cnnsearch``, else ``~/.cache/cnnsearch``."""
+    if "CNNSEARCH_CACHE" in os.environ:
+        return Path(os.environ["CNNSEARCH_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cnnsearch"
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A whole data set in memory: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)."""
+
+    images: Tensor
+    labels: Tensor
+    classes: tuple[str, ...]
+    source: str
+    key: str  # content key: equal keys, equal data
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "key": self.key, "images": len(self.labels), "classes": list(self.classes)}
+
+
+def _channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    sample = images[:: max(1, len(images) // 10000)].double() / 255  # every k-th image is plenty
+    return tuple(sample.mean((0, 2, 3)).tolist()), tuple(sample.std((0, 2, 3)).tolist())
+
+
+def _synthetic(count: int = 2000, classes: int = 10, size: int = 32, seed: int = 0) -> tuple[Tensor, Tensor, list[str]]:
+    """Learnable random images: each class has its own smooth colour pattern, under noise."""
+    generator = torch.Generator().manual_seed(seed)
+    # Smooth patterns survive the random crops and flips of augmentation; pixel noise would not.
+    patterns = F.interpolate(torch.rand(classes, 3, 2, 2, generator=generator), size=size, mode="bilinear") * 255
+    labels = torch.arange(count) % classes
+    noise = torch.randn(count, 3, size, size, generator=generator) * 40
+    images = (patterns[labels] * 0.7 + 40 + noise).clamp(0, 255).to(torch.uint8)
+    return images, labels, [f"class{i}" for i in range(classes)]
+
+
+def _torchvision_cifar(name: str, root: Path) -> tuple[Tensor, Tensor, list[str]]:
+    from torchvision import datasets
+
+    dataset_class = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    try:
+        dataset = dataset_class(root=str(root), train=True, download=True)
+    except (OSError, RuntimeError) as error:
+        raise ConfigError(
+            f"{name}: cannot download into {root} ({error.__class__.__name__}: {error}); offline, put torchvision's "
+            f"copy there with --data-dir DIR, or point --dataset imagefolder:PATH at the images"
+        ) from None
+    images = torch.from_numpy(np.ascontiguousarray(dataset.data)).permute(0, 3, 1, 2).contiguous()
+    return images, torch.tensor(dataset.targets, dtype=torch.int64), list(dataset.classes)
+
+
+def _scan_folder(folder: Path) -> tuple[list[tuple[str, int]], list[str]]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    if not folder.is_dir():
+        raise ConfigError(f"imagefolder:{folder}: no such folder")
+    try:
+        classes, class_to_index = find_classes(folder)
+    except FileNotFoundError:
+        raise ConfigError(f"imagefolder:{folder}: no class sub-folders (expected {folder}/CLASS/IMAGE.jpg)") from None
+    samples = make_dataset(folder, class_to_index, extensions=IMG_EXTENSIONS, allow_empty=True)
+    if not samples:
+        raise ConfigError(f"imagefolder:{folder}: no images in its class sub-folders ({', '.join(IMG_EXTENSIONS)})")
+    return samples, classes
+
+
+def _decode(path: str) -> Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            array = np.array(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise ConfigError(f"{path}: cannot decode image ({error.__class__.__name__}: {error})") from None
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def _decode_folder(samples: list[tuple[str, int]]) -> tuple[Tensor, Tensor]:
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:  # Pillow releases the GIL while decoding
+        decoded = list(pool.map(_decode, (path for path, _ in samples), chunksize=256))
+    shape = decoded[0].shape
+    for (path, _), image in zip(samples, decoded):
+        if image.shape != shape:
+            raise ConfigError(f"{path}: image is {tuple(image.shape[1:])}, others are {tuple(shape[1:])}; all must be one size")
+    return torch.stack(decoded), torch.tensor([label for _, label in samples], dtype=torch.int64)
+
+
+def _folder_key(folder: Path, samples: list[tuple[str, int]]) -> str:
+    # Names, sizes and modification times stand for the content: hashing every byte of
+    # 50,000 files would cost more than the cache saves.
+    digest = hashlib.sha256(str(folder.resolve()).encode())
+    for path, label in samples:
+        stat = os.stat(path)
+        digest.update(f"{os.path.relpath(path, folder)}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _read_cache(entry: Path) -> ImageData | None:
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        # Copy-on-write memory map: only the pages a trial indexes are read.
+        images = torch.from_numpy(np.load(entry / "images.npy", mmap_mode="c"))
+        labels = torch.from_numpy(np.load(entry / "labels.npy"))
+    except (OSError, ValueError):
+        return None
+    return ImageData(images, labels, tuple(meta["classes"]), meta["source"], meta["key"], tuple(meta["mean"]), tuple(meta["std"]))
+
+
+def _write_cache(entry: Path, data: ImageData) -> None:
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=entry.parent, prefix=".staging-"))
+    np.save(staging / "images.npy", data.images.numpy())
+    np.save(staging / "labels.npy", data.labels.numpy())
+    meta = {"source": data.source, "key": data.key, "classes": list(data.classes), "mean": data.mean, "std": data.std}
+    (staging / "meta.json").write_text(json.dumps(meta))
+    try:
+        staging.rename(entry)  # atomic: concurrent trials never see half a cache entry
+    except OSError:
+        shutil.rmtree(staging)  # another process wrote it first
+
+
+def load_dataset(name: str, *, cache_dir: str | Path | None = None, data_dir: str | Path | None = None) -> ImageData:
+    """Load a data set's training images, decoding them only the first time.
+
+    Args:
+        name: ``cifar10``, ``cifar100`` (torchvision, downloaded into ``data_dir``),
+            ``imagefolder:PATH`` (torchvision's ImageFolder layout: ``PATH/CLASS/IMAGE``;
+            all images one size) or ``synthetic`` (2,000 learnable random 32x32 images).
+        cache_dir: where decoded tensors are kept; default :func:`default_cache_dir`.
+        data_dir: where torchvision's CIFAR files are or go; default ``cache_dir/torchvision``.
+
+    Raises:
+        ConfigError: unknown name, missing or empty folder, no class sub-folders, an image
+            that does not decode (its path is named) or, offline, a download that fails.
+    """
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    if name == "synthetic":
+        images, labels, classes = _synthetic()
+        return ImageData(images, labels, tuple(classes), name, "synthetic-v2", *_channel_stats(images))
+    if name in _CIFAR_STATS:
+        entry = cache / f"{name}-train"
+        if (cached := _read_cache(entry)) is not None:
+            return cached
+        images, labels, classes = _torchvision_cifar(name, Path(data_dir) if data_dir else cache / "torchvision")
+        data = ImageData(images, labels, tuple(classes), name, f"{name}-train", *_CIFAR_STATS[name])
+    elif name.startswith("imagefolder:") and len(name) > len("imagefolder:"):
+        folder = Path(name.removeprefix("imagefolder:")).expanduser()
+        samples, classes = _scan_folder(folder)
+        key = _folder_key(folder, samples)
+        entry = cache / f"imagefolder-{key}"
+        if (cached := _read_cache(entry)) is not None:
+            return cached
+        images, labels = _decode_folder(samples)
+        data = ImageData(images, labels, tuple(classes), f"imagefolder:{folder.resolve()}", key, *_channel_stats(images))
+    else:
+        raise ConfigError(f"unknown dataset {name!r}; use cifar10, cifar100, synthetic or imagefolder:PATH")
+    _write_cache(entry, data)
+    return data
+
+
+@dataclass(frozen=True)
+class Split:
+    """Indices of the training and validation images, and how they were drawn."""
+
+    train: Tensor
+    val: Tensor
+    seed: int
+    val_fraction: float
+    subset: int | None
+
+    def describe(self) -> dict[str, Any]:
+        digest = hashlib.sha256(self.val.numpy().tobytes()).hexdigest()[:16]
+        return {
+            "train_images": len(self.train),
+            "val_images": len(self.val),
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+            "subset": self.subset,
+            "val_digest": digest,
+        }
+
+
+def split_dataset(labels: Tensor, *, val_fraction: float = 0.1, seed: int = 0, subset: int | None = None) -> Split:
+    """A stratified, seeded train/validation split; the same arguments give the same split on any run.
+
+    ``subset`` keeps that many training images (a seeded sample, classes in proportion);
+    the validation images stay the same, so short and long trials are compared on them.
+    """
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    labels_np = labels.numpy()
+    train, val = [], []
+    for label in np.unique(labels_np):
+        members = rng.permutation(np.flatnonzero(labels_np == label))
+        held_out = int(round(len(members) * val_fraction))
+        val.append(members[:held_out])
+        train.append(members[held_out:])
+    train_idx, val_idx = rng.permutation(np.concatenate(train)), np.sort(np.concatenate(val))
+    if subset is not None:
+        if subset > len(train_idx):
+            raise ConfigError(f"subset {subset:,} is larger than the {len(train_idx):,} training images")
+        train_idx = train_idx[:subset]
+    return Split(torch.from_numpy(np.sort(train_idx)), torch.from_numpy(val_idx), seed, val_fraction, subset)
+
+
+def augment(images: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
+    """Random crop (zero padding) and horizontal flip of a uint8 batch, all images at once."""
+    count, channels, height, width = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    device = images.device
+    shift_y = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
+    shift_x = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
+    flip = torch.rand(count, 1, generator=generator, device=device) < 0.5
+    rows = shift_y + torch.arange(height, device=device)
+    columns = torch.arange(width, device=device)
+    columns = shift_x + torch.where(flip, columns.flip(0), columns)  # flipping is reading columns backwards
+    index = torch.arange(count, device=device)[:, None, None, None]
+    return padded[index, torch.arange(channels, device=device)[None, :, None, None], rows[:, None, :, None], columns[:, None, None, :]]
+
+
+class Batches:
+    """Batches of a data set resident on the training device, normalized to float.
+
+    Args:
+        data: the data set; its tensors are moved to ``device`` once.
+        indices: which images to use (a :class:`Split`'s ``train`` or ``val``).
+        batch_size: images per batch; the last, smaller batch is kept.
+        train: shuffle and augment (crop + flip) every epoch.
+        seed: seed of the shuffling and augmentation.
+        dtype: float type of the batches; ``channels_last`` memory format if asked.
+    """
+
+    def __init__(
+        self,
+        data: ImageData,
+        indices: Tensor,
+        *,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        train: bool,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
+    ) -> None:
+        self.device = torch.device(device)
+        self.images = data.images[indices].to(self.device)
+        self.labels = data.labels[indices].to(self.device)
+        self.batch_size = batch_size
+        self.train = train
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.dtype = dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(data.mean, device=self.device).view(shape) * 255
+        self.inv_std = 1 / (torch.tensor(data.std, device=self.device).view(shape) * 255)
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self):
+        count = len(self.labels)
+        order = torch.randperm(count, generator=self.generator, device=self.device) if self.train else None
+        for start in range(0, count, self.batch_size):
+            if order is None:
+                images, labels = self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
+            else:
+                chosen = order[start : start + self.batch_size]
+                images, labels = augment(self.images[chosen], self.generator), self.labels[chosen]
+            images = ((images.float() - self.mean) * self.inv_std).to(self.dtype, memory_format=self.memory_format)
+            yield images, labels

@@ -1,0 +1,154 @@
+"""Data sets: decoded once and cached, split with a seed, augmented in batches."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from cnnsearch import ConfigError
+from cnnsearch.data import Batches, augment, load_dataset, split_dataset
+
+
+def write_png(image: torch.Tensor, path: str) -> None:
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
+
+
+def make_folder(root, classes=("cat", "dog", "frog"), per_class=6, size=8, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    for index, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=generator)
+            if i % 2:
+                write_png(image, str(root / name / f"{i}.png"))
+            else:
+                Image.fromarray(image.permute(1, 2, 0).numpy()).save(root / name / f"{i}.jpg", quality=95)
+    return root
+
+
+def test_synthetic_is_learnable_shape():
+    data = load_dataset("synthetic")
+    assert data.images.shape == (2000, 3, 32, 32) and data.images.dtype == torch.uint8
+    assert len(data.classes) == 10 and set(data.labels.tolist()) == set(range(10))
+
+
+def test_imagefolder_decodes_once_then_reads_the_cache(tmp_path):
+    folder = make_folder(tmp_path / "images")
+    cache = tmp_path / "cache"
+    first = load_dataset(f"imagefolder:{folder}", cache_dir=cache)
+    assert first.images.shape == (18, 3, 8, 8) and first.classes == ("cat", "dog", "frog")
+    assert first.labels.tolist() == [0] * 6 + [1] * 6 + [2] * 6
+    # Overwrite an image with garbage of the same size and time: only a cache hit can still load.
+    victim = folder / "cat" / "1.png"
+    stat = victim.stat()
+    victim.write_bytes(b"\0" * stat.st_size)
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second = load_dataset(f"imagefolder:{folder}", cache_dir=cache)
+    assert torch.equal(second.images, first.images) and second.key == first.key
+
+
+def test_changed_folder_gets_a_new_cache_entry(tmp_path):
+    folder = make_folder(tmp_path / "images")
+    cache = tmp_path / "cache"
+    first = load_dataset(f"imagefolder:{folder}", cache_dir=cache)
+    write_png(torch.zeros(3, 8, 8, dtype=torch.uint8), str(folder / "dog" / "extra.png"))
+    second = load_dataset(f"imagefolder:{folder}", cache_dir=cache)
+    assert second.key != first.key and len(second.labels) == 19
+
+
+def test_png_is_lossless_through_the_pipeline(tmp_path):
+    folder = tmp_path / "images"
+    (folder / "a").mkdir(parents=True)
+    (folder / "b").mkdir()
+    image = torch.randint(0, 256, (3, 5, 5), dtype=torch.uint8)
+    write_png(image, str(folder / "a" / "x.png"))
+    write_png(image.flip(2), str(folder / "b" / "y.png"))
+    data = load_dataset(f"imagefolder:{folder}", cache_dir=tmp_path / "cache")
+    assert torch.equal(data.images[0], image) and torch.equal(data.images[1], image.flip(2))
+
+
+@pytest.mark.parametrize(
+    "setup, expected",
+    [
+        (lambda root: None, "no such folder"),
+        (lambda root: root.mkdir(), "no class sub-folders"),
+        (lambda root: (root / "cat").mkdir(parents=True), "no images in its class sub-folders"),
+        (lambda root: (root.mkdir(), (root / "loose.png").write_bytes(b"x")), "no class sub-folders"),
+    ],
+    ids=["missing", "empty", "classes without images", "images without classes"],
+)
+def test_bad_folders(tmp_path, setup, expected):
+    root = tmp_path / "data"
+    setup(root)
+    with pytest.raises(ConfigError, match=expected):
+        load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "cache")
+
+
+def test_corrupt_image_is_named(tmp_path):
+    folder = make_folder(tmp_path / "images")
+    (folder / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(ConfigError, match=r"dog/broken.jpg: cannot decode image"):
+        load_dataset(f"imagefolder:{folder}", cache_dir=tmp_path / "cache")
+
+
+def test_images_of_different_sizes_are_refused(tmp_path):
+    folder = make_folder(tmp_path / "images")
+    write_png(torch.zeros(3, 9, 9, dtype=torch.uint8), str(folder / "frog" / "big.png"))
+    with pytest.raises(ConfigError, match=r"frog/big.png: image is \(9, 9\), others are \(8, 8\)"):
+        load_dataset(f"imagefolder:{folder}", cache_dir=tmp_path / "cache")
+
+
+def test_split_is_stratified_seeded_and_stable():
+    labels = torch.arange(1000) % 10
+    split = split_dataset(labels, val_fraction=0.1, seed=0)
+    assert len(split.val) == 100 and len(split.train) == 900
+    assert set(split.val.tolist()).isdisjoint(split.train.tolist())
+    assert torch.bincount(labels[split.val]).tolist() == [10] * 10
+    again = split_dataset(labels, val_fraction=0.1, seed=0)
+    assert torch.equal(again.val, split.val) and torch.equal(again.train, split.train)
+    assert not torch.equal(split_dataset(labels, seed=1).val, split.val)
+    small = split_dataset(labels, seed=0, subset=200)
+    assert len(small.train) == 200 and torch.equal(small.val, split.val)
+    assert set(small.train.tolist()) <= set(split.train.tolist())
+    assert split.describe()["val_digest"] == again.describe()["val_digest"]
+    with pytest.raises(ConfigError, match="subset 5,000 is larger than the 900 training images"):
+        split_dataset(labels, subset=5000)
+
+
+def test_augment_crops_and_flips_whole_batches():
+    images = torch.randint(1, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    out = augment(images, torch.Generator().manual_seed(0), padding=2)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    flips = shifts = 0
+    for original, crop in zip(padded, out):
+        windows = [
+            (dy, dx, flip)
+            for dy in range(5)
+            for dx in range(5)
+            for flip in (False, True)
+            if torch.equal((original.flip(2) if flip else original)[:, dy : dy + 8, dx : dx + 8], crop)
+        ]
+        assert windows, "every output is a window of the padded image, maybe mirrored"
+        flips += windows[0][2]
+        shifts += windows[0][:2] != (2, 2)
+    assert 16 < flips < 48 and shifts > 32
+
+
+def test_batches_cover_every_image_once_per_epoch():
+    data = load_dataset("synthetic")
+    split = split_dataset(data.labels, subset=300)
+    batches = Batches(data, split.train, batch_size=64, train=True, seed=0, channels_last=True)
+    assert len(batches) == 5
+    seen = torch.cat([labels for _, labels in batches])
+    assert sorted(seen.tolist()) == sorted(data.labels[split.train].tolist())
+    images, _ = next(iter(batches))
+    assert images.dtype == torch.float32 and images.is_contiguous(memory_format=torch.channels_last)
+    val = Batches(data, split.val, batch_size=1000, train=False)
+    (first, _), = list(val)
+    (second, _), = list(val)
+    assert torch.equal(first, second)
+    assert abs(first.mean().item()) < 0.1 and abs(first.std().item() - 1) < 0.1

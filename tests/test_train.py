@@ -1,0 +1,102 @@
+"""The trainer: learns, is deterministic on CPU, honours budgets, callbacks and divergence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cnnsearch import Arch, load_arch
+from cnnsearch.config import Recipe
+from cnnsearch.data import load_dataset, split_dataset
+from cnnsearch.space import Budget
+from cnnsearch.train import fit_to_data, train
+
+SMALL = Recipe(batch_size=64, lr=0.2)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("synthetic")
+
+
+@pytest.fixture(scope="module")
+def split(data):
+    return split_dataset(data.labels, subset=640)
+
+
+def small_arch(data):
+    stages = [{"family": "residual", "num_blocks": 1, "width": 16}, {"family": "residual", "num_blocks": 1, "width": 32, "stride": 2}]
+    return fit_to_data(Arch.from_dict({"stem": {"channels": 16}, "stages": stages}), data)
+
+
+def test_learns_and_reports_every_epoch(data, split):
+    reports = []
+    result = train(small_arch(data), data, split, recipe=SMALL, budget=Budget(epochs=3), callback=reports.append)
+    assert result.status == "completed" and result.epochs == 3 and result.images == 3 * 640
+    assert [r.epoch for r in reports] == [1, 2, 3] and result.history == reports
+    assert result.val_acc == reports[-1].val_acc > 0.5  # chance is 0.1
+    assert reports[-1].train_loss < reports[0].train_loss
+    assert result.split["val_images"] == 200 and result.train_images_per_s > 0
+
+
+def test_same_seed_same_metrics_on_cpu(data, split):
+    runs = [train(small_arch(data), data, split, recipe=SMALL, budget=Budget(epochs=1), seed=seed) for seed in (7, 7, 8)]
+    same = [(r.val_acc, r.val_loss, r.train_loss) for r in runs]
+    assert same[0] == same[1] and same[0] != same[2]
+
+
+def test_callback_stops_early(data, split):
+    result = train(small_arch(data), data, split, recipe=SMALL, budget=Budget(epochs=5), callback=lambda report: True)
+    assert result.status == "stopped" and len(result.history) == 1
+
+
+def test_image_budget_ends_mid_epoch(data, split):
+    result = train(small_arch(data), data, split, recipe=SMALL, budget=Budget(epochs=5, max_images=320))
+    assert result.status == "completed" and result.images == 320 and result.epochs == 0.5
+    assert len(result.history) == 1
+
+
+def test_diverging_loss_ends_the_trial(data, split):
+    result = train(small_arch(data), data, split, recipe=Recipe(batch_size=64, lr=1e12, warmup=0.0), budget=Budget(epochs=2))
+    assert result.status == "diverged" and "training loss became" in result.message
+
+
+def test_architecture_must_fit_the_data(data, split):
+    with pytest.raises(Exception, match="built for 1000 classes"):
+        train(load_arch("resnet18"), data, split)
+
+
+def test_train_command_prints_json(cli):
+    status, out, err = cli("train", "resnet20", "--dataset", "synthetic", "--epochs", "1", "--subset", "256", "--json")
+    assert status == 0, err
+    result = json.loads(out)
+    assert 0 <= result["val_acc"] <= 1
+    assert {"val_loss", "train_images_per_s", "epochs", "seconds", "split", "status"} <= set(result)
+    assert result["epochs"] == 1 and result["split"]["train_images"] == 256
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["--dataset", "imagefolder:/no/such/folder"], "imagefolder:/no/such/folder: no such folder"),
+        (["--dataset", "synthetic", "--device", "cuda"], "no CUDA GPU is available"),
+        (["--dataset", "synthetic", "--device", "tpu"], "device 'tpu': use cpu or cuda"),
+        (["--dataset", "synthetic", "--lr", "-1"], "lr: Input should be greater than 0"),
+        (["--dataset", "synthetic", "--subset", "100000"], "subset 100,000 is larger than"),
+    ],
+)
+def test_train_command_bad_input(args, expected, cli):
+    status, _, err = cli("train", "resnet20", *args)
+    assert status == 2 and expected in err and "Traceback" not in err
+
+
+def test_train_command_input_too_small_for_the_architecture(tmp_path, cli):
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / "tiny" / name).mkdir(parents=True)
+        Image.new("RGB", (2, 2)).save(tmp_path / "tiny" / name / "x.png")
+    status, _, err = cli("train", "densenet_bc_100_k12", "--dataset", f"imagefolder:{tmp_path / 'tiny'}", "--cache-dir", tmp_path / "cache", "--val-fraction", "0.5")
+    assert status == 2 and "stages.2.stride: a 2x2 input shrinks below 1x1" in err
