@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import ConfigError
+
+_AUGMENT_CHUNK = 4096
 
 __all__ = ["Batches", "ImageData", "Split", "augment", "default_cache_dir", "load_dataset", "split_dataset"]
 
@@ -227,8 +230,9 @@ class Split:
 def split_dataset(labels: Tensor, *, val_fraction: float = 0.1, seed: int = 0, subset: int | None = None) -> Split:
     """A stratified, seeded train/validation split; the same arguments give the same split on any run.
 
-    ``subset`` keeps that many training images (a seeded sample, classes in proportion);
-    the validation images stay the same, so short and long trials are compared on them.
+    ``subset`` keeps that many training images, a seeded random sample (a smaller subset is
+    part of a larger one); the validation images stay the same, so short and long trials
+    are compared on the same images.
     """
     if not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction must be between 0 and 1, got {val_fraction}")
@@ -248,19 +252,37 @@ def split_dataset(labels: Tensor, *, val_fraction: float = 0.1, seed: int = 0, s
     return Split(torch.from_numpy(np.sort(train_idx)), torch.from_numpy(val_idx), seed, val_fraction, subset)
 
 
+def _window(offset: int, length: int) -> tuple[slice, slice]:
+    """Source and destination of a shift by ``offset`` pixels, the rest left zero."""
+    return slice(max(0, offset), length + min(0, offset)), slice(max(0, -offset), length - max(0, offset))
+
+
 def augment(images: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
-    """Random crop (zero padding) and horizontal flip of a uint8 batch, all images at once."""
-    count, channels, height, width = images.shape
-    padded = F.pad(images, (padding,) * 4)
-    device = images.device
-    shift_y = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
-    shift_x = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator, device=device)
-    flip = torch.rand(count, 1, generator=generator, device=device) < 0.5
-    rows = shift_y + torch.arange(height, device=device)
-    columns = torch.arange(width, device=device)
-    columns = shift_x + torch.where(flip, columns.flip(0), columns)  # flipping is reading columns backwards
-    index = torch.arange(count, device=device)[:, None, None, None]
-    return padded[index, torch.arange(channels, device=device)[None, :, None, None], rows[:, None, :, None], columns[:, None, None, :]]
+    """Random crop (as from a zero-padded image) and horizontal flip of a uint8 batch.
+
+    Images that share a translation and a flip move with one slice assignment, so a batch
+    costs at most 2 x (2 x padding + 1)^2 tensor operations, however large it is.
+    """
+    count, _, height, width = images.shape
+    span = 2 * padding + 1
+    # One draw per image: translation (dy, dx) and flip, encoded as flip * span^2 + dy * span + dx.
+    draws = torch.randint(0, 2 * span * span, (count,), generator=generator, device=images.device)
+    order = torch.argsort(draws)
+    out = torch.zeros_like(images)
+    start = 0
+    for draw, size in enumerate(torch.bincount(draws, minlength=2 * span * span).tolist()):
+        if not size:
+            continue
+        chosen = order[start : start + size]
+        start += size
+        flip, shift = divmod(draw, span * span)
+        rows_from, rows_to = _window(shift // span - padding, height)
+        columns_from, columns_to = _window(shift % span - padding, width)
+        crop = images[chosen, :, rows_from, columns_from]
+        if flip:  # the mirror image of the crop lands in the mirrored window
+            crop, columns_to = crop.flip(3), slice(width - columns_to.stop, width - columns_to.start)
+        out[chosen, :, rows_to, columns_to] = crop
+    return out
 
 
 class Batches:
@@ -288,28 +310,46 @@ class Batches:
         channels_last: bool = False,
     ) -> None:
         self.device = torch.device(device)
-        self.images = data.images[indices].to(self.device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.images = data.images[indices].to(self.device).contiguous(memory_format=self.memory_format)
         self.labels = data.labels[indices].to(self.device)
         self.batch_size = batch_size
         self.train = train
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.dtype = dtype
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(data.mean, device=self.device).view(shape) * 255
-        self.inv_std = 1 / (torch.tensor(data.std, device=self.device).view(shape) * 255)
+        mean = torch.tensor(data.mean, device=self.device) * 255
+        inv_std = 1 / (torch.tensor(data.std, device=self.device) * 255)
+        if channels_last:  # per row of W pixels x C channels, see _normalize
+            mean, inv_std = mean.repeat(data.image_size), inv_std.repeat(data.image_size)
+        else:
+            mean, inv_std = mean.view(-1, 1, 1), inv_std.view(-1, 1, 1)
+        self.mean, self.inv_std = mean.to(dtype), inv_std.to(dtype)
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         count = len(self.labels)
-        order = torch.randperm(count, generator=self.generator, device=self.device) if self.train else None
-        for start in range(0, count, self.batch_size):
-            if order is None:
-                images, labels = self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
-            else:
-                chosen = order[start : start + self.batch_size]
-                images, labels = augment(self.images[chosen], self.generator), self.labels[chosen]
-            images = ((images.float() - self.mean) * self.inv_std).to(self.dtype, memory_format=self.memory_format)
-            yield images, labels
+        if not self.train:
+            for start in range(0, count, self.batch_size):
+                yield self._normalize(self.images[start : start + self.batch_size]), self.labels[start : start + self.batch_size]
+            return
+        order = torch.randperm(count, generator=self.generator, device=self.device)
+        # Augment a few thousand images at a time: few, large tensor operations, bounded memory.
+        chunk = max(self.batch_size, _AUGMENT_CHUNK // self.batch_size * self.batch_size)
+        for chunk_start in range(0, count, chunk):
+            chosen = order[chunk_start : chunk_start + chunk]
+            images = augment(self.images[chosen], self.generator).contiguous(memory_format=self.memory_format)
+            labels = self.labels[chosen]
+            for start in range(0, len(chosen), self.batch_size):
+                yield self._normalize(images[start : start + self.batch_size]), labels[start : start + self.batch_size]
+
+    def _normalize(self, images: Tensor) -> Tensor:
+        if self.memory_format is torch.contiguous_format:
+            return images.to(self.dtype).sub_(self.mean).mul_(self.inv_std)
+        # NHWC memory seen as rows of W x C values: the constants broadcast along a long
+        # innermost axis (2.4x faster than along an axis of 3 channels).
+        count, channels, height, width = images.shape
+        rows = images.permute(0, 2, 3, 1).reshape(count * height, width * channels)
+        normalized = rows.to(self.dtype).sub_(self.mean).mul_(self.inv_std)
+        return normalized.view(count, height, width, channels).permute(0, 3, 1, 2)

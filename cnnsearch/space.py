@@ -438,10 +438,8 @@ def _values(knob: Knob) -> list[Any]:
     if isinstance(knob, Choice):
         return list(knob.choices)
     if isinstance(knob, IntRange):
-        if knob.log:
-            return list(range(knob.low, knob.high + 1))
         return list(range(knob.low, knob.high + 1, knob.step))
-    return [knob.low + i * knob.step for i in range(knob.size)]
+    return [round(knob.low + i * knob.step, 12) for i in range(knob.size)]  # no 0.30000000000000004
 
 
 def _product(knobs: list[Knob]) -> int | None:
@@ -462,7 +460,7 @@ class _RandomTrial:
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
         if log:
-            return min(high, int(round(math.exp(self.rng.uniform(math.log(low), math.log(high + 1)) - 0.5))))
+            return int(round(math.exp(self.rng.uniform(math.log(low), math.log(high)))))
         return low + step * self.rng.randint(0, (high - low) // step)
 
     def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
