@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -122,6 +123,50 @@ def _train(args: argparse.Namespace) -> None:
     print(f"  split: {split.describe()}")
 
 
+def _run(args: argparse.Namespace) -> None:
+    import dataclasses
+    from pathlib import Path
+
+    space = load_space(args.space)
+    overrides = {"dataset": {"name": args.dataset, "subset": args.subset}, "budget": {"epochs": args.epochs}}
+    for section, values in overrides.items():
+        values = {key: value for key, value in values.items() if value is not None}
+        if values:
+            current = getattr(space, section)
+            space = dataclasses.replace(space, **{section: type(current).model_validate(current.model_dump() | values)})
+    name = args.name or space.name
+    from .search import RunOptions, run_study, searched_knobs
+
+    options = RunOptions(
+        name=name,
+        storage=Path(args.storage or Path("cnnsearch_runs") / name),
+        resume=args.resume,
+        trials=args.trials,
+        sampler=args.sampler,
+        scheduler=args.scheduler,
+        max_concurrent=args.max_concurrent,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        ray_address=args.ray_address or os.environ.get("RAY_ADDRESS"),
+        experiment=args.experiment,
+        tracking_uri=args.tracking_uri,
+        seed=args.seed,
+        verbose=args.verbose,
+        cache_dir=args.cache_dir,
+        data_dir=args.data_dir,
+    )
+    trials = run_study(space, options)
+    scored = [t for t in trials if t["val_acc"] is not None]
+    print(f"\n{name}: {len(trials)} trials; top {min(5, len(scored))} by validation accuracy:")
+    print(f"  {'val_acc':>8}  {'params':>8}  {'MACs':>8}  {'status':<13}  {'MLflow run id':<32}  architecture")
+    for t in scored[:5]:
+        print(
+            f"  {t['val_acc']:>8.2%}  {_human(int(t['params'])):>8}  {_human(int(t['macs'])):>8}  {t['status']:<13}  "
+            f"{t['run_id']:<32}  {searched_knobs(space, t['knobs'])}"
+        )
+    print(f"\nBrowse them: mlflow ui --backend-store-uri {args.tracking_uri}")
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -166,6 +211,29 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--data-dir", help="where torchvision's CIFAR files are or are downloaded to")
     tr.add_argument("--json", action="store_true", help="print the result as one JSON object")
     tr.set_defaults(run=_train)
+
+    run = commands.add_parser("run", help="search a space: Optuna proposes, Ray Tune schedules, MLflow records")
+    run.add_argument("space", help="search space YAML file")
+    run.add_argument("--trials", type=_positive, help="number of trials (default: the space's search.trials)")
+    run.add_argument("--sampler", choices=["tpe", "random", "grid", "nsga2"], help="default: the space's, else tpe")
+    run.add_argument("--scheduler", choices=["asha", "none"], default="asha", help="early stopping (default asha)")
+    run.add_argument("--max-concurrent", type=_positive, help="trials at once (default: as many as CPUs allow)")
+    run.add_argument("--cpus-per-trial", type=float, default=1.0)
+    run.add_argument("--gpus-per-trial", type=float, default=0.0, help="0.5 packs two trials per GPU; 0 without GPUs")
+    run.add_argument("--ray-address", help="join a Ray cluster (default: $RAY_ADDRESS, else start Ray here)")
+    run.add_argument("--experiment", help="MLflow experiment (default: the space's name)")
+    run.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store (default sqlite:///mlflow.db)")
+    run.add_argument("--storage", help="study state folder (default ./cnnsearch_runs/NAME)")
+    run.add_argument("--name", help="study name (default: the space's name)")
+    run.add_argument("--resume", action="store_true", help="continue the study after a crash or Ctrl-C")
+    run.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial")
+    run.add_argument("--dataset", help="override the space's dataset (cifar10, cifar100, synthetic, imagefolder:PATH)")
+    run.add_argument("--epochs", type=_positive, help="override the space's budget.epochs")
+    run.add_argument("--subset", type=_positive, help="override the space's dataset.subset")
+    run.add_argument("--cache-dir", help="where decoded data sets are cached")
+    run.add_argument("--data-dir", help="where torchvision's CIFAR files are or are downloaded to")
+    run.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+    run.set_defaults(run=_run)
     return parser
 
 

@@ -19,3 +19,13 @@ def cli(capsys):
         return status, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One Ray runtime for every test that needs it: starting Ray costs seconds."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -1,0 +1,225 @@
+"""MLflow records of studies and trials: the only module that imports mlflow.
+
+One parent run per study and one nested child run per trial, written with explicit
+experiment and run ids through :class:`mlflow.MlflowClient` (no global active run).
+All writes come from the driver process, so many concurrent trials never contend for
+the sqlite store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import Arch, ConfigError
+
+__all__ = ["DEFAULT_TRACKING_URI", "Metrics", "Recorder", "Tags", "connect", "environment"]
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+class Metrics:
+    """Metric names, defined once. Per-epoch ones are logged with step = epoch."""
+
+    VAL_ACC = "val_acc"
+    VAL_LOSS = "val_loss"
+    TRAIN_LOSS = "train_loss"
+    LR = "lr"
+    PARAMS = "params"
+    MACS = "macs"
+    FLOPS = "flops"
+    EPOCHS = "epochs"
+    PER_EPOCH = (VAL_ACC, VAL_LOSS, TRAIN_LOSS, LR)
+
+
+class Tags:
+    STUDY = "cnnsearch.study"
+    TRIAL = "cnnsearch.trial_id"
+    STATUS = "cnnsearch.status"  # completed, stopped early, rejected, failed
+    REASON = "cnnsearch.reason"
+    FAMILY = "cnnsearch.family"
+    SPACE_HASH = "cnnsearch.space_hash"
+    ARCH_HASH = "cnnsearch.arch_hash"
+    PARENT = "mlflow.parentRunId"  # how the MLflow UI nests runs
+    RUN_NAME = "mlflow.runName"
+
+
+_RUN_STATE = {"completed": "FINISHED", "stopped early": "FINISHED", "rejected": "FINISHED", "failed": "FAILED"}
+
+
+def connect(tracking_uri: str) -> Any:
+    """A client for ``tracking_uri``, after checking that the store answers.
+
+    Raises:
+        ConfigError: the server cannot be reached or the store cannot be opened.
+    """
+    if tracking_uri.startswith(("http://", "https://")):
+        # Fail in seconds, not after MLflow's default minutes of retries.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as error:  # any failure to reach the store is the user's to fix
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
+        raise ConfigError(f"tracking store {tracking_uri}: cannot be reached ({first_line})") from None
+    return client
+
+
+def environment() -> dict[str, str]:
+    """Versions of the packages a result depends on, and the git commit when there is one."""
+    versions = {}
+    for package in ("cnnsearch", "torch", "torchvision", "optuna", "ray", "mlflow"):
+        try:
+            versions[f"version.{package}"] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[f"version.{package}"] = "not installed"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+        versions["git_commit"] = commit.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        versions["git_commit"] = "none"
+    return versions
+
+
+@dataclass
+class Recorder:
+    """Writes one study to MLflow: its parent run and a child run per trial."""
+
+    client: Any
+    experiment_id: str
+    parent_run_id: str
+
+    def __getstate__(self) -> dict[str, str]:
+        # Ray Tune pickles its callbacks with the experiment: keep the ids, reconnect on load.
+        return {"uri": self.client.tracking_uri, "experiment_id": self.experiment_id, "parent_run_id": self.parent_run_id}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=state["uri"])
+        self.experiment_id, self.parent_run_id = state["experiment_id"], state["parent_run_id"]
+
+    @classmethod
+    def open(
+        cls,
+        client: Any,
+        *,
+        experiment: str,
+        study: str,
+        space_hash: str,
+        parent_run_id: str | None = None,
+        params: dict[str, Any] | None = None,
+        space_file: str | Path | None = None,
+    ) -> Recorder:
+        """Create the study's parent run, or reopen it by id when resuming."""
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+        if parent_run_id is not None:
+            client.update_run(parent_run_id, status="RUNNING")
+            return cls(client, experiment_id, parent_run_id)
+        run = client.create_run(
+            experiment_id, run_name=study, tags={Tags.STUDY: study, Tags.SPACE_HASH: space_hash}
+        )
+        recorder = cls(client, experiment_id, run.info.run_id)
+        recorder._log_params(run.info.run_id, {**environment(), **(params or {})})
+        if space_file is not None:
+            client.log_artifact(run.info.run_id, str(space_file))
+        return recorder
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(key, str(value)) for key, value in params.items()]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run_id, params=items[start : start + 100])
+
+    def _log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        items = [Metric(key, float(value), stamp, step) for key, value in metrics.items()]
+        self.client.log_batch(run_id, metrics=items)
+
+    def find_trial(self, trial_id: str) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{Tags.PARENT}` = '{self.parent_run_id}' and tags.`{Tags.TRIAL}` = '{trial_id}'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def start_trial(self, trial_id: str, knobs: dict[str, Any], *, space_hash: str) -> str:
+        """The trial's child run, created once: a resumed trial finds its own."""
+        existing = self.find_trial(trial_id)
+        if existing is not None:
+            return existing
+        tags = {Tags.PARENT: self.parent_run_id, Tags.TRIAL: trial_id, Tags.SPACE_HASH: space_hash}
+        run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial_id}", tags=tags)
+        run_id = run.info.run_id
+        self._log_params(run_id, knobs)
+        # Params are strings; numeric knobs are metrics too, so `metrics.dense.growth_rate > 12` works.
+        numeric = {k: v for k, v in knobs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if numeric:
+            self._log_metrics(run_id, numeric)
+        return run_id
+
+    def log_arch(self, run_id: str, arch: Arch, cost: dict[str, int]) -> None:
+        families = sorted({stage.family for stage in arch.stages})
+        self.client.set_tag(run_id, Tags.FAMILY, ",".join(families))
+        self.client.set_tag(run_id, Tags.ARCH_HASH, arch.digest)
+        self._log_metrics(run_id, cost)
+        self.client.log_text(run_id, yaml.safe_dump(arch.to_dict(), sort_keys=False), "arch.yaml")
+
+    def log_epoch(self, run_id: str, metrics: dict[str, float], epoch: int) -> None:
+        self._log_metrics(run_id, {key: metrics[key] for key in Metrics.PER_EPOCH if key in metrics}, step=epoch)
+
+    def finish_trial(self, run_id: str, status: str, reason: str = "") -> None:
+        self.client.set_tag(run_id, Tags.STATUS, status)
+        if reason:
+            self.client.set_tag(run_id, Tags.REASON, reason[:5000])
+        self.client.set_terminated(run_id, _RUN_STATE[status])
+
+    def trials(self) -> list[dict[str, Any]]:
+        """Every finished trial of the study: status, metrics and knobs, best first."""
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{Tags.PARENT}` = '{self.parent_run_id}'", max_results=50000
+        )
+        rows = []
+        for run in runs:
+            status = run.data.tags.get(Tags.STATUS)
+            if status is None:
+                continue  # started but never finished: a resumed study runs it again
+            metrics = run.data.metrics
+            rows.append(
+                {
+                    "trial_id": run.data.tags[Tags.TRIAL],
+                    "run_id": run.info.run_id,
+                    "status": status,
+                    Metrics.VAL_ACC: metrics.get(Metrics.VAL_ACC) if status in ("completed", "stopped early") else None,
+                    Metrics.PARAMS: metrics.get(Metrics.PARAMS),
+                    Metrics.MACS: metrics.get(Metrics.MACS),
+                    "knobs": dict(run.data.params),
+                }
+            )
+        return sorted(rows, key=lambda row: -1.0 if row[Metrics.VAL_ACC] is None else row[Metrics.VAL_ACC], reverse=True)
+
+    def finish_study(self, table: list[dict[str, Any]], best: dict[str, Any] | None) -> None:
+        import pandas as pd
+
+        self.client.log_text(self.parent_run_id, json.dumps(table, indent=2), "results.json")
+        self.client.log_text(self.parent_run_id, pd.DataFrame(table).to_csv(index=False), "results.csv")
+        if best is not None:
+            self.client.set_tag(self.parent_run_id, "cnnsearch.best_run_id", best["run_id"])
+            self._log_metrics(self.parent_run_id, {f"best_{Metrics.VAL_ACC}": best[Metrics.VAL_ACC]})
+        self.client.set_terminated(self.parent_run_id, "FINISHED")

@@ -1,0 +1,133 @@
+"""`cnnsearch run`: Optuna proposes, Ray Tune schedules, MLflow records, end to end on synthetic data."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from cnnsearch import load_arch, load_space
+
+TINY = """
+name: tiny
+family: residual
+stem: {style: cifar, channels: [8, 16]}
+stages:
+  - {stride: 1}
+  - {stride: 2}
+residual: {num_blocks: [1, 2], width: [8, 16]}
+dataset: {name: synthetic, subset: 256}
+budget: {epochs: 2}
+recipe: {batch_size: 64}
+search: {trials: 4}
+"""
+
+
+def children(client, experiment_id, parent_id):
+    return client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+
+
+def study(client, name):
+    experiment = client.get_experiment_by_name(name)
+    parents = client.search_runs([experiment.experiment_id], filter_string="tags.`cnnsearch.study` != ''")
+    return experiment, parents
+
+
+def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli):
+    space_file = tmp_path / "tiny.yaml"
+    space_file.write_text(TINY)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    status, out, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "runs" / "tiny", "--seed", "3")
+    assert status == 0, err
+    assert "top " in out and f"mlflow ui --backend-store-uri {uri}" in out
+    assert "4/4 trials done" in err
+
+    client = mlflow.MlflowClient(uri)
+    experiment, parents = study(client, "tiny")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.params["version.torch"] and parent.data.params["sampler"] == "tpe"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"tiny.yaml", "results.csv", "results.json"}
+    runs = children(client, experiment.experiment_id, parent.info.run_id)
+    assert len(runs) == 4
+    space = load_space(space_file)
+    for run in runs:
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        assert tags["cnnsearch.status"] in ("completed", "stopped early") and run.info.status == "FINISHED"
+        assert tags["cnnsearch.family"] == "residual" and tags["cnnsearch.space_hash"] == space.digest
+        assert {"residual.width", "residual.num_blocks", "stem.channels", "stages.1.stride"} <= set(params)
+        assert metrics["residual.width"] == float(params["residual.width"])  # numeric knobs are metrics too
+        assert metrics["params"] > 0 and metrics["flops"] == 2 * metrics["macs"]
+        history = client.get_metric_history(run.info.run_id, "val_acc")
+        epochs = 2 if tags["cnnsearch.status"] == "completed" else 1
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1))
+        assert len(client.get_metric_history(run.info.run_id, "lr")) == epochs
+        folder = tmp_path / run.info.run_id
+        folder.mkdir()
+        arch = load_arch(client.download_artifacts(run.info.run_id, "arch.yaml", str(folder)))
+        assert arch.stem.channels == int(params["stem.channels"])
+        assert arch.stages[0].width == int(params["residual.width"])
+    # Numeric filters work on the knobs logged as metrics.
+    wide = client.search_runs([experiment.experiment_id], filter_string="metrics.`residual.width` > 8")
+    assert all(r.data.params["residual.width"] == "16" for r in wide)
+
+
+def test_cost_limits_reject_before_training(ray_session, tmp_path, cli):
+    space_file = tmp_path / "limited.yaml"
+    space_file.write_text(TINY.replace("name: tiny", "name: limited") + "limits: {max_params: 6000}\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    status, _, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--sampler", "random",
+                         "--trials", "4", "--seed", "0", "--scheduler", "none")
+    assert status == 0, err
+    client = mlflow.MlflowClient(uri)
+    experiment, (parent,) = study(client, "limited")
+    runs = children(client, experiment.experiment_id, parent.info.run_id)
+    statuses = {r.data.tags["cnnsearch.status"] for r in runs}
+    assert "rejected" in statuses
+    for run in runs:
+        if run.data.tags["cnnsearch.status"] == "rejected":
+            assert "max_params 6,000" in run.data.tags["cnnsearch.reason"]
+            assert run.data.metrics["params"] > 6000
+            assert client.get_metric_history(run.info.run_id, "val_acc") == []  # never trained
+        else:
+            assert run.data.metrics["params"] <= 6000
+
+
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(ray_session, tmp_path, cli):
+    space_file = tmp_path / "diverge.yaml"
+    space_file.write_text(TINY.replace("name: tiny", "name: diverge").replace("recipe: {batch_size: 64}", "recipe: {batch_size: 64, lr: 1.0e12, warmup: 0.0}"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    status, _, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "2")
+    assert status == 0, err
+    client = mlflow.MlflowClient(uri)
+    experiment, (parent,) = study(client, "diverge")
+    runs = children(client, experiment.experiment_id, parent.info.run_id)
+    assert len(runs) == 2
+    for run in runs:
+        assert run.data.tags["cnnsearch.status"] == "failed" and run.info.status == "FAILED"
+        assert "training loss became" in run.data.tags["cnnsearch.reason"]
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--tracking-uri", "http://127.0.0.1:9"], "tracking store http://127.0.0.1:9: cannot be reached"),
+        (["--resume"], "no study to resume here"),
+        (["--dataset", "imagefolder:/no/such/folder"], "imagefolder:/no/such/folder: no such folder"),
+        (["--sampler", "grid", "--trials", "100"], "a grid of 8 points cannot fill 100 trials"),
+    ],
+)
+def test_run_refuses_bad_input_before_any_trial(extra, expected, tmp_path, cli):
+    space_file = tmp_path / "tiny.yaml"
+    space_file.write_text(TINY)
+    status, _, err = cli("run", space_file, "--storage", tmp_path / "runs", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", *extra)
+    assert status == 2 and expected in err and "Traceback" not in err
+
+
+def test_storage_of_another_space_is_refused(tmp_path, cli):
+    storage = tmp_path / "runs"
+    storage.mkdir()
+    (storage / "cnnsearch.json").write_text('{"name": "other", "space_hash": "0123456789abcdef"}')
+    space_file = tmp_path / "tiny.yaml"
+    space_file.write_text(TINY)
+    status, _, err = cli("run", space_file, "--storage", storage, "--resume")
+    assert status == 2 and "holds study 'other' of another space" in err
