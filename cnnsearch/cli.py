@@ -124,19 +124,12 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    import dataclasses
     from pathlib import Path
 
-    space = load_space(args.space)
-    overrides = {"dataset": {"name": args.dataset, "subset": args.subset}, "budget": {"epochs": args.epochs}}
-    for section, values in overrides.items():
-        values = {key: value for key, value in values.items() if value is not None}
-        if values:
-            current = getattr(space, section)
-            space = dataclasses.replace(space, **{section: type(current).model_validate(current.model_dump() | values)})
-    name = args.name or space.name
     from .search import RunOptions, run_study, searched_knobs
 
+    space = load_space(args.space)
+    name = args.name or space.name
     options = RunOptions(
         name=name,
         storage=Path(args.storage or Path("cnnsearch_runs") / name),
@@ -151,20 +144,23 @@ def _run(args: argparse.Namespace) -> None:
         experiment=args.experiment,
         tracking_uri=args.tracking_uri,
         seed=args.seed,
+        dataset=args.dataset,
+        epochs=args.epochs,
+        subset=args.subset,
         verbose=args.verbose,
         cache_dir=args.cache_dir,
         data_dir=args.data_dir,
     )
-    trials = run_study(space, options)
-    scored = [t for t in trials if t["val_acc"] is not None]
-    print(f"\n{name}: {len(trials)} trials; top {min(5, len(scored))} by validation accuracy:")
+    result = run_study(space, options)
+    scored = [t for t in result.trials if t["val_acc"] is not None]
+    print(f"\n{name}: {len(result.trials)} trials; top {min(5, len(scored))} by validation accuracy:")
     print(f"  {'val_acc':>8}  {'params':>8}  {'MACs':>8}  {'status':<13}  {'MLflow run id':<32}  architecture")
     for t in scored[:5]:
         print(
             f"  {t['val_acc']:>8.2%}  {_human(int(t['params'])):>8}  {_human(int(t['macs'])):>8}  {t['status']:<13}  "
             f"{t['run_id']:<32}  {searched_knobs(space, t['knobs'])}"
         )
-    print(f"\nBrowse them: mlflow ui --backend-store-uri {args.tracking_uri}")
+    print(f"\nBrowse them: mlflow ui --backend-store-uri {result.tracking_uri}")
 
 
 def _positive(text: str) -> int:
@@ -216,17 +212,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("space", help="search space YAML file")
     run.add_argument("--trials", type=_positive, help="number of trials (default: the space's search.trials)")
     run.add_argument("--sampler", choices=["tpe", "random", "grid", "nsga2"], help="default: the space's, else tpe")
-    run.add_argument("--scheduler", choices=["asha", "none"], default="asha", help="early stopping (default asha)")
+    run.add_argument("--scheduler", choices=["asha", "none"], help="early stopping (default asha)")
     run.add_argument("--max-concurrent", type=_positive, help="trials at once (default: as many as CPUs allow)")
     run.add_argument("--cpus-per-trial", type=float, default=1.0)
     run.add_argument("--gpus-per-trial", type=float, default=0.0, help="0.5 packs two trials per GPU; 0 without GPUs")
     run.add_argument("--ray-address", help="join a Ray cluster (default: $RAY_ADDRESS, else start Ray here)")
     run.add_argument("--experiment", help="MLflow experiment (default: the space's name)")
-    run.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store (default sqlite:///mlflow.db)")
+    run.add_argument("--tracking-uri", help="MLflow store (default sqlite:///mlflow.db)")
     run.add_argument("--storage", help="study state folder (default ./cnnsearch_runs/NAME)")
     run.add_argument("--name", help="study name (default: the space's name)")
-    run.add_argument("--resume", action="store_true", help="continue the study after a crash or Ctrl-C")
-    run.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted study with the settings it began with")
+    run.add_argument("--seed", type=int, help="seeds the sampler and every trial (default 0)")
     run.add_argument("--dataset", help="override the space's dataset (cifar10, cifar100, synthetic, imagefolder:PATH)")
     run.add_argument("--epochs", type=_positive, help="override the space's budget.epochs")
     run.add_argument("--subset", type=_positive, help="override the space's dataset.subset")

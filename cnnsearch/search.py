@@ -7,6 +7,7 @@ trial; the driver alone writes to MLflow.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -29,10 +30,10 @@ from .config import ConfigError
 from .data import load_dataset, split_dataset
 from .profile import cheapest, profile
 from .space import Fixed, Space
-from .tracking import Metrics, Recorder, connect
+from .tracking import DEFAULT_TRACKING_URI, Metrics, Recorder, connect
 from .train import EpochReport, fit_to_data, train
 
-__all__ = ["RunOptions", "run_study", "searched_knobs"]
+__all__ = ["RunOptions", "StudyResult", "run_study", "searched_knobs", "with_overrides"]
 
 _STATE_FILE = "cnnsearch.json"
 
@@ -44,19 +45,37 @@ class RunOptions:
     name: str
     storage: Path
     resume: bool = False
+    # Left as None, these take the value a resumed study was started with, else the default.
     trials: int | None = None  # default: the space's search.trials
     sampler: str | None = None  # default: the space's search.sampler
-    scheduler: str = "asha"
+    scheduler: str | None = None  # default: asha
+    seed: int | None = None  # default: 0
+    dataset: str | None = None  # default: the space's dataset.name
+    epochs: int | None = None  # default: the space's budget.epochs
+    subset: int | None = None  # default: the space's dataset.subset
     max_concurrent: int | None = None  # default: as many as the CPUs allow
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     ray_address: str | None = None
     experiment: str | None = None  # default: the space's name
-    tracking_uri: str = "sqlite:///mlflow.db"
-    seed: int = 0
+    tracking_uri: str | None = None  # default: a resumed study's, else sqlite:///mlflow.db
     verbose: bool = False
     cache_dir: str | None = None
     data_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """A finished study: where MLflow holds it and its trials, best first.
+
+    Each trial is a dict: trial_id, run_id (MLflow), status, val_acc, params, macs, knobs.
+    """
+
+    name: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    trials: list[dict[str, Any]]
 
 
 def _sampler(name: str, space: Space, seed: int) -> optuna.samplers.BaseSampler:
@@ -109,12 +128,11 @@ class _DefineByRun:
 class _Tracker(tune.Callback):
     """Writes every trial to MLflow and prints a live view of the study.
 
-    Tune pickles its callbacks with the experiment and restores them on resume; all the
-    state that matters is in MLflow, so a restored tracker carries on.
+    All the state that matters is in MLflow, which is also what a resumed study counts.
     """
 
-    def __init__(self, recorder: Recorder, space: Space, total: int) -> None:
-        self.recorder, self.space, self.total = recorder, space, total
+    def __init__(self, recorder: Recorder, space: Space, total: int, done_before: int) -> None:
+        self.recorder, self.space, self.total, self.done_before = recorder, space, total, done_before
         self.started = time.monotonic()
 
     def _run(self, trial: Any) -> str:
@@ -150,7 +168,7 @@ class _Tracker(tune.Callback):
         counts = {s: sum(row["status"] == s for row in done) for s in ("completed", "stopped early", "rejected", "failed")}
         best = done[0] if done and done[0][Metrics.VAL_ACC] is not None else None
         elapsed = time.monotonic() - self.started
-        finished_here = max(1, len(done))
+        finished_here = max(1, len(done) - self.done_before)
         remaining = max(0, self.total - len(done))
         print(
             f"[{_clock(elapsed)}] {len(done)}/{self.total} trials done ("
@@ -188,8 +206,22 @@ def _all_knobs(space: Space, config: dict[str, Any]) -> dict[str, Any]:
     return {**fixed, **config}
 
 
+_SETTINGS = ("trials", "sampler", "scheduler", "seed", "dataset", "epochs", "subset")
+
+
+def with_overrides(space: Space, *, dataset: str | None = None, epochs: int | None = None, subset: int | None = None) -> Space:
+    """``space`` with its dataset name, epoch budget or subset replaced, validated as in a space file."""
+    changes = {"dataset": {"name": dataset, "subset": subset}, "budget": {"epochs": epochs}}
+    for section, values in changes.items():
+        values = {key: value for key, value in values.items() if value is not None}
+        if values:
+            current = getattr(space, section)
+            space = dataclasses.replace(space, **{section: type(current).model_validate(current.model_dump() | values)})
+    return space
+
+
 def _check_storage(storage: Path, space: Space, options: RunOptions) -> dict[str, Any] | None:
-    """The saved study state when resuming; refuses a folder that holds something else."""
+    """The saved study state, if any; refuses a folder that holds something else."""
     state_file = storage / _STATE_FILE
     state = json.loads(state_file.read_text()) if state_file.exists() else None
     if state is not None and state["space_hash"] != space.digest:
@@ -199,30 +231,61 @@ def _check_storage(storage: Path, space: Space, options: RunOptions) -> dict[str
         )
     if options.resume and state is None:
         raise ConfigError(f"{storage}: no study to resume here; run without --resume to start one")
-    if not options.resume and storage.exists() and any(storage.iterdir()):
-        raise ConfigError(f"{storage}: already holds a study; add --resume to continue it, or use another --name")
+    if state is None and storage.exists() and any(storage.iterdir()):
+        raise ConfigError(f"{storage}: not empty and not a cnnsearch study; use another --storage or --name")
+    if state is not None and not state.get("finished") and not options.resume:
+        raise ConfigError(f"{storage}: study {state['name']!r} was interrupted; add --resume to continue it")
     return state
 
 
-def run_study(space: Space, options: RunOptions) -> list[dict[str, Any]]:
-    """Run (or resume) a study of ``space`` and return its finished trials, best first.
+def _save_state(storage: Path, **state: Any) -> None:
+    storage.mkdir(parents=True, exist_ok=True)
+    (storage / _STATE_FILE).write_text(json.dumps(state, indent=2))
 
-    Each trial is a dict: trial_id, run_id (MLflow), status, val_acc, params, macs, knobs.
+
+def _optuna_study(storage: Path, name: str) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
+    """The study's Optuna record, kept on disk so a resumed or extended study samples with its whole history.
+
+    Trials that a crash left running are marked failed: the sampler ignores them and the
+    study runs them again.
+    """
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = JournalStorage(JournalFileBackend(str(storage / "optuna.journal")))
+    study = optuna.create_study(storage=journal, study_name=name, direction="maximize", load_if_exists=True)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return study, journal
+
+
+def run_study(space: Space, options: RunOptions) -> StudyResult:
+    """Run, resume or extend a study of ``space``.
+
+    MLflow is the record of which trials are done: a resumed study deletes the child runs
+    that a crash left unfinished and runs only as many trials as are missing.
 
     Raises:
         ConfigError: an invalid space, an unreachable tracking store or Ray address, or a
             storage folder that belongs to another study; all before any trial starts.
     """
-    cheapest(space)
-    trials = options.trials or space.search.trials
-    sampler_name = options.sampler or space.search.sampler
-    if sampler_name == "grid" and (space.size() or 0) < trials:
-        raise ConfigError(f"{space.source}: a grid of {space.size()} points cannot fill {trials} trials")
     storage = options.storage.resolve()
     state = _check_storage(storage, space, options)
+    saved = state["settings"] if state else {}
+    settings = {key: saved.get(key) if getattr(options, key) is None else getattr(options, key) for key in _SETTINGS}
+    space = with_overrides(space, dataset=settings["dataset"], epochs=settings["epochs"], subset=settings["subset"])
+    cheapest(space)
+    trials = settings["trials"] or space.search.trials
+    sampler_name = settings["sampler"] or space.search.sampler
+    scheduler_name = settings["scheduler"] or "asha"
+    seed = settings["seed"] or 0
+    settings |= {"trials": trials, "sampler": sampler_name, "scheduler": scheduler_name, "seed": seed}
+    if sampler_name == "grid" and (space.size() or 0) < trials:
+        raise ConfigError(f"{space.source}: a grid of {space.size()} points cannot fill {trials} trials")
     if not options.verbose:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-    client = connect(options.tracking_uri)
+    tracking_uri = options.tracking_uri or (state["tracking_uri"] if state else DEFAULT_TRACKING_URI)
+    client = connect(tracking_uri)
     data = load_dataset(space.dataset.name, cache_dir=options.cache_dir, data_dir=options.data_dir)
     split = split_dataset(data.labels, val_fraction=space.dataset.val_fraction, seed=space.dataset.split_seed, subset=space.dataset.subset)
 
@@ -246,7 +309,7 @@ def run_study(space: Space, options: RunOptions) -> list[dict[str, Any]]:
     cpus = options.cpus_per_trial
     concurrent = options.max_concurrent or max(1, int(resources.get("CPU", 1) // cpus))
 
-    experiment = options.experiment or space.name
+    experiment = options.experiment or (state["experiment"] if state else space.name)
     recorder = Recorder.open(
         client,
         experiment=experiment,
@@ -254,10 +317,9 @@ def run_study(space: Space, options: RunOptions) -> list[dict[str, Any]]:
         space_hash=space.digest,
         parent_run_id=state["parent_run_id"] if state else None,
         params={
-            "seed": options.seed,
+            "seed": seed,
             "sampler": sampler_name,
-            "scheduler": options.scheduler,
-            "trials": trials,
+            "scheduler": scheduler_name,
             "dataset": space.dataset.name,
             "epochs": space.budget.epochs,
             "subset": space.dataset.subset,
@@ -265,35 +327,35 @@ def run_study(space: Space, options: RunOptions) -> list[dict[str, Any]]:
         },
         space_file=space.source,
     )
-    storage.mkdir(parents=True, exist_ok=True)
-    (storage / _STATE_FILE).write_text(
-        json.dumps({"name": options.name, "space_hash": space.digest, "experiment_id": recorder.experiment_id,
-                    "parent_run_id": recorder.parent_run_id, "tracking_uri": options.tracking_uri})
-    )
+    recorder.discard_unfinished()
+    done = len(recorder.trials())
+    study_state = {"name": options.name, "space_hash": space.digest, "experiment": experiment,
+                   "parent_run_id": recorder.parent_run_id, "tracking_uri": tracking_uri, "settings": settings}
+    _save_state(storage, **study_state, finished=False)
+    recorder.set_planned_trials(max(trials, done))
 
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            _trial, space=space, data=data, split=split, seed=options.seed, threads=max(1, int(cpus)),
-            device="cuda" if gpus else "cpu",
-        ),
-        {"cpu": cpus, "gpu": gpus},
-    )
-    run_config = tune.RunConfig(
-        name=storage.name,
-        storage_path=str(storage.parent),
-        callbacks=[_Tracker(recorder, space, trials)],
-        verbose=1 if options.verbose else 0,
-    )
-    if state is not None:
-        tuner = tune.Tuner.restore(str(storage), trainable, resume_unfinished=True, resume_errored=False)
-    else:
+    if done < trials:
+        study, journal = _optuna_study(storage, options.name)
         searcher = OptunaSearch(
-            _DefineByRun(space), metric=Metrics.VAL_ACC, mode="max", sampler=_sampler(sampler_name, space, options.seed)
+            _DefineByRun(space),
+            metric=Metrics.VAL_ACC,
+            mode="max",
+            # Each session draws new points: the same seed again would repeat the first session's.
+            sampler=_sampler(sampler_name, space, seed + len(study.trials)),
+            storage=journal,
+            study_name=options.name,
         )
         scheduler = (
             ASHAScheduler(time_attr="training_iteration", max_t=space.budget.epochs, grace_period=1, reduction_factor=3)
-            if options.scheduler == "asha"
+            if scheduler_name == "asha"
             else FIFOScheduler()
+        )
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                _trial, space=space, data=data, split=split, seed=seed, threads=max(1, int(cpus)),
+                device="cuda" if gpus else "cpu",
+            ),
+            {"cpu": cpus, "gpu": gpus},
         )
         tuner = tune.Tuner(
             trainable,
@@ -302,13 +364,19 @@ def run_study(space: Space, options: RunOptions) -> list[dict[str, Any]]:
                 scheduler=scheduler,
                 metric=Metrics.VAL_ACC,
                 mode="max",
-                num_samples=trials,
+                num_samples=trials - done,
             ),
-            run_config=run_config,
+            run_config=tune.RunConfig(
+                name=f"session-{len(list((storage / 'tune').glob('session-*')))}",
+                storage_path=str(storage / "tune"),
+                callbacks=[_Tracker(recorder, space, trials, done)],
+                verbose=1 if options.verbose else 0,
+            ),
         )
-    tuner.fit()
+        tuner.fit()
     rows = recorder.trials()
     table = [{key: value for key, value in row.items() if key != "knobs"} | row["knobs"] for row in rows]
     best = next((row for row in rows if row[Metrics.VAL_ACC] is not None), None)
     recorder.finish_study(table, best)
-    return rows
+    _save_state(storage, **study_state, finished=True)
+    return StudyResult(options.name, tracking_uri, recorder.experiment_id, recorder.parent_run_id, rows)

@@ -45,6 +45,7 @@ class Tags:
     TRIAL = "cnnsearch.trial_id"
     STATUS = "cnnsearch.status"  # completed, stopped early, rejected, failed
     REASON = "cnnsearch.reason"
+    TRIALS = "cnnsearch.trials"  # planned trials: a tag, as an extended study changes it
     FAMILY = "cnnsearch.family"
     SPACE_HASH = "cnnsearch.space_hash"
     ARCH_HASH = "cnnsearch.arch_hash"
@@ -124,7 +125,10 @@ class Recorder:
     ) -> Recorder:
         """Create the study's parent run, or reopen it by id when resuming."""
         found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+        # Without the kind, MLflow 3's UI opens a new experiment on its GenAI view, not on its runs table.
+        experiment_id = found.experiment_id if found else client.create_experiment(
+            experiment, tags={"mlflow.experimentKind": "custom_model_development"}
+        )
         if parent_run_id is not None:
             client.update_run(parent_run_id, status="RUNNING")
             return cls(client, experiment_id, parent_run_id)
@@ -174,6 +178,20 @@ class Recorder:
             self._log_metrics(run_id, numeric)
         return run_id
 
+    def discard_unfinished(self) -> None:
+        """Delete the child runs that a crash left unfinished: their trials run again."""
+        for run in self._children():
+            if Tags.STATUS not in run.data.tags:
+                self.client.delete_run(run.info.run_id)
+
+    def set_planned_trials(self, trials: int) -> None:
+        self.client.set_tag(self.parent_run_id, Tags.TRIALS, str(trials))
+
+    def _children(self) -> list[Any]:
+        return self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{Tags.PARENT}` = '{self.parent_run_id}'", max_results=50000
+        )
+
     def log_arch(self, run_id: str, arch: Arch, cost: dict[str, int]) -> None:
         families = sorted({stage.family for stage in arch.stages})
         self.client.set_tag(run_id, Tags.FAMILY, ",".join(families))
@@ -192,11 +210,8 @@ class Recorder:
 
     def trials(self) -> list[dict[str, Any]]:
         """Every finished trial of the study: status, metrics and knobs, best first."""
-        runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{Tags.PARENT}` = '{self.parent_run_id}'", max_results=50000
-        )
         rows = []
-        for run in runs:
+        for run in self._children():
             status = run.data.tags.get(Tags.STATUS)
             if status is None:
                 continue  # started but never finished: a resumed study runs it again

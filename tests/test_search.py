@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import mlflow
+import optuna
 import pytest
 
 from cnnsearch import load_arch, load_space
@@ -33,13 +41,15 @@ def study(client, name):
 
 
 def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli):
+    """Eight concurrent trials on the sqlite store: every run, param and per-epoch metric arrives."""
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(TINY)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    status, out, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "runs" / "tiny", "--seed", "3")
+    status, out, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "runs" / "tiny", "--seed", "3",
+                           "--trials", "8", "--max-concurrent", "8", "--cpus-per-trial", "0.25")
     assert status == 0, err
-    assert "top " in out and f"mlflow ui --backend-store-uri {uri}" in out
-    assert "4/4 trials done" in err
+    assert "top 5" in out and f"mlflow ui --backend-store-uri {uri}" in out
+    assert "8/8 trials done" in err and "locked" not in err
 
     client = mlflow.MlflowClient(uri)
     experiment, parents = study(client, "tiny")
@@ -48,7 +58,7 @@ def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli):
     assert parent.data.params["version.torch"] and parent.data.params["sampler"] == "tpe"
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"tiny.yaml", "results.csv", "results.json"}
     runs = children(client, experiment.experiment_id, parent.info.run_id)
-    assert len(runs) == 4
+    assert len(runs) == 8
     space = load_space(space_file)
     for run in runs:
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
@@ -131,3 +141,51 @@ def test_storage_of_another_space_is_refused(tmp_path, cli):
     space_file.write_text(TINY)
     status, _, err = cli("run", space_file, "--storage", storage, "--resume")
     assert status == 2 and "holds study 'other' of another space" in err
+
+
+def finished(client, experiment_name):
+    experiment, (parent,) = study(client, experiment_name)
+    return [r for r in children(client, experiment.experiment_id, parent.info.run_id) if "cnnsearch.status" in r.data.tags]
+
+
+def test_sigkill_then_resume_then_extend(ray_session, tmp_path, cli):
+    """Kill the driver mid-search: --resume ends with exactly the requested trials, each once in MLflow."""
+    space_file = tmp_path / "killed.yaml"
+    space_file.write_text(TINY.replace("name: tiny", "name: killed").replace("subset: 256", "subset: 1024"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["run", str(space_file), "--tracking-uri", uri, "--trials", "6", "--max-concurrent", "1", "--scheduler", "none"]
+    driver = subprocess.Popen([sys.executable, "-m", "cnnsearch", *args], cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = mlflow.MlflowClient(uri)
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.5)
+            if client.get_experiment_by_name("killed") and study(client, "killed")[1] and len(finished(client, "killed")) >= 2:
+                break
+        assert driver.poll() is None, "the search ended before it could be killed"
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        time.sleep(1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)  # the Ray processes the driver started
+    before = {r.info.run_id for r in finished(client, "killed")}
+    assert 2 <= len(before) < 6
+
+    status, _, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "cnnsearch_runs" / "killed", "--trials", "6", "--resume")
+    assert status == 0, err
+    runs = finished(client, "killed")
+    assert len(runs) == 6 and before <= {r.info.run_id for r in runs}
+    experiment, (parent,) = study(client, "killed")
+    assert len(children(client, experiment.experiment_id, parent.info.run_id)) == 6  # the interrupted run is gone
+    assert len({r.data.tags["cnnsearch.trial_id"] for r in runs}) == 6
+    for run in runs:  # completed trials were not run again: one value per epoch
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc")) == [1, 2], (run.data.tags.get("cnnsearch.status"), run.data.tags.get("cnnsearch.reason"), run.data.tags.get("mlflow.runName"))
+
+    status, _, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "cnnsearch_runs" / "killed", "--trials", "8")
+    assert status == 0, err
+    assert len(finished(client, "killed")) == 8
+    journal = optuna.load_study(study_name="killed", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "cnnsearch_runs" / "killed" / "optuna.journal"))))
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in journal.trials) == 8
