@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -123,20 +124,15 @@ def _train(args: argparse.Namespace) -> None:
     print(f"  split: {split.describe()}")
 
 
-def _run(args: argparse.Namespace) -> None:
+def _options(args: argparse.Namespace, name: str, **search: object) -> object:
     from pathlib import Path
 
-    from .search import RunOptions, run_study, searched_knobs
+    from .search import RunOptions
 
-    space = load_space(args.space)
-    name = args.name or space.name
-    options = RunOptions(
+    return RunOptions(
         name=name,
         storage=Path(args.storage or Path("cnnsearch_runs") / name),
         resume=args.resume,
-        trials=args.trials,
-        sampler=args.sampler,
-        scheduler=args.scheduler,
         max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
@@ -150,7 +146,35 @@ def _run(args: argparse.Namespace) -> None:
         verbose=args.verbose,
         cache_dir=args.cache_dir,
         data_dir=args.data_dir,
+        **search,
     )
+
+
+def _pictures(result: object, options: object, rows: str | None = None, cols: str | None = None) -> None:
+    """Draw the study's pictures into its storage folder and attach them to its parent run."""
+    from .plots import plot_study
+    from .tracking import find_study
+
+    record = find_study(result.name, result.tracking_uri)
+    folder = options.storage / "plots"
+    paths = plot_study(record, folder, rows=rows, cols=cols)
+    record.log_files(paths, "plots")
+    if paths:
+        print(f"Pictures: {folder}/ ({', '.join(p.name for p in paths)}), also in MLflow under plots/")
+
+
+def _footer(result: object) -> None:
+    print(f"\nQuery it: cnnsearch query {result.name} --rows KNOB [--cols KNOB]"
+          + (f" --tracking-uri {result.tracking_uri}" if result.tracking_uri != "sqlite:///mlflow.db" else ""))
+    print(f"Browse it: mlflow ui --backend-store-uri {result.tracking_uri}   (or: cnnsearch ui)")
+
+
+def _run(args: argparse.Namespace) -> None:
+    from .search import run_study, searched_knobs
+
+    space = load_space(args.space)
+    name = args.name or space.name
+    options = _options(args, name, trials=args.trials, sampler=args.sampler, scheduler=args.scheduler)
     result = run_study(space, options)
     scored = [t for t in result.trials if t["val_acc"] is not None]
     print(f"\n{name}: {len(result.trials)} trials; top {min(5, len(scored))} by validation accuracy:")
@@ -160,7 +184,96 @@ def _run(args: argparse.Namespace) -> None:
             f"  {t['val_acc']:>8.2%}  {_human(int(t['params'])):>8}  {_human(int(t['macs'])):>8}  {t['status']:<13}  "
             f"{t['run_id']:<32}  {searched_knobs(space, t['knobs'])}"
         )
-    print(f"\nBrowse them: mlflow ui --backend-store-uri {result.tracking_uri}")
+    _pictures(result, options)
+    _footer(result)
+
+
+def _ablate(args: argparse.Namespace) -> None:
+    from .analysis import completed, pivot
+    from .experiment import load_experiment
+    from .search import run_study
+    from .tracking import find_study
+
+    experiment = load_experiment(args.experiment_file)
+    if args.seeds:
+        experiment = experiment.with_replicates(args.seeds)
+    name = args.name or experiment.name
+    options = _options(args, name)
+    result = run_study(experiment.space, options, experiment=experiment)
+    factors = list(experiment.factors)
+    rows, cols = factors[0], factors[1] if len(factors) > 1 else None
+    runs = completed(find_study(result.name, result.tracking_uri))
+    if not runs.empty:
+        print(f"\n{name}: {len(result.trials)} trials ({experiment.design}, {experiment.replicates} replicates per cell)")
+        print(_format_table(pivot(runs, rows, cols, "val_acc"), rows, cols, "val_acc", "mean"))
+    _pictures(result, options, rows, cols)
+    _footer(result)
+
+
+def _format_table(table: object, rows: str, cols: str | None, metric: str, agg: str) -> str:
+    """A pivot for people: per cell the aggregate, its 95% interval and the replicate count."""
+    import math
+
+    percent = metric.endswith("acc")
+
+    def number(value: float) -> str:
+        return f"{value * 100:.2f}" if percent else f"{value:.4g}"
+
+    def cell(row: object) -> str:
+        half = (row["ci_high"] - row["ci_low"]) / 2
+        spread = f" ± {number(half)}" if not math.isnan(half) else ""
+        return f"{number(row[agg])}{spread} (n={int(row['n'])})"
+
+    unit = " (%)" if percent else ""
+    header = f"{agg} {metric}{unit}, ± half-width of the 95% CI of the mean, n replicates"
+    if cols is None:
+        lines = [f"{rows:>24} | {agg} {metric}"] + [f"{str(r[rows]):>24} | {cell(r)}" for _, r in table.iterrows()]
+        return header + "\n" + "\n".join(lines)
+    levels = sorted(table[cols].unique(), key=lambda v: (isinstance(v, str), v))
+    width = max(22, *(len(cell(r)) for _, r in table.iterrows()))
+    corner = f"{rows} / {cols}"
+    lines = [f"{corner:>24} | " + " | ".join(f"{str(c):>{width}}" for c in levels)]
+    for level, part in table.groupby(rows, sort=True):
+        by_col = {r[cols]: cell(r) for _, r in part.iterrows()}
+        lines.append(f"{str(level):>24} | " + " | ".join(f"{by_col.get(c, '-'):>{width}}" for c in levels))
+    return header + "\n" + "\n".join(lines)
+
+
+def _query(args: argparse.Namespace) -> None:
+    from .analysis import query
+
+    table = query(args.study, args.rows, args.cols, args.metric, args.agg, args.where or [], args.tracking_uri, args.experiment)
+    if args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    elif args.format == "json":
+        print(table.to_json(orient="records", indent=2))
+    else:
+        print(_format_table(table, args.rows, args.cols, args.metric, args.agg))
+
+
+def _plot(args: argparse.Namespace) -> None:
+    from .plots import plot_study
+    from .tracking import find_study
+
+    record = find_study(args.study, args.tracking_uri, args.experiment)
+    paths = plot_study(record, args.out, rows=args.rows, cols=args.cols, metric=args.metric, agg=args.agg)
+    if args.log:
+        record.log_files(paths, "plots")
+    for path in paths:
+        print(path)
+
+
+def _ui(args: argparse.Namespace) -> None:
+    import shutil
+    import subprocess
+
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    command = [mlflow, "ui", "--backend-store-uri", args.tracking_uri, "--host", args.host, "--port", str(args.port)]
+    print(" ".join(command), file=sys.stderr)
+    try:
+        raise SystemExit(subprocess.call(command))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
 
 def _positive(text: str) -> int:
@@ -171,6 +284,31 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _store_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store (default sqlite:///mlflow.db)")
+    parser.add_argument("--experiment", help="MLflow experiment holding the study (default: any)")
+
+
+def _study_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that run and ablate share: where a study runs, where it is recorded, what overrides its files."""
+    parser.add_argument("--max-concurrent", type=_positive, help="trials at once (default: as many as CPUs allow)")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs (and torch threads) per trial")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0, help="0.5 packs two trials per GPU; 0 without GPUs")
+    parser.add_argument("--ray-address", help="join a Ray cluster (default: $RAY_ADDRESS, else start Ray here)")
+    parser.add_argument("--experiment", help="MLflow experiment (default: the space's or experiment's name)")
+    parser.add_argument("--tracking-uri", help="MLflow store (default sqlite:///mlflow.db)")
+    parser.add_argument("--storage", help="study state folder (default ./cnnsearch_runs/NAME)")
+    parser.add_argument("--name", help="study name (default: the space's or experiment's name)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted study with the settings it began with")
+    parser.add_argument("--seed", type=int, help="seeds the sampler and every trial (default 0)")
+    parser.add_argument("--dataset", help="override the dataset (cifar10, cifar100, synthetic, imagefolder:PATH)")
+    parser.add_argument("--epochs", type=_positive, help="override budget.epochs")
+    parser.add_argument("--subset", type=_positive, help="override dataset.subset (training images per trial)")
+    parser.add_argument("--cache-dir", help="where decoded data sets are cached")
+    parser.add_argument("--data-dir", help="where torchvision's CIFAR files are or are downloaded to")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's own logs")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -213,23 +351,42 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--trials", type=_positive, help="number of trials (default: the space's search.trials)")
     run.add_argument("--sampler", choices=["tpe", "random", "grid", "nsga2"], help="default: the space's, else tpe")
     run.add_argument("--scheduler", choices=["asha", "none"], help="early stopping (default asha)")
-    run.add_argument("--max-concurrent", type=_positive, help="trials at once (default: as many as CPUs allow)")
-    run.add_argument("--cpus-per-trial", type=float, default=1.0)
-    run.add_argument("--gpus-per-trial", type=float, default=0.0, help="0.5 packs two trials per GPU; 0 without GPUs")
-    run.add_argument("--ray-address", help="join a Ray cluster (default: $RAY_ADDRESS, else start Ray here)")
-    run.add_argument("--experiment", help="MLflow experiment (default: the space's name)")
-    run.add_argument("--tracking-uri", help="MLflow store (default sqlite:///mlflow.db)")
-    run.add_argument("--storage", help="study state folder (default ./cnnsearch_runs/NAME)")
-    run.add_argument("--name", help="study name (default: the space's name)")
-    run.add_argument("--resume", action="store_true", help="continue an interrupted study with the settings it began with")
-    run.add_argument("--seed", type=int, help="seeds the sampler and every trial (default 0)")
-    run.add_argument("--dataset", help="override the space's dataset (cifar10, cifar100, synthetic, imagefolder:PATH)")
-    run.add_argument("--epochs", type=_positive, help="override the space's budget.epochs")
-    run.add_argument("--subset", type=_positive, help="override the space's dataset.subset")
-    run.add_argument("--cache-dir", help="where decoded data sets are cached")
-    run.add_argument("--data-dir", help="where torchvision's CIFAR files are or are downloaded to")
-    run.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+    _study_flags(run)
     run.set_defaults(run=_run)
+
+    ablate = commands.add_parser("ablate", help="run a designed ablation: every cell of an experiment, replicated")
+    ablate.add_argument("experiment_file", metavar="EXPERIMENT", help="experiment YAML file (see experiments/)")
+    ablate.add_argument("--seeds", type=_positive, help="replicates per cell (default: the file's replicates)")
+    _study_flags(ablate)
+    ablate.set_defaults(run=_ablate)
+
+    query = commands.add_parser("query", help="pivot a study's MLflow records: aggregate, 95%% CI, replicates")
+    query.add_argument("study", help="study name (a space's or experiment's name, or the --name it ran under)")
+    query.add_argument("--rows", required=True, help="knob or factor for the rows, e.g. dense.growth_rate")
+    query.add_argument("--cols", help="knob or factor for the columns")
+    query.add_argument("--metric", default="val_acc", help="metric to aggregate (default val_acc)")
+    query.add_argument("--agg", choices=["mean", "median", "max"], default="mean")
+    query.add_argument("--where", action="append", help="keep runs with KNOB=VALUE (or !=, <, <=, >, >=); repeatable")
+    query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    _store_flags(query)
+    query.set_defaults(run=_query)
+
+    plot = commands.add_parser("plot", help="draw a study's pictures (heatmap, interaction, Pareto, curves, importances)")
+    plot.add_argument("study", help="study name")
+    plot.add_argument("--rows", help="knob or factor for the heatmap's rows and the interaction plot's x axis")
+    plot.add_argument("--cols", help="knob or factor for the heatmap's columns and the interaction plot's lines")
+    plot.add_argument("--metric", default="val_acc")
+    plot.add_argument("--agg", choices=["mean", "median", "max"], default="mean")
+    plot.add_argument("--out", default="plots", help="folder for the PNG files (default ./plots)")
+    plot.add_argument("--log", action="store_true", help="also attach them to the study's parent run in MLflow")
+    _store_flags(plot)
+    plot.set_defaults(run=_plot)
+
+    ui = commands.add_parser("ui", help="start the MLflow UI on the study store")
+    ui.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store (default sqlite:///mlflow.db)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=_positive, default=5000)
+    ui.set_defaults(run=_ui)
     return parser
 
 

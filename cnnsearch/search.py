@@ -7,7 +7,6 @@ trial; the driver alone writes to MLflow.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -28,9 +27,10 @@ from ray.tune.search.optuna import OptunaSearch
 
 from .config import ConfigError
 from .data import load_dataset, split_dataset
+from .experiment import Cell, Experiment
 from .profile import cheapest, profile
 from .space import Fixed, Space
-from .tracking import DEFAULT_TRACKING_URI, Metrics, Recorder, connect
+from .tracking import DEFAULT_TRACKING_URI, Metrics, Recorder, Tags, connect
 from .train import EpochReport, fit_to_data, train
 
 __all__ = ["RunOptions", "StudyResult", "run_study", "searched_knobs", "with_overrides"]
@@ -88,11 +88,13 @@ def _sampler(name: str, space: Space, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.NSGAIISampler(seed=seed)
 
 
-def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, seed: int, threads: int, device: str) -> None:
+def _trial(config: dict[str, Any], *, space: Space, cells: tuple[Cell, ...] | None, data: Any, split: Any, seed: int,
+           threads: int, device: str) -> None:
     """One Ray Tune trial: build the sampled architecture, reject it if over the limits, train it."""
     torch.set_num_threads(threads)
+    values, _, seed = _trial_values(config, cells, seed)
     try:
-        arch = fit_to_data(space.sample(optuna.trial.FixedTrial(config)), data)
+        arch = fit_to_data(space.sample(optuna.trial.FixedTrial(values)), data)
     except ConfigError as error:
         tune.report({"status": "rejected", "reason": str(error), Metrics.VAL_ACC: 0.0, "epoch": 0})
         return
@@ -131,17 +133,25 @@ class _Tracker(tune.Callback):
     All the state that matters is in MLflow, which is also what a resumed study counts.
     """
 
-    def __init__(self, recorder: Recorder, space: Space, total: int, done_before: int) -> None:
-        self.recorder, self.space, self.total, self.done_before = recorder, space, total, done_before
+    def __init__(
+        self, recorder: Recorder, space: Space, cells: tuple[Cell, ...] | None, seed: int, tags: dict[str, str], total: int, done_before: int
+    ) -> None:
+        self.recorder, self.space, self.cells, self.seed, self.tags = recorder, space, cells, seed, tags
+        self.total, self.done_before = total, done_before
         self.started = time.monotonic()
 
     def _run(self, trial: Any) -> str:
-        return self.recorder.start_trial(trial.trial_id, _all_knobs(self.space, trial.config), space_hash=self.space.digest)
+        values, extra, seed = _trial_values(trial.config, self.cells, self.seed)
+        fixed = {name: knob.value for name, knob in self.space.knobs().items() if isinstance(knob, Fixed)}
+        tags = self.tags | ({Tags.CELL: self.cells[trial.config["cell"]].key} if self.cells else {})
+        return self.recorder.start_trial(
+            trial.trial_id, fixed | values | extra | {"seed": seed}, space_hash=self.space.digest, tags=tags
+        )
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run(trial)
         try:
-            arch = self.space.sample(optuna.trial.FixedTrial(trial.config))
+            arch = self.space.sample(optuna.trial.FixedTrial(_trial_values(trial.config, self.cells, self.seed)[0]))
         except ConfigError:
             return
         self.recorder.log_arch(run_id, arch, profile(arch).to_dict())
@@ -200,10 +210,17 @@ def _error_of(trial: Any) -> str:
     return "failed"
 
 
-def _all_knobs(space: Space, config: dict[str, Any]) -> dict[str, Any]:
-    """The sampled knobs and the fixed ones: every knob of the trial, by dotted name."""
-    fixed = {name: knob.value for name, knob in space.knobs().items() if isinstance(knob, Fixed)}
-    return {**fixed, **config}
+def _trial_values(config: dict[str, Any], cells: tuple[Cell, ...] | None, seed: int) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """A trial's searched knob values, what else to record of it, and its seed.
+
+    A search trial's config holds its knobs; an ablation trial's holds the index of its
+    cell, whose replicate offsets the seed.
+    """
+    if cells is None:
+        return config, {}, seed
+    cell = cells[config["cell"]]
+    levels = {name: json.dumps(level) if isinstance(level, list) else level for name, level in cell.levels.items()}
+    return cell.knobs, levels | {"replicate": cell.replicate}, seed + cell.replicate
 
 
 _SETTINGS = ("trials", "sampler", "scheduler", "seed", "dataset", "epochs", "subset")
@@ -212,22 +229,18 @@ _SETTINGS = ("trials", "sampler", "scheduler", "seed", "dataset", "epochs", "sub
 def with_overrides(space: Space, *, dataset: str | None = None, epochs: int | None = None, subset: int | None = None) -> Space:
     """``space`` with its dataset name, epoch budget or subset replaced, validated as in a space file."""
     changes = {"dataset": {"name": dataset, "subset": subset}, "budget": {"epochs": epochs}}
-    for section, values in changes.items():
-        values = {key: value for key, value in values.items() if value is not None}
-        if values:
-            current = getattr(space, section)
-            space = dataclasses.replace(space, **{section: type(current).model_validate(current.model_dump() | values)})
-    return space
+    changes = {section: {k: v for k, v in values.items() if v is not None} for section, values in changes.items()}
+    return space.override(**{section: values for section, values in changes.items() if values})
 
 
-def _check_storage(storage: Path, space: Space, options: RunOptions) -> dict[str, Any] | None:
+def _check_storage(storage: Path, digest: str, options: RunOptions) -> dict[str, Any] | None:
     """The saved study state, if any; refuses a folder that holds something else."""
     state_file = storage / _STATE_FILE
     state = json.loads(state_file.read_text()) if state_file.exists() else None
-    if state is not None and state["space_hash"] != space.digest:
+    if state is not None and state["space_hash"] != digest:
         raise ConfigError(
-            f"{storage}: holds study {state['name']!r} of another space (hash {state['space_hash']}, "
-            f"not {space.digest}); use another --storage or --name"
+            f"{storage}: holds study {state['name']!r} of another space or experiment (hash {state['space_hash']}, "
+            f"not {digest}); use another --storage or --name"
         )
     if options.resume and state is None:
         raise ConfigError(f"{storage}: no study to resume here; run without --resume to start one")
@@ -259,8 +272,8 @@ def _optuna_study(storage: Path, name: str) -> tuple[optuna.Study, optuna.storag
     return study, journal
 
 
-def run_study(space: Space, options: RunOptions) -> StudyResult:
-    """Run, resume or extend a study of ``space``.
+def run_study(space: Space, options: RunOptions, *, experiment: Experiment | None = None) -> StudyResult:
+    """Run, resume or extend a study of ``space``, or the cells of an ablation ``experiment``.
 
     MLflow is the record of which trials are done: a resumed study deletes the child runs
     that a crash left unfinished and runs only as many trials as are missing.
@@ -270,17 +283,21 @@ def run_study(space: Space, options: RunOptions) -> StudyResult:
             storage folder that belongs to another study; all before any trial starts.
     """
     storage = options.storage.resolve()
-    state = _check_storage(storage, space, options)
+    if experiment is not None:
+        space = experiment.space
+    digest = experiment.digest if experiment else space.digest
+    state = _check_storage(storage, digest, options)
     saved = state["settings"] if state else {}
     settings = {key: saved.get(key) if getattr(options, key) is None else getattr(options, key) for key in _SETTINGS}
     space = with_overrides(space, dataset=settings["dataset"], epochs=settings["epochs"], subset=settings["subset"])
     cheapest(space)
-    trials = settings["trials"] or space.search.trials
-    sampler_name = settings["sampler"] or space.search.sampler
-    scheduler_name = settings["scheduler"] or "asha"
+    trials = len(experiment.cells) if experiment else settings["trials"] or space.search.trials
+    sampler_name = "grid" if experiment else settings["sampler"] or space.search.sampler
+    # Every cell of a designed ablation gets the full budget.
+    scheduler_name = "none" if experiment else settings["scheduler"] or "asha"
     seed = settings["seed"] or 0
     settings |= {"trials": trials, "sampler": sampler_name, "scheduler": scheduler_name, "seed": seed}
-    if sampler_name == "grid" and (space.size() or 0) < trials:
+    if sampler_name == "grid" and not experiment and (space.size() or 0) < trials:
         raise ConfigError(f"{space.source}: a grid of {space.size()} points cannot fill {trials} trials")
     if not options.verbose:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -309,12 +326,14 @@ def run_study(space: Space, options: RunOptions) -> StudyResult:
     cpus = options.cpus_per_trial
     concurrent = options.max_concurrent or max(1, int(resources.get("CPU", 1) // cpus))
 
-    experiment = options.experiment or (state["experiment"] if state else space.name)
+    experiment_name = options.experiment or (state["experiment"] if state else experiment.name if experiment else space.name)
+    tags = {Tags.ABLATION: experiment.name} if experiment else {}
     recorder = Recorder.open(
         client,
-        experiment=experiment,
+        experiment=experiment_name,
         study=options.name,
-        space_hash=space.digest,
+        space_hash=digest,
+        tags=tags,
         parent_run_id=state["parent_run_id"] if state else None,
         params={
             "seed": seed,
@@ -325,16 +344,23 @@ def run_study(space: Space, options: RunOptions) -> StudyResult:
             "subset": space.dataset.subset,
             **{f"split.{k}": v for k, v in split.describe().items()},
         },
-        space_file=space.source,
+        files=[space.source] + ([experiment.source] if experiment else []),
     )
     recorder.discard_unfinished()
     done = len(recorder.trials())
-    study_state = {"name": options.name, "space_hash": space.digest, "experiment": experiment,
+    study_state = {"name": options.name, "space_hash": digest, "experiment": experiment_name,
                    "parent_run_id": recorder.parent_run_id, "tracking_uri": tracking_uri, "settings": settings}
     _save_state(storage, **study_state, finished=False)
     recorder.set_planned_trials(max(trials, done))
 
-    if done < trials:
+    cells = experiment.cells if experiment else None
+    if experiment is not None:
+        finished = {row["cell"] for row in recorder.trials()}
+        missing = [cell.index for cell in experiment.cells if cell.key not in finished]
+        tune_config = tune.TuneConfig(max_concurrent_trials=concurrent, num_samples=1)
+        param_space = {"cell": tune.grid_search(missing)}
+    else:
+        missing = list(range(trials - done))
         study, journal = _optuna_study(storage, options.name)
         searcher = OptunaSearch(
             _DefineByRun(space),
@@ -350,26 +376,30 @@ def run_study(space: Space, options: RunOptions) -> StudyResult:
             if scheduler_name == "asha"
             else FIFOScheduler()
         )
+        tune_config = tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
+            scheduler=scheduler,
+            metric=Metrics.VAL_ACC,
+            mode="max",
+            num_samples=len(missing),
+        )
+        param_space = None
+    if missing:
         trainable = tune.with_resources(
             tune.with_parameters(
-                _trial, space=space, data=data, split=split, seed=seed, threads=max(1, int(cpus)),
+                _trial, space=space, cells=cells, data=data, split=split, seed=seed, threads=max(1, int(cpus)),
                 device="cuda" if gpus else "cpu",
             ),
             {"cpu": cpus, "gpu": gpus},
         )
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
-                scheduler=scheduler,
-                metric=Metrics.VAL_ACC,
-                mode="max",
-                num_samples=trials - done,
-            ),
+            param_space=param_space,
+            tune_config=tune_config,
             run_config=tune.RunConfig(
                 name=f"session-{len(list((storage / 'tune').glob('session-*')))}",
                 storage_path=str(storage / "tune"),
-                callbacks=[_Tracker(recorder, space, trials, done)],
+                callbacks=[_Tracker(recorder, space, cells, seed, tags, trials, done)],
                 verbose=1 if options.verbose else 0,
             ),
         )

@@ -17,6 +17,7 @@ Optuna's ``suggest_*`` methods, so every Optuna sampler works. No torch here.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -367,6 +368,22 @@ class Space:
             stages.append(config)
         data = {"name": self.name, **self.fixed, "stem": fill(self.stem, "stem"), "head": fill(self.head, "head"), "stages": stages}
         return Arch.from_dict(data, source="")
+
+    def override(self, **sections: dict[str, Any]) -> Space:
+        """The space with values of its dataset, budget, recipe, limits or search sections replaced.
+
+        Raises:
+            ConfigError: a replaced value is invalid; the message names the section and key.
+        """
+        space = self
+        for section, values in sections.items():
+            current = getattr(space, section)
+            try:
+                updated = type(current).model_validate(current.model_dump() | values)
+            except ValidationError as error:
+                raise format_validation_error(error, self.source, prefix=section) from None
+            space = dataclasses.replace(space, **{section: updated})
+        return space
 
     def knobs(self) -> dict[str, Knob]:
         """Every knob that a trial may be asked for, by dotted name (fixed values included)."""

@@ -21,7 +21,7 @@ import yaml
 
 from .config import Arch, ConfigError
 
-__all__ = ["DEFAULT_TRACKING_URI", "Metrics", "Recorder", "Tags", "connect", "environment"]
+__all__ = ["DEFAULT_TRACKING_URI", "Metrics", "Recorder", "StudyRecord", "Tags", "connect", "environment", "find_study"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -45,6 +45,9 @@ class Tags:
     TRIAL = "cnnsearch.trial_id"
     STATUS = "cnnsearch.status"  # completed, stopped early, rejected, failed
     REASON = "cnnsearch.reason"
+    CELL = "cnnsearch.cell"  # an ablation trial's cell: its levels and replicate
+    ABLATION = "cnnsearch.ablation"  # the experiment an ablation study runs
+    SPACE_FILE = "cnnsearch.space_file"
     TRIALS = "cnnsearch.trials"  # planned trials: a tag, as an extended study changes it
     FAMILY = "cnnsearch.family"
     SPACE_HASH = "cnnsearch.space_hash"
@@ -120,8 +123,9 @@ class Recorder:
         study: str,
         space_hash: str,
         parent_run_id: str | None = None,
+        tags: dict[str, str] | None = None,
         params: dict[str, Any] | None = None,
-        space_file: str | Path | None = None,
+        files: list[str | Path] = (),
     ) -> Recorder:
         """Create the study's parent run, or reopen it by id when resuming."""
         found = client.get_experiment_by_name(experiment)
@@ -132,13 +136,14 @@ class Recorder:
         if parent_run_id is not None:
             client.update_run(parent_run_id, status="RUNNING")
             return cls(client, experiment_id, parent_run_id)
-        run = client.create_run(
-            experiment_id, run_name=study, tags={Tags.STUDY: study, Tags.SPACE_HASH: space_hash}
-        )
+        tags = {Tags.STUDY: study, Tags.SPACE_HASH: space_hash, **(tags or {})}
+        if files:
+            tags[Tags.SPACE_FILE] = Path(files[0]).name
+        run = client.create_run(experiment_id, run_name=study, tags=tags)
         recorder = cls(client, experiment_id, run.info.run_id)
         recorder._log_params(run.info.run_id, {**environment(), **(params or {})})
-        if space_file is not None:
-            client.log_artifact(run.info.run_id, str(space_file))
+        for file in files:
+            client.log_artifact(run.info.run_id, str(file))
         return recorder
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
@@ -163,12 +168,12 @@ class Recorder:
         )
         return runs[0].info.run_id if runs else None
 
-    def start_trial(self, trial_id: str, knobs: dict[str, Any], *, space_hash: str) -> str:
+    def start_trial(self, trial_id: str, knobs: dict[str, Any], *, space_hash: str, tags: dict[str, str] | None = None) -> str:
         """The trial's child run, created once: a resumed trial finds its own."""
         existing = self.find_trial(trial_id)
         if existing is not None:
             return existing
-        tags = {Tags.PARENT: self.parent_run_id, Tags.TRIAL: trial_id, Tags.SPACE_HASH: space_hash}
+        tags = {Tags.PARENT: self.parent_run_id, Tags.TRIAL: trial_id, Tags.SPACE_HASH: space_hash, **(tags or {})}
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial_id}", tags=tags)
         run_id = run.info.run_id
         self._log_params(run_id, knobs)
@@ -221,6 +226,7 @@ class Recorder:
                     "trial_id": run.data.tags[Tags.TRIAL],
                     "run_id": run.info.run_id,
                     "status": status,
+                    "cell": run.data.tags.get(Tags.CELL),
                     Metrics.VAL_ACC: metrics.get(Metrics.VAL_ACC) if status in ("completed", "stopped early") else None,
                     Metrics.PARAMS: metrics.get(Metrics.PARAMS),
                     Metrics.MACS: metrics.get(Metrics.MACS),
@@ -238,3 +244,57 @@ class Recorder:
             self.client.set_tag(self.parent_run_id, "cnnsearch.best_run_id", best["run_id"])
             self._log_metrics(self.parent_run_id, {f"best_{Metrics.VAL_ACC}": best[Metrics.VAL_ACC]})
         self.client.set_terminated(self.parent_run_id, "FINISHED")
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """What MLflow holds of one study: its parent run and its trial runs as a DataFrame.
+
+    ``runs`` is :func:`mlflow.search_runs`'s own frame (columns ``params.*``, ``metrics.*``,
+    ``tags.*``), one row per trial.
+    """
+
+    client: Any
+    experiment_id: str
+    parent: Any
+    runs: Any
+
+    def space_file(self, folder: str | Path) -> Path | None:
+        """Download the study's space file into ``folder``."""
+        name = self.parent.data.tags.get(Tags.SPACE_FILE)
+        return Path(self.client.download_artifacts(self.parent.info.run_id, name, str(folder))) if name else None
+
+    def history(self, run_id: str, metric: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in sorted(self.client.get_metric_history(run_id, metric), key=lambda m: m.step)]
+
+    def log_files(self, paths: list[Path], folder: str) -> None:
+        for path in paths:
+            self.client.log_artifact(self.parent.info.run_id, str(path), folder)
+
+
+def find_study(name: str, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: str | None = None) -> StudyRecord:
+    """The study called ``name`` (the newest, if several experiments hold one) and its trial runs.
+
+    Raises:
+        ConfigError: the store cannot be reached, or holds no such study.
+    """
+    import mlflow
+
+    client = connect(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise ConfigError(f"{tracking_uri}: no experiment named {experiment!r}")
+        ids = [found.experiment_id]
+    else:
+        ids = [e.experiment_id for e in client.search_experiments(max_results=50000)]
+    parents = client.search_runs(ids, filter_string=f"tags.`{Tags.STUDY}` = '{name}'", order_by=["attributes.start_time DESC"])
+    if not parents:
+        known = sorted({r.data.tags[Tags.STUDY] for r in client.search_runs(ids, filter_string=f"tags.`{Tags.STUDY}` != ''")})
+        raise ConfigError(f"{tracking_uri}: no study named {name!r}" + (f" (studies: {', '.join(known)})" if known else ""))
+    parent = parents[0]
+    runs = mlflow.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`{Tags.PARENT}` = '{parent.info.run_id}'", max_results=50000
+    )
+    return StudyRecord(client, parent.info.experiment_id, parent, runs)

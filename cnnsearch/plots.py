@@ -1,0 +1,153 @@
+"""Pictures of a study, as PNG files: pivot heatmap, interaction plot, accuracy against cost with
+the Pareto front, learning curves of the best trials, parameter importances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a server or in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .analysis import completed, importances, pareto_front, pivot  # noqa: E402
+from .tracking import StudyRecord  # noqa: E402
+
+__all__ = ["plot_study"]
+
+_LABELS = {"val_acc": "validation accuracy (%)", "val_loss": "validation loss", "train_loss": "training loss"}
+
+
+def _label(metric: str) -> str:
+    return _LABELS.get(metric, metric)
+
+
+def _scale(metric: str) -> float:
+    return 100.0 if metric.endswith("acc") else 1.0
+
+
+def _save(figure: plt.Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def heatmap(table: pd.DataFrame, rows: str, cols: str, metric: str, agg: str, title: str, path: Path) -> Path:
+    grid = table.pivot(index=rows, columns=cols, values=agg) * _scale(metric)
+    counts = table.pivot(index=rows, columns=cols, values="n")
+    figure, axes = plt.subplots(figsize=(1.6 * len(grid.columns) + 2.5, 1.0 * len(grid.index) + 2))
+    image = axes.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto")
+    axes.set_xticks(range(len(grid.columns)), [str(c) for c in grid.columns])
+    axes.set_yticks(range(len(grid.index)), [str(r) for r in grid.index])
+    axes.set_xlabel(cols)
+    axes.set_ylabel(rows)
+    values = grid.to_numpy(dtype=float)
+    middle = np.nanmean(values)
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if not np.isnan(values[i, j]):
+                axes.text(j, i, f"{values[i, j]:.1f}\nn={int(counts.iat[i, j])}", ha="center", va="center",
+                          color="black" if values[i, j] > middle else "white", fontsize=9)
+    figure.colorbar(image, ax=axes, label=f"{agg} {_label(metric)}")
+    axes.set_title(f"{title}: {agg} {_label(metric)}")
+    return _save(figure, path)
+
+
+def interaction(table: pd.DataFrame, rows: str, cols: str | None, metric: str, agg: str, title: str, path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    scale = _scale(metric)
+    groups = table.groupby(cols, sort=True) if cols else [(None, table)]
+    for level, part in groups:
+        part = part.sort_values(rows)
+        x = [str(v) for v in part[rows]]
+        y = part[agg].to_numpy(dtype=float) * scale
+        low = (part[agg] - part["ci_low"]).to_numpy(dtype=float) * scale
+        high = (part["ci_high"] - part[agg]).to_numpy(dtype=float) * scale
+        axes.errorbar(x, y, yerr=np.nan_to_num(np.vstack([low, high])), marker="o", capsize=4,
+                      label=f"{cols} = {level}" if cols else None)
+    axes.set_xlabel(rows)
+    axes.set_ylabel(f"{agg} {_label(metric)}")
+    axes.set_title(f"{title}: {rows}" + (f" x {cols}" if cols else "") + " (bars: 95% CI of the mean)")
+    if cols:
+        axes.legend(title=None)
+    axes.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def accuracy_vs_cost(runs: pd.DataFrame, cost: str, metric: str, title: str, path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    x = runs[f"metrics.{cost}"].to_numpy(dtype=float)
+    y = runs[f"metrics.{metric}"].to_numpy(dtype=float) * _scale(metric)
+    axes.scatter(x, y, alpha=0.6, label="completed trials")
+    front = pareto_front(x, y)
+    axes.plot(x[front], y[front], "r-o", label="Pareto front")
+    axes.set_xscale("log")
+    name, unit = ("MACs", "multiply-accumulates per image") if cost == "macs" else ("parameters", "count")
+    axes.set_xlabel(f"{name} ({unit}, log scale)")
+    axes.set_ylabel(_label(metric))
+    axes.set_title(f"{title}: {_label(metric).split(' (')[0]} vs {name}")
+    axes.legend()
+    axes.grid(alpha=0.3, which="both")
+    return _save(figure, path)
+
+
+def learning_curves(record: StudyRecord, runs: pd.DataFrame, metric: str, title: str, path: Path, top: int = 5) -> Path:
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    best = runs.sort_values(f"metrics.{metric}", ascending=False).head(top)
+    for _, run in best.iterrows():
+        history = record.history(run["run_id"], metric)
+        name = run.get("tags.mlflow.runName", run["run_id"][:8])
+        axes.plot([s for s, _ in history], [v * _scale(metric) for _, v in history], marker="o",
+                  label=f"{name} ({run[f'metrics.{metric}'] * _scale(metric):.1f})")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(_label(metric))
+    axes.set_title(f"{title}: learning curves of the top {len(best)} trials")
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def importance_bars(scores: dict[str, float], metric: str, title: str, path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(6.5, 0.45 * len(scores) + 1.8))
+    names = list(scores)[::-1]
+    axes.barh(names, [scores[n] for n in names])
+    axes.set_xlabel(f"importance for {_label(metric)} (fANOVA, fraction of variance)")
+    axes.set_title(f"{title}: knob importances")
+    axes.grid(alpha=0.3, axis="x")
+    return _save(figure, path)
+
+
+def plot_study(
+    record: StudyRecord, folder: str | Path, *, rows: str | None = None, cols: str | None = None,
+    metric: str = "val_acc", agg: str = "mean",
+) -> list[Path]:
+    """Write the study's pictures into ``folder`` and return their paths.
+
+    With ``rows`` (and ``cols``): the pivot heatmap and interaction plot of an ablation.
+    Always, given completed trials: accuracy vs MACs and vs params with the Pareto front,
+    and learning curves of the top five. Searches with enough trials: knob importances.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    title = record.parent.data.tags.get("cnnsearch.study", "study")
+    runs = completed(record)
+    if runs.empty or f"metrics.{metric}" not in runs:
+        return []
+    paths = []
+    if rows:
+        table = pivot(runs, rows, cols, metric, agg)
+        if cols:
+            paths.append(heatmap(table, rows, cols, metric, agg, title, folder / "heatmap.png"))
+        paths.append(interaction(table, rows, cols, metric, agg, title, folder / "interaction.png"))
+    for cost in ("macs", "params"):
+        paths.append(accuracy_vs_cost(runs, cost, metric, title, folder / f"{metric}_vs_{cost}.png"))
+    paths.append(learning_curves(record, runs, metric, title, folder / "learning_curves.png"))
+    if not rows:
+        scores = importances(record, metric)
+        if scores:
+            paths.append(importance_bars(scores, metric, title, folder / "importances.png"))
+    return paths

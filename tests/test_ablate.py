@@ -1,0 +1,156 @@
+"""`cnnsearch ablate`, `query` and `plot`: a replicated design recorded in MLflow and read back."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import mlflow
+import pandas as pd
+import pytest
+from scipy import stats
+
+from cnnsearch.analysis import query
+
+SPACE = """
+name: tiny
+family: residual
+stem: {style: cifar, channels: [8, 16]}
+stages:
+  - {stride: 1}
+  - {stride: 2}
+residual: {num_blocks: [1, 2], width: [8, 16]}
+dataset: {name: synthetic, subset: 128}
+budget: {epochs: 1}
+recipe: {batch_size: 64}
+"""
+
+EXPERIMENT = """
+name: width_vs_depth
+space: tiny.yaml
+base: {stem.channels: 8}
+factors:
+  residual.width: [8, 16]
+  residual.num_blocks: [1, 2]
+replicates: 2
+"""
+
+
+@pytest.fixture(scope="module")
+def ablation(ray_session, tmp_path_factory):
+    """One small ablation, shared by the tests that read it."""
+    from cnnsearch.cli import main
+
+    folder = tmp_path_factory.mktemp("ablation")
+    (folder / "tiny.yaml").write_text(SPACE)
+    (folder / "experiment.yaml").write_text(EXPERIMENT)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    storage = folder / "runs"
+    main(["ablate", str(folder / "experiment.yaml"), "--tracking-uri", uri, "--storage", str(storage)])
+    return folder, uri, storage
+
+
+def trial_runs(uri):
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(search_all_experiments=True, filter_string="tags.`cnnsearch.ablation` = 'width_vs_depth' and tags.`mlflow.parentRunId` != ''")
+
+
+def test_every_cell_runs_with_its_replicates(ablation):
+    _, uri, _ = ablation
+    runs = trial_runs(uri)
+    assert len(runs) == 8
+    cells = runs.groupby(["params.residual.width", "params.residual.num_blocks"]).size()
+    assert cells.to_dict() == {("16", "1"): 2, ("16", "2"): 2, ("8", "1"): 2, ("8", "2"): 2}
+    assert set(runs["params.stem.channels"]) == {"8"}
+    assert sorted(runs["params.replicate"]) == ["0", "0", "0", "0", "1", "1", "1", "1"]
+    assert sorted(runs["params.seed"]) == ["0", "0", "0", "0", "1", "1", "1", "1"]  # replicates differ in seed
+    assert set(runs["tags.cnnsearch.status"]) == {"completed"}
+
+
+def test_query_equals_mlflow_search_runs_with_pandas(ablation, cli):
+    _, uri, _ = ablation
+    runs = trial_runs(uri)
+    runs = runs[runs["tags.cnnsearch.status"] == "completed"]
+    expected = runs.assign(w=runs["params.residual.width"].astype(int), d=runs["params.residual.num_blocks"].astype(int))
+    grouped = expected.groupby(["w", "d"])["metrics.val_acc"]
+
+    table = query("width_vs_depth", "residual.width", "residual.num_blocks", tracking_uri=uri)
+    assert len(table) == 4
+    for _, row in table.iterrows():
+        values = grouped.get_group((row["residual.width"], row["residual.num_blocks"]))
+        assert row["mean"] == pytest.approx(values.mean(), abs=1e-12) and row["n"] == len(values) == 2
+        half = stats.t.ppf(0.975, 1) * values.std(ddof=1) / math.sqrt(2)
+        assert row["ci_low"] == pytest.approx(values.mean() - half) and row["ci_high"] == pytest.approx(values.mean() + half)
+
+    status, out, err = cli("query", "width_vs_depth", "--rows", "residual.width", "--agg", "max", "--format", "json", "--tracking-uri", uri)
+    assert status == 0, err
+    by_width = {r["residual.width"]: r for r in json.loads(out)}
+    assert by_width[8]["max"] == pytest.approx(expected[expected.w == 8]["metrics.val_acc"].max()) and by_width[8]["n"] == 4
+
+    status, out, _ = cli("query", "width_vs_depth", "--rows", "residual.num_blocks", "--where", "residual.width=16",
+                         "--format", "csv", "--tracking-uri", uri)
+    frame = pd.read_csv(pd.io.common.StringIO(out))
+    assert list(frame.columns) == ["residual.num_blocks", "mean", "ci_low", "ci_high", "n"]
+    wide = expected[expected.w == 16].groupby("d")["metrics.val_acc"].mean()
+    assert frame.set_index("residual.num_blocks")["mean"].to_dict() == pytest.approx(wide.to_dict())
+
+    status, out, _ = cli("query", "width_vs_depth", "--rows", "residual.width", "--cols", "residual.num_blocks", "--tracking-uri", uri)
+    assert status == 0 and "(n=2)" in out and "95% CI" in out
+
+
+def test_pictures_are_written_and_logged(ablation):
+    _, uri, storage = ablation
+    pictures = {p.name for p in (storage / "plots").iterdir()}
+    assert {"heatmap.png", "interaction.png", "val_acc_vs_macs.png", "val_acc_vs_params.png", "learning_curves.png"} <= pictures
+    for name in pictures:
+        assert (storage / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    client = mlflow.MlflowClient(uri)
+    parent = client.search_runs([client.get_experiment_by_name("width_vs_depth").experiment_id],
+                                filter_string="tags.`cnnsearch.study` = 'width_vs_depth'")[0]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/heatmap.png" in logged
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"tiny.yaml", "experiment.yaml"}
+
+
+def test_more_seeds_extend_the_ablation(ablation, cli):
+    folder, uri, storage = ablation
+    status, out, err = cli("ablate", folder / "experiment.yaml", "--tracking-uri", uri, "--storage", storage, "--seeds", "3")
+    assert status == 0, err
+    runs = trial_runs(uri)
+    assert len(runs) == 12 and "(n=3)" in out
+    assert sorted(runs["params.replicate"]).count("2") == 4
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["nosuch", "--rows", "x"], "no study named 'nosuch' (studies: width_vs_depth)"),
+        (["width_vs_depth", "--rows", "dense.growth_rate"], "--rows 'dense.growth_rate': no such knob or factor"),
+        (["width_vs_depth", "--rows", "residual.width", "--metric", "accuracy"], "--metric 'accuracy': not recorded"),
+        (["width_vs_depth", "--rows", "residual.width", "--where", "residual.width"], "expected KNOB=VALUE"),
+    ],
+)
+def test_query_refuses_bad_questions(ablation, cli, args, expected):
+    _, uri, _ = ablation
+    status, _, err = cli("query", *args, "--tracking-uri", uri)
+    assert status == 2 and expected in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (("residual.width: [8, 16]", "dense.growth_rate: [8, 16]"), "factors.dense.growth_rate: 'dense.growth_rate' is not a knob of the space"),
+        (("residual.width: [8, 16]", "residual.width: [8, 12]"), "factors.residual.width: residual.width: 12 is outside the space"),
+        (("base: {stem.channels: 8}", "base: {}"), "base: The value of the parameter 'stem.channels' is not found"),
+        (("base: {stem.channels: 8}", "base: {stem.channels: 8, stages.0.stride: 1}"), "stages.0.stride is fixed at 1"),
+        (("replicates: 2", "replicates: 0"), "replicates: "),
+        (("replicates: 2", "replicates: 2\ndesign: one_at_a_time"), "one factor at a time needs the base to hold a level"),
+        (("space: tiny.yaml", "space: missing.yaml"), "missing.yaml: no such file"),
+        (("name: width_vs_depth", "name: width_vs_depth\nfactor: {}"), "factor: unknown key"),
+    ],
+)
+def test_bad_experiment_files_are_refused(tmp_path, cli, change, expected):
+    (tmp_path / "tiny.yaml").write_text(SPACE)
+    (tmp_path / "experiment.yaml").write_text(EXPERIMENT.replace(*change))
+    status, _, err = cli("ablate", tmp_path / "experiment.yaml", "--storage", tmp_path / "runs")
+    assert status == 2 and expected in err and "Traceback" not in err, err
