@@ -143,6 +143,7 @@ def _options(args: argparse.Namespace, name: str, **search: object) -> object:
         dataset=args.dataset,
         epochs=args.epochs,
         subset=args.subset,
+        val_fraction=args.val_fraction,
         verbose=args.verbose,
         cache_dir=args.cache_dir,
         data_dir=args.data_dir,
@@ -269,7 +270,8 @@ def _ui(args: argparse.Namespace) -> None:
 
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     command = [mlflow, "ui", "--backend-store-uri", args.tracking_uri, "--host", args.host, "--port", str(args.port)]
-    print(" ".join(command), file=sys.stderr)
+    # MLflow 3's UI opens on its GenAI view unless the URL (or a click) picks model training.
+    print(f"MLflow UI: http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning", file=sys.stderr)
     try:
         raise SystemExit(subprocess.call(command))
     except KeyboardInterrupt:
@@ -306,6 +308,7 @@ def _study_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="override the dataset (cifar10, cifar100, synthetic, imagefolder:PATH)")
     parser.add_argument("--epochs", type=_positive, help="override budget.epochs")
     parser.add_argument("--subset", type=_positive, help="override dataset.subset (training images per trial)")
+    parser.add_argument("--val-fraction", type=float, help="override dataset.val_fraction (held-out share of the data)")
     parser.add_argument("--cache-dir", help="where decoded data sets are cached")
     parser.add_argument("--data-dir", help="where torchvision's CIFAR files are or are downloaded to")
     parser.add_argument("--verbose", action="store_true", help="show Ray's own logs")

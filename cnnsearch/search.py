@@ -53,6 +53,7 @@ class RunOptions:
     dataset: str | None = None  # default: the space's dataset.name
     epochs: int | None = None  # default: the space's budget.epochs
     subset: int | None = None  # default: the space's dataset.subset
+    val_fraction: float | None = None  # default: the space's dataset.val_fraction
     max_concurrent: int | None = None  # default: as many as the CPUs allow
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -223,12 +224,14 @@ def _trial_values(config: dict[str, Any], cells: tuple[Cell, ...] | None, seed: 
     return cell.knobs, levels | {"replicate": cell.replicate}, seed + cell.replicate
 
 
-_SETTINGS = ("trials", "sampler", "scheduler", "seed", "dataset", "epochs", "subset")
+_SETTINGS = ("trials", "sampler", "scheduler", "seed", "dataset", "epochs", "subset", "val_fraction")
 
 
-def with_overrides(space: Space, *, dataset: str | None = None, epochs: int | None = None, subset: int | None = None) -> Space:
-    """``space`` with its dataset name, epoch budget or subset replaced, validated as in a space file."""
-    changes = {"dataset": {"name": dataset, "subset": subset}, "budget": {"epochs": epochs}}
+def with_overrides(
+    space: Space, *, dataset: str | None = None, epochs: int | None = None, subset: int | None = None, val_fraction: float | None = None
+) -> Space:
+    """``space`` with its dataset name, epoch budget, subset or validation fraction replaced, validated as in a space file."""
+    changes = {"dataset": {"name": dataset, "subset": subset, "val_fraction": val_fraction}, "budget": {"epochs": epochs}}
     changes = {section: {k: v for k, v in values.items() if v is not None} for section, values in changes.items()}
     return space.override(**{section: values for section, values in changes.items() if values})
 
@@ -289,7 +292,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     state = _check_storage(storage, digest, options)
     saved = state["settings"] if state else {}
     settings = {key: saved.get(key) if getattr(options, key) is None else getattr(options, key) for key in _SETTINGS}
-    space = with_overrides(space, dataset=settings["dataset"], epochs=settings["epochs"], subset=settings["subset"])
+    space = with_overrides(space, **{key: settings[key] for key in ("dataset", "epochs", "subset", "val_fraction")})
     cheapest(space)
     trials = len(experiment.cells) if experiment else settings["trials"] or space.search.trials
     sampler_name = "grid" if experiment else settings["sampler"] or space.search.sampler

@@ -65,6 +65,7 @@ def connect(tracking_uri: str) -> Any:
     Raises:
         ConfigError: the server cannot be reached or the store cannot be opened.
     """
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if tracking_uri.startswith(("http://", "https://")):
         # Fail in seconds, not after MLflow's default minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
