@@ -110,18 +110,18 @@ def _trials(tracking_uri: str, parent_run_id: str, experiment_id: str) -> list[d
     return rows
 
 
-def efficiency(folder: str, seeds: int, trials: int, subset: int, epochs: int) -> None:
+def efficiency(folder: str, seeds: int, trials: int, subset: int, epochs: int, keep: str | None) -> None:
     space = load_space(ROOT / "spaces" / "densenet.yaml")
-    # 1,000 validation images instead of 5,000: validating DenseNets on a CPU dominates a short trial.
-    space = dataclasses.replace(space, dataset=space.dataset.model_copy(update={"val_fraction": 0.02}))
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = Path(keep or tmp)
         for method, sampler, scheduler in (("tpe+asha", "tpe", "asha"), ("random", "random", "none")):
             for seed in range(seeds):
                 named = dataclasses.replace(space, name=f"densenet-{method}-{seed}")
                 seconds, result = _study(named, folder, work, trials=trials, sampler=sampler, scheduler=scheduler,
-                                         subset=subset, epochs=epochs, seed=seed, max_concurrent=2)
+                                         subset=subset, epochs=epochs, seed=seed, max_concurrent=2,
+                                         # 1,000 held out, not 5,000: validating DenseNets on a CPU dominates a short trial.
+                                         val_fraction=0.02)
                 rows = _trials(result.tracking_uri, result.parent_run_id, result.experiment_id)
                 runs[(method, seed)] = {"seconds": seconds, "trials": rows, "curve": _curve(rows)}
                 print(f"{method} seed {seed}: {seconds:.0f} s, best {runs[(method, seed)]['curve'][-1]}", file=sys.stderr, flush=True)
@@ -165,11 +165,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--subset", type=int, default=None, help="training images per trial")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--keep", help="keep the studies' MLflow store and state in this folder")
     args = parser.parse_args()
     if args.what == "overhead":
         overhead(args.folder, args.subset or 5000)
     else:
-        efficiency(args.folder, args.seeds, args.trials, args.subset or 2000, args.epochs)
+        efficiency(args.folder, args.seeds, args.trials, args.subset or 2000, args.epochs, args.keep)
 
 
 if __name__ == "__main__":

@@ -278,6 +278,45 @@ def _ui(args: argparse.Namespace) -> None:
         raise SystemExit(130) from None
 
 
+def _export(args: argparse.Namespace) -> None:
+    from .export import export_study
+
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    meta = export_study(
+        args.study, args.out or Path("exports") / args.study, top=args.top, seeds=args.seeds, retrain_epochs=args.retrain_epochs,
+        formats=formats, tracking_uri=args.tracking_uri, experiment=args.experiment, dataset=args.dataset,
+        cache_dir=args.cache_dir, data_dir=args.data_dir, device=args.device,
+        say=lambda line: print(line, file=sys.stderr),
+    )
+    out = args.out or Path("exports") / args.study
+    print(f"{meta['name']} from study {meta['study']} -> {out}/ ({', '.join(meta['formats'])})")
+    print(f"  val_acc {meta['val_acc']:.2%} ({meta['val_acc_source']}); {_human(meta['params'])} params, {_human(meta['macs'])} MACs")
+    print(f"  trained on {meta['trained_on']}; accuracy on the validation split: {meta['evaluation']['accuracy']:.2%}"
+          + ("" if meta["evaluation"]["held_out"] else " (not held out: it trained on them)"))
+    if "registered_model" in meta:
+        print(f"  MLflow: {meta['registered_model']['uri']} (version {meta['registered_model']['version']})")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .export import evaluate
+
+    result = evaluate(args.folder, args.dataset, split=args.split, cache_dir=args.cache_dir, data_dir=args.data_dir)
+    if args.json:
+        print(json.dumps(result))
+        return
+    line = f"{args.folder}: accuracy {result['accuracy']:.2%} on {result['images']:,} images ({result['split']}) of {result['dataset']}"
+    if result["recorded"] is not None:
+        line += f"; recorded at export: {result['recorded']:.2%}"
+    print(line)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from .export import predict
+
+    for path, classes in zip(args.images, predict(args.folder, args.images, top=args.top)):
+        print(f"{path}: " + ", ".join(f"{name} {p:.1%}" for name, p in classes))
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -384,6 +423,35 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--log", action="store_true", help="also attach them to the study's parent run in MLflow")
     _store_flags(plot)
     plot.set_defaults(run=_plot)
+
+    export = commands.add_parser("export", help="export a study's best architecture as a trained model")
+    export.add_argument("study", help="study name")
+    export.add_argument("--top", type=_positive, default=1, help="re-evaluate the top K trials (default 1)")
+    export.add_argument("--seeds", type=_positive, default=1, help="seeds per re-evaluated trial (default 1)")
+    export.add_argument("--retrain-epochs", type=int, help="epochs on train+val (default: the study's); 0 reuses the trial's checkpoint")
+    export.add_argument("--out", help="output folder (default ./exports/STUDY)")
+    export.add_argument("--formats", default="pt2,onnx,weights,mlflow", help="any of pt2,onnx,weights,mlflow (default all)")
+    export.add_argument("--dataset", help="the study's data set, if it moved (e.g. imagefolder:PATH)")
+    export.add_argument("--cache-dir", help="where decoded data sets are cached")
+    export.add_argument("--data-dir", help="where torchvision's CIFAR files are")
+    export.add_argument("--device", default="cpu", help="device for re-evaluation and retraining")
+    _store_flags(export)
+    export.set_defaults(run=_export)
+
+    evaluate = commands.add_parser("evaluate", help="accuracy of an exported model")
+    evaluate.add_argument("folder", help="export folder")
+    evaluate.add_argument("--dataset", help="data set (default: the one it was exported with)")
+    evaluate.add_argument("--split", choices=["val", "all"], default="val", help="the export's validation split, or every image")
+    evaluate.add_argument("--cache-dir")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(run=_evaluate)
+
+    predict = commands.add_parser("predict", help="top classes of images under an exported model")
+    predict.add_argument("folder", help="export folder")
+    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("--top", type=_positive, default=3)
+    predict.set_defaults(run=_predict)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on the study store")
     ui.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store (default sqlite:///mlflow.db)")

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from .data import load_dataset, split_dataset
 from .experiment import Cell, Experiment
 from .profile import cheapest, profile
 from .space import Fixed, Space
-from .tracking import DEFAULT_TRACKING_URI, Metrics, Recorder, Tags, connect
+from .tracking import DEFAULT_TRACKING_URI, WEIGHTS_FILE, Metrics, Recorder, Tags, connect
 from .train import EpochReport, fit_to_data, train
 
 __all__ = ["RunOptions", "StudyResult", "run_study", "searched_knobs", "with_overrides"]
@@ -106,11 +107,20 @@ def _trial(config: dict[str, Any], *, space: Space, cells: tuple[Cell, ...] | No
         tune.report({"status": "rejected", "reason": violation, Metrics.VAL_ACC: 0.0, "epoch": 0, **costs})
         return
 
+    folder = Path(tempfile.mkdtemp(prefix="cnnsearch-checkpoint-"))
+
+    def save(model: torch.nn.Module, epoch: EpochReport) -> None:
+        torch.save({key: value.detach().cpu() for key, value in model.state_dict().items()}, folder / WEIGHTS_FILE)
+
     def report(epoch: EpochReport) -> None:
         metrics = {key: getattr(epoch, key) for key in Metrics.PER_EPOCH}
-        tune.report({"status": "running", "epoch": epoch.epoch, "train_images_per_s": epoch.train_images_per_s, **metrics, **costs})
+        tune.report(
+            {"status": "running", "epoch": epoch.epoch, "train_images_per_s": epoch.train_images_per_s, **metrics, **costs},
+            checkpoint=tune.Checkpoint.from_directory(folder),
+        )
 
-    result = train(arch, data, split, recipe=space.recipe, budget=space.budget, seed=seed, device=device, callback=report)
+    result = train(arch, data, split, recipe=space.recipe, budget=space.budget, seed=seed, device=device,
+                   checkpoint=save, callback=report)
     if result.status == "diverged":
         raise RuntimeError(result.message)
 
@@ -169,6 +179,11 @@ class _Tracker(tune.Callback):
             self._finish(trial, "stopped early", "stopped by the scheduler")
         else:
             self._finish(trial, "completed")
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        # The newest weights of every trial, so that `cnnsearch export --retrain-epochs 0` can use them.
+        with tempfile.TemporaryDirectory() as folder:
+            self.recorder.log_checkpoint(self._run(trial), checkpoint.to_directory(folder))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, "failed", _error_of(trial))
@@ -345,6 +360,8 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
             "dataset": space.dataset.name,
             "epochs": space.budget.epochs,
             "subset": space.dataset.subset,
+            "recipe": json.dumps(space.recipe.model_dump()),
+            "budget": json.dumps(space.budget.model_dump()),
             **{f"split.{k}": v for k, v in split.describe().items()},
         },
         files=[space.source] + ([experiment.source] if experiment else []),
@@ -402,6 +419,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
             run_config=tune.RunConfig(
                 name=f"session-{len(list((storage / 'tune').glob('session-*')))}",
                 storage_path=str(storage / "tune"),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 callbacks=[_Tracker(recorder, space, cells, seed, tags, trials, done)],
                 verbose=1 if options.verbose else 0,
             ),

@@ -21,9 +21,11 @@ import yaml
 
 from .config import Arch, ConfigError
 
-__all__ = ["DEFAULT_TRACKING_URI", "Metrics", "Recorder", "StudyRecord", "Tags", "connect", "environment", "find_study"]
+__all__ = ["CHECKPOINT_FOLDER", "DEFAULT_TRACKING_URI", "WEIGHTS_FILE", "Metrics", "Recorder", "StudyRecord", "Tags", "connect", "environment", "find_study"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+WEIGHTS_FILE = "weights.pt"  # a trial's state_dict, saved with torch.save: loads with weights_only=True
+CHECKPOINT_FOLDER = "checkpoint"
 
 
 class Metrics:
@@ -56,6 +58,7 @@ class Tags:
     RUN_NAME = "mlflow.runName"
 
 
+_TRIALS_OF = f"tags.`{Tags.PARENT}` = '{{parent}}' and tags.`{Tags.TRIAL}` != ''"
 _RUN_STATE = {"completed": "FINISHED", "stopped early": "FINISHED", "rejected": "FINISHED", "failed": "FAILED"}
 
 
@@ -194,8 +197,9 @@ class Recorder:
         self.client.set_tag(self.parent_run_id, Tags.TRIALS, str(trials))
 
     def _children(self) -> list[Any]:
+        """The study's trial runs (an export run is a child too, but not a trial)."""
         return self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{Tags.PARENT}` = '{self.parent_run_id}'", max_results=50000
+            [self.experiment_id], filter_string=_TRIALS_OF.format(parent=self.parent_run_id), max_results=50000
         )
 
     def log_arch(self, run_id: str, arch: Arch, cost: dict[str, int]) -> None:
@@ -204,6 +208,9 @@ class Recorder:
         self.client.set_tag(run_id, Tags.ARCH_HASH, arch.digest)
         self._log_metrics(run_id, cost)
         self.client.log_text(run_id, yaml.safe_dump(arch.to_dict(), sort_keys=False), "arch.yaml")
+
+    def log_checkpoint(self, run_id: str, folder: str) -> None:
+        self.client.log_artifacts(run_id, folder, CHECKPOINT_FOLDER)
 
     def log_epoch(self, run_id: str, metrics: dict[str, float], epoch: int) -> None:
         self._log_metrics(run_id, {key: metrics[key] for key in Metrics.PER_EPOCH if key in metrics}, step=epoch)
@@ -296,6 +303,6 @@ def find_study(name: str, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: 
         raise ConfigError(f"{tracking_uri}: no study named {name!r}" + (f" (studies: {', '.join(known)})" if known else ""))
     parent = parents[0]
     runs = mlflow.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.`{Tags.PARENT}` = '{parent.info.run_id}'", max_results=50000
+        [parent.info.experiment_id], filter_string=_TRIALS_OF.format(parent=parent.info.run_id), max_results=50000
     )
     return StudyRecord(client, parent.info.experiment_id, parent, runs)

@@ -6,6 +6,7 @@ A plain function that reports through a callback; it knows nothing of Ray or MLf
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import sys
 import time
@@ -57,9 +58,13 @@ class TrainResult:
     dataset: dict[str, Any]
     message: str = ""
     history: list[EpochReport] = field(default_factory=list)
+    model: nn.Module | None = field(default=None, repr=False, compare=False)  # the trained model, on its device
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The metrics as plain values (the model left out)."""
+        values = asdict(dataclasses.replace(self, model=None))
+        del values["model"]
+        return values
 
 
 Callback = Callable[[EpochReport], "bool | None"]
@@ -132,6 +137,7 @@ def train(
     channels_last: bool = CHANNELS_LAST_DEFAULT,
     compile: bool = False,
     callback: Callback | None = None,
+    checkpoint: Callable[[nn.Module, EpochReport], None] | None = None,
     progress: bool = False,
 ) -> TrainResult:
     """Train ``arch`` on ``split.train`` and validate on ``split.val`` after every epoch.
@@ -149,6 +155,7 @@ def train(
         compile: run the model through :func:`torch.compile`.
         callback: called with an :class:`EpochReport` after each validation; returning
             True stops training early (status ``stopped``).
+        checkpoint: called with the model and the report before ``callback``, to save it.
         progress: show a progress bar on stderr.
 
     Returns:
@@ -247,6 +254,8 @@ def train(
                 f"{report.train_images_per_s:,.0f} img/s",
                 file=sys.stderr,
             )
+        if checkpoint is not None:
+            checkpoint(model, report)
         if callback is not None and callback(report):
             status = "stopped"
             break
@@ -266,4 +275,5 @@ def train(
         dataset=data.describe(),
         message=message,
         history=history,
+        model=model,
     )

@@ -76,6 +76,7 @@ def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli):
         arch = load_arch(client.download_artifacts(run.info.run_id, "arch.yaml", str(folder)))
         assert arch.stem.channels == int(params["stem.channels"])
         assert arch.stages[0].width == int(params["residual.width"])
+        assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")} == {"checkpoint/weights.pt"}
     # Numeric filters work on the knobs logged as metrics.
     wide = client.search_runs([experiment.experiment_id], filter_string="metrics.`residual.width` > 8")
     assert all(r.data.params["residual.width"] == "16" for r in wide)

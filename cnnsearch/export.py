@@ -1,0 +1,364 @@
+"""Export a study's best architecture as a trained model that runs without cnnsearch.
+
+An export folder holds ``arch.yaml`` (rebuilds with cnnsearch), ``weights.pt`` (a
+state_dict: ``torch.load(..., weights_only=True)``), ``model.pt2`` (torch.export: loads
+with torch alone), ``model.onnx`` (one file, dynamic batch) and ``meta.json``. The
+exported graphs take float images in [0, 1], NCHW, and return logits: normalization is
+inside them. Loading here never unpickles code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from . import __version__
+from .config import Arch, ConfigError, Recipe, load_arch, save_arch
+from .data import ImageData, Split, load_dataset, split_dataset
+from .model import build_model
+from .profile import profile
+from .space import Budget, load_space
+from .tracking import CHECKPOINT_FOLDER, DEFAULT_TRACKING_URI, WEIGHTS_FILE, StudyRecord, Tags, find_study
+from .train import fit_to_data, train
+
+__all__ = ["FORMATS", "Normalized", "evaluate", "export_study", "load_exported", "predict"]
+
+FORMATS = ("pt2", "onnx", "weights", "mlflow")
+_TOLERANCE = 1e-4
+
+
+class Normalized(nn.Module):
+    """A network that takes float images in [0, 1], NCHW, normalizes them and returns logits."""
+
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model((images - self.mean) / self.std)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    run_id: str
+    run_name: str
+    val_acc: float
+    arch: Arch
+
+
+def _study_setup(record: StudyRecord, dataset: str | None, cache_dir: str | None, data_dir: str | None) -> tuple[ImageData, Split, Recipe, Budget]:
+    """The study's data, split, recipe and budget, as its parent run recorded them."""
+    params = record.parent.data.params
+    data = load_dataset(dataset or params["dataset"], cache_dir=cache_dir, data_dir=data_dir)
+    subset = params.get("split.subset")
+    split = split_dataset(
+        data.labels, val_fraction=float(params["split.val_fraction"]), seed=int(params["split.seed"]),
+        subset=None if subset in (None, "None") else int(subset),
+    )
+    if split.describe()["val_digest"] != params["split.val_digest"]:
+        raise ConfigError(
+            f"{data.source}: not the data of study {params.get('dataset')!r} (its validation split differs); "
+            "pass the study's data set with --dataset"
+        )
+    if "recipe" in params:
+        return data, split, Recipe.model_validate(json.loads(params["recipe"])), Budget.model_validate(json.loads(params["budget"]))
+    with tempfile.TemporaryDirectory() as folder:  # a study recorded before recipes were logged: its space file
+        path = record.space_file(folder)
+        if path is None:
+            raise ConfigError(f"study {params.get('dataset')!r}: neither its recipe nor its space file is recorded")
+        space = load_space(path)
+    return data, split, space.recipe, space.budget.model_copy(update={"epochs": int(params["epochs"])})
+
+
+def _candidates(record: StudyRecord, folder: Path, say: Callable[[str], None]) -> list[_Candidate]:
+    """Completed trials with their architecture files, best first."""
+    runs = record.runs
+    if runs.empty:
+        raise ConfigError(f"study {record.parent.data.tags[Tags.STUDY]!r}: no trials")
+    done = runs[runs[f"tags.{Tags.STATUS}"] == "completed"].sort_values("metrics.val_acc", ascending=False)
+    for _, run in runs[runs[f"tags.{Tags.STATUS}"] != "completed"].iterrows():
+        if run.get("metrics.val_acc", -1) >= (done["metrics.val_acc"].max() if len(done) else -1):
+            say(f"trial {run['tags.mlflow.runName']} has val_acc {run['metrics.val_acc']:.2%} but is "
+                f"{run[f'tags.{Tags.STATUS}']}: not a candidate")
+    out = []
+    for _, run in done.iterrows():
+        try:
+            path = record.client.download_artifacts(run["run_id"], "arch.yaml", str(folder / run["run_id"]))
+        except Exception:  # MLflow raises several types for a missing artifact
+            say(f"trial {run['tags.mlflow.runName']}: no architecture file recorded; skipped")
+            continue
+        out.append(_Candidate(run["run_id"], run["tags.mlflow.runName"], float(run["metrics.val_acc"]), load_arch(path)))
+    if not out:
+        raise ConfigError(f"study {record.parent.data.tags[Tags.STUDY]!r}: no completed trial with an architecture to export")
+    return out
+
+
+def _checkpoint(record: StudyRecord, candidate: _Candidate, folder: Path) -> dict[str, Tensor] | None:
+    try:
+        path = record.client.download_artifacts(candidate.run_id, f"{CHECKPOINT_FOLDER}/{WEIGHTS_FILE}", str(folder / "ckpt" / candidate.run_id))
+    except Exception:  # no checkpoint recorded
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _accuracy(model: nn.Module, data: ImageData, indices: Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy of a Normalized model on the given images (uint8 -> [0, 1] float)."""
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            logits = model(data.images[chunk].float() / 255)
+            correct += int((logits.argmax(1) == data.labels[chunk]).sum())
+    return correct / max(1, len(indices))
+
+
+def export_study(
+    name: str,
+    out: str | Path,
+    *,
+    top: int = 1,
+    seeds: int = 1,
+    retrain_epochs: int | None = None,
+    formats: tuple[str, ...] = FORMATS,
+    tracking_uri: str = DEFAULT_TRACKING_URI,
+    experiment: str | None = None,
+    dataset: str | None = None,
+    cache_dir: str | None = None,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Pick, retrain and export the best architecture of study ``name``; returns meta.json's content.
+
+    With ``top`` > 1 or ``seeds`` > 1 the top trials are each retrained with ``seeds``
+    seeds on the study's split and budget, and the best mean validation accuracy wins,
+    so that one lucky short trial does not. The winner is then retrained on training
+    plus validation images for ``retrain_epochs`` (default: the study's epochs), or with
+    0 its trial's own checkpoint is exported.
+
+    Raises:
+        ConfigError: no such study, no usable trial, no checkpoint where one is needed,
+            or data that is not the study's.
+    """
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ConfigError(f"--formats: unknown {', '.join(sorted(unknown))}; choose from {', '.join(FORMATS)}")
+    record = find_study(name, tracking_uri, experiment)
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        candidates = _candidates(record, Path(tmp), say)
+        data, split, recipe, budget = _study_setup(record, dataset, cache_dir, data_dir)
+        estimate = {"val_acc": candidates[0].val_acc, "source": f"trial {candidates[0].run_name}", "seeds": []}
+        if top > 1 or seeds > 1:
+            scored = []
+            for candidate in candidates[:top]:
+                accs = []
+                for seed in range(seeds):
+                    result = train(fit_to_data(candidate.arch, data), data, split, recipe=recipe, budget=budget, seed=seed, device=device)
+                    accs.append(result.val_acc if result.val_acc is not None else math.nan)
+                mean = sum(accs) / len(accs)
+                say(f"{candidate.run_name}: trial {candidate.val_acc:.2%}, {seeds} seeds: mean {mean:.2%} ({', '.join(f'{a:.2%}' for a in accs)})")
+                scored.append((mean, candidate, accs))
+            mean, best, accs = max(scored, key=lambda item: item[0])
+            # The re-evaluated ones by their mean, then the rest by their trial: the order to fall back in.
+            candidates = [c for _, c, _ in sorted(scored, key=lambda item: -item[0])] + candidates[top:]
+            estimate = {"val_acc": mean, "source": f"mean of {seeds} seeds of trial {best.run_name}", "seeds": accs}
+
+        epochs = budget.epochs if retrain_epochs is None else retrain_epochs
+        if epochs == 0:
+            for candidate in candidates:
+                weights = _checkpoint(record, candidate, Path(tmp))
+                if weights is not None:
+                    break
+                say(f"trial {candidate.run_name}: no checkpoint recorded; trying the next best")
+            else:
+                raise ConfigError(f"study {name!r}: no candidate trial has a checkpoint; use --retrain-epochs N to retrain instead")
+            if candidate is not candidates[0]:
+                estimate = {"val_acc": candidate.val_acc, "source": f"trial {candidate.run_name}", "seeds": []}
+            arch = fit_to_data(candidate.arch, data)
+            model = build_model(arch)
+            model.load_state_dict(weights)
+            trained_on = "the trial's training images (its own checkpoint)"
+            held_out = True
+            seed = int(record.parent.data.params.get("seed", 0))
+        else:
+            candidate = candidates[0]
+            arch = fit_to_data(candidate.arch, data)
+            both = Split(torch.cat([split.train, split.val]), split.val, split.seed, split.val_fraction, split.subset)
+            say(f"retraining {candidate.run_name} on {len(both.train):,} training and validation images for {epochs} epochs")
+            seed = 0
+            result = train(arch, data, both, recipe=recipe, budget=budget.model_copy(update={"epochs": epochs}),
+                           seed=seed, device=device, progress=True)
+            if result.status == "diverged":
+                raise RuntimeError(f"retraining {candidate.run_name} diverged: {result.message}")
+            model = result.model
+            trained_on = f"training and validation images, {epochs} epochs"
+            held_out = False
+
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    network = Normalized(model, data.mean, data.std).eval()
+    cost = profile(arch)
+    out.mkdir(parents=True, exist_ok=True)
+    save_arch(arch, out / "arch.yaml")
+    val_accuracy = _accuracy(network, data, split.val)
+    meta = {
+        "name": arch.name,
+        "study": name,
+        "trial_run_id": candidate.run_id,
+        "class_names": list(data.classes),
+        "input": {"shape": ["batch", arch.in_channels, arch.input_size, arch.input_size], "dtype": "float32", "range": [0.0, 1.0],
+                  "layout": "NCHW"},
+        "input_size": arch.input_size,
+        "normalization": {"mean": list(data.mean), "std": list(data.std), "inside_graph": True},
+        "val_acc": estimate["val_acc"],
+        "val_acc_source": estimate["source"],
+        "val_acc_seeds": estimate["seeds"],
+        "trained_on": trained_on,
+        "params": cost.params,
+        "macs": cost.macs,
+        "dataset": data.describe() | {"name": dataset or record.parent.data.params["dataset"]},
+        "split": split.describe(),
+        # What `cnnsearch evaluate` reproduces; held out only for a checkpoint export.
+        "evaluation": {"split": "val", "images": len(split.val), "accuracy": val_accuracy, "held_out": held_out},
+        "seed": seed,
+        "cnnsearch_version": __version__,
+        "torch_version": torch.__version__,
+        "formats": [],
+    }
+    sample = data.images[split.val[:16]].float() / 255
+    with torch.no_grad():
+        expected = network(sample)
+    if "weights" in formats:
+        torch.save(model.state_dict(), out / WEIGHTS_FILE)
+        meta["formats"].append("weights")
+    if "pt2" in formats:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        program = torch.export.export(network, (sample,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, out / "model.pt2")
+        _check("model.pt2", expected, torch.export.load(out / "model.pt2").module()(sample))
+        meta["formats"].append("pt2")
+    if "onnx" in formats:
+        _export_onnx(network, sample, expected, out / "model.onnx")
+        meta["formats"].append("onnx")
+    if "mlflow" in formats:
+        meta["registered_model"] = _register(record, network, sample, expected, meta)
+        meta["formats"].append("mlflow")
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _check(what: str, expected: Tensor, actual: Tensor) -> None:
+    difference = (expected - torch.as_tensor(actual)).abs().max().item()
+    if difference > _TOLERANCE:
+        raise RuntimeError(f"{what}: logits differ from PyTorch's by {difference:.2e} (tolerance {_TOLERANCE})")
+
+
+def _export_onnx(network: nn.Module, sample: Tensor, expected: Tensor, path: Path) -> None:
+    import onnx
+    import onnxruntime
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(network, (sample,), dynamo=True, input_names=["images"], output_names=["logits"],
+                                dynamic_shapes=({0: batch},), verbose=False)
+    program.save(str(path), external_data=False)  # one self-contained file
+    onnx.checker.check_model(str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for size in (len(sample), 1):  # the batch dimension is dynamic
+        logits = session.run(["logits"], {"images": sample[:size].numpy()})[0]
+        _check(f"{path.name} (batch {size})", expected[:size], torch.from_numpy(logits))
+
+
+def _register(record: StudyRecord, network: nn.Module, sample: Tensor, expected: Tensor, meta: dict[str, Any]) -> dict[str, Any]:
+    """Log the model to an export run under the study and register it as the experiment's champion."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    experiment = record.client.get_experiment(record.experiment_id).name
+    with mlflow.start_run(experiment_id=record.experiment_id, run_name=f"export-{meta['study']}",
+                          tags={Tags.PARENT: record.parent.info.run_id, "cnnsearch.export": meta["trial_run_id"]}) as run:
+        mlflow.log_params({"trial_run_id": meta["trial_run_id"], "trained_on": meta["trained_on"]})
+        mlflow.log_metrics({"val_acc": meta["val_acc"], "params": meta["params"], "macs": meta["macs"]})
+        info = mlflow.pytorch.log_model(
+            network, name="model", registered_model_name=experiment,
+            signature=infer_signature(sample.numpy(), expected.numpy()), input_example=sample[:2].numpy(),
+            serialization_format="pt2",
+        )
+    version = info.registered_model_version
+    record.client.set_registered_model_alias(experiment, "champion", version)
+    return {"name": experiment, "version": int(version), "alias": "champion", "run_id": run.info.run_id,
+            "uri": f"models:/{experiment}@champion"}
+
+
+def load_exported(folder: str | Path) -> tuple[Normalized, dict[str, Any]]:
+    """The exported network (from arch.yaml and weights.pt, weights only) and its meta.json.
+
+    Raises:
+        ConfigError: the folder is not an export, or lacks the weights.
+    """
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{folder}: not an export (no meta.json); create one with cnnsearch export") from None
+    if not (folder / WEIGHTS_FILE).exists():
+        raise ConfigError(f"{folder}: no {WEIGHTS_FILE}; export with --formats including weights")
+    model = build_model(load_arch(folder / "arch.yaml"))
+    model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    norm = meta["normalization"]
+    return Normalized(model, tuple(norm["mean"]), tuple(norm["std"])).eval(), meta
+
+
+def evaluate(
+    folder: str | Path, dataset: str | None = None, *, split: str = "val", cache_dir: str | None = None, data_dir: str | None = None
+) -> dict[str, Any]:
+    """Accuracy of an exported model on ``dataset`` (default: the one it was exported with):
+    on the export's validation split (``split="val"``) or on every image (``"all"``)."""
+    network, meta = load_exported(folder)
+    data = load_dataset(dataset or meta["dataset"]["name"], cache_dir=cache_dir, data_dir=data_dir)
+    if list(data.classes) != meta["class_names"]:
+        raise ConfigError(f"{data.source}: its classes {list(data.classes)[:5]}... are not the model's {meta['class_names'][:5]}...")
+    if split == "val":
+        recorded = meta["split"]
+        indices = split_dataset(data.labels, val_fraction=recorded["val_fraction"], seed=recorded["seed"], subset=recorded["subset"]).val
+    else:
+        indices = torch.arange(len(data.labels))
+    return {"accuracy": _accuracy(network, data, indices), "images": len(indices), "split": split, "dataset": data.source,
+            "recorded": meta["evaluation"]["accuracy"] if split == "val" else None}
+
+
+def predict(folder: str | Path, images: list[str | Path], top: int = 3) -> list[list[tuple[str, float]]]:
+    """The ``top`` classes and probabilities of each image file (resized to the model's input size).
+
+    Raises:
+        ConfigError: an image is missing or cannot be decoded.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    network, meta = load_exported(folder)
+    size, channels = meta["input_size"], meta["input"]["shape"][1]
+    batch = []
+    for path in images:
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB" if channels == 3 else "L")
+                if image.size != (size, size):
+                    image = image.resize((size, size), Image.BILINEAR)
+                pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+        except (OSError, UnidentifiedImageError) as error:
+            raise ConfigError(f"{path}: cannot read image ({error})") from None
+        batch.append(pixels.view(size, size, channels).permute(2, 0, 1).float() / 255)
+    with torch.no_grad():
+        probabilities = network(torch.stack(batch)).softmax(1)
+    best = probabilities.topk(min(top, probabilities.shape[1]), dim=1)
+    names = meta["class_names"]
+    return [[(names[i], float(p)) for p, i in zip(values, indices)] for values, indices in zip(best.values, best.indices)]

@@ -1,0 +1,170 @@
+"""`cnnsearch export`, `evaluate` and `predict`: the exported formats agree, and reload without cnnsearch's code."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from cnnsearch import build_model, load_arch
+from cnnsearch.data import load_dataset, split_dataset
+from cnnsearch.export import Normalized, load_exported
+
+SPACE = """
+name: tiny
+family: residual
+stem: {style: cifar, channels: 8}
+stages:
+  - {stride: 1}
+  - {stride: 2}
+residual: {num_blocks: 1, width: [8, 16]}
+dataset: {name: synthetic, subset: 512}
+budget: {epochs: 2}
+recipe: {batch_size: 64}
+"""
+
+
+@pytest.fixture(scope="module")
+def study(ray_session, tmp_path_factory):
+    from cnnsearch.cli import main
+
+    folder = tmp_path_factory.mktemp("export")
+    (folder / "tiny.yaml").write_text(SPACE)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    main(["run", str(folder / "tiny.yaml"), "--tracking-uri", uri, "--storage", str(folder / "runs"),
+          "--sampler", "grid", "--trials", "2", "--scheduler", "none"])
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("tiny")
+    trials = client.search_runs([experiment.experiment_id], filter_string="tags.`cnnsearch.trial_id` != ''",
+                                order_by=["metrics.val_acc DESC"])
+    return folder, uri, client, trials
+
+
+def test_exported_formats_agree_with_the_trained_model(study, tmp_path, cli):
+    folder, uri, client, trials = study
+    out = tmp_path / "export"
+    status, stdout, err = cli("export", "tiny", "--retrain-epochs", "0", "--out", out, "--tracking-uri", uri)
+    assert status == 0, err
+    assert {p.name for p in out.iterdir()} == {"arch.yaml", "weights.pt", "model.pt2", "model.onnx", "meta.json"}
+    meta = json.loads((out / "meta.json").read_text())
+    best = trials[0]
+    assert meta["trial_run_id"] == best.info.run_id and meta["val_acc"] == best.data.metrics["val_acc"]
+    assert meta["params"] == best.data.metrics["params"] and meta["macs"] == best.data.metrics["macs"]
+    assert meta["class_names"] == [f"class{i}" for i in range(10)] and meta["input_size"] == 32
+    assert meta["evaluation"]["held_out"] and meta["cnnsearch_version"]
+
+    # The in-memory model: the trial's architecture and checkpoint, with the data's normalization.
+    data = load_dataset("synthetic")
+    arch = load_arch(client.download_artifacts(best.info.run_id, "arch.yaml", str(tmp_path)))
+    model = build_model(arch)
+    model.load_state_dict(torch.load(client.download_artifacts(best.info.run_id, "checkpoint/weights.pt", str(tmp_path)),
+                                     weights_only=True))
+    reference = Normalized(model, data.mean, data.std).eval()
+    batch = data.images[:24].float() / 255
+    with torch.no_grad():
+        expected = reference(batch)
+        assert expected.argmax(1).unique().numel() > 1  # a model that learned something
+        program = torch.export.load(out / "model.pt2").module()  # torch alone
+        assert torch.allclose(program(batch), expected, atol=1e-4)
+        assert torch.allclose(program(batch[:5]), expected[:5], atol=1e-4)  # dynamic batch
+        session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+        onnx_logits = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
+        assert np.allclose(onnx_logits, expected.numpy(), atol=1e-4)
+        rebuilt = build_model(load_arch(out / "arch.yaml"))
+        rebuilt.load_state_dict(torch.load(out / "weights.pt", weights_only=True))
+        assert torch.allclose(Normalized(rebuilt, *[tuple(meta["normalization"][k]) for k in ("mean", "std")]).eval()(batch),
+                              expected, atol=1e-4)
+        loaded, _ = load_exported(out)
+        assert torch.allclose(loaded(batch), expected, atol=1e-4)
+
+    # Registered as the experiment's champion, and it loads back from the registry.
+    version = client.get_model_version_by_alias("tiny", "champion")
+    assert int(version.version) == meta["registered_model"]["version"]
+    mlflow.set_tracking_uri(uri)
+    registered = mlflow.pytorch.load_model("models:/tiny@champion")
+    with torch.no_grad():
+        assert torch.allclose(registered(batch), expected, atol=1e-4)
+
+    # evaluate reproduces the accuracy the export recorded, on the same validation images.
+    status, stdout, err = cli("evaluate", out, "--json")
+    assert status == 0, err
+    result = json.loads(stdout)
+    split = split_dataset(data.labels, val_fraction=0.1, seed=0, subset=512)
+    assert result["images"] == len(split.val) and result["accuracy"] == meta["evaluation"]["accuracy"]
+    with torch.no_grad():
+        direct = (reference(data.images[split.val].float() / 255).argmax(1) == data.labels[split.val]).float().mean().item()
+    assert result["accuracy"] == pytest.approx(direct)
+
+
+def test_predict_prints_top_classes(study, tmp_path, cli):
+    from PIL import Image
+
+    _, uri, _, _ = study
+    out = tmp_path / "export"
+    assert cli("export", "tiny", "--retrain-epochs", "0", "--formats", "weights", "--out", out, "--tracking-uri", uri)[0] == 0
+    data = load_dataset("synthetic")
+    image = tmp_path / "one.png"
+    Image.fromarray(data.images[0].permute(1, 2, 0).numpy()).save(image)
+    status, stdout, err = cli("predict", out, image, "--top", "2")
+    assert status == 0, err
+    line = stdout.strip()
+    assert line.startswith(f"{image}: class") and line.count("%") == 2
+    status, _, err = cli("predict", out, tmp_path / "missing.png")
+    assert status == 2 and "missing.png: cannot read image" in err
+
+
+def test_retraining_on_train_and_validation_after_reevaluating_the_top(study, tmp_path, cli):
+    _, uri, _, trials = study
+    out = tmp_path / "export"
+    status, _, err = cli("export", "tiny", "--top", "2", "--seeds", "2", "--retrain-epochs", "1", "--formats", "weights",
+                         "--out", out, "--tracking-uri", uri)
+    assert status == 0, err
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["val_acc_source"].startswith("mean of 2 seeds") and len(meta["val_acc_seeds"]) == 2
+    assert meta["val_acc"] == pytest.approx(sum(meta["val_acc_seeds"]) / 2)
+    assert "training and validation" in meta["trained_on"] and not meta["evaluation"]["held_out"]
+    assert err.count("2 seeds: mean") == 2  # both candidates were re-evaluated
+
+
+def test_a_best_trial_without_checkpoint_falls_back_to_the_next(study, tmp_path, cli):
+    _, uri, client, trials = study
+    out = tmp_path / "export"
+    best, second = trials[0], trials[1]
+    checkpoint = Path(urlparse(best.info.artifact_uri).path) / "checkpoint"
+    moved = tmp_path / "moved"
+    shutil.move(checkpoint, moved)
+    try:
+        status, _, err = cli("export", "tiny", "--retrain-epochs", "0", "--top", "1", "--formats", "weights", "--out", out,
+                             "--tracking-uri", uri)
+        assert status == 0, err
+        assert f"trial {best.data.tags['mlflow.runName']}: no checkpoint recorded; trying the next best" in err
+        assert json.loads((out / "meta.json").read_text())["trial_run_id"] == second.info.run_id
+        second_checkpoint = Path(urlparse(second.info.artifact_uri).path) / "checkpoint"
+        shutil.move(second_checkpoint, tmp_path / "moved2")
+        status, _, err = cli("export", "tiny", "--retrain-epochs", "0", "--out", out, "--tracking-uri", uri)
+        assert status == 2 and "no candidate trial has a checkpoint; use --retrain-epochs N" in err
+        shutil.move(tmp_path / "moved2", second_checkpoint)
+    finally:
+        shutil.move(moved, checkpoint)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["export", "nosuch"], "no study named 'nosuch'"),
+        (["export", "tiny", "--formats", "pt2,tflite"], "--formats: unknown tflite"),
+        (["evaluate", "."], "not an export (no meta.json)"),
+    ],
+)
+def test_export_refuses_bad_input(study, cli, args, expected):
+    _, uri, _, _ = study
+    extra = ["--tracking-uri", uri] if args[0] == "export" else []
+    status, _, err = cli(*args, *extra)
+    assert status == 2 and expected in err and "Traceback" not in err
