@@ -8,12 +8,18 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from .config import ConfigError, format_validation_error, list_presets, load_arch
 from .profile import Cost, cheapest, profile
 from .space import Fixed, load_space
+
+if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
+    import pandas as pd
+
+    from .search import RunOptions, StudyResult
 
 
 def _human(count: int) -> str:
@@ -124,9 +130,7 @@ def _train(args: argparse.Namespace) -> None:
     print(f"  split: {split.describe()}")
 
 
-def _options(args: argparse.Namespace, name: str, **search: object) -> object:
-    from pathlib import Path
-
+def _options(args: argparse.Namespace, name: str, **search: object) -> RunOptions:
     from .search import RunOptions
 
     return RunOptions(
@@ -151,7 +155,7 @@ def _options(args: argparse.Namespace, name: str, **search: object) -> object:
     )
 
 
-def _pictures(result: object, options: object, rows: str | None = None, cols: str | None = None) -> None:
+def _pictures(result: StudyResult, options: RunOptions, rows: str | None = None, cols: str | None = None) -> None:
     """Draw the study's pictures into its storage folder and attach them to its parent run."""
     from .plots import plot_study
     from .tracking import find_study
@@ -164,7 +168,7 @@ def _pictures(result: object, options: object, rows: str | None = None, cols: st
         print(f"Pictures: {folder}/ ({', '.join(p.name for p in paths)}), also in MLflow under plots/")
 
 
-def _footer(result: object) -> None:
+def _footer(result: StudyResult) -> None:
     print(f"\nQuery it: cnnsearch query {result.name} --rows KNOB [--cols KNOB]"
           + (f" --tracking-uri {result.tracking_uri}" if result.tracking_uri != "sqlite:///mlflow.db" else ""))
     print(f"Browse it: mlflow ui --backend-store-uri {result.tracking_uri}   (or: cnnsearch ui)")
@@ -211,7 +215,7 @@ def _ablate(args: argparse.Namespace) -> None:
     _footer(result)
 
 
-def _format_table(table: object, rows: str, cols: str | None, metric: str, agg: str) -> str:
+def _format_table(table: pd.DataFrame, rows: str, cols: str | None, metric: str, agg: str) -> str:
     """A pivot for people: per cell the aggregate, its 95% interval and the replicate count."""
     import math
 
@@ -220,7 +224,7 @@ def _format_table(table: object, rows: str, cols: str | None, metric: str, agg: 
     def number(value: float) -> str:
         return f"{value * 100:.2f}" if percent else f"{value:.4g}"
 
-    def cell(row: object) -> str:
+    def cell(row: pd.Series) -> str:
         half = (row["ci_high"] - row["ci_low"]) / 2
         spread = f" ± {number(half)}" if not math.isnan(half) else ""
         return f"{number(row[agg])}{spread} (n={int(row['n'])})"
@@ -266,16 +270,13 @@ def _plot(args: argparse.Namespace) -> None:
 
 def _ui(args: argparse.Namespace) -> None:
     import shutil
-    import subprocess
 
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     command = [mlflow, "ui", "--backend-store-uri", args.tracking_uri, "--host", args.host, "--port", str(args.port)]
     # MLflow 3's UI opens on its GenAI view unless the URL (or a click) picks model training.
     print(f"MLflow UI: http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning", file=sys.stderr)
-    try:
-        raise SystemExit(subprocess.call(command))
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+    sys.stderr.flush()
+    os.execv(mlflow, command)  # become the server: a signal to this process reaches it
 
 
 def _export(args: argparse.Namespace) -> None:

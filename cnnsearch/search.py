@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -269,6 +270,17 @@ def _check_storage(storage: Path, digest: str, options: RunOptions) -> dict[str,
     return state
 
 
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on a Ray address nobody answers at: ray.init would wait for minutes."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"Ray at {address}: cannot connect ({error}); expected HOST:PORT of a running cluster") from None
+
+
 def _save_state(storage: Path, **state: Any) -> None:
     storage.mkdir(parents=True, exist_ok=True)
     (storage / _STATE_FILE).write_text(json.dumps(state, indent=2))
@@ -328,6 +340,8 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     if not options.verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if options.ray_address:
+        _check_reachable(options.ray_address)
     try:
         ray.init(
             address=options.ray_address,

@@ -6,7 +6,9 @@ skipped only when chromium is absent.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -51,7 +53,7 @@ def ui(ray_session, tmp_path_factory):
           "--sampler", "grid", "--trials", "2"])
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "cnnsearch", "ui", "--tracking-uri", uri, "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -60,11 +62,11 @@ def ui(ray_session, tmp_path_factory):
             break
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
+                os.killpg(server.pid, signal.SIGKILL)
                 pytest.fail(f"mlflow ui did not start: {server.stderr.read()}")
             time.sleep(0.5)
     yield base, mlflow.MlflowClient(uri)
-    server.terminate()
+    os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started
     server.wait(timeout=30)
 
 
