@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a server or in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -65,13 +66,15 @@ def interaction(table: pd.DataFrame, rows: str, cols: str | None, metric: str, a
         part = part.sort_values(rows)
         x = [str(v) for v in part[rows]]
         y = part[agg].to_numpy(dtype=float) * scale
-        low = (part[agg] - part["ci_low"]).to_numpy(dtype=float) * scale
-        high = (part["ci_high"] - part[agg]).to_numpy(dtype=float) * scale
+        # An accuracy's interval is drawn within [0, 100]%: the t-interval of 2 replicates can leave it.
+        bounds = (0.0, 1.0) if metric.endswith("acc") else (-np.inf, np.inf)
+        low = (part[agg] - part["ci_low"].clip(*bounds)).to_numpy(dtype=float) * scale
+        high = (part["ci_high"].clip(*bounds) - part[agg]).to_numpy(dtype=float) * scale
         axes.errorbar(x, y, yerr=np.nan_to_num(np.vstack([low, high])), marker="o", capsize=4,
                       label=f"{cols} = {level}" if cols else None)
     axes.set_xlabel(rows)
-    axes.set_ylabel(f"{agg} {_label(metric)}")
-    axes.set_title(f"{title}: {rows}" + (f" x {cols}" if cols else "") + " (bars: 95% CI of the mean)")
+    axes.set_ylabel(f"{agg} {_label(metric)}\nbars: 95% CI of the mean")
+    axes.set_title(f"{title}: {rows}" + (f" x {cols}" if cols else ""))
     if cols:
         axes.legend(title=None)
     axes.grid(alpha=0.3)
@@ -102,8 +105,9 @@ def learning_curves(record: StudyRecord, runs: pd.DataFrame, metric: str, title:
         history = record.history(run["run_id"], metric)
         name = run.get("tags.mlflow.runName", run["run_id"][:8])
         axes.plot([s for s, _ in history], [v * _scale(metric) for _, v in history], marker="o",
-                  label=f"{name} ({run[f'metrics.{metric}'] * _scale(metric):.1f})")
+                  label=f"{name} (final {run[f'metrics.{metric}'] * _scale(metric):.1f})")
     axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel(_label(metric))
     axes.set_title(f"{title}: learning curves of the top {len(best)} trials")
     axes.legend(fontsize=8)
