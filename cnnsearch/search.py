@@ -81,9 +81,11 @@ class StudyResult:
     trials: list[dict[str, Any]]
 
 
-def _sampler(name: str, space: Space, seed: int) -> optuna.samplers.BaseSampler:
+def _sampler(name: str, space: Space, seed: int, trials: int) -> optuna.samplers.BaseSampler:
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        # Optuna's default of 10 random startup trials would leave a short search purely random;
+        # constant_liar keeps concurrent trials from being proposed the same point.
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, trials // 4)), constant_liar=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
@@ -401,7 +403,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
             metric=Metrics.VAL_ACC,
             mode="max",
             # Each session draws new points: the same seed again would repeat the first session's.
-            sampler=_sampler(sampler_name, space, seed + len(study.trials)),
+            sampler=_sampler(sampler_name, space, seed + len(study.trials), trials),
             storage=journal,
             study_name=options.name,
         )
