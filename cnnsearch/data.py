@@ -252,37 +252,36 @@ def split_dataset(labels: Tensor, *, val_fraction: float = 0.1, seed: int = 0, s
     return Split(torch.from_numpy(np.sort(train_idx)), torch.from_numpy(val_idx), seed, val_fraction, subset)
 
 
-def _window(offset: int, length: int) -> tuple[slice, slice]:
-    """Source and destination of a shift by ``offset`` pixels, the rest left zero."""
-    return slice(max(0, offset), length + min(0, offset)), slice(max(0, -offset), length - max(0, offset))
-
-
 def augment(images: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
     """Random crop (as from a zero-padded image) and horizontal flip of a uint8 batch.
 
-    Images that share a translation and a flip move with one slice assignment, so a batch
-    costs at most 2 x (2 x padding + 1)^2 tensor operations, however large it is.
+    A fixed few tensor operations whatever the batch holds, none of which waits for the
+    device (no ``.tolist()``, no loop over drawn values): on a GPU the crops and flips are
+    queued behind training instead of stalling it. The result keeps a ``channels_last``
+    input's memory format, else it is contiguous.
     """
-    count, _, height, width = images.shape
-    span = 2 * padding + 1
-    # One draw per image: translation (dy, dx) and flip, encoded as flip * span^2 + dy * span + dx.
+    count, channels, height, width = images.shape
+    span, padded_width = 2 * padding + 1, width + 2 * padding
+    # One draw per image: translation (dy, dx) and flip, encoded as flip * span^2 + dy * span + dx;
+    # the draw of earlier versions, so a seed still gives the same crops and flips.
     draws = torch.randint(0, 2 * span * span, (count,), generator=generator, device=images.device)
-    order = torch.argsort(draws)
-    out = torch.zeros_like(images)
-    start = 0
-    for draw, size in enumerate(torch.bincount(draws, minlength=2 * span * span).tolist()):
-        if not size:
-            continue
-        chosen = order[start : start + size]
-        start += size
-        flip, shift = divmod(draw, span * span)
-        rows_from, rows_to = _window(shift // span - padding, height)
-        columns_from, columns_to = _window(shift % span - padding, width)
-        crop = images[chosen, :, rows_from, columns_from]
-        if flip:  # the mirror image of the crop lands in the mirrored window
-            crop, columns_to = crop.flip(3), slice(width - columns_to.stop, width - columns_to.start)
-        out[chosen, :, rows_to, columns_to] = crop
-    return out
+    flip, shift = draws // (span * span), draws % (span * span)
+    # Output pixel (y, x) is padded pixel (y + dy, x + dx), or (y + dy, dx + width - 1 - x) when
+    # flipped (the mirror image of the crop): counted from the start of padded row y, pixel
+    # dy * padded_width + dx + x (or + width - 1 - x), one number per image and column.
+    columns = torch.arange(width, device=images.device)
+    columns = torch.where(flip[:, None].bool(), columns.flip(0), columns)
+    source = (shift // span * padded_width + shift % span)[:, None] + columns
+    channels_last = not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    padded = F.pad(images, (padding, padding, padding, padding)).contiguous(memory_format=memory_format)
+    # rows[n, c, y, t]: pixel t of image n's padded channel c counted from the start of row y (in
+    # both memory formats a row's stride is padded_width columns'). Overlapping rows, a view: one
+    # gather crops and flips with that small index, where a per-pixel index (32 MiB of int64 for
+    # 4,096 images) would cost more than the gather itself on CPU.
+    rows = padded.as_strided((count, channels, height, span * padded_width), padded.stride())
+    out = torch.empty_like(images, memory_format=memory_format)
+    return torch.gather(rows, 3, source[:, None, None, :].expand(count, channels, height, width), out=out)
 
 
 class Batches:

@@ -11,6 +11,8 @@ from PIL import Image
 from cnnsearch import ConfigError
 from cnnsearch.data import Batches, augment, load_dataset, split_dataset
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 
 def write_png(image: torch.Tensor, path: str) -> None:
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
@@ -136,6 +138,78 @@ def test_augment_crops_and_flips_whole_batches():
         flips += windows[0][2]
         shifts += windows[0][:2] != (2, 2)
     assert 16 < flips < 48 and shifts > 32
+
+
+def reference_augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """augment as it was before it lost its host syncs: one slice assignment per drawn shift and flip."""
+
+    def window(offset: int, length: int) -> tuple[slice, slice]:
+        return slice(max(0, offset), length + min(0, offset)), slice(max(0, -offset), length - max(0, offset))
+
+    count, _, height, width = images.shape
+    span = 2 * padding + 1
+    draws = torch.randint(0, 2 * span * span, (count,), generator=generator, device=images.device)
+    order = torch.argsort(draws)
+    out = torch.zeros_like(images)
+    start = 0
+    for draw, size in enumerate(torch.bincount(draws, minlength=2 * span * span).tolist()):
+        if not size:
+            continue
+        chosen = order[start : start + size]
+        start += size
+        flip, shift = divmod(draw, span * span)
+        rows_from, rows_to = window(shift // span - padding, height)
+        columns_from, columns_to = window(shift % span - padding, width)
+        crop = images[chosen, :, rows_from, columns_from]
+        if flip:
+            crop, columns_to = crop.flip(3), slice(width - columns_to.stop, width - columns_to.start)
+        out[chosen, :, rows_to, columns_to] = crop
+    return out
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+@pytest.mark.parametrize("padding", [4, 2, 0])
+@pytest.mark.parametrize("count", [1, 2, 37, 300])
+def test_augment_reproduces_the_earlier_implementation(device, channels_last, padding, count):
+    # Seeds of earlier runs must give the same crops and flips, bit for bit.
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    source = torch.Generator().manual_seed(count)
+    images = torch.randint(1, 256, (count, 3, 12, 12), dtype=torch.uint8, generator=source).to(device)
+    images = images.contiguous(memory_format=memory_format)
+    for seed in range(4):
+        out = augment(images, torch.Generator(device).manual_seed(seed), padding=padding)
+        expected = reference_augment(images, torch.Generator(device).manual_seed(seed), padding=padding)
+        assert out.dtype == torch.uint8 and out.device == images.device and out.shape == images.shape
+        assert torch.equal(out, expected), f"seed {seed}"
+        assert out.is_contiguous(memory_format=memory_format)
+    # The generator moves on as before: later batches of an epoch match too.
+    generator, reference_generator = torch.Generator(device).manual_seed(9), torch.Generator(device).manual_seed(9)
+    for _ in range(3):
+        out = augment(images, generator, padding=padding)
+        assert torch.equal(out, reference_augment(images, reference_generator, padding=padding))
+
+
+@pytest.mark.filterwarnings("ignore:Synchronization debug mode is a prototype")
+@pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
+def test_augment_has_no_host_syncs(channels_last):
+    # Meta tensors have no data: .item(), .tolist(), bool(tensor) and data-dependent shapes
+    # raise on them (the reference, with its bincount + tolist, does), so passing means no host sync.
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    images = torch.empty(64, 3, 32, 32, dtype=torch.uint8, device="meta").contiguous(memory_format=memory_format)
+    out = augment(images, torch.Generator(), padding=4)
+    assert out.device.type == "meta" and out.shape == images.shape and out.dtype == torch.uint8
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        reference_augment(images, torch.Generator(), padding=4)
+    if torch.cuda.is_available():  # and on a GPU, CUDA itself reports any synchronizing call
+        images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, device="cuda")
+        images, generator = images.contiguous(memory_format=memory_format), torch.Generator("cuda").manual_seed(0)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            augment(images, generator)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
 
 
 def test_batches_cover_every_image_once_per_epoch():
