@@ -79,7 +79,7 @@ def _show(args: argparse.Namespace) -> None:
     d, b, r, s = space.dataset, space.budget, space.recipe, space.search
     print(
         f"\ndataset: {d.name}, {d.val_fraction:.0%} validation" + (f", subset {d.subset:,}" if d.subset else "")
-        + f"; budget: {b.epochs} epochs; recipe: batch {r.batch_size}, lr {r.lr}; search: {s.sampler}, {s.trials} trials"
+        + f"; budget: {b.epochs} epochs; recipe: batch {r.batch_size}, lr {r.lr or f'{r.scaled_lr:g}'}, {r.precision} precision; search: {s.sampler}, {s.trials} trials"
     )
 
 
@@ -112,11 +112,9 @@ def _train(args: argparse.Namespace) -> None:
     data = load_dataset(args.dataset, cache_dir=args.cache_dir, data_dir=args.data_dir)
     arch = fit_to_data(arch, data)
     split = split_dataset(data.labels, val_fraction=args.val_fraction, seed=args.split_seed, subset=args.subset)
-    recipe = Recipe(**{key: value for key, value in (("batch_size", args.batch_size), ("lr", args.lr)) if value})
+    recipe = Recipe(**_recipe_overrides(args))
     budget = Budget(epochs=args.epochs, max_seconds=args.max_seconds)
-    result = train(
-        arch, data, split, recipe=recipe, budget=budget, seed=args.seed, device=device, compile=args.compile, progress=True
-    )
+    result = train(arch, data, split, recipe=recipe, budget=budget, seed=args.seed, device=device, progress=True)
     if args.json:
         print(json.dumps({"arch": arch.name, "arch_digest": arch.digest, **result.to_dict()}))
         return
@@ -127,6 +125,7 @@ def _train(args: argparse.Namespace) -> None:
         f"  {result.epochs:g} epochs, {result.images:,} images in {result.seconds:.1f} s, "
         f"{result.train_images_per_s:,.0f} training images/s on {result.device}"
     )
+    print(f"  peak lr {result.lr:.4g}{' (range test)' if recipe.lr == 'auto' else ''}, {result.precision}")
     print(f"  split: {split.describe()}")
 
 
@@ -148,6 +147,7 @@ def _options(args: argparse.Namespace, name: str, **search: object) -> RunOption
         epochs=args.epochs,
         subset=args.subset,
         val_fraction=args.val_fraction,
+        **_recipe_overrides(args),
         verbose=args.verbose,
         cache_dir=args.cache_dir,
         data_dir=args.data_dir,
@@ -328,6 +328,27 @@ def _positive(text: str) -> int:
     return value
 
 
+def _learning_rate(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+
+
+def _recipe_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that override the recipe, for train, run and ablate."""
+    parser.add_argument("--lr", type=_learning_rate, help="peak learning rate, or auto for a range test (default: scaled to the batch)")
+    parser.add_argument("--batch-size", type=_positive)
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], help="autocast dtype (default auto)")
+    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+
+
+def _recipe_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {key: getattr(args, key) for key in ("lr", "batch_size", "precision", "compile") if getattr(args, key) is not None}
+
+
 def _store_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store (default sqlite:///mlflow.db)")
     parser.add_argument("--experiment", help="MLflow experiment holding the study (default: any)")
@@ -349,6 +370,7 @@ def _study_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=_positive, help="override budget.epochs")
     parser.add_argument("--subset", type=_positive, help="override dataset.subset (training images per trial)")
     parser.add_argument("--val-fraction", type=float, help="override dataset.val_fraction (held-out share of the data)")
+    _recipe_flags(parser)
     parser.add_argument("--cache-dir", help="where decoded data sets are cached")
     parser.add_argument("--data-dir", help="where torchvision's CIFAR files are or are downloaded to")
     parser.add_argument("--verbose", action="store_true", help="show Ray's own logs")
@@ -378,12 +400,10 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--subset", type=_positive, help="train on this many images of the training split")
     tr.add_argument("--seed", type=int, default=0, help="seeds weights, data order and augmentation")
     tr.add_argument("--device", default="cpu", help="cpu or cuda")
-    tr.add_argument("--batch-size", type=_positive)
-    tr.add_argument("--lr", type=float, help="peak learning rate")
+    _recipe_flags(tr)
     tr.add_argument("--max-seconds", type=float, help="stop training after this many seconds")
     tr.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of the images (default 0.1)")
     tr.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (default 0)")
-    tr.add_argument("--compile", action="store_true", help="torch.compile the model")
     tr.add_argument("--cache-dir", help="where decoded data sets are cached (default ~/.cache/cnnsearch)")
     tr.add_argument("--data-dir", help="where torchvision's CIFAR files are or are downloaded to")
     tr.add_argument("--json", action="store_true", help="print the result as one JSON object")

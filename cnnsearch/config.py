@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "Arch",
@@ -397,13 +398,54 @@ def save_arch(arch: Arch, path: str | Path) -> None:
 class Recipe(_Value):
     """How a trial trains: SGD with Nesterov momentum under a warm-up + decay schedule.
 
-    The defaults suit short CIFAR trials: resnet20 reaches 73.5% on CIFAR-10 in 3 epochs (BENCHMARKS.md).
+    Every default is there so that a trial of a few dozen steps learns as well as one of
+    thousands (BENCHMARKS.md, recipe section): the peak learning rate follows the batch
+    size, warm-up has a floor in steps, gradients are clipped, and batch norm's
+    statistics are re-estimated before each validation.
     """
 
-    lr: float = Field(0.2, gt=0.0, description="peak learning rate")
+    lr: float | Literal["auto"] | None = Field(
+        None, description="peak learning rate; default lr_at_256 * sqrt(batch_size / 256); auto: a range test on the trial's own model"
+    )
+    lr_at_256: float = Field(0.2, gt=0.0, description="peak learning rate at batch 256, scaled to the batch when lr is not given")
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(5e-4, ge=0.0, description="on conv and linear weights only, not on norms and biases")
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     schedule: Literal["onecycle", "cosine"] = Field("onecycle", description="linear or cosine decay to 0 after warm-up")
     warmup: float = Field(0.2, ge=0.0, lt=1.0, description="fraction of the steps spent warming up linearly")
+    warmup_min_steps: int = Field(
+        40, ge=0, description="floor of the warm-up in steps (at most half the steps): a short trial warms up too"
+    )
+    grad_clip_norm: float | None = Field(5.0, gt=0.0, description="clip the gradients' global norm to this; null for none")
+    zero_init_residual: tuple[Literal["residual", "inverted_residual"], ...] = Field(
+        ("inverted_residual",),
+        description="families whose residual branches start silent (last BN scale 0): at a few dozen steps it makes "
+        "MobileNets learn and slows ResNets (BENCHMARKS.md, recipe section)",
+    )
+    bn_recalibration_images: int = Field(
+        1024, ge=0, description="training images that re-estimate BN statistics before each validation; 0 for none"
+    )
     batch_size: int = Field(128, ge=1)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="autocast dtype; auto: bf16 where the device computes it natively, else fp16 on CUDA, fp32 on CPU"
+    )
+    compile: bool = Field(False, description="run the model through torch.compile")
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _positive_or_auto(cls, lr: Any) -> Any:
+        if lr is None or lr == "auto":
+            return lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise ValueError(f"Input should be greater than 0, or auto, got {lr!r}")
+        return float(lr)
+
+    @property
+    def scaled_lr(self) -> float:
+        """The peak learning rate when none is given, scaled with the square root of the batch.
+
+        Square-root scaling (Krizhevsky 2014, arXiv:1404.5997; Hoffer et al. 2017,
+        arXiv:1705.08741) rather than linear (Goyal et al. 2017): measured at a few dozen
+        steps, linear scaling left small batches too slow to learn (BENCHMARKS.md, recipe).
+        """
+        return self.lr_at_256 * math.sqrt(self.batch_size / 256)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from functools import partial
 
 from torch import Tensor, nn
@@ -82,10 +83,14 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def build_model(arch: Arch) -> Network:
+def build_model(arch: Arch, *, zero_init_residual: Collection[str] = ()) -> Network:
     """Build the network that ``arch`` describes, deterministically given torch's RNG state.
 
     Build under ``torch.device("meta")`` to get the structure without allocating weights.
+    ``zero_init_residual`` names the families whose residual branches start silent (their
+    last BN scale 0), so that each such block begins as the identity and a deep network
+    trains from its first steps (Goyal et al. 2017, arXiv:1706.02677; torchvision's flag
+    of the same name).
 
     Raises:
         ConfigError: a stage cannot follow the one before it (for example a ``pad``
@@ -103,4 +108,9 @@ def build_model(arch: Arch) -> Network:
     pre_activation = get_family(arch.stages[-1].family).PRE_ACTIVATION
     model = Network(arch, stem, stages, _head(arch.head, channels, arch.num_classes, pre_activation))
     _init_weights(model)
+    for config, stage in zip(arch.stages, model.stages):
+        if config.family in zero_init_residual:
+            for module in stage.modules():
+                if hasattr(module, "zero_init_last"):
+                    module.zero_init_last()
     return model

@@ -32,7 +32,7 @@ from .data import load_dataset, split_dataset
 from .experiment import Cell, Experiment
 from .profile import cheapest, profile
 from .space import Fixed, Space
-from .tracking import DEFAULT_TRACKING_URI, WEIGHTS_FILE, Metrics, Recorder, Tags, connect
+from .tracking import DEFAULT_TRACKING_URI, WEIGHTS_FILE, Metrics, Params, Recorder, Tags, connect
 from .train import EpochReport, fit_to_data, train
 
 __all__ = ["RunOptions", "StudyResult", "run_study", "searched_knobs", "with_overrides"]
@@ -56,6 +56,10 @@ class RunOptions:
     epochs: int | None = None  # default: the space's budget.epochs
     subset: int | None = None  # default: the space's dataset.subset
     val_fraction: float | None = None  # default: the space's dataset.val_fraction
+    lr: float | str | None = None  # default: the space's recipe.lr ("auto" runs a range test per trial)
+    batch_size: int | None = None  # default: the space's recipe.batch_size
+    precision: str | None = None  # default: the space's recipe.precision
+    compile: bool | None = None  # default: the space's recipe.compile
     max_concurrent: int | None = None  # default: as many as the CPUs allow
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -117,8 +121,9 @@ def _trial(config: dict[str, Any], *, space: Space, cells: tuple[Cell, ...] | No
 
     def report(epoch: EpochReport) -> None:
         metrics = {key: getattr(epoch, key) for key in Metrics.PER_EPOCH}
+        setup = {Metrics.PEAK_LR: epoch.peak_lr, Params.PRECISION: epoch.precision}
         tune.report(
-            {"status": "running", "epoch": epoch.epoch, "train_images_per_s": epoch.train_images_per_s, **metrics, **costs},
+            {"status": "running", "epoch": epoch.epoch, "train_images_per_s": epoch.train_images_per_s, **metrics, **setup, **costs},
             checkpoint=tune.Checkpoint.from_directory(folder),
         )
 
@@ -242,14 +247,28 @@ def _trial_values(config: dict[str, Any], cells: tuple[Cell, ...] | None, seed: 
     return cell.knobs, levels | {"replicate": cell.replicate}, seed + cell.replicate
 
 
-_SETTINGS = ("trials", "sampler", "scheduler", "seed", "dataset", "epochs", "subset", "val_fraction")
+_OVERRIDES = ("dataset", "epochs", "subset", "val_fraction", "lr", "batch_size", "precision", "compile")
+_SETTINGS = ("trials", "sampler", "scheduler", "seed", *_OVERRIDES)
 
 
 def with_overrides(
-    space: Space, *, dataset: str | None = None, epochs: int | None = None, subset: int | None = None, val_fraction: float | None = None
+    space: Space,
+    *,
+    dataset: str | None = None,
+    epochs: int | None = None,
+    subset: int | None = None,
+    val_fraction: float | None = None,
+    lr: float | str | None = None,
+    batch_size: int | None = None,
+    precision: str | None = None,
+    compile: bool | None = None,
 ) -> Space:
-    """``space`` with its dataset name, epoch budget, subset or validation fraction replaced, validated as in a space file."""
-    changes = {"dataset": {"name": dataset, "subset": subset, "val_fraction": val_fraction}, "budget": {"epochs": epochs}}
+    """``space`` with its dataset, epoch budget, subset, validation fraction or recipe values replaced, validated as in a space file."""
+    changes = {
+        "dataset": {"name": dataset, "subset": subset, "val_fraction": val_fraction},
+        "budget": {"epochs": epochs},
+        "recipe": {"lr": lr, "batch_size": batch_size, "precision": precision, "compile": compile},
+    }
     changes = {section: {k: v for k, v in values.items() if v is not None} for section, values in changes.items()}
     return space.override(**{section: values for section, values in changes.items() if values})
 
@@ -321,7 +340,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     state = _check_storage(storage, digest, options)
     saved = state["settings"] if state else {}
     settings = {key: saved.get(key) if getattr(options, key) is None else getattr(options, key) for key in _SETTINGS}
-    space = with_overrides(space, **{key: settings[key] for key in ("dataset", "epochs", "subset", "val_fraction")})
+    space = with_overrides(space, **{key: settings[key] for key in _OVERRIDES})
     cheapest(space)
     trials = len(experiment.cells) if experiment else settings["trials"] or space.search.trials
     sampler_name = "grid" if experiment else settings["sampler"] or space.search.sampler

@@ -21,7 +21,7 @@ import yaml
 
 from .config import Arch, ConfigError
 
-__all__ = ["CHECKPOINT_FOLDER", "DEFAULT_TRACKING_URI", "WEIGHTS_FILE", "Metrics", "Recorder", "StudyRecord", "Tags", "connect", "environment", "find_study"]
+__all__ = ["CHECKPOINT_FOLDER", "DEFAULT_TRACKING_URI", "WEIGHTS_FILE", "Metrics", "Params", "Recorder", "StudyRecord", "Tags", "connect", "environment", "find_study"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 WEIGHTS_FILE = "weights.pt"  # a trial's state_dict, saved with torch.save: loads with weights_only=True
@@ -39,7 +39,14 @@ class Metrics:
     MACS = "macs"
     FLOPS = "flops"
     EPOCHS = "epochs"
+    PEAK_LR = "peak_lr"  # the schedule's peak: scaled to the batch, or chosen by the range test
     PER_EPOCH = (VAL_ACC, VAL_LOSS, TRAIN_LOSS, LR)
+
+
+class Params:
+    """Trial params that are not knobs."""
+
+    PRECISION = "precision"  # what recipe.precision resolved to on the trial's device
 
 
 class Tags:
@@ -212,8 +219,12 @@ class Recorder:
     def log_checkpoint(self, run_id: str, folder: str) -> None:
         self.client.log_artifacts(run_id, folder, CHECKPOINT_FOLDER)
 
-    def log_epoch(self, run_id: str, metrics: dict[str, float], epoch: int) -> None:
+    def log_epoch(self, run_id: str, metrics: dict[str, Any], epoch: int) -> None:
+        """An epoch's metrics; with the first, how the trial trains: its peak learning rate and precision."""
         self._log_metrics(run_id, {key: metrics[key] for key in Metrics.PER_EPOCH if key in metrics}, step=epoch)
+        if epoch == 1 and Metrics.PEAK_LR in metrics:
+            self._log_metrics(run_id, {Metrics.PEAK_LR: metrics[Metrics.PEAK_LR]})
+            self._log_params(run_id, {Params.PRECISION: metrics[Params.PRECISION]})
 
     def finish_trial(self, run_id: str, status: str, reason: str = "") -> None:
         self.client.set_tag(run_id, Tags.STATUS, status)
@@ -238,7 +249,7 @@ class Recorder:
                     Metrics.VAL_ACC: metrics.get(Metrics.VAL_ACC) if status in ("completed", "stopped early") else None,
                     Metrics.PARAMS: metrics.get(Metrics.PARAMS),
                     Metrics.MACS: metrics.get(Metrics.MACS),
-                    "knobs": dict(run.data.params),
+                    "knobs": {k: v for k, v in run.data.params.items() if k != Params.PRECISION},
                 }
             )
         return sorted(rows, key=lambda row: -1.0 if row[Metrics.VAL_ACC] is None else row[Metrics.VAL_ACC], reverse=True)

@@ -6,11 +6,12 @@ A plain function that reports through a callback; it knows nothing of Ray or MLf
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ from .data import Batches, ImageData, Split
 from .model import build_model
 from .space import Budget
 
-__all__ = ["EpochReport", "TrainResult", "fit_to_data", "resolve_device", "train"]
+__all__ = ["EpochReport", "TrainResult", "find_lr", "fit_to_data", "resolve_device", "resolve_precision", "train"]
 
 # Measured on the 2-core development CPU (BENCHMARKS.md, pipeline section): channels_last
 # trains resnet20 1.2x faster there too, so it is the default on every device.
@@ -38,9 +39,11 @@ class EpochReport:
     train_loss: float
     val_loss: float
     val_acc: float
-    lr: float
+    lr: float  # at the end of the epoch
     seconds: float
     train_images_per_s: float
+    peak_lr: float  # of the schedule (chosen by the range test for lr: auto)
+    precision: str  # bf16, fp16 or fp32
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class TrainResult:
     seconds: float
     train_images_per_s: float
     device: str
+    lr: float  # the peak learning rate used (chosen by the range test for lr: auto)
+    precision: str  # bf16, fp16 or fp32: what recipe.precision resolved to on this device
+    compile_seconds: float  # time spent compiling (first steps under torch.compile), not in train_images_per_s
     split: dict[str, Any]
     dataset: dict[str, Any]
     message: str = ""
@@ -83,6 +89,33 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX-512 BF16 or AMX), where bf16 autocast pays."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def resolve_precision(precision: str, device: torch.device) -> Literal["bf16", "fp16", "fp32"]:
+    """What ``recipe.precision`` means on ``device``.
+
+    ``auto``: on CUDA, bf16 where the GPU supports it (Ampere and later), else fp16 with a
+    gradient scaler (V100, T4); on CPU, bf16 where the CPU has native bf16, else fp32.
+    """
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision fp16 needs a CUDA device; on CPU use bf16 or fp32")
+    if precision != "auto":
+        return precision  # type: ignore[return-value]
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+    return "bf16" if _cpu_has_native_bf16() else "fp32"
+
+
+def _autocast(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
 def fit_to_data(arch: Arch, data: ImageData) -> Arch:
     """The architecture with the data's number of classes, image size and channels."""
     update = {"num_classes": len(data.classes), "input_size": data.image_size, "in_channels": data.images.shape[1]}
@@ -90,7 +123,9 @@ def fit_to_data(arch: Arch, data: ImageData) -> Arch:
 
 
 def _lr_factor(recipe: Recipe, total_steps: int) -> Callable[[int], float]:
-    warmup = int(recipe.warmup * total_steps)
+    # A fraction alone gives a 30-step trial a 6-step warm-up, too short to keep the first
+    # steps at full learning rate from blowing up a fresh network: floor it in steps.
+    warmup = max(int(recipe.warmup * total_steps), min(recipe.warmup_min_steps, total_steps // 2))
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -103,12 +138,109 @@ def _lr_factor(recipe: Recipe, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
     # No weight decay on norm scales and biases (Goyal et al. 2017, arXiv:1706.02677).
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
+    return torch.optim.SGD(groups, lr=lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
+
+
+class _Stepper:
+    """One optimizer step: autocast forward, (scaled) backward, gradient clipping, update."""
+
+    def __init__(self, model: nn.Module, forward: nn.Module, optimizer: torch.optim.Optimizer, recipe: Recipe,
+                 precision: str, device: torch.device) -> None:
+        self.model, self.forward, self.optimizer, self.clip = model, forward, optimizer, recipe.grad_clip_norm
+        self.batch_size = recipe.batch_size
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.autocast = _autocast(precision, device)
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # A compiled forward sees one batch shape: the smaller last batch runs eagerly, not recompiled.
+        forward = self.forward if len(images) == self.batch_size else self.model
+        with self.autocast():
+            loss = self.criterion(forward(images), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            if self.clip:
+                nn.utils.clip_grad_norm_(self.parameters, self.clip, foreach=True)
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            if self.clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.parameters, self.clip, foreach=True)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        return loss.detach()
+
+
+def _cycle(batches: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    while True:
+        yield from batches
+
+
+# Range test (Smith 2017, arXiv:1506.01186): learning rates rise geometrically over a few
+# dozen steps from _LR_RANGE[0] until the smoothed loss exceeds 4x its minimum.
+_LR_RANGE = (1e-4, 10.0)
+_LR_RANGE_STEPS = 60
+
+
+def find_lr(model: nn.Module, batches: Batches, recipe: Recipe, *, forward: nn.Module | None = None,
+            precision: str = "fp32", steps: int = _LR_RANGE_STEPS) -> float:
+    """A peak learning rate for ``model`` on these batches: a third of where the range test's loss is lowest.
+
+    The model's weights and batch-norm statistics are restored afterwards.
+    """
+    saved = copy.deepcopy(model.state_dict())
+    low, high = _LR_RANGE
+    optimizer = _optimizer(model, recipe, low)
+    stepper = _Stepper(model, forward or model, optimizer, recipe, precision, batches.device)
+    model.train()
+    best_loss, best_lr, smoothed = math.inf, low, None
+    for step, (images, labels) in zip(range(steps), _cycle(batches)):
+        lr = low * (high / low) ** (step / (steps - 1))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = stepper(images, labels).item()  # a sync per step: the test needs each loss
+        smoothed = loss if smoothed is None else 0.7 * smoothed + 0.3 * loss
+        if not math.isfinite(smoothed) or smoothed > 4 * best_loss:
+            break
+        if smoothed < best_loss:
+            best_loss, best_lr = smoothed, lr
+    model.load_state_dict(saved)
+    # The smoothed minimum lags the raw one, towards higher rates; fastai's tenth of it chose
+    # 0.003-0.014 where 0.1 trains these networks well, so a third.
+    return best_lr / 3
+
+
+@torch.no_grad()
+def _recalibrate_batch_norm(model: nn.Module, batches: Batches, autocast: Callable[[], contextlib.AbstractContextManager]) -> None:
+    """Re-estimate every BN layer's running statistics as a plain average over ``batches``.
+
+    BN's exponential average lags the weights: after a few dozen steps at a high learning
+    rate it still holds the statistics of the network as it was, and evaluation with them
+    can give losses in the thousands. Precise BN (Wu and Johnson 2021, arXiv:2105.07576)
+    measures them on the current weights instead.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    for images, _ in batches:
+        with autocast():
+            model(images)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
 
 
 @torch.no_grad()
@@ -135,7 +267,6 @@ def train(
     seed: int = 0,
     device: str | torch.device = "cpu",
     channels_last: bool = CHANNELS_LAST_DEFAULT,
-    compile: bool = False,
     callback: Callback | None = None,
     checkpoint: Callable[[nn.Module, EpochReport], None] | None = None,
     progress: bool = False,
@@ -144,15 +275,14 @@ def train(
 
     Args:
         arch: the architecture; it must match the data (see :func:`fit_to_data`).
-        recipe: optimizer, schedule and batch size.
+        recipe: optimizer, schedule, batch size, precision and compilation.
         budget: epochs, and optionally a number of training images or seconds; the first
             limit reached ends training (the learning-rate schedule spans the epochs, or
             the images when fewer).
         seed: seeds the weights, the order of the images and the augmentation; on CPU the
             same seed gives the same metrics.
-        device: ``cpu`` or ``cuda``; on CUDA the model runs in bf16 autocast.
+        device: ``cpu`` or ``cuda``.
         channels_last: NHWC memory format for the model and the batches.
-        compile: run the model through :func:`torch.compile`.
         callback: called with an :class:`EpochReport` after each validation; returning
             True stops training early (status ``stopped``).
         checkpoint: called with the model and the report before ``callback``, to save it.
@@ -164,30 +294,37 @@ def train(
     """
     started = time.perf_counter()
     device = resolve_device(str(device))
+    precision = resolve_precision(recipe.precision, device)
     if (arch.num_classes, arch.input_size, arch.in_channels) != (len(data.classes), data.image_size, data.images.shape[1]):
         raise ConfigError(
             f"{arch.name}: built for {arch.num_classes} classes of {arch.in_channels}x{arch.input_size}x{arch.input_size} "
             f"images, but {data.source} has {len(data.classes)} classes of {tuple(data.images.shape[1:])}"
         )
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every training batch but the last has one shape
     torch.manual_seed(seed)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_model(arch).to(device, memory_format=memory_format)
-    forward = torch.compile(model) if compile else model
+    model = build_model(arch, zero_init_residual=recipe.zero_init_residual).to(device, memory_format=memory_format)
+    forward = torch.compile(model) if recipe.compile else model
     batch_args = dict(batch_size=recipe.batch_size, device=device, channels_last=channels_last)
     train_batches = Batches(data, split.train, train=True, seed=seed, **batch_args)
     val_batches = Batches(data, split.val, train=False, **batch_args)  # larger batches run slower on CPU
+    calibration = recipe.bn_recalibration_images and Batches(
+        data, split.train[torch.randperm(len(split.train), generator=torch.Generator().manual_seed(seed))][: recipe.bn_recalibration_images],
+        train=False, **batch_args,
+    )
     steps_per_epoch = len(train_batches)
     total_steps = budget.epochs * steps_per_epoch
     if budget.max_images:
         total_steps = min(total_steps, math.ceil(budget.max_images / recipe.batch_size))
-    optimizer = _optimizer(model, recipe)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(recipe, total_steps))
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    if device.type == "cuda":
-        def autocast() -> contextlib.AbstractContextManager:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+    if recipe.lr == "auto":
+        peak_lr = find_lr(model, train_batches, recipe, forward=forward, precision=precision)
     else:
-        autocast = contextlib.nullcontext
+        peak_lr = recipe.lr or recipe.scaled_lr
+    optimizer = _optimizer(model, recipe, peak_lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(recipe, total_steps))
+    stepper = _Stepper(model, forward, optimizer, recipe, precision, device)
+    autocast = stepper.autocast
 
     bar = None
     if progress:
@@ -199,7 +336,7 @@ def train(
     history: list[EpochReport] = []
     status, message = "completed", ""
     step = images_seen = 0
-    train_seconds = 0.0
+    train_seconds = compile_seconds = 0.0
     train_loss = val_loss = val_acc = None
     out_of_budget = False
     epoch = 0
@@ -210,15 +347,19 @@ def train(
         loss_sum = torch.zeros((), device=device)
         epoch_images = 0
         for images, labels in train_batches:
-            with autocast():
-                loss = criterion(forward(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if recipe.compile and step == 0:
+                # The first call compiles: time it apart, so images/s measures training alone.
+                compile_start = time.perf_counter()
+                loss = stepper(images, labels)
+                loss.item()
+                compile_seconds = time.perf_counter() - compile_start
+                epoch_start += compile_seconds
+            else:
+                loss = stepper(images, labels)
             scheduler.step()
             step += 1
             epoch_images += len(labels)
-            loss_sum += loss.detach() * len(labels)
+            loss_sum += loss * len(labels)
             if step % 25 == 0 or step == total_steps:
                 current = loss.item()  # a sync: only every few steps
                 if not math.isfinite(current):
@@ -236,7 +377,13 @@ def train(
         if status == "diverged":
             break
         train_loss = loss_sum.item() / max(1, epoch_images)
-        val_loss, val_acc = _evaluate(forward, val_batches, autocast)
+        if not math.isfinite(train_loss):
+            status, message = "diverged", f"training loss became {train_loss} in epoch {epoch}"
+            break
+        # Eager, not compiled: eval mode would otherwise compile a second graph.
+        if calibration:
+            _recalibrate_batch_norm(model, calibration, autocast)
+        val_loss, val_acc = _evaluate(model, val_batches, autocast)
         report = EpochReport(
             epoch=epoch,
             images=images_seen,
@@ -246,6 +393,8 @@ def train(
             lr=optimizer.param_groups[0]["lr"],
             seconds=time.perf_counter() - started,
             train_images_per_s=epoch_images / epoch_seconds,
+            peak_lr=peak_lr,
+            precision=precision,
         )
         history.append(report)
         if bar is not None:
@@ -271,6 +420,9 @@ def train(
         seconds=time.perf_counter() - started,
         train_images_per_s=images_seen / train_seconds if train_seconds else 0.0,
         device=str(device),
+        lr=peak_lr,
+        precision=precision,
+        compile_seconds=compile_seconds,
         split=split.describe(),
         dataset=data.describe(),
         message=message,

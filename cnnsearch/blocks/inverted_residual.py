@@ -36,6 +36,10 @@ class InvertedResidual(nn.Module):
         layers += [nn.Conv2d(hidden, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)]
         self.conv = nn.Sequential(*layers)
 
+    def zero_init_last(self) -> None:
+        if self.use_res_connect:  # without the identity path a silent branch would silence the network
+            nn.init.zeros_(self.conv[-1].weight)
+
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
 

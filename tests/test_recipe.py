@@ -1,0 +1,142 @@
+"""The default recipe trains every preset and every sample of every space, even over a few dozen steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from cnnsearch import ConfigError, build_model, list_presets, load_arch, load_space, profile
+from cnnsearch.config import Recipe
+from cnnsearch.data import ImageData, split_dataset
+from cnnsearch.space import Budget
+from cnnsearch.train import find_lr, fit_to_data, resolve_precision, train
+
+SPACES = sorted((Path(__file__).resolve().parents[1] / "spaces").glob("*.yaml"))
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def separable(size: int, classes: int = 10, count: int = 840, seed: int = 0) -> ImageData:
+    """Each class a smooth colour pattern of its own under mild noise: learnable in a few dozen steps."""
+    generator = torch.Generator().manual_seed(seed)
+    patterns = F.interpolate(torch.rand(classes, 3, 2, 2, generator=generator), size=size, mode="bilinear") * 200
+    labels = torch.arange(count) % classes
+    images = (patterns[labels] + 28 + torch.randn(count, 3, size, size, generator=generator) * 12).clamp(0, 255)
+    images = images.to(torch.uint8)
+    stats = images.double().div(255)
+    return ImageData(images, labels, tuple(f"c{i}" for i in range(classes)), "separable", f"separable-{size}",
+                     tuple(stats.mean((0, 2, 3)).tolist()), tuple(stats.std((0, 2, 3)).tolist()))
+
+
+CIFAR_SIZE = separable(32)
+SMALL = separable(16)
+# 640 training images in batches of 32: 40 steps in 2 epochs, the size of the shortest trials.
+RECIPE = Recipe(batch_size=32)
+
+
+def trains(arch, data: ImageData, epochs: int = 2) -> float:
+    split = split_dataset(data.labels, val_fraction=0.2, seed=0)
+    result = train(fit_to_data(arch, data), data, split, recipe=RECIPE, budget=Budget(epochs=epochs))
+    assert result.status == "completed", result.message
+    return result.val_acc
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_every_preset_learns_in_a_few_dozen_steps(preset):
+    assert trains(load_arch(preset), CIFAR_SIZE) >= 0.95
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
+@settings(max_examples=2, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16))
+def test_every_sample_of_every_space_learns(path, seed):
+    space = load_space(path)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask()
+    try:
+        arch = space.sample(trial)
+    except ConfigError:
+        assume(False)  # a sample the search would reject before training
+    cost = profile(arch)
+    assume(space.limits.violation(cost.params, cost.macs) is None)
+    assert trains(arch, SMALL, epochs=3) >= 0.9  # 60 steps; chance is 0.1
+
+
+def test_old_recipe_sits_at_chance_where_the_default_learns():
+    """The defaults matter: lr 0.2 without warm-up floor, zero-init, clipping or precise BN fails this case."""
+    data = separable(16, classes=3, count=240)
+    arch = load_space(SPACES[[p.stem for p in SPACES].index("resnet")]).sample(
+        optuna.trial.FixedTrial({"stem.channels": 16, "residual.block": "bottleneck", "residual.shortcut": "projection",
+                                 **{f"stages.{i}.residual.{k}": v for i in range(3) for k, v in (("num_blocks", 3), ("width", (16, 32, 64)[i]))}})
+    )
+    split = split_dataset(data.labels, val_fraction=0.25, seed=0)
+    old = Recipe(batch_size=32, lr=0.8, warmup_min_steps=0, grad_clip_norm=None, bn_recalibration_images=0)
+    results = {name: train(fit_to_data(arch, data), data, split, recipe=recipe, budget=Budget(epochs=3))
+               for name, recipe in (("old", old), ("default", Recipe(batch_size=32)))}
+    assert results["default"].val_acc >= 0.95 and results["default"].val_loss < 1
+    assert results["old"].val_acc < 0.8 or results["old"].val_loss > 10
+
+
+def test_zero_init_residual_starts_the_named_families_blocks_as_the_identity():
+    arch = load_arch("resnet20")
+    model = build_model(arch, zero_init_residual=["residual"]).eval()
+    for block in model.stages[1]:
+        if block.downsample is None:
+            x = torch.randn(2, block.conv1.in_channels, 16, 16).relu()
+            assert torch.allclose(block(x), x)
+    assert all(norm.weight.abs().sum() > 0 for norm in build_model(arch, zero_init_residual=["inverted_residual"]).modules()
+               if isinstance(norm, torch.nn.BatchNorm2d))
+    mobile = build_model(load_arch("mobilenet_v2_cifar"), zero_init_residual=["inverted_residual"])
+    residual = [block for block in mobile.modules() if getattr(block, "use_res_connect", None) is not None]
+    assert all((block.conv[-1].weight == 0).all() == block.use_res_connect for block in residual)
+
+
+def test_warmup_has_a_floor_in_steps():
+    data = separable(16, count=400)
+    split = split_dataset(data.labels, val_fraction=0.2, seed=0, subset=320)
+    lrs = []
+    train(fit_to_data(load_arch("resnet20"), data), data, split, recipe=Recipe(batch_size=32, warmup_min_steps=8, lr=0.1),
+          budget=Budget(epochs=2), callback=lambda report: lrs.append(report.lr))
+    # 20 steps, 20% warm-up would be 4 steps: the floor makes it 8, so after 10 steps the lr is 0.1 * (1 - 2/12).
+    assert lrs[0] == pytest.approx(0.1 * (1 - 2 / 12))
+
+
+def test_learning_rate_scales_with_the_batch_and_auto_runs_a_range_test():
+    assert Recipe(batch_size=1024, lr_at_256=0.1).scaled_lr == pytest.approx(0.2)
+    assert Recipe(batch_size=64, lr_at_256=0.2).scaled_lr == pytest.approx(0.1)
+    data = separable(16, count=400)
+    split = split_dataset(data.labels, val_fraction=0.2, seed=0)
+    arch = fit_to_data(load_arch("resnet20"), data)
+    result = train(arch, data, split, recipe=Recipe(batch_size=32, lr="auto"), budget=Budget(epochs=2))
+    assert 1e-4 < result.lr < 1.0 and result.history[0].peak_lr == result.lr
+    assert result.val_acc >= 0.5  # chance is 0.1
+    model = build_model(arch)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    from cnnsearch.data import Batches
+
+    find_lr(model, Batches(data, split.train, batch_size=32, train=True), Recipe())
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+
+
+def test_precision_follows_the_device():
+    cpu = torch.device("cpu")
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        resolve_precision("fp16", cpu)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_both_cpu_precisions_train_and_are_recorded(precision):
+    data = separable(16, count=400)
+    split = split_dataset(data.labels, val_fraction=0.2, seed=0)
+    result = train(fit_to_data(load_arch("resnet20"), data), data, split, recipe=Recipe(batch_size=32, precision=precision),
+                   budget=Budget(epochs=2))
+    assert result.precision == precision and result.history[-1].precision == precision
+    assert result.val_acc >= 0.95
