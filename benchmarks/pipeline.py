@@ -147,6 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", help="CIFAR-10 training images in ImageFolder layout")
     parser.add_argument("--skip-accuracy", action="store_true", help="skip the 3-epoch accuracy runs (about 5 minutes)")
+    parser.add_argument("--only", help="comma-separated prefixes of the cases to run (e.g. precision,accuracy); the rest keep their last report")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -156,8 +157,13 @@ def main() -> None:
 
     load_dataset(f"imagefolder:{args.folder}")  # decode once, outside every timing
     cases = CASES + ([] if args.skip_accuracy else ["accuracy_fp32", "accuracy_bf16"])
-    runs = {}
+    previous = Path(__file__).parent / "results" / "pipeline.json"
+    runs = json.loads(previous.read_text())["runs"] if args.only and previous.exists() else {}
     for case in cases:
+        if args.only and not case.startswith(tuple(args.only.split(","))):
+            if case not in runs:
+                raise SystemExit(f"no earlier report of case {case}: run without --only")
+            continue
         command = [sys.executable, __file__, args.folder, "--case", case]
         runs[case] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
         print(case, runs[case], file=sys.stderr)

@@ -33,7 +33,6 @@ VARIANTS = {
     "default, lr 0.2 at batch 128": dict(lr=0.2),
     "default, lr auto (range test)": dict(lr="auto"),
     "default + zero-init of residual blocks too": dict(zero_init_residual=("residual", "inverted_residual")),
-    "default without zero-init of inverted residual blocks": dict(zero_init_residual=()),
     "default without warm-up floor": dict(warmup_min_steps=0),
     "default without gradient clipping": dict(grad_clip_norm=None),
     "default without BN re-estimation": dict(bn_recalibration_images=0),
