@@ -64,7 +64,7 @@ def test_every_sample_of_every_space_learns(path, seed):
         assume(False)  # a sample the search would reject before training
     cost = profile(arch)
     assume(space.limits.violation(cost.params, cost.macs) is None)
-    assert trains(arch, SMALL, epochs=3) >= 0.9  # 60 steps; chance is 0.1
+    assert trains(arch, SMALL, epochs=4) >= 0.9  # 80 steps; chance is 0.1
 
 
 def test_old_recipe_sits_at_chance_where_the_default_learns():
