@@ -26,21 +26,25 @@ from cnnsearch.train import fit_to_data, train
 
 SUBSET, EPOCHS = 5000, 3
 BEFORE = dict(lr=0.2, warmup_min_steps=0, grad_clip_norm=None, bn_recalibration_images=0, zero_init_residual=())
+BEFORE_NAME = "before (lr 0.2, fraction-only warm-up, no clipping, no BN re-estimation, no zero-init)"
+ZERO_INIT = "default + zero-init of residual blocks too"
 VARIANTS = {
-    "before (lr 0.2, fraction-only warm-up, no clipping, no BN re-estimation, no zero-init)": BEFORE,
+    BEFORE_NAME: BEFORE,
     "default": {},
     "default, lr linearly scaled, 0.1 per 256 (Goyal et al.)": dict(lr=0.05),
     "default, lr 0.2 at batch 128": dict(lr=0.2),
     "default, lr auto (range test)": dict(lr="auto"),
-    "default + zero-init of residual blocks too": dict(zero_init_residual=("residual", "inverted_residual")),
+    ZERO_INIT: dict(zero_init_residual=("residual", "inverted_residual")),
     "default without warm-up floor": dict(warmup_min_steps=0),
     "default without gradient clipping": dict(grad_clip_norm=None),
     "default without BN re-estimation": dict(bn_recalibration_images=0),
 }
-# A bottleneck ResNet of spaces/resnet.yaml: the kind of sample that sat at chance.
+# Bottleneck ResNets of spaces/resnet.yaml, the kind of sample that sat at chance: 10 blocks, and 24.
 BOTTLENECK = {"stem.channels": 32, "residual.block": "bottleneck", "residual.shortcut": "projection",
               "stages.0.residual.num_blocks": 5, "stages.0.residual.width": 16, "stages.1.residual.num_blocks": 2,
               "stages.1.residual.width": 32, "stages.2.residual.num_blocks": 3, "stages.2.residual.width": 64}
+DEEP = BOTTLENECK | {"stages.0.residual.num_blocks": 9, "stages.1.residual.num_blocks": 6, "stages.2.residual.num_blocks": 9}
+SHORT = (BEFORE_NAME, "default", ZERO_INIT, "default without BN re-estimation")  # the variants of the slower networks
 
 
 def main() -> None:
@@ -53,12 +57,15 @@ def main() -> None:
     split = split_dataset(data.labels, subset=SUBSET)
     space = load_space("spaces/resnet.yaml")
     archs = {
-        "resnet20": load_arch("resnet20"),
-        "bottleneck ResNet (spaces/resnet.yaml sample)": space.sample(optuna.trial.FixedTrial(BOTTLENECK)),
+        "resnet20": (load_arch("resnet20"), tuple(VARIANTS)),
+        "bottleneck ResNet, 10 blocks (a spaces/resnet.yaml sample)": (space.sample(optuna.trial.FixedTrial(BOTTLENECK)), SHORT),
+        "bottleneck ResNet, 24 blocks (a spaces/resnet.yaml sample)": (space.sample(optuna.trial.FixedTrial(DEEP)), SHORT[:3]),
     }
     runs = []
-    for arch_name, arch in archs.items():
+    for arch_name, (arch, variants) in archs.items():
         for variant, changes in VARIANTS.items():
+            if variant not in variants:
+                continue
             start = time.perf_counter()
             result = train(fit_to_data(arch, data), data, split, recipe=Recipe(**changes), budget=Budget(epochs=EPOCHS))
             runs.append({"arch": arch_name, "variant": variant, "recipe": changes, "status": result.status,
