@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from .config import Arch, ConfigError, Recipe
 from .data import Batches, ImageData, Split
@@ -220,30 +221,6 @@ def find_lr(model: nn.Module, batches: Batches, recipe: Recipe, *, forward: nn.M
 
 
 @torch.no_grad()
-def _recalibrate_batch_norm(model: nn.Module, batches: Batches, autocast: Callable[[], contextlib.AbstractContextManager]) -> None:
-    """Re-estimate every BN layer's running statistics as a plain average over ``batches``.
-
-    BN's exponential average lags the weights: after a few dozen steps at a high learning
-    rate it still holds the statistics of the network as it was, and evaluation with them
-    can give losses in the thousands. Precise BN (Wu and Johnson 2021, arXiv:2105.07576)
-    measures them on the current weights instead.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not norms:
-        return
-    momenta = [norm.momentum for norm in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average over the calibration batches
-    model.train()
-    for images, _ in batches:
-        with autocast():
-            model(images)
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-
-
-@torch.no_grad()
 def _evaluate(model: nn.Module, batches: Batches, autocast: Callable[[], contextlib.AbstractContextManager]) -> tuple[float, float]:
     model.eval()
     loss = torch.zeros((), device=batches.device)
@@ -382,7 +359,12 @@ def train(
             break
         # Eager, not compiled: eval mode would otherwise compile a second graph.
         if calibration:
-            _recalibrate_batch_norm(model, calibration, autocast)
+            # BN's exponential average lags the weights: after a few dozen steps at a high
+            # learning rate it describes an earlier network, and validation losses ran into
+            # the thousands. Precise BN (Wu and Johnson 2021, arXiv:2105.07576) re-measures
+            # the statistics on the current weights, as a plain average over these images.
+            with autocast():
+                update_bn(calibration, model)
         val_loss, val_acc = _evaluate(model, val_batches, autocast)
         report = EpochReport(
             epoch=epoch,
