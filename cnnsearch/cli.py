@@ -341,7 +341,12 @@ def _recipe_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that override the recipe, for train, run and ablate."""
     parser.add_argument("--lr", type=_learning_rate, help="peak learning rate, or auto for a range test (default: scaled to the batch)")
     parser.add_argument("--batch-size", type=_positive)
-    parser.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], help="autocast dtype (default auto)")
+    from typing import get_args
+
+    from .config import Recipe
+
+    precisions = get_args(Recipe.model_fields["precision"].annotation)  # the recipe's own list
+    parser.add_argument("--precision", choices=precisions, help="autocast dtype (default auto)")
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
 
 
