@@ -24,7 +24,7 @@ from .data import Batches, ImageData, Split
 from .model import build_model
 from .space import Budget
 
-__all__ = ["EpochReport", "TrainResult", "find_lr", "fit_to_data", "resolve_device", "resolve_precision", "train"]
+__all__ = ["EpochReport", "TrainResult", "data_shape", "find_lr", "fit_to_data", "resolve_device", "resolve_precision", "train"]
 
 # Measured on the 2-core development CPU (BENCHMARKS.md, pipeline section): channels_last
 # trains resnet20 1.2x faster there too, so it is the default on every device.
@@ -45,6 +45,7 @@ class EpochReport:
     train_images_per_s: float
     peak_lr: float  # of the schedule (chosen by the range test for lr: auto)
     precision: str  # bf16, fp16 or fp32
+    budget_spent: bool  # the last epoch: the budget's epochs, images or seconds have run out
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,15 @@ def _autocast(precision: str, device: torch.device) -> Callable[[], contextlib.A
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
-def fit_to_data(arch: Arch, data: ImageData) -> Arch:
-    """The architecture with the data's number of classes, image size and channels."""
-    update = {"num_classes": len(data.classes), "input_size": data.image_size, "in_channels": data.images.shape[1]}
-    return Arch.from_dict(arch.to_dict() | update, source=arch.name)
+def data_shape(data: ImageData) -> dict[str, int]:
+    """What an architecture takes from its data: the number of classes, the image size and the channels."""
+    return {"num_classes": len(data.classes), "input_size": data.image_size, "in_channels": data.images.shape[1]}
+
+
+def fit_to_data(arch: Arch, data: ImageData | dict[str, int]) -> Arch:
+    """The architecture for ``data``, or for a :func:`data_shape`: its classes, image size and channels."""
+    shape = data_shape(data) if isinstance(data, ImageData) else data
+    return Arch.from_dict(arch.to_dict() | shape, source=arch.name)
 
 
 def _lr_factor(recipe: Recipe, total_steps: int) -> Callable[[int], float]:
@@ -377,6 +383,7 @@ def train(
             train_images_per_s=epoch_images / epoch_seconds,
             peak_lr=peak_lr,
             precision=precision,
+            budget_spent=out_of_budget or epoch == budget.epochs,
         )
         history.append(report)
         if bar is not None:
