@@ -21,7 +21,7 @@ from scipy import stats
 
 from .config import ConfigError
 from .space import Choice, FloatRange, Fixed, IntRange, Space, load_space
-from .tracking import DEFAULT_TRACKING_URI, StudyRecord, Tags, find_study
+from .tracking import DEFAULT_TRACKING_URI, Status, StudyRecord, Tags, find_study
 
 __all__ = ["AGGREGATES", "completed", "importances", "pareto_front", "pivot", "query", "summarize"]
 
@@ -34,7 +34,7 @@ def completed(record: StudyRecord) -> pd.DataFrame:
     runs = record.runs
     if runs.empty:
         return runs
-    return runs[runs[f"tags.{Tags.STATUS}"] == "completed"].reset_index(drop=True)
+    return runs[runs[f"tags.{Tags.STATUS}"] == Status.COMPLETED].reset_index(drop=True)
 
 
 def _as_number(values: pd.Series) -> pd.Series:

@@ -182,7 +182,8 @@ def _run(args: argparse.Namespace) -> None:
     options = _options(args, name, trials=args.trials, sampler=args.sampler, scheduler=args.scheduler)
     result = run_study(space, options)
     scored = [t for t in result.trials if t["val_acc"] is not None]
-    print(f"\n{name}: {len(result.trials)} trials; top {min(5, len(scored))} by validation accuracy:")
+    rejected = f" ({result.rejected} proposals over the limits were not trained)" if result.rejected else ""
+    print(f"\n{name}: {len(result.trials)} trials{rejected}; top {min(5, len(scored))} by validation accuracy:")
     print(f"  {'val_acc':>8}  {'params':>8}  {'MACs':>8}  {'status':<13}  {'MLflow run id':<32}  architecture")
     for t in scored[:5]:
         print(

@@ -25,7 +25,7 @@ from .data import ImageData, Split, load_dataset, split_dataset
 from .model import build_model
 from .profile import profile
 from .space import Budget, load_space
-from .tracking import CHECKPOINT_FOLDER, DEFAULT_TRACKING_URI, WEIGHTS_FILE, StudyRecord, Tags, find_study
+from .tracking import CHECKPOINT_FOLDER, DEFAULT_TRACKING_URI, WEIGHTS_FILE, Status, StudyRecord, Tags, find_study
 from .train import fit_to_data, train
 
 __all__ = ["FORMATS", "Normalized", "evaluate", "export_study", "load_exported", "predict"]
@@ -84,8 +84,8 @@ def _candidates(record: StudyRecord, folder: Path, say: Callable[[str], None]) -
     runs = record.runs
     if runs.empty:
         raise ConfigError(f"study {record.parent.data.tags[Tags.STUDY]!r}: no trials")
-    done = runs[runs[f"tags.{Tags.STATUS}"] == "completed"].sort_values("metrics.val_acc", ascending=False)
-    for _, run in runs[runs[f"tags.{Tags.STATUS}"] != "completed"].iterrows():
+    done = runs[runs[f"tags.{Tags.STATUS}"] == Status.COMPLETED].sort_values("metrics.val_acc", ascending=False)
+    for _, run in runs[runs[f"tags.{Tags.STATUS}"] != Status.COMPLETED].iterrows():
         if run.get("metrics.val_acc", -1) >= (done["metrics.val_acc"].max() if len(done) else -1):
             say(f"trial {run['tags.mlflow.runName']} has val_acc {run['metrics.val_acc']:.2%} but is "
                 f"{run[f'tags.{Tags.STATUS}']}: not a candidate")

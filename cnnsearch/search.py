@@ -1,20 +1,23 @@
 """A study: Optuna proposes, Ray Tune schedules and stops early, MLflow records.
 
-The only module that imports ray and optuna. Trials are plain functions of their
-sampled knobs; the data set is put in Ray's object store once and shared by every
-trial; the driver alone writes to MLflow.
+The only module that imports ray and that drives optuna. The driver turns each
+proposal into an architecture fitted to the data and checks it against the limits;
+a trial is a plain function of that architecture. The data set is put in Ray's object
+store once and shared by every trial; the driver alone writes to MLflow, keeping the
+run ids and counts it needs so each event costs the same at any study size.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
+import shutil
 import socket
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,18 +27,17 @@ import ray
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from .config import ConfigError
+from .config import Arch, ConfigError
 from .data import load_dataset, split_dataset
 from .experiment import Cell, Experiment
 from .profile import cheapest, profile
 from .space import Fixed, Space
-from .tracking import DEFAULT_TRACKING_URI, WEIGHTS_FILE, Metrics, Params, Recorder, Tags, connect
-from .train import EpochReport, fit_to_data, train
+from .tracking import DEFAULT_TRACKING_URI, WEIGHTS_FILE, Metrics, Params, Recorder, Status, Tags, connect
+from .train import EpochReport, data_shape, fit_to_data, train
 
-__all__ = ["RunOptions", "StudyResult", "run_study", "searched_knobs", "with_overrides"]
+__all__ = ["RunOptions", "StudyResult", "concurrency", "rejected_proposals", "run_study", "searched_knobs", "with_overrides"]
 
 _STATE_FILE = "cnnsearch.json"
 
@@ -76,6 +78,7 @@ class StudyResult:
     """A finished study: where MLflow holds it and its trials, best first.
 
     Each trial is a dict: trial_id, run_id (MLflow), status, val_acc, params, macs, knobs.
+    ``rejected`` counts the proposals that the space's limits turned away, in every session.
     """
 
     name: str
@@ -83,6 +86,14 @@ class StudyResult:
     experiment_id: str
     parent_run_id: str
     trials: list[dict[str, Any]]
+    rejected: int = 0
+
+
+class _Grid(optuna.samplers.GridSampler):
+    """Optuna's grid without its stop signal, which only Study.optimize can take: Tune runs this study, and --trials bounds it."""
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState, values: Any) -> None:
+        pass
 
 
 def _sampler(name: str, space: Space, seed: int, trials: int) -> optuna.samplers.BaseSampler:
@@ -93,27 +104,39 @@ def _sampler(name: str, space: Space, seed: int, trials: int) -> optuna.samplers
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        return _Grid(space.grid(), seed=seed)
     return optuna.samplers.NSGAIISampler(seed=seed)
 
 
-def _trial(config: dict[str, Any], *, space: Space, cells: tuple[Cell, ...] | None, data: Any, split: Any, seed: int,
-           threads: int, device: str) -> None:
-    """One Ray Tune trial: build the sampled architecture, reject it if over the limits, train it."""
-    torch.set_num_threads(threads)
-    values, _, seed = _trial_values(config, cells, seed)
+_REJECTED = "cnnsearch.rejected"  # an Optuna trial's user attribute: why the driver did not train its proposal
+
+
+def _fitted(space: Space, draw: Any, shape: dict[str, int]) -> tuple[Arch, dict[str, int]]:
+    """The architecture that ``draw`` (an Optuna trial or FixedTrial) samples from the space, fitted to the data, and its costs.
+
+    Raises:
+        ConfigError: it cannot be built, or it is over the space's limits.
+    """
+    arch = fit_to_data(space.sample(draw), shape)
     try:
-        arch = fit_to_data(space.sample(optuna.trial.FixedTrial(values)), data)
-    except ConfigError as error:
-        tune.report({"status": "rejected", "reason": str(error), Metrics.VAL_ACC: 0.0, "epoch": 0})
-        return
-    cost = profile(arch)
-    costs = {Metrics.PARAMS: cost.params, Metrics.MACS: cost.macs, Metrics.FLOPS: cost.flops}
+        cost = profile(arch)  # on the meta device: nothing is allocated
+    except (RuntimeError, ValueError) as error:  # e.g. a feature map shrunk to nothing
+        raise ConfigError(f"cannot be built: {str(error).strip().splitlines()[0]}") from None
     violation = space.limits.violation(cost.params, cost.macs)
     if violation:
-        tune.report({"status": "rejected", "reason": violation, Metrics.VAL_ACC: 0.0, "epoch": 0, **costs})
-        return
+        raise ConfigError(violation)
+    return arch, {Metrics.PARAMS: cost.params, Metrics.MACS: cost.macs, Metrics.FLOPS: cost.flops}
 
+
+def _trial_config(arch: Arch, cost: dict[str, int], record: dict[str, Any], seed: int, cell: str | None = None) -> dict[str, Any]:
+    """What a Tune trial receives: the architecture to train, and what the driver records of it."""
+    return {"arch": arch.to_dict(), "cost": cost, "record": record | {"seed": seed}, "seed": seed, "cell": cell}
+
+
+def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threads: int, device: str) -> None:
+    """One Ray Tune trial: train the architecture the driver proposed and checked."""
+    torch.set_num_threads(threads)
+    arch = Arch.from_dict(config["arch"])
     folder = Path(tempfile.mkdtemp(prefix="cnnsearch-checkpoint-"))
 
     def save(model: torch.nn.Module, epoch: EpochReport) -> None:
@@ -122,94 +145,194 @@ def _trial(config: dict[str, Any], *, space: Space, cells: tuple[Cell, ...] | No
     def report(epoch: EpochReport) -> None:
         metrics = {key: getattr(epoch, key) for key in Metrics.PER_EPOCH}
         setup = {Metrics.PEAK_LR: epoch.peak_lr, Params.PRECISION: epoch.precision}
+        # Tune copies the checkpoint into its storage before report returns: the folder can be reused.
         tune.report(
-            {"status": "running", "epoch": epoch.epoch, "train_images_per_s": epoch.train_images_per_s, **metrics, **setup, **costs},
+            {"epoch": epoch.epoch, "budget_spent": epoch.budget_spent, "train_images_per_s": epoch.train_images_per_s,
+             **metrics, **setup},
             checkpoint=tune.Checkpoint.from_directory(folder),
         )
 
-    result = train(arch, data, split, recipe=space.recipe, budget=space.budget, seed=seed, device=device,
-                   checkpoint=save, callback=report)
+    try:
+        result = train(arch, data, split, recipe=space.recipe, budget=space.budget, seed=config["seed"], device=device,
+                       checkpoint=save, callback=report)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     if result.status == "diverged":
         raise RuntimeError(result.message)
 
 
-@dataclass(frozen=True)
-class _DefineByRun:
-    """The space as an Optuna define-by-run function (a picklable one: Tune saves its searcher)."""
+class _Proposer(Searcher):
+    """Optuna's ask and tell behind Tune's Searcher interface, with the space's limits applied first.
 
-    space: Space
+    Each proposal is fitted to the data and profiled on the meta device here, in the driver.
+    One that cannot be built or is over the limits is told to Optuna as failed, which its
+    samplers ignore, with the reason as a user attribute; it never reaches Ray and is not a
+    trial. A trial that the scheduler stopped is told as pruned, with its per-epoch
+    accuracies as intermediate values: only full-budget accuracies are compared as values.
+    """
 
-    def __call__(self, trial: optuna.Trial) -> None:
-        try:
-            self.space.sample(trial)
-        except ConfigError:
-            pass  # the trial itself records the rejection
+    def __init__(self, study: optuna.Study, space: Space, shape: dict[str, int], seed: int, max_rejections: int) -> None:
+        super().__init__(metric=Metrics.VAL_ACC, mode="max")
+        self.study, self.space, self.shape, self.seed = study, space, shape, seed
+        self.max_rejections = max_rejections
+        self.rejected = 0  # in this session
+        self._proposals: dict[str, optuna.trial.Trial] = {}
+        self._reported: dict[str, int] = {}  # the last epoch each running trial reported to Optuna
+
+    @property
+    def exhausted(self) -> bool:
+        return self.rejected >= self.max_rejections
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True  # the metric and mode are fixed above; the space is ours, not Tune's
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        while not self.exhausted:
+            proposal = self.study.ask()
+            try:
+                arch, cost = _fitted(self.space, proposal, self.shape)
+            except ConfigError as error:
+                proposal.set_user_attr(_REJECTED, str(error))
+                self.study.tell(proposal, state=optuna.trial.TrialState.FAIL)
+                self.rejected += 1
+                continue
+            self._proposals[trial_id] = proposal
+            return _trial_config(arch, cost, _fixed_values(self.space) | proposal.params, self.seed)
+        return Searcher.FINISHED
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._report(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result and not error:
+            self._report(trial_id, result)  # Tune withholds the result on which its scheduler stops a trial
+        proposal = self._proposals.pop(trial_id)
+        self._reported.pop(trial_id, None)
+        if error or not result:
+            self.study.tell(proposal, state=optuna.trial.TrialState.FAIL)
+        elif result.get("budget_spent"):
+            self.study.tell(proposal, result[Metrics.VAL_ACC])
+        else:
+            self.study.tell(proposal, state=optuna.trial.TrialState.PRUNED)
+
+    def _report(self, trial_id: str, result: dict) -> None:
+        epoch = int(result["epoch"])
+        if epoch > self._reported.get(trial_id, 0):
+            self._proposals[trial_id].report(result[Metrics.VAL_ACC], epoch)
+            self._reported[trial_id] = epoch
+
+
+class _Cells(Searcher):
+    """An ablation's missing cells, handed to Tune one by one: each gets the full budget."""
+
+    def __init__(self, configs: list[dict[str, Any]]) -> None:
+        super().__init__(metric=Metrics.VAL_ACC, mode="max")
+        self.configs = list(reversed(configs))
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        return self.configs.pop() if self.configs else Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass  # a designed experiment learns nothing while it runs
+
+
+def _cell_config(space: Space, cell: Cell, shape: dict[str, int], seed: int) -> dict[str, Any]:
+    """An ablation cell as a trial: its replicate offsets the seed."""
+    try:
+        arch, cost = _fitted(space, optuna.trial.FixedTrial(cell.knobs), shape)
+    except ConfigError as error:  # the experiment checked the cells before they were fitted to the data
+        raise ConfigError(f"{space.source}: cell {cell.levels}: {error}") from None
+    levels = {name: json.dumps(level) if isinstance(level, list) else level for name, level in cell.levels.items()}
+    record = _fixed_values(space) | cell.knobs | levels | {"replicate": cell.replicate}
+    return _trial_config(arch, cost, record, seed + cell.replicate, cell=cell.key)
+
+
+def concurrency(resources: dict[str, float], cpus_per_trial: float, gpus_per_trial: float) -> int:
+    """How many trials fit at once in a cluster's ``resources``: the scarcer of CPUs and GPUs decides."""
+    fits = [resources.get("CPU", 1) / cpus_per_trial]
+    if gpus_per_trial:
+        fits.append(resources.get("GPU", 0) / gpus_per_trial)
+    return max(1, int(min(fits) + 1e-9))  # 1 / 0.1 is 9.999...
+
+
+def _fixed_values(space: Space) -> dict[str, Any]:
+    """The knobs that the space fixes: recorded with every trial, though never searched."""
+    return {name: knob.value for name, knob in space.knobs().items() if isinstance(knob, Fixed)}
+
+
+def rejected_proposals(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every proposal the study's limits turned away: its knobs and the reason."""
+    return [
+        trial.params | {"reason": trial.user_attrs[_REJECTED]}
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        if _REJECTED in trial.user_attrs
+    ]
 
 
 class _Tracker(tune.Callback):
     """Writes every trial to MLflow and prints a live view of the study.
 
-    All the state that matters is in MLflow, which is also what a resumed study counts.
+    The driver keeps each trial's run id, the counts and the best trial, so an event costs
+    the same at the thousandth trial as at the first; MLflow is read once, on resume.
     """
 
-    def __init__(
-        self, recorder: Recorder, space: Space, cells: tuple[Cell, ...] | None, seed: int, tags: dict[str, str], total: int, done_before: int
-    ) -> None:
-        self.recorder, self.space, self.cells, self.seed, self.tags = recorder, space, cells, seed, tags
-        self.total, self.done_before = total, done_before
+    def __init__(self, recorder: Recorder, space: Space, tags: dict[str, str], total: int, done: list[dict[str, Any]],
+                 proposer: _Proposer | None) -> None:
+        self.recorder, self.space, self.tags, self.total, self.proposer = recorder, space, tags, total, proposer
+        self.done_before = len(done)
+        self.counts = Counter(row["status"] for row in done)
+        self.best = next((row for row in done if row["status"] == Status.COMPLETED), None)
+        self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
+        self.checkpoints: dict[str, Any] = {}  # Tune trial id -> its newest checkpoint
         self.started = time.monotonic()
 
-    def _run(self, trial: Any) -> str:
-        values, extra, seed = _trial_values(trial.config, self.cells, self.seed)
-        fixed = {name: knob.value for name, knob in self.space.knobs().items() if isinstance(knob, Fixed)}
-        tags = self.tags | ({Tags.CELL: self.cells[trial.config["cell"]].key} if self.cells else {})
-        return self.recorder.start_trial(
-            trial.trial_id, fixed | values | extra | {"seed": seed}, space_hash=self.space.digest, tags=tags
-        )
-
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self._run(trial)
-        try:
-            arch = self.space.sample(optuna.trial.FixedTrial(_trial_values(trial.config, self.cells, self.seed)[0]))
-        except ConfigError:
-            return
-        self.recorder.log_arch(run_id, arch, profile(arch).to_dict())
+        config = trial.config
+        tags = self.tags | ({Tags.CELL: config["cell"]} if config["cell"] else {})
+        run_id = self.recorder.start_trial(trial.trial_id, config["record"], space_hash=self.space.digest, tags=tags)
+        self.runs[trial.trial_id] = run_id
+        self.recorder.log_arch(run_id, Arch.from_dict(config["arch"]), config["cost"])
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if result.get("status") == "running":
-            self.recorder.log_epoch(self._run(trial), result, epoch=int(result["epoch"]))
+        self.recorder.log_epoch(self.runs[trial.trial_id], result, epoch=int(result["epoch"]))
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        self.checkpoints[trial.trial_id] = checkpoint  # uploaded once, when the trial ends
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
-        if last.get("status") == "rejected":
-            self._finish(trial, "rejected", last.get("reason", ""))
-        elif int(last.get("epoch", 0)) < self.space.budget.epochs and self.space.budget.max_seconds is None:
-            self._finish(trial, "stopped early", "stopped by the scheduler")
+        if last.get("budget_spent"):
+            self._finish(trial, Status.COMPLETED, val_acc=last[Metrics.VAL_ACC])
         else:
-            self._finish(trial, "completed")
-
-    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
-        # The newest weights of every trial, so that `cnnsearch export --retrain-epochs 0` can use them.
-        with tempfile.TemporaryDirectory() as folder:
-            self.recorder.log_checkpoint(self._run(trial), checkpoint.to_directory(folder))
+            self._finish(trial, Status.STOPPED_EARLY, "stopped by the scheduler")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, "failed", _error_of(trial))
+        self._finish(trial, Status.FAILED, _error_of(trial))
 
-    def _finish(self, trial: Any, status: str, reason: str = "") -> None:
-        self.recorder.finish_trial(self._run(trial), status, reason)
-        done = self.recorder.trials()
-        counts = {s: sum(row["status"] == s for row in done) for s in ("completed", "stopped early", "rejected", "failed")}
-        best = done[0] if done and done[0][Metrics.VAL_ACC] is not None else None
+    def _finish(self, trial: Any, status: str, reason: str = "", val_acc: float | None = None) -> None:
+        run_id = self.runs.pop(trial.trial_id)
+        checkpoint = self.checkpoints.pop(trial.trial_id, None)
+        if checkpoint is not None and status in Status.SCORED:
+            # The last epoch's weights, so that `cnnsearch export --retrain-epochs 0` can use them.
+            with checkpoint.as_directory() as folder:
+                self.recorder.log_checkpoint(run_id, folder)
+        self.recorder.finish_trial(run_id, status, reason)
+        self.counts[status] += 1
+        if val_acc is not None and (self.best is None or val_acc > self.best[Metrics.VAL_ACC]):
+            self.best = {Metrics.VAL_ACC: val_acc, "knobs": trial.config["record"]}
+        done = sum(self.counts.values())
         elapsed = time.monotonic() - self.started
-        finished_here = max(1, len(done) - self.done_before)
-        remaining = max(0, self.total - len(done))
+        remaining = max(0, self.total - done)
+        counts = [f"{n} {s}" for s, n in self.counts.items() if n]
+        if self.proposer is not None and self.proposer.rejected:
+            counts.append(f"{self.proposer.rejected} proposals rejected")
         print(
-            f"[{_clock(elapsed)}] {len(done)}/{self.total} trials done ("
-            + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-            + ")"
-            + (f"; best val_acc {best[Metrics.VAL_ACC]:.2%} ({searched_knobs(self.space, best['knobs'])})" if best else "")
-            + (f"; ETA {_clock(elapsed / finished_here * remaining)}" if remaining else ""),
+            f"[{_clock(elapsed)}] {done}/{self.total} trials done (" + ", ".join(counts) + ")"
+            + (f"; best val_acc {self.best[Metrics.VAL_ACC]:.2%} ({searched_knobs(self.space, self.best['knobs'])})" if self.best else "")
+            + (f"; ETA {_clock(elapsed / max(1, done - self.done_before) * remaining)}" if remaining else ""),
             file=sys.stderr,
             flush=True,
         )
@@ -232,19 +355,6 @@ def _error_of(trial: Any) -> str:
         text = Path(path).read_text().strip()
         return text.splitlines()[-1] if text else "failed"
     return "failed"
-
-
-def _trial_values(config: dict[str, Any], cells: tuple[Cell, ...] | None, seed: int) -> tuple[dict[str, Any], dict[str, Any], int]:
-    """A trial's searched knob values, what else to record of it, and its seed.
-
-    A search trial's config holds its knobs; an ablation trial's holds the index of its
-    cell, whose replicate offsets the seed.
-    """
-    if cells is None:
-        return config, {}, seed
-    cell = cells[config["cell"]]
-    levels = {name: json.dumps(level) if isinstance(level, list) else level for name, level in cell.levels.items()}
-    return cell.knobs, levels | {"replicate": cell.replicate}, seed + cell.replicate
 
 
 _OVERRIDES = ("dataset", "epochs", "subset", "val_fraction", "lr", "batch_size", "precision", "compile")
@@ -271,6 +381,26 @@ def with_overrides(
     }
     changes = {section: {k: v for k, v in values.items() if v is not None} for section, values in changes.items()}
     return space.override(**{section: values for section, values in changes.items() if values})
+
+
+def _setting(space: Space, key: str) -> Any:
+    """The value a study setting resolves to in ``space``."""
+    section = space.dataset if key in ("dataset", "subset", "val_fraction") else space.budget if key == "epochs" else space.recipe
+    return getattr(section, "name" if key == "dataset" else key)
+
+
+def _check_unchanged(space: Space, saved: dict[str, Any], settings: dict[str, Any], study: str) -> None:
+    """Refuse to go on with a study under other data, budget or recipe: its trials would not compare."""
+    before = with_overrides(space, **{key: saved.get(key) for key in _OVERRIDES})
+    after = with_overrides(space, **{key: settings[key] for key in _OVERRIDES})
+    for key in _OVERRIDES:
+        old, new = _setting(before, key), _setting(after, key)
+        if old != new:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"study {study!r} was run with {flag} {old}, not {new}: its trials would not compare; "
+                f"leave {flag} out to go on with it, or use --name to start a new study"
+            )
 
 
 def _check_storage(storage: Path, digest: str, options: RunOptions) -> dict[str, Any] | None:
@@ -307,7 +437,7 @@ def _save_state(storage: Path, **state: Any) -> None:
     (storage / _STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
-def _optuna_study(storage: Path, name: str) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
+def _optuna_study(storage: Path, name: str) -> optuna.Study:
     """The study's Optuna record, kept on disk so a resumed or extended study samples with its whole history.
 
     Trials that a crash left running are marked failed: the sampler ignores them and the
@@ -320,7 +450,7 @@ def _optuna_study(storage: Path, name: str) -> tuple[optuna.Study, optuna.storag
     study = optuna.create_study(storage=journal, study_name=name, direction="maximize", load_if_exists=True)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-    return study, journal
+    return study
 
 
 def run_study(space: Space, options: RunOptions, *, experiment: Experiment | None = None) -> StudyResult:
@@ -340,6 +470,8 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     state = _check_storage(storage, digest, options)
     saved = state["settings"] if state else {}
     settings = {key: saved.get(key) if getattr(options, key) is None else getattr(options, key) for key in _SETTINGS}
+    if state:
+        _check_unchanged(space, saved, settings, state["name"])
     space = with_overrides(space, **{key: settings[key] for key in _OVERRIDES})
     cheapest(space)
     trials = len(experiment.cells) if experiment else settings["trials"] or space.search.trials
@@ -377,7 +509,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     # A GPU request where there is none would leave every trial pending forever.
     gpus = options.gpus_per_trial if resources.get("GPU", 0) > 0 else 0.0
     cpus = options.cpus_per_trial
-    concurrent = options.max_concurrent or max(1, int(resources.get("CPU", 1) // cpus))
+    concurrent = options.max_concurrent or concurrency(resources, cpus, gpus)
 
     experiment_name = options.experiment or (state["experiment"] if state else experiment.name if experiment else space.name)
     tags = {Tags.ABLATION: experiment.name} if experiment else {}
@@ -401,68 +533,66 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
         },
         files=[space.source] + ([experiment.source] if experiment else []),
     )
-    recorder.discard_unfinished()
-    done = len(recorder.trials())
+    # A failed ablation cell runs again; a failed search trial stays a result of the search.
+    recorder.discard_unfinished(failed=experiment is not None)
+    done = recorder.trials()
     study_state = {"name": options.name, "space_hash": digest, "experiment": experiment_name,
                    "parent_run_id": recorder.parent_run_id, "tracking_uri": tracking_uri, "settings": settings}
     _save_state(storage, **study_state, finished=False)
-    recorder.set_planned_trials(max(trials, done))
+    recorder.set_planned_trials(max(trials, len(done)))
 
-    cells = experiment.cells if experiment else None
+    shape = data_shape(data)
+    proposer = None
     if experiment is not None:
-        finished = {row["cell"] for row in recorder.trials()}
-        missing = [cell.index for cell in experiment.cells if cell.key not in finished]
-        tune_config = tune.TuneConfig(max_concurrent_trials=concurrent, num_samples=1)
-        param_space = {"cell": tune.grid_search(missing)}
+        finished = {row["cell"] for row in done}
+        configs = [_cell_config(space, cell, shape, seed) for cell in experiment.cells if cell.key not in finished]
+        missing = len(configs)
+        tune_config = tune.TuneConfig(search_alg=ConcurrencyLimiter(_Cells(configs), max_concurrent=concurrent), num_samples=missing)
     else:
-        missing = list(range(trials - done))
-        study, journal = _optuna_study(storage, options.name)
-        searcher = OptunaSearch(
-            _DefineByRun(space),
-            metric=Metrics.VAL_ACC,
-            mode="max",
-            # Each session draws new points: the same seed again would repeat the first session's.
-            sampler=_sampler(sampler_name, space, seed + len(study.trials), trials),
-            storage=journal,
-            study_name=options.name,
-        )
+        missing = trials - len(done)
+        study = _optuna_study(storage, options.name)
+        # Each session draws new points: the same seed again would repeat the first session's.
+        sampler = _sampler(sampler_name, space, seed + len(study.trials), trials)
+        study.sampler = sampler
+        proposer = _Proposer(study, space, shape, seed, max_rejections=max(100, 10 * missing))
         scheduler = (
             ASHAScheduler(time_attr="training_iteration", max_t=space.budget.epochs, grace_period=1, reduction_factor=3)
             if scheduler_name == "asha"
             else FIFOScheduler()
         )
         tune_config = tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrent),
+            search_alg=ConcurrencyLimiter(proposer, max_concurrent=concurrent),
             scheduler=scheduler,
             metric=Metrics.VAL_ACC,
             mode="max",
-            num_samples=len(missing),
+            num_samples=missing,
         )
-        param_space = None
-    if missing:
+    if missing > 0:
         trainable = tune.with_resources(
-            tune.with_parameters(
-                _trial, space=space, cells=cells, data=data, split=split, seed=seed, threads=max(1, int(cpus)),
-                device="cuda" if gpus else "cpu",
-            ),
+            tune.with_parameters(_trial, space=space, data=data, split=split, threads=max(1, int(cpus)), device="cuda" if gpus else "cpu"),
             {"cpu": cpus, "gpu": gpus},
         )
         tuner = tune.Tuner(
             trainable,
-            param_space=param_space,
             tune_config=tune_config,
             run_config=tune.RunConfig(
                 name=f"session-{len(list((storage / 'tune').glob('session-*')))}",
                 storage_path=str(storage / "tune"),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[_Tracker(recorder, space, cells, seed, tags, trials, done)],
+                callbacks=[_Tracker(recorder, space, tags, trials, done, proposer)],
                 verbose=1 if options.verbose else 0,
             ),
         )
         tuner.fit()
     rows = recorder.trials()
     table = [{key: value for key, value in row.items() if key != "knobs"} | row["knobs"] for row in rows]
-    best = next((row for row in rows if row[Metrics.VAL_ACC] is not None), None)
-    recorder.finish_study(table, best)
+    best = next((row for row in rows if row["status"] == Status.COMPLETED), None)
+    rejected = rejected_proposals(study) if experiment is None else []
+    recorder.finish_study(table, best, rejected)
     _save_state(storage, **study_state, finished=True)
-    return StudyResult(options.name, tracking_uri, recorder.experiment_id, recorder.parent_run_id, rows)
+    if proposer is not None and proposer.exhausted:
+        raise ConfigError(
+            f"{space.source}: its limits turned away {proposer.rejected} proposals in this session, so only "
+            f"{len(rows) - len(done)} of {missing} trials trained; raise limits.max_params or limits.max_macs, or narrow the space"
+        )
+    return StudyResult(options.name, tracking_uri, recorder.experiment_id, recorder.parent_run_id, rows, len(rejected))

@@ -21,11 +21,15 @@ import yaml
 
 from .config import Arch, ConfigError
 
-__all__ = ["CHECKPOINT_FOLDER", "DEFAULT_TRACKING_URI", "WEIGHTS_FILE", "Metrics", "Params", "Recorder", "StudyRecord", "Tags", "connect", "environment", "find_study"]
+__all__ = [
+    "CHECKPOINT_FOLDER", "DEFAULT_TRACKING_URI", "REJECTED", "WEIGHTS_FILE", "Metrics", "Params", "Recorder", "Status", "StudyRecord", "Tags",
+    "connect", "environment", "find_study",
+]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 WEIGHTS_FILE = "weights.pt"  # a trial's state_dict, saved with torch.save: loads with weights_only=True
 CHECKPOINT_FOLDER = "checkpoint"
+REJECTED = "rejected"  # a study's rejected proposals, knobs and reason: rejected.json and rejected.csv
 
 
 class Metrics:
@@ -40,6 +44,7 @@ class Metrics:
     FLOPS = "flops"
     EPOCHS = "epochs"
     PEAK_LR = "peak_lr"  # the schedule's peak: scaled to the batch, or chosen by the range test
+    REJECTED = "rejected_proposals"  # of a study: proposals over its limits, never trained
     PER_EPOCH = (VAL_ACC, VAL_LOSS, TRAIN_LOSS, LR)
 
 
@@ -49,10 +54,19 @@ class Params:
     PRECISION = "precision"  # what recipe.precision resolved to on the trial's device
 
 
+class Status:
+    """How a trial ended: the value of its ``cnnsearch.status`` tag."""
+
+    COMPLETED = "completed"  # trained for its whole budget: epochs, max_images or max_seconds
+    STOPPED_EARLY = "stopped early"  # stopped by the scheduler before its budget ran out
+    FAILED = "failed"  # raised, or its loss diverged
+    SCORED = (COMPLETED, STOPPED_EARLY)  # have a validation accuracy
+
+
 class Tags:
     STUDY = "cnnsearch.study"
     TRIAL = "cnnsearch.trial_id"
-    STATUS = "cnnsearch.status"  # completed, stopped early, rejected, failed
+    STATUS = "cnnsearch.status"  # a Status
     REASON = "cnnsearch.reason"
     CELL = "cnnsearch.cell"  # an ablation trial's cell: its levels and replicate
     ABLATION = "cnnsearch.ablation"  # the experiment an ablation study runs
@@ -66,7 +80,7 @@ class Tags:
 
 
 _TRIALS_OF = f"tags.`{Tags.PARENT}` = '{{parent}}' and tags.`{Tags.TRIAL}` != ''"
-_RUN_STATE = {"completed": "FINISHED", "stopped early": "FINISHED", "rejected": "FINISHED", "failed": "FAILED"}
+_RUN_STATE = {Status.COMPLETED: "FINISHED", Status.STOPPED_EARLY: "FINISHED", Status.FAILED: "FAILED"}
 
 
 def connect(tracking_uri: str) -> Any:
@@ -171,19 +185,8 @@ class Recorder:
         items = [Metric(key, float(value), stamp, step) for key, value in metrics.items()]
         self.client.log_batch(run_id, metrics=items)
 
-    def find_trial(self, trial_id: str) -> str | None:
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{Tags.PARENT}` = '{self.parent_run_id}' and tags.`{Tags.TRIAL}` = '{trial_id}'",
-            max_results=1,
-        )
-        return runs[0].info.run_id if runs else None
-
     def start_trial(self, trial_id: str, knobs: dict[str, Any], *, space_hash: str, tags: dict[str, str] | None = None) -> str:
-        """The trial's child run, created once: a resumed trial finds its own."""
-        existing = self.find_trial(trial_id)
-        if existing is not None:
-            return existing
+        """Create the trial's child run with its knobs."""
         tags = {Tags.PARENT: self.parent_run_id, Tags.TRIAL: trial_id, Tags.SPACE_HASH: space_hash, **(tags or {})}
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial_id}", tags=tags)
         run_id = run.info.run_id
@@ -194,10 +197,11 @@ class Recorder:
             self._log_metrics(run_id, numeric)
         return run_id
 
-    def discard_unfinished(self) -> None:
-        """Delete the child runs that a crash left unfinished: their trials run again."""
+    def discard_unfinished(self, *, failed: bool = False) -> None:
+        """Delete the child runs that a crash left unfinished, and with ``failed`` the failed ones: their trials run again."""
         for run in self._children():
-            if Tags.STATUS not in run.data.tags:
+            status = run.data.tags.get(Tags.STATUS)
+            if status is None or (failed and status == Status.FAILED):
                 self.client.delete_run(run.info.run_id)
 
     def set_planned_trials(self, trials: int) -> None:
@@ -246,7 +250,7 @@ class Recorder:
                     "run_id": run.info.run_id,
                     "status": status,
                     "cell": run.data.tags.get(Tags.CELL),
-                    Metrics.VAL_ACC: metrics.get(Metrics.VAL_ACC) if status in ("completed", "stopped early") else None,
+                    Metrics.VAL_ACC: metrics.get(Metrics.VAL_ACC) if status in Status.SCORED else None,
                     Metrics.PARAMS: metrics.get(Metrics.PARAMS),
                     Metrics.MACS: metrics.get(Metrics.MACS),
                     "knobs": {k: v for k, v in run.data.params.items() if k != Params.PRECISION},
@@ -254,11 +258,16 @@ class Recorder:
             )
         return sorted(rows, key=lambda row: -1.0 if row[Metrics.VAL_ACC] is None else row[Metrics.VAL_ACC], reverse=True)
 
-    def finish_study(self, table: list[dict[str, Any]], best: dict[str, Any] | None) -> None:
+    def finish_study(self, table: list[dict[str, Any]], best: dict[str, Any] | None, rejected: list[dict[str, Any]] = ()) -> None:
+        """The study's results table, best trial, and the proposals its limits rejected (knobs and reason)."""
         import pandas as pd
 
         self.client.log_text(self.parent_run_id, json.dumps(table, indent=2), "results.json")
         self.client.log_text(self.parent_run_id, pd.DataFrame(table).to_csv(index=False), "results.csv")
+        self._log_metrics(self.parent_run_id, {Metrics.REJECTED: len(rejected)})
+        if rejected:
+            self.client.log_text(self.parent_run_id, json.dumps(list(rejected), indent=2), f"{REJECTED}.json")
+            self.client.log_text(self.parent_run_id, pd.DataFrame(rejected).to_csv(index=False), f"{REJECTED}.csv")
         if best is not None:
             self.client.set_tag(self.parent_run_id, "cnnsearch.best_run_id", best["run_id"])
             self._log_metrics(self.parent_run_id, {f"best_{Metrics.VAL_ACC}": best[Metrics.VAL_ACC]})

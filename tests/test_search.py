@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import optuna
@@ -82,25 +84,51 @@ def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli):
     assert all(r.data.params["residual.width"] == "16" for r in wide)
 
 
-def test_cost_limits_reject_before_training(ray_session, tmp_path, cli):
+def optuna_trials(storage):
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage / "optuna.journal")))
+    (summary,) = optuna.get_all_study_summaries(journal)
+    return optuna.load_study(study_name=summary.study_name, storage=journal).trials
+
+
+def test_cost_limits_reject_proposals_before_they_become_trials(ray_session, tmp_path, cli):
+    """--trials 4 trains 4 architectures within the limits; the rejected proposals are a table, never a score."""
     space_file = tmp_path / "limited.yaml"
     space_file.write_text(TINY.replace("name: tiny", "name: limited") + "limits: {max_params: 6000}\n")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    status, _, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--sampler", "random",
-                         "--trials", "4", "--seed", "0", "--scheduler", "none")
+    status, out, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--sampler", "random",
+                           "--trials", "4", "--seed", "0", "--scheduler", "none")
     assert status == 0, err
     client = mlflow.MlflowClient(uri)
     experiment, (parent,) = study(client, "limited")
     runs = children(client, experiment.experiment_id, parent.info.run_id)
-    statuses = {r.data.tags["cnnsearch.status"] for r in runs}
-    assert "rejected" in statuses
+    assert len(runs) == 4
     for run in runs:
-        if run.data.tags["cnnsearch.status"] == "rejected":
-            assert "max_params 6,000" in run.data.tags["cnnsearch.reason"]
-            assert run.data.metrics["params"] > 6000
-            assert client.get_metric_history(run.info.run_id, "val_acc") == []  # never trained
-        else:
-            assert run.data.metrics["params"] <= 6000
+        assert run.data.tags["cnnsearch.status"] == "completed" and run.data.metrics["params"] <= 6000
+    rejected = int(parent.data.metrics["rejected_proposals"])
+    assert rejected >= 1 and f"{rejected} proposals over the limits were not trained" in out
+    table = json.loads(Path(client.download_artifacts(parent.info.run_id, "rejected.json", str(tmp_path))).read_text())
+    assert len(table) == rejected
+    for row in table:
+        assert "max_params 6,000" in row["reason"] and {"residual.width", "residual.num_blocks", "stem.channels"} <= set(row)
+    trials = optuna_trials(tmp_path / "runs")
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 4
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == rejected and all(t.value is None and "max_params" in t.user_attrs["cnnsearch.rejected"] for t in failed)
+
+
+def test_limits_that_reject_nearly_everything_stop_the_search(ray_session, tmp_path, cli):
+    from cnnsearch.profile import cheapest
+
+    space_file = tmp_path / "narrow.yaml"
+    wide = TINY.replace("name: tiny", "name: narrow").replace("residual: {num_blocks: [1, 2], width: [8, 16]}",
+                                                              "residual: {num_blocks: {low: 1, high: 8}, width: {low: 8, high: 64}}")
+    space_file.write_text(wide)
+    _, cost = cheapest(load_space(space_file))
+    space_file.write_text(wide + f"limits: {{max_params: {cost.params}}}\n")  # one point in 456 fits
+    status, _, err = cli("run", space_file, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", tmp_path / "runs",
+                         "--sampler", "random", "--trials", "4", "--scheduler", "none")
+    assert status == 2 and "Traceback" not in err
+    assert "its limits turned away 100 proposals" in err and "raise limits.max_params" in err
 
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(ray_session, tmp_path, cli):

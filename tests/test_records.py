@@ -1,0 +1,153 @@
+"""A study's record is the truth: what was trained, how each trial ended, what the sampler learned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import torch
+from PIL import Image
+
+from cnnsearch import load_arch
+from cnnsearch.model import build_model
+from cnnsearch.profile import profile
+from cnnsearch.search import concurrency
+
+SPACE = """
+name: {name}
+family: residual
+stem: {{style: cifar, channels: [8, 16]}}
+stages:
+  - {{stride: 1}}
+  - {{stride: 2}}
+residual: {{num_blocks: [1, 2], width: [8, 16]}}
+dataset: {{name: synthetic, subset: 256}}
+budget: {budget}
+recipe: {{batch_size: 32}}
+"""
+
+
+def write_space(folder: Path, name: str, budget: str = "{epochs: 1}") -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(SPACE.format(name=name, budget=budget))
+    return path
+
+
+def trial_runs(uri: str, name: str) -> list:
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    (parent,) = client.search_runs([experiment.experiment_id], filter_string="tags.`cnnsearch.study` != ''")
+    return client.search_runs([experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+
+
+def optuna_trials(storage: Path) -> list[optuna.trial.FrozenTrial]:
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage / "optuna.journal")))
+    (summary,) = optuna.get_all_study_summaries(journal)
+    return optuna.load_study(study_name=summary.study_name, storage=journal).trials
+
+
+def test_recorded_architecture_is_the_one_fitted_to_the_data(ray_session, tmp_path, cli):
+    """3 classes of 40x40 images: arch.yaml, params and MACs are those of the 3-class, 40-pixel network."""
+    folder = tmp_path / "images"
+    generator = torch.Generator().manual_seed(0)
+    for index, name in enumerate(("red", "green", "blue")):
+        (folder / name).mkdir(parents=True)
+        for i in range(24):
+            image = torch.randint(0, 60, (40, 40, 3), dtype=torch.uint8, generator=generator)
+            image[..., index] += 180
+            Image.fromarray(image.numpy()).save(folder / name / f"{i}.png")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    status, _, err = cli("run", write_space(tmp_path, "fitted"), "--dataset", f"imagefolder:{folder}", "--subset", "60",
+                         "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "2", "--scheduler", "none",
+                         "--cache-dir", tmp_path / "cache")
+    assert status == 0, err
+    runs = trial_runs(uri, "fitted")
+    assert len(runs) == 2
+    client = mlflow.MlflowClient(uri)
+    for run in runs:
+        arch = load_arch(client.download_artifacts(run.info.run_id, "arch.yaml", str(tmp_path / run.info.run_id)))
+        assert (arch.num_classes, arch.input_size) == (3, 40)
+        cost = profile(arch)
+        assert run.data.metrics["params"] == cost.params and run.data.metrics["macs"] == cost.macs
+        weights = client.download_artifacts(run.info.run_id, "checkpoint/weights.pt", str(tmp_path / run.info.run_id))
+        build_model(arch).load_state_dict(torch.load(weights, weights_only=True))  # the trained network is this one
+
+
+def test_an_image_budget_completes_trials(ray_session, tmp_path, cli):
+    """max_images below one epoch: a trial that used its images completed, and query and export see it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = write_space(tmp_path, "images_budget", "{epochs: 3, max_images: 96}")
+    status, _, err = cli("run", space, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "2")
+    assert status == 0, err
+    runs = trial_runs(uri, "images_budget")
+    assert [run.data.tags["cnnsearch.status"] for run in runs] == ["completed", "completed"]
+    status, out, err = cli("query", "images_budget", "--tracking-uri", uri, "--rows", "residual.width")
+    assert status == 0 and "no completed trials" not in err
+
+
+def test_asha_under_a_seconds_budget_stops_early_and_tells_optuna_pruned(ray_session, tmp_path, cli):
+    """A seconds budget that never runs out: ASHA's stops are `stopped early` in MLflow and PRUNED in Optuna."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = write_space(tmp_path, "seconds_budget", "{epochs: 3, max_seconds: 600}")
+    status, _, err = cli("run", space, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "6", "--sampler", "random",
+                         "--seed", "1", "--max-concurrent", "2", "--lr", "0.0001")  # barely learns: accuracies differ
+    assert status == 0, err
+    client = mlflow.MlflowClient(uri)
+    statuses = {}
+    for run in trial_runs(uri, "seconds_budget"):
+        epochs = len(client.get_metric_history(run.info.run_id, "val_acc"))
+        statuses[run.data.tags["cnnsearch.status"]] = statuses.get(run.data.tags["cnnsearch.status"], 0) + 1
+        assert run.data.tags["cnnsearch.status"] == ("completed" if epochs == 3 else "stopped early")
+    assert statuses.get("stopped early", 0) >= 1 and statuses.get("completed", 0) >= 1
+    trials = optuna_trials(tmp_path / "runs")
+    states = {state: [t for t in trials if t.state == state] for state in optuna.trial.TrialState}
+    assert len(states[optuna.trial.TrialState.COMPLETE]) == statuses["completed"]
+    assert len(states[optuna.trial.TrialState.PRUNED]) == statuses["stopped early"]
+    for trial in states[optuna.trial.TrialState.PRUNED]:
+        assert 1 in trial.intermediate_values and 3 not in trial.intermediate_values  # Optuna keeps the last as its value
+    for trial in states[optuna.trial.TrialState.COMPLETE]:
+        assert sorted(trial.intermediate_values) == [1, 2, 3] and trial.value == trial.intermediate_values[3]
+
+
+def test_a_study_is_its_settings(ray_session, tmp_path, cli):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ["--tracking-uri", uri, "--storage", tmp_path / "runs", "--scheduler", "none"]
+    space = write_space(tmp_path, "settled")
+    status, _, err = cli("run", space, *common, "--trials", "1")
+    assert status == 0, err
+    for flag, value, old in [("--epochs", "2", "1"), ("--subset", "128", "256"), ("--dataset", "cifar10", "synthetic"),
+                             ("--val-fraction", "0.5", "0.1")]:
+        status, _, err = cli("run", space, *common, "--trials", "2", flag, value)
+        assert status == 2 and f"was run with {flag} {old}, not {value}" in err and "--name" in err, err
+    status, _, err = cli("run", space, *common, "--trials", "2", "--epochs", "1")  # the same setting, said again
+    assert status == 0, err
+    assert len(trial_runs(uri, "settled")) == 2
+
+
+@pytest.mark.parametrize(
+    "resources, cpus, gpus, expected",
+    [({"CPU": 16, "GPU": 1}, 1, 0.5, 2), ({"CPU": 16, "GPU": 1}, 1, 0.0, 16), ({"CPU": 2, "GPU": 4}, 1, 0.5, 2),
+     ({"CPU": 16, "GPU": 1}, 1, 0.1, 10), ({"CPU": 1}, 2, 0.0, 1)],
+)
+def test_concurrency_follows_the_scarcer_resource(resources, cpus, gpus, expected):
+    assert concurrency(resources, cpus, gpus) == expected
+
+
+def test_failed_ablation_cells_run_again_on_resume(ray_session, tmp_path, cli):
+    write_space(tmp_path, "cells")
+    experiment = tmp_path / "diverging.yaml"
+    experiment.write_text("space: cells.yaml\nbase: {stem.channels: 8, residual.num_blocks: 1}\n"
+                          "factors: {residual.width: [8, 16]}\nreplicates: 1\nrecipe: {lr: 1.0e12, warmup: 0.0}\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ["--tracking-uri", uri, "--storage", tmp_path / "runs"]
+    status, _, err = cli("ablate", experiment, *common)
+    assert status == 0, err
+    first = {run.info.run_id for run in trial_runs(uri, "diverging")}
+    assert len(first) == 2
+    status, _, err = cli("ablate", experiment, *common, "--resume")
+    assert status == 0, err
+    runs = trial_runs(uri, "diverging")  # deleted runs are not listed
+    assert len(runs) == 2 and not first & {run.info.run_id for run in runs}
+    assert {run.data.tags["cnnsearch.status"] for run in runs} == {"failed"}
