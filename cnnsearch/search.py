@@ -133,32 +133,51 @@ def _trial_config(arch: Arch, cost: dict[str, int], record: dict[str, Any], seed
     return {"arch": arch.to_dict(), "cost": cost, "record": record | {"seed": seed}, "seed": seed, "cell": cell}
 
 
+_STATE = "train_state.pt"  # in each Tune checkpoint: what train() needs to go on after the epoch
+_CONFIG = "trial.json"  # in each Tune checkpoint: the trial's config, to resume it in a later session
+
+
 def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threads: int, device: str) -> None:
-    """One Ray Tune trial: train the architecture the driver proposed and checked."""
+    """One Ray Tune trial: train the architecture the driver proposed and checked, or go on with an interrupted one."""
     torch.set_num_threads(threads)
     arch = Arch.from_dict(config["arch"])
+    resume = torch.load(config["resume"], weights_only=True) if config.get("resume") else None
     folder = Path(tempfile.mkdtemp(prefix="cnnsearch-checkpoint-"))
+    (folder / _CONFIG).write_text(json.dumps({key: value for key, value in config.items() if key not in ("resume", "run_id")}))
 
-    def save(model: torch.nn.Module, epoch: EpochReport) -> None:
-        torch.save({key: value.detach().cpu() for key, value in model.state_dict().items()}, folder / WEIGHTS_FILE)
+    def save(state: dict[str, Any], epoch: EpochReport) -> None:
+        torch.save(state, folder / _STATE)
+        torch.save({key: value.detach().cpu() for key, value in state["model"].items()}, folder / WEIGHTS_FILE)
 
-    def report(epoch: EpochReport) -> None:
+    def report(epoch: EpochReport, replayed: bool = False) -> None:
         metrics = {key: getattr(epoch, key) for key in Metrics.PER_EPOCH}
         setup = {Metrics.PEAK_LR: epoch.peak_lr, Params.PRECISION: epoch.precision}
         # Tune copies the checkpoint into its storage before report returns: the folder can be reused.
         tune.report(
             {"epoch": epoch.epoch, "budget_spent": epoch.budget_spent, "train_images_per_s": epoch.train_images_per_s,
-             **metrics, **setup},
-            checkpoint=tune.Checkpoint.from_directory(folder),
+             "replayed": replayed, **metrics, **setup},
+            checkpoint=None if replayed else tune.Checkpoint.from_directory(folder),
         )
 
     try:
+        if resume is not None and resume["history"][-1]["budget_spent"]:
+            # Interrupted after its last epoch was saved but before it was recorded as ended.
+            report(EpochReport(**resume["history"][-1]), replayed=True)
+            return
         result = train(arch, data, split, recipe=space.recipe, budget=space.budget, seed=config["seed"], device=device,
-                       checkpoint=save, callback=report)
+                       checkpoint=save, callback=report, resume=resume)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if result.status == "diverged":
         raise RuntimeError(result.message)
+
+
+def _interrupted_config(trial_dir: str | None) -> dict[str, Any] | None:
+    """The config that resumes a trial from its newest checkpoint in ``trial_dir``, if it saved one."""
+    states = sorted(Path(trial_dir).glob(f"checkpoint_*/{_STATE}")) if trial_dir else []
+    if not states:
+        return None
+    return json.loads((states[-1].parent / _CONFIG).read_text()) | {"resume": str(states[-1])}
 
 
 class _Proposer(Searcher):
@@ -171,10 +190,17 @@ class _Proposer(Searcher):
     accuracies as intermediate values: only full-budget accuracies are compared as values.
     """
 
-    def __init__(self, study: optuna.Study, space: Space, shape: dict[str, int], seed: int, max_rejections: int) -> None:
+    def __init__(self, study: optuna.Study, space: Space, shape: dict[str, int], seed: int, max_rejections: int,
+                 resumed: list[dict[str, Any]] = ()) -> None:
         super().__init__(metric=Metrics.VAL_ACC, mode="max")
         self.study, self.space, self.shape, self.seed = study, space, shape, seed
         self.max_rejections = max_rejections
+        # Interrupted trials go on first, each as a new Optuna trial of the same knobs (enqueued
+        # in this order) that inherits the accuracies the interrupted one reported.
+        trials = study.get_trials(deepcopy=False)
+        self._resumed = [(config, trials[config["optuna_trial"]].intermediate_values) for config in resumed]
+        for config in resumed:
+            study.enqueue_trial(trials[config["optuna_trial"]].params)
         self.rejected = 0  # in this session
         self._proposals: dict[str, optuna.trial.Trial] = {}
         self._reported: dict[str, int] = {}  # the last epoch each running trial reported to Optuna
@@ -187,6 +213,14 @@ class _Proposer(Searcher):
         return True  # the metric and mode are fixed above; the space is ours, not Tune's
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self._resumed:
+            config, earlier = self._resumed.pop(0)
+            proposal = self.study.ask()
+            self.space.sample(proposal)  # the enqueued knobs become the trial's params
+            for epoch, value in earlier.items():
+                proposal.report(value, epoch)
+            self._proposals[trial_id], self._reported[trial_id] = proposal, max(earlier, default=0)
+            return config | {"optuna_trial": proposal.number}
         while not self.exhausted:
             proposal = self.study.ask()
             try:
@@ -197,7 +231,7 @@ class _Proposer(Searcher):
                 self.rejected += 1
                 continue
             self._proposals[trial_id] = proposal
-            return _trial_config(arch, cost, _fixed_values(self.space) | proposal.params, self.seed)
+            return _trial_config(arch, cost, _fixed_values(self.space) | proposal.params, self.seed) | {"optuna_trial": proposal.number}
         return Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -291,13 +325,17 @@ class _Tracker(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         config = trial.config
-        tags = self.tags | ({Tags.CELL: config["cell"]} if config["cell"] else {})
-        run_id = self.recorder.start_trial(trial.trial_id, config["record"], space_hash=self.space.digest, tags=tags)
+        run_id = config.get("run_id")  # a resumed trial goes on in its own run
+        if run_id is None:
+            tags = self.tags | ({Tags.CELL: config["cell"]} if config["cell"] else {})
+            run_id = self.recorder.start_trial(trial.trial_id, config["record"], space_hash=self.space.digest, tags=tags)
+            self.recorder.log_arch(run_id, Arch.from_dict(config["arch"]), config["cost"])
+        self.recorder.set_trial_dir(run_id, trial.path)
         self.runs[trial.trial_id] = run_id
-        self.recorder.log_arch(run_id, Arch.from_dict(config["arch"]), config["cost"])
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.recorder.log_epoch(self.runs[trial.trial_id], result, epoch=int(result["epoch"]))
+        if not result.get("replayed"):
+            self.recorder.log_epoch(self.runs[trial.trial_id], result, epoch=int(result["epoch"]))
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         self.checkpoints[trial.trial_id] = checkpoint  # uploaded once, when the trial ends
@@ -315,10 +353,13 @@ class _Tracker(tune.Callback):
     def _finish(self, trial: Any, status: str, reason: str = "", val_acc: float | None = None) -> None:
         run_id = self.runs.pop(trial.trial_id)
         checkpoint = self.checkpoints.pop(trial.trial_id, None)
-        if checkpoint is not None and status in Status.SCORED:
+        if status in Status.SCORED:
             # The last epoch's weights, so that `cnnsearch export --retrain-epochs 0` can use them.
-            with checkpoint.as_directory() as folder:
-                self.recorder.log_checkpoint(run_id, folder)
+            if checkpoint is not None:
+                with checkpoint.as_directory() as folder:
+                    self.recorder.log_weights(run_id, Path(folder) / WEIGHTS_FILE)
+            elif trial.config.get("resume"):  # resumed after its last epoch: the weights it saved then
+                self.recorder.log_weights(run_id, Path(trial.config["resume"]).parent / WEIGHTS_FILE)
         self.recorder.finish_trial(run_id, status, reason)
         self.counts[status] += 1
         if val_acc is not None and (self.best is None or val_acc > self.best[Metrics.VAL_ACC]):
@@ -533,8 +574,15 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
         },
         files=[space.source] + ([experiment.source] if experiment else []),
     )
-    # A failed ablation cell runs again; a failed search trial stays a result of the search.
-    recorder.discard_unfinished(failed=experiment is not None)
+    if experiment is not None:
+        recorder.discard_failed()  # a failed cell runs again; a failed search trial stays a result of the search
+    resumed = []
+    for run_id, trial_dir in recorder.unfinished().items():
+        config = _interrupted_config(trial_dir)
+        if config is None:
+            recorder.discard(run_id)  # interrupted before its first checkpoint: it runs again from the start
+        else:
+            resumed.append(config | {"run_id": run_id})
     done = recorder.trials()
     study_state = {"name": options.name, "space_hash": digest, "experiment": experiment_name,
                    "parent_run_id": recorder.parent_run_id, "tracking_uri": tracking_uri, "settings": settings}
@@ -544,19 +592,19 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     shape = data_shape(data)
     proposer = None
     if experiment is not None:
-        finished = {row["cell"] for row in done}
-        configs = [_cell_config(space, cell, shape, seed) for cell in experiment.cells if cell.key not in finished]
+        finished = {row["cell"] for row in done} | {config["cell"] for config in resumed}
+        configs = resumed + [_cell_config(space, cell, shape, seed) for cell in experiment.cells if cell.key not in finished]
         missing = len(configs)
         tune_config = tune.TuneConfig(search_alg=ConcurrencyLimiter(_Cells(configs), max_concurrent=concurrent), num_samples=missing)
     else:
-        missing = trials - len(done)
+        missing = max(trials - len(done), len(resumed))
         study = _optuna_study(storage, options.name)
         # Each session draws new points: the same seed again would repeat the first session's.
         sampler = _sampler(sampler_name, space, seed + len(study.trials), trials)
         study.sampler = sampler
-        proposer = _Proposer(study, space, shape, seed, max_rejections=max(100, 10 * missing))
+        proposer = _Proposer(study, space, shape, seed, max_rejections=max(100, 10 * missing), resumed=resumed)
         scheduler = (
-            ASHAScheduler(time_attr="training_iteration", max_t=space.budget.epochs, grace_period=1, reduction_factor=3)
+            ASHAScheduler(time_attr="epoch", max_t=space.budget.epochs, grace_period=1, reduction_factor=3)
             if scheduler_name == "asha"
             else FIFOScheduler()
         )

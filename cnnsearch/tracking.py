@@ -75,6 +75,7 @@ class Tags:
     FAMILY = "cnnsearch.family"
     SPACE_HASH = "cnnsearch.space_hash"
     ARCH_HASH = "cnnsearch.arch_hash"
+    TRIAL_DIR = "cnnsearch.trial_dir"  # the trial's folder in Tune's storage: its checkpoints, to resume it
     PARENT = "mlflow.parentRunId"  # how the MLflow UI nests runs
     RUN_NAME = "mlflow.runName"
 
@@ -197,12 +198,21 @@ class Recorder:
             self._log_metrics(run_id, numeric)
         return run_id
 
-    def discard_unfinished(self, *, failed: bool = False) -> None:
-        """Delete the child runs that a crash left unfinished, and with ``failed`` the failed ones: their trials run again."""
+    def unfinished(self) -> dict[str, str | None]:
+        """The child runs that a crash left unfinished, by run id, each with its trial's folder in Tune's storage."""
+        return {run.info.run_id: run.data.tags.get(Tags.TRIAL_DIR) for run in self._children() if Tags.STATUS not in run.data.tags}
+
+    def discard_failed(self) -> None:
+        """Delete the failed child runs: their trials run again."""
         for run in self._children():
-            status = run.data.tags.get(Tags.STATUS)
-            if status is None or (failed and status == Status.FAILED):
-                self.client.delete_run(run.info.run_id)
+            if run.data.tags.get(Tags.STATUS) == Status.FAILED:
+                self.discard(run.info.run_id)
+
+    def discard(self, run_id: str) -> None:
+        self.client.delete_run(run_id)
+
+    def set_trial_dir(self, run_id: str, path: str) -> None:
+        self.client.set_tag(run_id, Tags.TRIAL_DIR, path)
 
     def set_planned_trials(self, trials: int) -> None:
         self.client.set_tag(self.parent_run_id, Tags.TRIALS, str(trials))
@@ -220,8 +230,9 @@ class Recorder:
         self._log_metrics(run_id, cost)
         self.client.log_text(run_id, yaml.safe_dump(arch.to_dict(), sort_keys=False), "arch.yaml")
 
-    def log_checkpoint(self, run_id: str, folder: str) -> None:
-        self.client.log_artifacts(run_id, folder, CHECKPOINT_FOLDER)
+    def log_weights(self, run_id: str, path: str | Path) -> None:
+        """A trial's weights file, as ``checkpoint/weights.pt``."""
+        self.client.log_artifact(run_id, str(path), CHECKPOINT_FOLDER)
 
     def log_epoch(self, run_id: str, metrics: dict[str, Any], epoch: int) -> None:
         """An epoch's metrics; with the first, how the trial trains: its peak learning rate and precision."""

@@ -251,7 +251,8 @@ def train(
     device: str | torch.device = "cpu",
     channels_last: bool = CHANNELS_LAST_DEFAULT,
     callback: Callback | None = None,
-    checkpoint: Callable[[nn.Module, EpochReport], None] | None = None,
+    checkpoint: Callable[[dict[str, Any], EpochReport], None] | None = None,
+    resume: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> TrainResult:
     """Train ``arch`` on ``split.train`` and validate on ``split.val`` after every epoch.
@@ -268,7 +269,10 @@ def train(
         channels_last: NHWC memory format for the model and the batches.
         callback: called with an :class:`EpochReport` after each validation; returning
             True stops training early (status ``stopped``).
-        checkpoint: called with the model and the report before ``callback``, to save it.
+        checkpoint: called after each validation, before ``callback``, with the training
+            state and the report, to save them; ``state["model"]`` is the model's state_dict.
+        resume: a state that ``checkpoint`` received: training goes on after its epoch as
+            if it had never stopped (on CPU, to the same metrics).
         progress: show a progress bar on stderr.
 
     Returns:
@@ -288,6 +292,8 @@ def train(
     torch.manual_seed(seed)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(arch, zero_init_residual=recipe.zero_init_residual).to(device, memory_format=memory_format)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
     forward = torch.compile(model) if recipe.compile else model
     batch_args = dict(batch_size=recipe.batch_size, device=device, channels_last=channels_last)
     train_batches = Batches(data, split.train, train=True, seed=seed, **batch_args)
@@ -300,7 +306,9 @@ def train(
     total_steps = budget.epochs * steps_per_epoch
     if budget.max_images:
         total_steps = min(total_steps, math.ceil(budget.max_images / recipe.batch_size))
-    if recipe.lr == "auto":
+    if resume is not None:
+        peak_lr = resume["peak_lr"]
+    elif recipe.lr == "auto":
         peak_lr = find_lr(model, train_batches, recipe, forward=forward, precision=precision)
     else:
         peak_lr = recipe.lr or recipe.scaled_lr
@@ -308,6 +316,22 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(recipe, total_steps))
     stepper = _Stepper(model, forward, optimizer, recipe, precision, device)
     autocast = stepper.autocast
+    history: list[EpochReport] = []
+    step = images_seen = epoch = 0
+    train_seconds = compile_seconds = 0.0
+    train_loss = val_loss = val_acc = None
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        if stepper.scaler is not None:
+            stepper.scaler.load_state_dict(resume["scaler"])
+        train_batches.generator.set_state(resume["batch_rng"])
+        torch.set_rng_state(resume["rng"])
+        history = [EpochReport(**report) for report in resume["history"]]
+        step, images_seen, epoch = resume["step"], resume["images"], resume["epoch"]
+        train_seconds, compile_seconds = resume["train_seconds"], resume["compile_seconds"]
+        train_loss, val_loss, val_acc = history[-1].train_loss, history[-1].val_loss, history[-1].val_acc
+        started -= history[-1].seconds  # a seconds budget counts the time before the interruption
 
     bar = None
     if progress:
@@ -316,13 +340,9 @@ def train(
         bar = tqdm(
             total=total_steps * recipe.batch_size, unit="img", unit_scale=True, leave=False, dynamic_ncols=True, file=sys.stderr
         )
-    history: list[EpochReport] = []
     status, message = "completed", ""
-    step = images_seen = 0
-    train_seconds = compile_seconds = 0.0
-    train_loss = val_loss = val_acc = None
-    out_of_budget = False
-    epoch = 0
+    out_of_budget = bool(history) and history[-1].budget_spent
+    compiled = False  # the first step of this call compiles, a resumed one too
     while epoch < budget.epochs and not out_of_budget:
         epoch += 1
         model.train()
@@ -330,12 +350,13 @@ def train(
         loss_sum = torch.zeros((), device=device)
         epoch_images = 0
         for images, labels in train_batches:
-            if recipe.compile and step == 0:
+            if recipe.compile and not compiled:
                 # The first call compiles: time it apart, so images/s measures training alone.
                 compile_start = time.perf_counter()
                 loss = stepper(images, labels)
                 loss.item()
-                compile_seconds = time.perf_counter() - compile_start
+                compile_seconds += time.perf_counter() - compile_start
+                compiled = True
                 epoch_start += compile_seconds
             else:
                 loss = stepper(images, labels)
@@ -393,7 +414,14 @@ def train(
                 file=sys.stderr,
             )
         if checkpoint is not None:
-            checkpoint(model, report)
+            state = {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": stepper.scaler and stepper.scaler.state_dict(), "batch_rng": train_batches.generator.get_state(),
+                "rng": torch.get_rng_state(), "history": [asdict(h) for h in history], "step": step,
+                "images": images_seen, "epoch": epoch, "train_seconds": train_seconds, "compile_seconds": compile_seconds,
+                "peak_lr": peak_lr,
+            }
+            checkpoint(state, report)
         if callback is not None and callback(report):
             status = "stopped"
             break

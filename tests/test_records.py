@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -151,3 +157,46 @@ def test_failed_ablation_cells_run_again_on_resume(ray_session, tmp_path, cli):
     runs = trial_runs(uri, "diverging")  # deleted runs are not listed
     assert len(runs) == 2 and not first & {run.info.run_id for run in runs}
     assert {run.data.tags["cnnsearch.status"] for run in runs} == {"failed"}
+
+
+def test_a_trial_killed_mid_training_continues_from_its_checkpoint(ray_session, tmp_path):
+    """SIGKILL the driver after a trial's first epoch; --resume goes on in the same run from the epoch after its checkpoint."""
+    space = write_space(tmp_path, "killed_mid_trial", "{epochs: 4}")
+    space.write_text(space.read_text().replace("subset: 256", "subset: 1800").replace("[8, 16]", "[32, 48]"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [sys.executable, "-m", "cnnsearch", "run", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "runs"),
+            "--trials", "1", "--scheduler", "none"]
+    driver = subprocess.Popen(args, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = mlflow.MlflowClient(uri)
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.2)
+            experiment = client.get_experiment_by_name("killed_mid_trial")
+            runs = experiment and client.search_runs([experiment.experiment_id], filter_string="tags.`cnnsearch.trial_id` != ''")
+            if runs and client.get_metric_history(runs[0].info.run_id, "val_acc"):
+                break
+        assert driver.poll() is None, "the study ended before it could be killed"
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and every Ray process it started
+        driver.wait()
+        killed_at = time.time() * 1000
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    (run,) = trial_runs(uri, "killed_mid_trial")
+    before = client.get_metric_history(run.info.run_id, "val_acc")
+    assert "cnnsearch.status" not in run.data.tags and 1 <= len(before) < 4
+
+    from cnnsearch.cli import main
+
+    with contextlib.suppress(SystemExit):
+        main(["run", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "runs"), "--resume"])
+    (resumed,) = trial_runs(uri, "killed_mid_trial")
+    assert resumed.info.run_id == run.info.run_id and resumed.data.tags["cnnsearch.status"] == "completed"
+    history = sorted(client.get_metric_history(run.info.run_id, "val_acc"), key=lambda m: m.step)
+    assert [m.step for m in history] == [1, 2, 3, 4]  # no epoch trained twice
+    assert [m.timestamp for m in history[: len(before)]] == [m.timestamp for m in sorted(before, key=lambda m: m.step)]
+    assert all(m.timestamp > killed_at for m in history[len(before):])
+    trials = optuna_trials(tmp_path / "runs")
+    (complete,) = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(complete.intermediate_values) == [1, 2, 3, 4] and complete.params == trials[0].params

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
+import torch
 
 from cnnsearch import Arch, load_arch
 from cnnsearch.config import Recipe
@@ -44,6 +46,20 @@ def test_same_seed_same_metrics_on_cpu(data, split):
     runs = [train(small_arch(data), data, split, recipe=SMALL, budget=Budget(epochs=1), seed=seed) for seed in (7, 7, 8)]
     same = [(r.val_acc, r.val_loss, r.train_loss) for r in runs]
     assert same[0] == same[1] and same[0] != same[2]
+
+
+@pytest.mark.parametrize("recipe", [SMALL, Recipe(batch_size=64, lr="auto", precision="bf16")], ids=["fixed-lr", "auto-lr-bf16"])
+def test_resumed_training_ends_where_uninterrupted_training_does(data, split, recipe):
+    """Stopped after epoch 1 of 3 and resumed from its checkpoint: the same metrics, the same weights."""
+    whole = train(small_arch(data), data, split, recipe=recipe, budget=Budget(epochs=3), seed=5)
+    states = []
+    first = train(small_arch(data), data, split, recipe=recipe, budget=Budget(epochs=3), seed=5,
+                  checkpoint=lambda state, report: states.append(copy.deepcopy(state)), callback=lambda report: True)
+    assert first.status == "stopped" and len(states) == 1
+    rest = train(small_arch(data), data, split, recipe=recipe, budget=Budget(epochs=3), seed=5, resume=states[0])
+    assert rest.status == "completed" and [r.epoch for r in rest.history] == [1, 2, 3] and rest.images == whole.images
+    assert [(r.val_acc, r.val_loss, r.train_loss, r.lr) for r in rest.history] == [(r.val_acc, r.val_loss, r.train_loss, r.lr) for r in whole.history]
+    assert all(torch.equal(a, b) for a, b in zip(rest.model.state_dict().values(), whole.model.state_dict().values()))
 
 
 def test_callback_stops_early(data, split):
