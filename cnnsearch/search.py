@@ -135,6 +135,7 @@ def _trial_config(arch: Arch, cost: dict[str, int], record: dict[str, Any], seed
 
 _STATE = "train_state.pt"  # in each Tune checkpoint: what train() needs to go on after the epoch
 _CONFIG = "trial.json"  # in each Tune checkpoint: the trial's config, to resume it in a later session
+_RESUME_KEYS = ("resume", "run_id", "logged_epochs")  # what a resumed trial's config adds: its state, its run, what the run holds
 
 
 def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threads: int, device: str) -> None:
@@ -143,7 +144,7 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
     arch = Arch.from_dict(config["arch"])
     resume = torch.load(config["resume"], weights_only=True) if config.get("resume") else None
     folder = Path(tempfile.mkdtemp(prefix="cnnsearch-checkpoint-"))
-    (folder / _CONFIG).write_text(json.dumps({key: value for key, value in config.items() if key not in ("resume", "run_id")}))
+    (folder / _CONFIG).write_text(json.dumps({key: value for key, value in config.items() if key not in _RESUME_KEYS}))
 
     def save(state: dict[str, Any], epoch: EpochReport) -> None:
         torch.save(state, folder / _STATE)
@@ -160,10 +161,11 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
         )
 
     try:
+        # A resumed trial first replays its saved epochs: the driver may have died before recording them.
+        for saved in resume["history"] if resume else ():
+            report(EpochReport(**saved), replayed=True)
         if resume is not None and resume["history"][-1]["budget_spent"]:
-            # Interrupted after its last epoch was saved but before it was recorded as ended.
-            report(EpochReport(**resume["history"][-1]), replayed=True)
-            return
+            return  # interrupted after its last epoch was saved, before it was recorded as ended
         result = train(arch, data, split, recipe=space.recipe, budget=space.budget, seed=config["seed"], device=device,
                        checkpoint=save, callback=report, resume=resume)
     finally:
@@ -334,7 +336,7 @@ class _Tracker(tune.Callback):
         self.runs[trial.trial_id] = run_id
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if not result.get("replayed"):
+        if not result.get("replayed") or result["epoch"] > trial.config["logged_epochs"]:
             self.recorder.log_epoch(self.runs[trial.trial_id], result, epoch=int(result["epoch"]))
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
@@ -582,7 +584,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
         if config is None:
             recorder.discard(run_id)  # interrupted before its first checkpoint: it runs again from the start
         else:
-            resumed.append(config | {"run_id": run_id})
+            resumed.append(config | {"run_id": run_id, "logged_epochs": recorder.logged_epochs(run_id)})
     done = recorder.trials()
     study_state = {"name": options.name, "space_hash": digest, "experiment": experiment_name,
                    "parent_run_id": recorder.parent_run_id, "tracking_uri": tracking_uri, "settings": settings}
@@ -590,12 +592,16 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     recorder.set_planned_trials(max(trials, len(done)))
 
     shape = data_shape(data)
+    # A trial in a running worker starts in milliseconds, a new worker in seconds. Compiled
+    # trials get fresh workers: torch.compile's caches would pile up and hit its recompile limit.
+    reuse = not space.recipe.compile
     proposer = None
     if experiment is not None:
         finished = {row["cell"] for row in done} | {config["cell"] for config in resumed}
         configs = resumed + [_cell_config(space, cell, shape, seed) for cell in experiment.cells if cell.key not in finished]
         missing = len(configs)
-        tune_config = tune.TuneConfig(search_alg=ConcurrencyLimiter(_Cells(configs), max_concurrent=concurrent), num_samples=missing)
+        tune_config = tune.TuneConfig(search_alg=ConcurrencyLimiter(_Cells(configs), max_concurrent=concurrent), num_samples=missing,
+                                      reuse_actors=reuse)
     else:
         missing = max(trials - len(done), len(resumed))
         study = _optuna_study(storage, options.name)
@@ -614,6 +620,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
             metric=Metrics.VAL_ACC,
             mode="max",
             num_samples=missing,
+            reuse_actors=reuse,
         )
     if missing > 0:
         trainable = tune.with_resources(
