@@ -3,14 +3,21 @@
 overhead:   an 8-trial CPU search (Ray Tune, 2 trials at a time, 1 thread each, MLflow
             records) against the same 8 architectures trained back to back in one process
             with 2 threads; wall time of each, start-up and data loading included.
-efficiency: spaces/densenet.yaml with a small budget, TPE + ASHA against random search
-            without early stopping, same trial count, 3 seeds each. Cost is counted in
-            trial-epochs (epochs actually trained, summed over trials, in completion order).
+efficiency: a small ResNet space (EFFICIENCY_SPACE) with a budget at which its best trials
+            pass 50% validation accuracy, TPE + ASHA against random search without early
+            stopping, same trial count, 3 seeds each. Cost is counted in trial-epochs
+            (epochs actually trained, summed over trials, in completion order).
+
+bookkeeping: at least 300 trivial trials (a 4-channel network, 48 synthetic images, one
+            epoch, random sampler, no early stopping), 2 at a time: the driver's own time per
+            trial (cnnsearch's Tune callbacks and its Optuna proposer, Optuna's sampling
+            included) and the wall time per trial, for the first and the last hundred.
 
 Needs the CIFAR-10 training images in ImageFolder layout (../shared/data/cifar10/train.tar.gz
 extracted; pass its train/ folder).
 
-Usage: python benchmarks/search.py overhead /tmp/cifar/train
+Usage: python benchmarks/search.py bookkeeping [--trials 300]
+       python benchmarks/search.py overhead /tmp/cifar/train
        python benchmarks/search.py efficiency /tmp/cifar/train [--seeds 3] [--trials 8]
 """
 
@@ -26,9 +33,8 @@ from pathlib import Path
 
 import mlflow
 import torch
-import yaml
 
-from _report import ROOT, machine, write
+from _report import machine, write
 from cnnsearch import load_arch, load_space
 from cnnsearch.data import load_dataset, split_dataset
 from cnnsearch.search import RunOptions, run_study, with_overrides
@@ -44,6 +50,20 @@ stages:
   - {stride: 2, residual: {num_blocks: [1, 2, 3], width: [64, 128]}}
 dataset: {name: cifar10, val_fraction: 0.04}
 budget: {epochs: 2}
+"""
+
+
+# Shallow and narrow enough that 2 trials at a time, 1 thread each, see 40,000 images in minutes.
+EFFICIENCY_SPACE = """
+name: efficiency
+family: residual
+stem: {style: cifar, channels: [16, 32]}
+stages:
+  - {stride: 1, residual: {num_blocks: [1, 2, 3], width: [16, 32]}}
+  - {stride: 2, residual: {num_blocks: [1, 2, 3], width: [32, 64]}}
+  - {stride: 2, residual: {num_blocks: [1, 2, 3], width: [64, 128]}}
+dataset: {name: cifar10}
+budget: {epochs: 4}
 """
 
 
@@ -89,6 +109,70 @@ def overhead(folder: str, subset: int) -> None:
     write("search_overhead", report, table, "python benchmarks/search.py overhead PATH/TO/cifar10/train")
 
 
+BOOKKEEPING_SPACE = """
+name: bookkeeping
+family: residual
+stem: {style: cifar, channels: [4, 8]}
+stages:
+  - {stride: 1, residual: {num_blocks: 1, width: [4, 8]}}
+dataset: {name: synthetic, subset: 48, val_fraction: 0.25}
+budget: {epochs: 1}
+recipe: {batch_size: 16, precision: fp32, bn_recalibration_images: 0}
+"""
+
+
+def bookkeeping(trials: int) -> None:
+    import cnnsearch.search as search
+
+    spent = {"driver": 0.0}
+    ends: list[tuple[float, float]] = []  # (wall clock, driver seconds so far) at each trial's end
+
+    def timed(function):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent["driver"] += time.perf_counter() - start
+        return wrapper
+
+    for cls, names in ((search._Tracker, ("on_trial_start", "on_trial_result", "on_checkpoint", "on_trial_complete")),
+                       (search._Proposer, ("suggest", "on_trial_result", "on_trial_complete"))):
+        for name in names:
+            setattr(cls, name, timed(getattr(cls, name)))
+    finish = search._Tracker._finish
+
+    def finished(self, *args, **kwargs):
+        finish(self, *args, **kwargs)
+        ends.append((time.perf_counter(), spent["driver"]))
+
+    search._Tracker._finish = finished
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "bookkeeping.yaml").write_text(BOOKKEEPING_SPACE)
+        space = load_space(work / "bookkeeping.yaml")
+        start = time.perf_counter()
+        run_study(space, RunOptions(name="bookkeeping", storage=work / "runs", tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
+                                    trials=trials, sampler="random", scheduler="none", max_concurrent=2, seed=0))
+        total = time.perf_counter() - start
+    steps = [(ends[i][0] - (ends[i - 1][0] if i else start), ends[i][1] - (ends[i - 1][1] if i else 0.0)) for i in range(len(ends))]
+    first, last = steps[:100], steps[-100:]
+    mean = lambda rows, k: statistics.mean(row[k] for row in rows)  # noqa: E731
+    report = {"machine": machine(), "trials": len(ends), "total_s": total,
+              "driver_ms": {"first_100": 1000 * mean(first, 1), "last_100": 1000 * mean(last, 1)},
+              "wall_ms": {"first_100": 1000 * mean(first, 0), "last_100": 1000 * mean(last, 0)}}
+    ratio = mean(last, 1) / mean(first, 1)
+    table = (
+        f"{len(ends)} trivial trials (a 4- or 8-channel network, 48 synthetic images, 1 epoch; random sampler, no early "
+        f"stopping, 2 at a time) on the sqlite store, CPU ({machine()}); {total:.0f} s in all.\n\n"
+        "| per trial | first 100 (ms) | last 100 (ms) | last / first |\n| --- | ---: | ---: | ---: |\n"
+        f"| driver: cnnsearch's Tune callbacks and Optuna proposer | {1000 * mean(first, 1):.1f} | {1000 * mean(last, 1):.1f} | {ratio:.2f} |\n"
+        f"| wall time between trial ends | {1000 * mean(first, 0):.0f} | {1000 * mean(last, 0):.0f} | {mean(last, 0) / mean(first, 0):.2f} |\n\n"
+        f"The driver's last hundred trials cost {ratio:.2f}x its first hundred (target: at most 1.2x)."
+    )
+    write("search_bookkeeping", report, table, f"python benchmarks/search.py bookkeeping --trials {trials}")
+
+
 def _curve(trials: list[dict]) -> list[tuple[int, float]]:
     """(cumulative trial-epochs, best val_acc so far) after each trial, in completion order."""
     points, spent, best = [], 0, 0.0
@@ -111,22 +195,24 @@ def _trials(tracking_uri: str, parent_run_id: str, experiment_id: str) -> list[d
 
 
 def efficiency(folder: str, seeds: int, trials: int, subset: int, epochs: int, keep: str | None) -> None:
-    space = load_space(ROOT / "spaces" / "densenet.yaml")
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(keep or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "efficiency.yaml").write_text(EFFICIENCY_SPACE)
+        space = load_space(work / "efficiency.yaml")
         for method, sampler, scheduler in (("tpe+asha", "tpe", "asha"), ("random", "random", "none")):
             for seed in range(seeds):
-                named = dataclasses.replace(space, name=f"densenet-{method}-{seed}")
+                named = dataclasses.replace(space, name=f"efficiency-{method}-{seed}")
                 seconds, result = _study(named, folder, work, trials=trials, sampler=sampler, scheduler=scheduler,
                                          subset=subset, epochs=epochs, seed=seed, max_concurrent=2,
-                                         # 1,000 held out, not 5,000: validating DenseNets on a CPU dominates a short trial.
+                                         # 1,000 held out, not 5,000: validation would dominate a short trial on a CPU.
                                          val_fraction=0.02)
                 rows = _trials(result.tracking_uri, result.parent_run_id, result.experiment_id)
                 runs[(method, seed)] = {"seconds": seconds, "trials": rows, "curve": _curve(rows)}
                 print(f"{method} seed {seed}: {seconds:.0f} s, best {runs[(method, seed)]['curve'][-1]}", file=sys.stderr, flush=True)
     lines = [
-        f"spaces/densenet.yaml, {trials} trials of at most {epochs} epochs on {subset:,} CIFAR-10 images "
+        f"EFFICIENCY_SPACE (benchmarks/search.py: ResNets of 1-3 blocks per stage), {trials} trials of at most {epochs} epochs on {subset:,} CIFAR-10 images "
         f"(1,000 held out), 2 trials at a time, CPU ({machine()}):\n",
         "| seed | random: best val acc | random: trial-epochs | TPE+ASHA: best val acc | TPE+ASHA: trial-epochs "
         "| TPE+ASHA: trial-epochs to reach random's best | fraction of random's |",
@@ -159,18 +245,20 @@ def efficiency(folder: str, seeds: int, trials: int, subset: int, epochs: int, k
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["overhead", "efficiency"])
-    parser.add_argument("folder", help="CIFAR-10 training images in ImageFolder layout")
+    parser.add_argument("what", choices=["overhead", "efficiency", "bookkeeping"])
+    parser.add_argument("folder", nargs="?", help="CIFAR-10 training images in ImageFolder layout (not for bookkeeping)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=None, help="default: 8, or 300 for bookkeeping")
     parser.add_argument("--subset", type=int, default=None, help="training images per trial")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--keep", help="keep the studies' MLflow store and state in this folder")
     args = parser.parse_args()
-    if args.what == "overhead":
+    if args.what == "bookkeeping":
+        bookkeeping(args.trials or 300)
+    elif args.what == "overhead":
         overhead(args.folder, args.subset or 5000)
     else:
-        efficiency(args.folder, args.seeds, args.trials, args.subset or 2000, args.epochs, args.keep)
+        efficiency(args.folder, args.seeds, args.trials or 8, args.subset or 10000, args.epochs, args.keep)
 
 
 if __name__ == "__main__":
