@@ -355,9 +355,10 @@ def train(
                 compile_start = time.perf_counter()
                 loss = stepper(images, labels)
                 loss.item()
-                compile_seconds += time.perf_counter() - compile_start
+                compiling = time.perf_counter() - compile_start
+                compile_seconds += compiling
                 compiled = True
-                epoch_start += compile_seconds
+                epoch_start += compiling
             else:
                 loss = stepper(images, labels)
             scheduler.step()
