@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from .config import ConfigError, format_validation_error, list_presets, load_arch
+from .config import ConfigError, Interrupted, format_validation_error, list_presets, load_arch
 from .profile import Cost, cheapest, profile
 from .space import Fixed, load_space
 
@@ -489,9 +490,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
         args.run(args)
+    except Interrupted as error:
+        print(f"cnnsearch: {error}", file=sys.stderr)
+        resume = argv if "--resume" in argv else [*argv, "--resume"]
+        print(f"Resume it: cnnsearch {shlex.join(resume)}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except KeyboardInterrupt:
+        print("cnnsearch: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
     except ValidationError as error:  # options checked by the configs they fill
         error = format_validation_error(error, "option")
         print(f"cnnsearch: error: {error}", file=sys.stderr)

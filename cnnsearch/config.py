@@ -42,6 +42,10 @@ class ConfigError(ValueError):
     """A problem in a file or value the user gave; the message is complete and names where."""
 
 
+class Interrupted(Exception):
+    """The user stopped a study with Ctrl-C; it can be resumed. The message says where it stands."""
+
+
 # Loading -------------------------------------------------------------------------------
 
 

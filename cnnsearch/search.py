@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -29,7 +31,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from .config import Arch, ConfigError
+from .config import Arch, ConfigError, Interrupted
 from .data import load_dataset, split_dataset
 from .experiment import Cell, Experiment
 from .profile import cheapest, profile
@@ -40,6 +42,7 @@ from .train import EpochReport, data_shape, fit_to_data, train
 __all__ = ["RunOptions", "StudyResult", "concurrency", "rejected_proposals", "run_study", "searched_knobs", "with_overrides"]
 
 _STATE_FILE = "cnnsearch.json"
+_RETRIES = 2  # of a trial whose worker was lost
 
 
 @dataclass(frozen=True)
@@ -135,51 +138,81 @@ def _trial_config(arch: Arch, cost: dict[str, int], record: dict[str, Any], seed
 
 _STATE = "train_state.pt"  # in each Tune checkpoint: what train() needs to go on after the epoch
 _CONFIG = "trial.json"  # in each Tune checkpoint: the trial's config, to resume it in a later session
-_RESUME_KEYS = ("resume", "run_id", "logged_epochs")  # what a resumed trial's config adds: its state, its run, what the run holds
+_RESUME_KEYS = ("resume", "run_id", "earlier")  # what a resumed trial's config adds: its state, its run, its accuracies so far
 
 
 def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threads: int, device: str) -> None:
-    """One Ray Tune trial: train the architecture the driver proposed and checked, or go on with an interrupted one."""
+    """One Ray Tune trial: train the architecture the driver proposed and checked, or go on with an interrupted one.
+
+    A trial whose own code fails (an error, a diverging loss) reports ``failed`` and ends: Tune's
+    retries are for trials whose worker was lost, and a retried trial goes on from its checkpoint.
+    """
     torch.set_num_threads(threads)
     arch = Arch.from_dict(config["arch"])
-    resume = torch.load(config["resume"], weights_only=True) if config.get("resume") else None
+    retried = tune.get_checkpoint()
+    if retried is not None:
+        with retried.as_directory() as saved:
+            resume = torch.load(Path(saved) / _STATE, weights_only=True)
+    else:
+        resume = torch.load(config["resume"], weights_only=True) if config.get("resume") else None
     folder = Path(tempfile.mkdtemp(prefix="cnnsearch-checkpoint-"))
     (folder / _CONFIG).write_text(json.dumps({key: value for key, value in config.items() if key not in _RESUME_KEYS}))
+    epochs = resume["epoch"] if resume else 0
 
     def save(state: dict[str, Any], epoch: EpochReport) -> None:
         torch.save(state, folder / _STATE)
         torch.save({key: value.detach().cpu() for key, value in state["model"].items()}, folder / WEIGHTS_FILE)
 
-    def report(epoch: EpochReport, replayed: bool = False) -> None:
+    def report(epoch: EpochReport) -> None:
+        nonlocal epochs
+        epochs = epoch.epoch
         metrics = {key: getattr(epoch, key) for key in Metrics.PER_EPOCH}
         setup = {Metrics.PEAK_LR: epoch.peak_lr, Params.PRECISION: epoch.precision}
         # Tune copies the checkpoint into its storage before report returns: the folder can be reused.
         tune.report(
-            {"epoch": epoch.epoch, "budget_spent": epoch.budget_spent, "train_images_per_s": epoch.train_images_per_s,
-             "replayed": replayed, **metrics, **setup},
-            checkpoint=None if replayed else tune.Checkpoint.from_directory(folder),
+            {"epoch": epoch.epoch, "budget_spent": epoch.budget_spent, "train_images_per_s": epoch.train_images_per_s, **metrics, **setup},
+            checkpoint=tune.Checkpoint.from_directory(folder),
         )
 
     try:
-        # A resumed trial first replays its saved epochs: the driver may have died before recording them.
-        for saved in resume["history"] if resume else ():
-            report(EpochReport(**saved), replayed=True)
-        if resume is not None and resume["history"][-1]["budget_spent"]:
-            return  # interrupted after its last epoch was saved, before it was recorded as ended
         result = train(arch, data, split, recipe=space.recipe, budget=space.budget, seed=config["seed"], device=device,
                        checkpoint=save, callback=report, resume=resume)
+        failure = result.message if result.status == "diverged" else None
+    except Exception as error:  # the architecture's or the recipe's failure, not the machine's: no retry
+        failure = ": ".join([type(error).__name__, *str(error).strip().splitlines()[:1]])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    if result.status == "diverged":
-        raise RuntimeError(result.message)
+    if failure is not None:
+        # NaN, not 0.0: no scheduler rung or sampler may take a failure for a score.
+        tune.report({"epoch": epochs + 1, "failed": failure, "budget_spent": False, Metrics.VAL_ACC: math.nan})
 
 
-def _interrupted_config(trial_dir: str | None) -> dict[str, Any] | None:
-    """The config that resumes a trial from its newest checkpoint in ``trial_dir``, if it saved one."""
-    states = sorted(Path(trial_dir).glob(f"checkpoint_*/{_STATE}")) if trial_dir else []
-    if not states:
-        return None
-    return json.loads((states[-1].parent / _CONFIG).read_text()) | {"resume": str(states[-1])}
+def _last_checkpoint(trial_dir: str | None) -> Path | None:
+    """The newest complete checkpoint that a trial saved in ``trial_dir``, if any."""
+    folders = sorted(Path(trial_dir).glob("checkpoint_*"), reverse=True) if trial_dir else []
+    # A kill while Tune copied the newest may have left it without one of its files.
+    return next((f for f in folders if (f / _STATE).exists() and (f / _CONFIG).exists() and (f / WEIGHTS_FILE).exists()), None)
+
+
+class _Stop(tune.Stopper):
+    """Ctrl-C, seen by every part of the driver: the first stops launching trials and ends the
+    running ones after their current epoch (its checkpoint saved); the second stops them at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def request(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: no new trials; the running ones stop after their current epoch and can be resumed. "
+              "Ctrl-C again stops them now.", file=sys.stderr, flush=True)
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return self.requested and not result.get("budget_spent")
+
+    def stop_all(self) -> bool:
+        return False
 
 
 class _Proposer(Searcher):
@@ -189,18 +222,27 @@ class _Proposer(Searcher):
     One that cannot be built or is over the limits is told to Optuna as failed, which its
     samplers ignore, with the reason as a user attribute; it never reaches Ray and is not a
     trial. A trial that the scheduler stopped is told as pruned, with its per-epoch
-    accuracies as intermediate values: only full-budget accuracies are compared as values.
+    accuracies as intermediate values: TPE ranks every pruned trial below the complete ones,
+    so an early accuracy is never compared with full-budget ones as an equal.
     """
 
     def __init__(self, study: optuna.Study, space: Space, shape: dict[str, int], seed: int, max_rejections: int,
-                 resumed: list[dict[str, Any]] = ()) -> None:
+                 stop: _Stop, resumed: list[dict[str, Any]] = (), ended: list[dict[str, Any]] = ()) -> None:
         super().__init__(metric=Metrics.VAL_ACC, mode="max")
-        self.study, self.space, self.shape, self.seed = study, space, shape, seed
+        self.study, self.space, self.shape, self.seed, self.stop = study, space, shape, seed, stop
         self.max_rejections = max_rejections
-        # Interrupted trials go on first, each as a new Optuna trial of the same knobs (enqueued
-        # in this order) that inherits the accuracies the interrupted one reported.
         trials = study.get_trials(deepcopy=False)
-        self._resumed = [(config, trials[config["optuna_trial"]].intermediate_values) for config in resumed]
+        # Interrupted trials that had used their budget: told complete now, unless they were.
+        for config in ended:
+            interrupted = trials[config["optuna_trial"]]
+            if interrupted.state != optuna.trial.TrialState.COMPLETE:
+                study.add_trial(optuna.trial.create_trial(
+                    params=interrupted.params, distributions=interrupted.distributions, value=config["earlier"][max(config["earlier"])],
+                    intermediate_values=config["earlier"],
+                ))
+        # The others go on first, each as a new Optuna trial of the same knobs (enqueued in
+        # this order) that inherits the accuracies saved before the interruption.
+        self._resumed = list(resumed)
         for config in resumed:
             study.enqueue_trial(trials[config["optuna_trial"]].params)
         self.rejected = 0  # in this session
@@ -215,13 +257,15 @@ class _Proposer(Searcher):
         return True  # the metric and mode are fixed above; the space is ours, not Tune's
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.stop.requested:
+            return Searcher.FINISHED
         if self._resumed:
-            config, earlier = self._resumed.pop(0)
+            config = self._resumed.pop(0)
             proposal = self.study.ask()
             self.space.sample(proposal)  # the enqueued knobs become the trial's params
-            for epoch, value in earlier.items():
+            for epoch, value in config["earlier"].items():
                 proposal.report(value, epoch)
-            self._proposals[trial_id], self._reported[trial_id] = proposal, max(earlier, default=0)
+            self._proposals[trial_id], self._reported[trial_id] = proposal, max(config["earlier"])
             return config | {"optuna_trial": proposal.number}
         while not self.exhausted:
             proposal = self.study.ask()
@@ -244,7 +288,10 @@ class _Proposer(Searcher):
             self._report(trial_id, result)  # Tune withholds the result on which its scheduler stops a trial
         proposal = self._proposals.pop(trial_id)
         self._reported.pop(trial_id, None)
-        if error or not result:
+        failed = error or not result or "failed" in result
+        if self.stop.requested and not failed and not result.get("budget_spent"):
+            return  # interrupted: left running in Optuna's record, it goes on when the study resumes
+        if failed:
             self.study.tell(proposal, state=optuna.trial.TrialState.FAIL)
         elif result.get("budget_spent"):
             self.study.tell(proposal, result[Metrics.VAL_ACC])
@@ -253,7 +300,7 @@ class _Proposer(Searcher):
 
     def _report(self, trial_id: str, result: dict) -> None:
         epoch = int(result["epoch"])
-        if epoch > self._reported.get(trial_id, 0):
+        if epoch > self._reported.get(trial_id, 0) and "failed" not in result:
             self._proposals[trial_id].report(result[Metrics.VAL_ACC], epoch)
             self._reported[trial_id] = epoch
 
@@ -261,15 +308,15 @@ class _Proposer(Searcher):
 class _Cells(Searcher):
     """An ablation's missing cells, handed to Tune one by one: each gets the full budget."""
 
-    def __init__(self, configs: list[dict[str, Any]]) -> None:
+    def __init__(self, configs: list[dict[str, Any]], stop: _Stop) -> None:
         super().__init__(metric=Metrics.VAL_ACC, mode="max")
-        self.configs = list(reversed(configs))
+        self.configs, self.stop = list(reversed(configs)), stop
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        return self.configs.pop() if self.configs else Searcher.FINISHED
+        return self.configs.pop() if self.configs and not self.stop.requested else Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         pass  # a designed experiment learns nothing while it runs
@@ -316,8 +363,9 @@ class _Tracker(tune.Callback):
     """
 
     def __init__(self, recorder: Recorder, space: Space, tags: dict[str, str], total: int, done: list[dict[str, Any]],
-                 proposer: _Proposer | None) -> None:
-        self.recorder, self.space, self.tags, self.total, self.proposer = recorder, space, tags, total, proposer
+                 proposer: _Proposer | None, stop: _Stop) -> None:
+        self.recorder, self.space, self.tags, self.total, self.proposer, self.stop = recorder, space, tags, total, proposer, stop
+        self.interrupted = 0
         self.done_before = len(done)
         self.counts = Counter(row["status"] for row in done)
         self.best = next((row for row in done if row["status"] == Status.COMPLETED), None)
@@ -326,58 +374,96 @@ class _Tracker(tune.Callback):
         self.started = time.monotonic()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        config = trial.config
-        run_id = config.get("run_id")  # a resumed trial goes on in its own run
+        if trial.trial_id in self.runs:
+            return  # a retry after a lost worker: same trial, same run
+        run_id = trial.config.get("run_id")  # a resumed trial goes on in its own run
         if run_id is None:
-            tags = self.tags | ({Tags.CELL: config["cell"]} if config["cell"] else {})
-            run_id = self.recorder.start_trial(trial.trial_id, config["record"], space_hash=self.space.digest, tags=tags)
-            self.recorder.log_arch(run_id, Arch.from_dict(config["arch"]), config["cost"])
-        self.recorder.set_trial_dir(run_id, trial.path)
+            run_id = self._new_run(trial)
+        else:
+            self.recorder.resume_trial(run_id)
         self.runs[trial.trial_id] = run_id
 
+    def _new_run(self, trial: Any) -> str:
+        config = trial.config
+        tags = self.tags | ({Tags.CELL: config["cell"]} if config["cell"] else {})
+        run_id = self.recorder.start_trial(trial.trial_id, config["record"], space_hash=self.space.digest, tags=tags)
+        self.recorder.log_arch(run_id, Arch.from_dict(config["arch"]), config["cost"])
+        return run_id
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if not result.get("replayed") or result["epoch"] > trial.config["logged_epochs"]:
+        if "failed" not in result:
             self.recorder.log_epoch(self.runs[trial.trial_id], result, epoch=int(result["epoch"]))
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        print(f"trial {trial.trial_id} lost its worker ({_error_of(trial)}); it goes on from its last checkpoint",
+              file=sys.stderr, flush=True)
+
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        if trial.trial_id not in self.checkpoints:
+            # From its first checkpoint on, a resumed study finds the trial's here, not where it
+            # was resumed from: until then those are the ones to go on from.
+            self.recorder.set_trial_dir(self.runs[trial.trial_id], trial.path)
         self.checkpoints[trial.trial_id] = checkpoint  # uploaded once, when the trial ends
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
-        if last.get("budget_spent"):
+        if "failed" in last:
+            self._finish(trial, Status.FAILED, last["failed"])
+        elif self.stop.requested and not last.get("budget_spent"):
+            # Left unfinished in MLflow: a resumed study goes on from the checkpoint of its last epoch.
+            self.recorder.note_interrupted(self.runs.pop(trial.trial_id))
+            self.checkpoints.pop(trial.trial_id, None)
+            self.interrupted += 1
+        elif last.get("budget_spent"):
             self._finish(trial, Status.COMPLETED, val_acc=last[Metrics.VAL_ACC])
         else:
             self._finish(trial, Status.STOPPED_EARLY, "stopped by the scheduler")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, Status.FAILED, _error_of(trial))
+        retries = f" (lost its worker {trial.num_failures} times)" if trial.num_failures > 1 else ""
+        self._finish(trial, Status.FAILED, _error_of(trial) + retries)
 
     def _finish(self, trial: Any, status: str, reason: str = "", val_acc: float | None = None) -> None:
-        run_id = self.runs.pop(trial.trial_id)
+        run_id = self.runs.pop(trial.trial_id, None) or self._new_run(trial)  # none if its worker never started
         checkpoint = self.checkpoints.pop(trial.trial_id, None)
-        if status in Status.SCORED:
+        if status in Status.SCORED and checkpoint is not None:
             # The last epoch's weights, so that `cnnsearch export --retrain-epochs 0` can use them.
-            if checkpoint is not None:
-                with checkpoint.as_directory() as folder:
-                    self.recorder.log_weights(run_id, Path(folder) / WEIGHTS_FILE)
-            elif trial.config.get("resume"):  # resumed after its last epoch: the weights it saved then
-                self.recorder.log_weights(run_id, Path(trial.config["resume"]).parent / WEIGHTS_FILE)
+            with checkpoint.as_directory() as folder:
+                self.recorder.log_weights(run_id, Path(folder) / WEIGHTS_FILE)
         self.recorder.finish_trial(run_id, status, reason)
+        # Ended, a trial is never resumed: its training state (model and optimizer) need not stay.
+        resumed_from = [Path(trial.config["resume"]).parent] if trial.config.get("resume") else []
+        for folder in [*Path(trial.path).glob("checkpoint_*"), *resumed_from]:
+            shutil.rmtree(folder, ignore_errors=True)
         self.counts[status] += 1
+        if status == Status.FAILED:
+            print(f"trial {trial.trial_id} failed: {reason}", file=sys.stderr, flush=True)
         if val_acc is not None and (self.best is None or val_acc > self.best[Metrics.VAL_ACC]):
             self.best = {Metrics.VAL_ACC: val_acc, "knobs": trial.config["record"]}
         done = sum(self.counts.values())
         elapsed = time.monotonic() - self.started
         remaining = max(0, self.total - done)
-        counts = [f"{n} {s}" for s, n in self.counts.items() if n]
-        if self.proposer is not None and self.proposer.rejected:
-            counts.append(f"{self.proposer.rejected} proposals rejected")
         print(
-            f"[{_clock(elapsed)}] {done}/{self.total} trials done (" + ", ".join(counts) + ")"
-            + (f"; best val_acc {self.best[Metrics.VAL_ACC]:.2%} ({searched_knobs(self.space, self.best['knobs'])})" if self.best else "")
+            f"[{_clock(elapsed)}] {self.standing()}"
             + (f"; ETA {_clock(elapsed / max(1, done - self.done_before) * remaining)}" if remaining else ""),
             file=sys.stderr,
             flush=True,
+        )
+
+    def interrupt_running(self) -> None:
+        for run_id in self.runs.values():
+            self.recorder.note_interrupted(run_id)
+        self.interrupted += len(self.runs)
+        self.runs.clear()
+
+    def standing(self) -> str:
+        """Where the study stands: trials done by status, rejected proposals, the best trial."""
+        counts = [f"{n} {s}" for s, n in self.counts.items() if n]
+        if self.proposer is not None and self.proposer.rejected:
+            counts.append(f"{self.proposer.rejected} proposals rejected")
+        return (
+            f"{sum(self.counts.values())}/{self.total} trials done (" + ", ".join(counts) + ")"
+            + (f"; best val_acc {self.best[Metrics.VAL_ACC]:.2%} ({searched_knobs(self.space, self.best['knobs'])})" if self.best else "")
         )
 
 
@@ -483,28 +569,32 @@ def _save_state(storage: Path, **state: Any) -> None:
 def _optuna_study(storage: Path, name: str) -> optuna.Study:
     """The study's Optuna record, kept on disk so a resumed or extended study samples with its whole history.
 
-    Trials that a crash left running are marked failed: the sampler ignores them and the
-    study runs them again.
+    Trials that a crash left running, or enqueued to resume and never started, are marked
+    failed: samplers ignore them, and the study goes on with them as new trials.
     """
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     journal = JournalStorage(JournalFileBackend(str(storage / "optuna.journal")))
     study = optuna.create_study(storage=journal, study_name=name, direction="maximize", load_if_exists=True)
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)):
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    for _ in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # Optuna tells only a trial it has handed out
     return study
 
 
 def run_study(space: Space, options: RunOptions, *, experiment: Experiment | None = None) -> StudyResult:
     """Run, resume or extend a study of ``space``, or the cells of an ablation ``experiment``.
 
-    MLflow is the record of which trials are done: a resumed study deletes the child runs
-    that a crash left unfinished and runs only as many trials as are missing.
+    MLflow is the record of which trials are done: a resumed study goes on with the trials
+    that a crash or Ctrl-C left unfinished from their last checkpoints (and runs again the
+    ones that saved none), then runs as many new trials as are missing.
 
     Raises:
         ConfigError: an invalid space, an unreachable tracking store or Ray address, or a
             storage folder that belongs to another study; all before any trial starts.
+        Interrupted: Ctrl-C stopped the study before it finished; it can be resumed.
     """
     storage = options.storage.resolve()
     if experiment is not None:
@@ -578,13 +668,24 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     )
     if experiment is not None:
         recorder.discard_failed()  # a failed cell runs again; a failed search trial stays a result of the search
-    resumed = []
+    resumed, ended = [], []
     for run_id, trial_dir in recorder.unfinished().items():
-        config = _interrupted_config(trial_dir)
-        if config is None:
+        checkpoint = _last_checkpoint(trial_dir)
+        if checkpoint is None:
             recorder.discard(run_id)  # interrupted before its first checkpoint: it runs again from the start
+            continue
+        config = json.loads((checkpoint / _CONFIG).read_text())
+        history = torch.load(checkpoint / _STATE, weights_only=True, map_location="cpu")["history"]
+        for epoch in history[recorder.logged_epochs(run_id):]:  # saved, but the driver died before recording them
+            recorder.log_epoch(run_id, epoch, epoch=epoch["epoch"])
+        config |= {"run_id": run_id, "earlier": {epoch["epoch"]: epoch["val_acc"] for epoch in history}}
+        if history[-1]["budget_spent"]:  # interrupted after its last epoch, before it was recorded as ended
+            recorder.log_weights(run_id, checkpoint / WEIGHTS_FILE)
+            recorder.finish_trial(run_id, Status.COMPLETED)
+            shutil.rmtree(checkpoint, ignore_errors=True)
+            ended.append(config)
         else:
-            resumed.append(config | {"run_id": run_id, "logged_epochs": recorder.logged_epochs(run_id)})
+            resumed.append(config | {"resume": str(checkpoint / _STATE)})
     done = recorder.trials()
     study_state = {"name": options.name, "space_hash": digest, "experiment": experiment_name,
                    "parent_run_id": recorder.parent_run_id, "tracking_uri": tracking_uri, "settings": settings}
@@ -595,12 +696,13 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     # A trial in a running worker starts in milliseconds, a new worker in seconds. Compiled
     # trials get fresh workers: torch.compile's caches would pile up and hit its recompile limit.
     reuse = not space.recipe.compile
+    stop = _Stop()
     proposer = None
     if experiment is not None:
         finished = {row["cell"] for row in done} | {config["cell"] for config in resumed}
         configs = resumed + [_cell_config(space, cell, shape, seed) for cell in experiment.cells if cell.key not in finished]
         missing = len(configs)
-        tune_config = tune.TuneConfig(search_alg=ConcurrencyLimiter(_Cells(configs), max_concurrent=concurrent), num_samples=missing,
+        tune_config = tune.TuneConfig(search_alg=ConcurrencyLimiter(_Cells(configs, stop), max_concurrent=concurrent), num_samples=missing,
                                       reuse_actors=reuse)
     else:
         missing = max(trials - len(done), len(resumed))
@@ -608,7 +710,8 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
         # Each session draws new points: the same seed again would repeat the first session's.
         sampler = _sampler(sampler_name, space, seed + len(study.trials), trials)
         study.sampler = sampler
-        proposer = _Proposer(study, space, shape, seed, max_rejections=max(100, 10 * missing), resumed=resumed)
+        proposer = _Proposer(study, space, shape, seed, max_rejections=max(100, 10 * missing), stop=stop,
+                             resumed=resumed, ended=ended)
         scheduler = (
             ASHAScheduler(time_attr="epoch", max_t=space.budget.epochs, grace_period=1, reduction_factor=3)
             if scheduler_name == "asha"
@@ -623,6 +726,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
             reuse_actors=reuse,
         )
     if missing > 0:
+        tracker = _Tracker(recorder, space, tags, trials, done, proposer, stop)
         trainable = tune.with_resources(
             tune.with_parameters(_trial, space=space, data=data, split=split, threads=max(1, int(cpus)), device="cuda" if gpus else "cpu"),
             {"cpu": cpus, "gpu": gpus},
@@ -634,11 +738,28 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
                 name=f"session-{len(list((storage / 'tune').glob('session-*')))}",
                 storage_path=str(storage / "tune"),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[_Tracker(recorder, space, tags, trials, done, proposer)],
+                # A lost worker, node or raylet, or the out-of-memory killer: the trial goes on
+                # from its checkpoint. A trial's own errors end it as failed instead (see _trial).
+                failure_config=tune.FailureConfig(max_failures=_RETRIES),
+                callbacks=[tracker],
+                stop=stop,
                 verbose=1 if options.verbose else 0,
             ),
         )
-        tuner.fit()
+        # Tune's own Ctrl-C handler would end the study as if it had finished.
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        previous = signal.signal(signal.SIGINT, stop.request)
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:  # the second Ctrl-C: the running trials were stopped where they were
+            stop.requested = True
+            tracker.interrupt_running()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if stop.requested and (tracker.interrupted or sum(tracker.counts.values()) < trials):
+            recorder.interrupt_study()
+            running = f"; {tracker.interrupted} interrupted trials go on from their last epoch" if tracker.interrupted else ""
+            raise Interrupted(f"study {options.name!r} interrupted with {tracker.standing()}{running}")
     rows = recorder.trials()
     table = [{key: value for key, value in row.items() if key != "knobs"} | row["knobs"] for row in rows]
     best = next((row for row in rows if row["status"] == Status.COMPLETED), None)

@@ -29,6 +29,7 @@ __all__ = [
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 WEIGHTS_FILE = "weights.pt"  # a trial's state_dict, saved with torch.save: loads with weights_only=True
 CHECKPOINT_FOLDER = "checkpoint"
+INTERRUPTED = "interrupted by Ctrl-C; resuming the study goes on with it"
 REJECTED = "rejected"  # a study's rejected proposals, knobs and reason: rejected.json and rejected.csv
 
 
@@ -214,6 +215,19 @@ class Recorder:
 
     def discard(self, run_id: str) -> None:
         self.client.delete_run(run_id)
+
+    def note_interrupted(self, run_id: str) -> None:
+        """A trial stopped by Ctrl-C: unfinished (no status), it goes on when the study resumes."""
+        self.client.set_tag(run_id, Tags.REASON, INTERRUPTED)
+        self.client.set_terminated(run_id, "KILLED")
+
+    def resume_trial(self, run_id: str) -> None:
+        if self.client.get_run(run_id).data.tags.get(Tags.REASON) == INTERRUPTED:
+            self.client.delete_tag(run_id, Tags.REASON)
+        self.client.update_run(run_id, status="RUNNING")
+
+    def interrupt_study(self) -> None:
+        self.client.set_terminated(self.parent_run_id, "KILLED")
 
     def set_trial_dir(self, run_id: str, path: str) -> None:
         self.client.set_tag(run_id, Tags.TRIAL_DIR, path)

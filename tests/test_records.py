@@ -200,3 +200,79 @@ def test_a_trial_killed_mid_training_continues_from_its_checkpoint(ray_session, 
     trials = optuna_trials(tmp_path / "runs")
     (complete,) = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(complete.intermediate_values) == [1, 2, 3, 4] and complete.params == trials[0].params
+
+
+def test_ctrl_c_stops_the_study_resumably_with_status_130(ray_session, tmp_path):
+    """Ctrl-C to the whole process group, as a terminal sends it: exit 130, a resume hint, nothing marked finished."""
+    space = write_space(tmp_path, "ctrl_c", "{epochs: 3}")
+    space.write_text(space.read_text().replace("subset: 256", "subset: 1800").replace("[8, 16]", "[32, 48]"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["run", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "runs"), "--trials", "3", "--scheduler", "none",
+            "--max-concurrent", "1"]
+    driver = subprocess.Popen([sys.executable, "-m", "cnnsearch", *args], cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = mlflow.MlflowClient(uri)
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.2)
+            experiment = client.get_experiment_by_name("ctrl_c")
+            runs = experiment and client.search_runs([experiment.experiment_id], filter_string="tags.`cnnsearch.trial_id` != ''")
+            if runs and client.get_metric_history(runs[0].info.run_id, "val_acc"):
+                break
+        assert driver.poll() is None, "the study ended before Ctrl-C"
+        os.killpg(driver.pid, signal.SIGINT)
+        out, err = driver.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 130, err
+    assert "Traceback" not in err and "interrupted with" in err
+    assert f"Resume it: cnnsearch {' '.join(args)} --resume" in err
+    assert '"finished": false' in (tmp_path / "runs" / "cnnsearch.json").read_text()
+    runs = trial_runs(uri, "ctrl_c")
+    unfinished = [run for run in runs if "cnnsearch.status" not in run.data.tags]
+    assert len(runs) < 3 and len(unfinished) == 1 and unfinished[0].info.status == "KILLED"
+
+    from cnnsearch.cli import main
+
+    with contextlib.suppress(SystemExit):
+        main([*args, "--resume"])
+    runs = trial_runs(uri, "ctrl_c")
+    assert len(runs) == 3 and {run.data.tags["cnnsearch.status"] for run in runs} == {"completed"}
+    for run in runs:
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc")) == [1, 2, 3]
+        assert "cnnsearch.reason" not in run.data.tags
+    assert '"finished": true' in (tmp_path / "runs" / "cnnsearch.json").read_text()
+
+
+def test_a_lost_worker_is_retried_from_its_checkpoint(ray_session, tmp_path, cli):
+    """SIGKILL the trial's worker, as the out-of-memory killer would: the trial goes on, it is not failed."""
+    import threading
+
+    space = write_space(tmp_path, "lost_worker", "{epochs: 3}")
+    space.write_text(space.read_text().replace("subset: 256", "subset: 1800").replace("[8, 16]", "[32, 48]"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    killed = []
+
+    def kill_the_worker_after_epoch_1() -> None:
+        client = mlflow.MlflowClient(uri)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            experiment = client.get_experiment_by_name("lost_worker")
+            runs = experiment and client.search_runs([experiment.experiment_id], filter_string="tags.`cnnsearch.trial_id` != ''")
+            if runs and client.get_metric_history(runs[0].info.run_id, "val_acc"):
+                killed.append(subprocess.run(["pkill", "-9", "-f", "ray::ImplicitFunc"]).returncode == 0)
+                return
+
+    killer = threading.Thread(target=kill_the_worker_after_epoch_1)
+    killer.start()
+    status, _, err = cli("run", space, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "1", "--scheduler", "none")
+    killer.join()
+    assert status == 0, err
+    assert killed == [True] and "lost its worker" in err and "Traceback" not in err
+    (run,) = trial_runs(uri, "lost_worker")
+    assert run.data.tags["cnnsearch.status"] == "completed"
+    history = mlflow.MlflowClient(uri).get_metric_history(run.info.run_id, "val_acc")
+    assert sorted(m.step for m in history) == [1, 2, 3]
