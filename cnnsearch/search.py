@@ -355,6 +355,19 @@ def rejected_proposals(study: optuna.Study) -> list[dict[str, Any]]:
     ]
 
 
+def _asha(max_epochs: int, earlier: list[dict[int, float]]) -> ASHAScheduler:
+    """ASHA on per-epoch accuracy, its rungs holding the accuracies of the study's ``earlier``
+    trials: a resumed or extended study judges a trial against all of them, not only this session's."""
+    scheduler = ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=1, reduction_factor=3)
+    # Ray has no public way to seed a rung: record each value as the rung's on_result would have.
+    for index, accuracies in enumerate(earlier):
+        for bracket in scheduler._brackets:
+            for milestone, recorded in bracket._rungs:
+                if milestone in accuracies:
+                    recorded[f"earlier-{index}"] = accuracies[milestone]
+    return scheduler
+
+
 class _Tracker(tune.Callback):
     """Writes every trial to MLflow and prints a live view of the study.
 
@@ -712,11 +725,11 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
         study.sampler = sampler
         proposer = _Proposer(study, space, shape, seed, max_rejections=max(100, 10 * missing), stop=stop,
                              resumed=resumed, ended=ended)
-        scheduler = (
-            ASHAScheduler(time_attr="epoch", max_t=space.budget.epochs, grace_period=1, reduction_factor=3)
-            if scheduler_name == "asha"
-            else FIFOScheduler()
-        )
+        if scheduler_name == "asha":
+            earlier = [recorder.accuracies(row["run_id"]) for row in done if row["status"] in Status.SCORED]
+            scheduler = _asha(space.budget.epochs, earlier)
+        else:
+            scheduler = FIFOScheduler()
         tune_config = tune.TuneConfig(
             search_alg=ConcurrencyLimiter(proposer, max_concurrent=concurrent),
             scheduler=scheduler,

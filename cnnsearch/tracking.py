@@ -203,9 +203,13 @@ class Recorder:
         """The child runs that a crash left unfinished, by run id, each with its trial's folder in Tune's storage."""
         return {run.info.run_id: run.data.tags.get(Tags.TRIAL_DIR) for run in self._children() if Tags.STATUS not in run.data.tags}
 
+    def accuracies(self, run_id: str) -> dict[int, float]:
+        """A trial's validation accuracy after each epoch it logged."""
+        return {m.step: m.value for m in self.client.get_metric_history(run_id, Metrics.VAL_ACC)}
+
     def logged_epochs(self, run_id: str) -> int:
         """The last epoch a trial's run holds metrics of."""
-        return max((m.step for m in self.client.get_metric_history(run_id, Metrics.VAL_ACC)), default=0)
+        return max(self.accuracies(run_id), default=0)
 
     def discard_failed(self) -> None:
         """Delete the failed child runs: their trials run again."""

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -276,3 +277,31 @@ def test_a_lost_worker_is_retried_from_its_checkpoint(ray_session, tmp_path, cli
     assert run.data.tags["cnnsearch.status"] == "completed"
     history = mlflow.MlflowClient(uri).get_metric_history(run.info.run_id, "val_acc")
     assert sorted(m.step for m in history) == [1, 2, 3]
+
+
+def test_an_extended_asha_study_judges_new_trials_against_the_earlier_ones(ray_session, tmp_path, cli):
+    """ASHA's rungs survive the session: a new trial is stopped at epoch 1 exactly when it is below the
+    cutoff of every epoch-1 accuracy before it, the first session's included."""
+    space = write_space(tmp_path, "extended_asha", "{epochs: 3}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ["--tracking-uri", uri, "--storage", tmp_path / "runs", "--sampler", "random", "--seed", "3",
+              "--max-concurrent", "1", "--lr", "0.0001"]  # barely learns: accuracies differ
+    status, _, err = cli("run", space, *common, "--trials", "3")
+    assert status == 0, err
+    first = {run.info.run_id for run in trial_runs(uri, "extended_asha")}
+    status, _, err = cli("run", space, *common, "--trials", "6")
+    assert status == 0, err
+    client = mlflow.MlflowClient(uri)
+    runs = sorted(trial_runs(uri, "extended_asha"), key=lambda run: run.info.start_time)
+    assert len(runs) == 6
+    seen, this_session, told_apart = [], [], False
+    for run in runs:
+        accuracy = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_acc")}[1]
+        if run.info.run_id not in first:
+            stopped = accuracy < np.nanpercentile(seen, 100 * (1 - 1 / 3))
+            assert run.data.tags["cnnsearch.status"] == ("stopped early" if stopped else "completed"), (seen, accuracy)
+            # Rungs of this session alone would have decided otherwise.
+            told_apart |= stopped != bool(this_session and accuracy < np.nanpercentile(this_session, 100 * (1 - 1 / 3)))
+            this_session.append(accuracy)
+        seen.append(accuracy)
+    assert told_apart, seen
