@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
 
     from .search import RunOptions, StudyResult
 
+_DESCRIPTION = "Neural-architecture search and ablations of convolutional networks: Optuna proposes, Ray Tune runs, MLflow records."
+
 
 def _human(count: int) -> str:
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
@@ -383,8 +385,16 @@ def _study_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="show Ray's own logs")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line, not after its usage block."""
+
+    def error(self, message: str) -> None:
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cnnsearch", description=__doc__)
+    parser = _Parser(prog="cnnsearch", description=_DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
 
     show = commands.add_parser("show", help="validate a search space and summarize it")

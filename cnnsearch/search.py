@@ -406,6 +406,9 @@ class _Tracker(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "failed" not in result:
             self.recorder.log_epoch(self.runs[trial.trial_id], result, epoch=int(result["epoch"]))
+            print(f"[{_clock(time.monotonic() - self.started)}] trial {trial.trial_id} epoch {result['epoch']}/"
+                  f"{self.space.budget.epochs}: val_acc {result[Metrics.VAL_ACC]:.2%}, {result['train_images_per_s']:,.0f} img/s",
+                  file=sys.stderr, flush=True)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         print(f"trial {trial.trial_id} lost its worker ({_error_of(trial)}); it goes on from its last checkpoint",
@@ -643,7 +646,8 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
         _check_reachable(options.ray_address)
     try:
         ray.init(
-            address=options.ray_address,
+            # "local": a Ray of our own, never one that something else left on this machine.
+            address=options.ray_address or "local",
             include_dashboard=False,
             log_to_driver=options.verbose,
             logging_level=logging.INFO if options.verbose else logging.ERROR,
@@ -705,6 +709,9 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     _save_state(storage, **study_state, finished=False)
     recorder.set_planned_trials(max(trials, len(done)))
 
+    print(f"{options.name}: {len(split.train):,} training and {len(split.val):,} validation images of {data.source}; "
+          f"{trials} trials, {concurrent} at a time ({cpus:g} CPUs" + (f", {gpus:g} GPUs" if gpus else "") + " each)",
+          file=sys.stderr, flush=True)
     shape = data_shape(data)
     # A trial in a running worker starts in milliseconds, a new worker in seconds. Compiled
     # trials get fresh workers: torch.compile's caches would pile up and hit its recompile limit.

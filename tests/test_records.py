@@ -305,3 +305,25 @@ def test_an_extended_asha_study_judges_new_trials_against_the_earlier_ones(ray_s
             this_session.append(accuracy)
         seen.append(accuracy)
     assert told_apart, seen
+
+
+def test_run_starts_its_own_ray_though_a_stale_cluster_is_on_record(tmp_path):
+    """/tmp/ray/ray_current_cluster names a dead cluster: `run` starts its own Ray, it does not hang trying to join."""
+    marker = Path("/tmp/ray/ray_current_cluster")
+    saved = marker.read_text() if marker.exists() else None
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("127.0.0.1:1\n")  # nothing answers there
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "cnnsearch", "run", str(write_space(tmp_path, "own_ray")), "--tracking-uri",
+             f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", str(tmp_path / "runs"), "--trials", "1", "--scheduler", "none"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        if saved is None:
+            marker.unlink()
+        else:
+            marker.write_text(saved)
+    assert result.returncode == 0, result.stderr
+    assert "1/1 trials done (1 completed)" in result.stderr
