@@ -392,6 +392,7 @@ class _Tracker(tune.Callback):
         run_id = trial.config.get("run_id")  # a resumed trial goes on in its own run
         if run_id is None:
             run_id = self._new_run(trial)
+            self.recorder.set_trial_dir(run_id, trial.path)  # where its checkpoints will be
         else:
             self.recorder.resume_trial(run_id)
         self.runs[trial.trial_id] = run_id
@@ -415,9 +416,9 @@ class _Tracker(tune.Callback):
               file=sys.stderr, flush=True)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
-        if trial.trial_id not in self.checkpoints:
-            # From its first checkpoint on, a resumed study finds the trial's here, not where it
-            # was resumed from: until then those are the ones to go on from.
+        if trial.trial_id not in self.checkpoints and trial.config.get("run_id"):
+            # A resumed trial's checkpoints are here from its first new one on; until then the
+            # ones it was resumed from are those to go on from.
             self.recorder.set_trial_dir(self.runs[trial.trial_id], trial.path)
         self.checkpoints[trial.trial_id] = checkpoint  # uploaded once, when the trial ends
 
