@@ -132,8 +132,8 @@ def _fitted(space: Space, draw: Any, shape: dict[str, int]) -> tuple[Arch, dict[
 
 
 def _trial_config(arch: Arch, cost: dict[str, int], record: dict[str, Any], seed: int, cell: str | None = None) -> dict[str, Any]:
-    """What a Tune trial receives: the architecture to train, and what the driver records of it."""
-    return {"arch": arch.to_dict(), "cost": cost, "record": record | {"seed": seed}, "seed": seed, "cell": cell}
+    """What a Tune trial receives: the architecture to train, and what the driver records of it (the seed among it)."""
+    return {"arch": arch.to_dict(), "cost": cost, "record": record | {"seed": seed}, "cell": cell}
 
 
 _STATE = "train_state.pt"  # in each Tune checkpoint: what train() needs to go on after the epoch
@@ -175,7 +175,7 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
         )
 
     try:
-        result = train(arch, data, split, recipe=space.recipe, budget=space.budget, seed=config["seed"], device=device,
+        result = train(arch, data, split, recipe=space.recipe, budget=space.budget, seed=config["record"]["seed"], device=device,
                        checkpoint=save, callback=report, resume=resume)
         failure = result.message if result.status == "diverged" else None
     except Exception as error:  # the architecture's or the recipe's failure, not the machine's: no retry

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -40,6 +41,26 @@ def write_space(folder: Path, name: str, budget: str = "{epochs: 1}") -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(SPACE.format(name=name, budget=budget))
     return path
+
+
+def write_slow_space(folder: Path, name: str, budget: str) -> Path:
+    """Epochs of a second or more: long enough to interrupt a trial between two of them."""
+    path = write_space(folder, name, budget)
+    path.write_text(path.read_text().replace("subset: 256", "subset: 1800").replace("[8, 16]", "[32, 48]"))
+    return path
+
+
+def wait_for_first_epoch(uri: str, name: str, running: Callable[[], bool] = lambda: True, timeout: float = 180) -> bool:
+    """Whether a trial of study ``name`` recorded an epoch while ``running`` held, within ``timeout`` seconds."""
+    client = mlflow.MlflowClient(uri)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and running():
+        time.sleep(0.2)
+        experiment = client.get_experiment_by_name(name)
+        runs = experiment and client.search_runs([experiment.experiment_id], filter_string="tags.`cnnsearch.trial_id` != ''")
+        if runs and client.get_metric_history(runs[0].info.run_id, "val_acc"):
+            return True
+    return False
 
 
 def trial_runs(uri: str, name: str) -> list:
@@ -162,21 +183,14 @@ def test_failed_ablation_cells_run_again_on_resume(ray_session, tmp_path, cli):
 
 def test_a_trial_killed_mid_training_continues_from_its_checkpoint(ray_session, tmp_path):
     """SIGKILL the driver after a trial's first epoch; --resume goes on in the same run from the epoch after its checkpoint."""
-    space = write_space(tmp_path, "killed_mid_trial", "{epochs: 4}")
-    space.write_text(space.read_text().replace("subset: 256", "subset: 1800").replace("[8, 16]", "[32, 48]"))
+    space = write_slow_space(tmp_path, "killed_mid_trial", "{epochs: 4}")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [sys.executable, "-m", "cnnsearch", "run", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "runs"),
             "--trials", "1", "--scheduler", "none"]
     driver = subprocess.Popen(args, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = mlflow.MlflowClient(uri)
-    deadline = time.monotonic() + 180
     try:
-        while time.monotonic() < deadline and driver.poll() is None:
-            time.sleep(0.2)
-            experiment = client.get_experiment_by_name("killed_mid_trial")
-            runs = experiment and client.search_runs([experiment.experiment_id], filter_string="tags.`cnnsearch.trial_id` != ''")
-            if runs and client.get_metric_history(runs[0].info.run_id, "val_acc"):
-                break
+        wait_for_first_epoch(uri, "killed_mid_trial", running=lambda: driver.poll() is None)
         assert driver.poll() is None, "the study ended before it could be killed"
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and every Ray process it started
         driver.wait()
@@ -205,22 +219,15 @@ def test_a_trial_killed_mid_training_continues_from_its_checkpoint(ray_session, 
 
 def test_ctrl_c_stops_the_study_resumably_with_status_130(ray_session, tmp_path):
     """Ctrl-C to the whole process group, as a terminal sends it: exit 130, a resume hint, nothing marked finished."""
-    space = write_space(tmp_path, "ctrl_c", "{epochs: 3}")
-    space.write_text(space.read_text().replace("subset: 256", "subset: 1800").replace("[8, 16]", "[32, 48]"))
+    space = write_slow_space(tmp_path, "ctrl_c", "{epochs: 3}")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["run", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "runs"), "--trials", "3", "--scheduler", "none",
             "--max-concurrent", "1"]
     driver = subprocess.Popen([sys.executable, "-m", "cnnsearch", *args], cwd=tmp_path, start_new_session=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client = mlflow.MlflowClient(uri)
-    deadline = time.monotonic() + 180
     try:
-        while time.monotonic() < deadline and driver.poll() is None:
-            time.sleep(0.2)
-            experiment = client.get_experiment_by_name("ctrl_c")
-            runs = experiment and client.search_runs([experiment.experiment_id], filter_string="tags.`cnnsearch.trial_id` != ''")
-            if runs and client.get_metric_history(runs[0].info.run_id, "val_acc"):
-                break
+        wait_for_first_epoch(uri, "ctrl_c", running=lambda: driver.poll() is None)
         assert driver.poll() is None, "the study ended before Ctrl-C"
         os.killpg(driver.pid, signal.SIGINT)
         out, err = driver.communicate(timeout=120)
@@ -251,21 +258,13 @@ def test_a_lost_worker_is_retried_from_its_checkpoint(ray_session, tmp_path, cli
     """SIGKILL the trial's worker, as the out-of-memory killer would: the trial goes on, it is not failed."""
     import threading
 
-    space = write_space(tmp_path, "lost_worker", "{epochs: 3}")
-    space.write_text(space.read_text().replace("subset: 256", "subset: 1800").replace("[8, 16]", "[32, 48]"))
+    space = write_slow_space(tmp_path, "lost_worker", "{epochs: 3}")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     killed = []
 
     def kill_the_worker_after_epoch_1() -> None:
-        client = mlflow.MlflowClient(uri)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-            experiment = client.get_experiment_by_name("lost_worker")
-            runs = experiment and client.search_runs([experiment.experiment_id], filter_string="tags.`cnnsearch.trial_id` != ''")
-            if runs and client.get_metric_history(runs[0].info.run_id, "val_acc"):
-                killed.append(subprocess.run(["pkill", "-9", "-f", "ray::ImplicitFunc"]).returncode == 0)
-                return
+        if wait_for_first_epoch(uri, "lost_worker", timeout=120):
+            killed.append(subprocess.run(["pkill", "-9", "-f", "ray::ImplicitFunc"]).returncode == 0)
 
     killer = threading.Thread(target=kill_the_worker_after_epoch_1)
     killer.start()
