@@ -177,14 +177,14 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
     try:
         result = train(arch, data, split, recipe=space.recipe, budget=space.budget, seed=config["record"]["seed"], device=device,
                        checkpoint=save, callback=report, resume=resume)
-        failure = result.message if result.status == "diverged" else None
+        failure, diverged = (result.message, True) if result.status == "diverged" else (None, False)
     except Exception as error:  # the architecture's or the recipe's failure, not the machine's: no retry
-        failure = ": ".join([type(error).__name__, *str(error).strip().splitlines()[:1]])
+        failure, diverged = ": ".join([type(error).__name__, *str(error).strip().splitlines()[:1]]), False
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if failure is not None:
         # NaN, not 0.0: no scheduler rung or sampler may take a failure for a score.
-        tune.report({"epoch": epochs + 1, "failed": failure, "budget_spent": False, Metrics.VAL_ACC: math.nan})
+        tune.report({"epoch": epochs + 1, "failed": failure, "diverged": diverged, "budget_spent": False, Metrics.VAL_ACC: math.nan})
 
 
 def _last_checkpoint(trial_dir: str | None) -> Path | None:
@@ -425,7 +425,7 @@ class _Tracker(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         if "failed" in last:
-            self._finish(trial, Status.FAILED, last["failed"])
+            self._finish(trial, Status.DIVERGED if last["diverged"] else Status.FAILED, last["failed"])
         elif self.stop.requested and not last.get("budget_spent"):
             # Left unfinished in MLflow: a resumed study goes on from the checkpoint of its last epoch.
             self.recorder.note_interrupted(self.runs.pop(trial.trial_id))
@@ -453,8 +453,8 @@ class _Tracker(tune.Callback):
         for folder in [*Path(trial.path).glob("checkpoint_*"), *resumed_from]:
             shutil.rmtree(folder, ignore_errors=True)
         self.counts[status] += 1
-        if status == Status.FAILED:
-            print(f"trial {trial.trial_id} failed: {reason}", file=sys.stderr, flush=True)
+        if status in (Status.FAILED, Status.DIVERGED):
+            print(f"trial {trial.trial_id} {status}: {reason}", file=sys.stderr, flush=True)
         if val_acc is not None and (self.best is None or val_acc > self.best[Metrics.VAL_ACC]):
             self.best = {Metrics.VAL_ACC: val_acc, "knobs": trial.config["record"]}
         done = sum(self.counts.values())
@@ -685,7 +685,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
         files=[space.source] + ([experiment.source] if experiment else []),
     )
     if experiment is not None:
-        recorder.discard_failed()  # a failed cell runs again; a failed search trial stays a result of the search
+        recorder.discard_failed()  # a failed cell runs again (a diverged one stands); a failed search trial stays a result of the search
     resumed, ended = [], []
     for run_id, trial_dir in recorder.unfinished().items():
         checkpoint = _last_checkpoint(trial_dir)

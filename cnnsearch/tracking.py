@@ -60,7 +60,8 @@ class Status:
 
     COMPLETED = "completed"  # trained for its whole budget: epochs, max_images or max_seconds
     STOPPED_EARLY = "stopped early"  # stopped by the scheduler before its budget ran out
-    FAILED = "failed"  # raised, or its loss diverged
+    FAILED = "failed"  # raised, or lost its worker more often than Tune retries
+    DIVERGED = "diverged"  # its loss became NaN, or exploded while it stayed at chance: the reason holds the values
     SCORED = (COMPLETED, STOPPED_EARLY)  # have a validation accuracy
 
 
@@ -82,7 +83,7 @@ class Tags:
 
 
 _TRIALS_OF = f"tags.`{Tags.PARENT}` = '{{parent}}' and tags.`{Tags.TRIAL}` != ''"
-_RUN_STATE = {Status.COMPLETED: "FINISHED", Status.STOPPED_EARLY: "FINISHED", Status.FAILED: "FAILED"}
+_RUN_STATE = {Status.COMPLETED: "FINISHED", Status.STOPPED_EARLY: "FINISHED", Status.FAILED: "FAILED", Status.DIVERGED: "FAILED"}
 
 
 def connect(tracking_uri: str) -> Any:

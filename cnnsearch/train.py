@@ -29,6 +29,10 @@ __all__ = ["EpochReport", "TrainResult", "data_shape", "find_lr", "fit_to_data",
 # Measured on the 2-core development CPU (BENCHMARKS.md, pipeline section): channels_last
 # trains resnet20 1.2x faster there too, so it is the default on every device.
 CHANNELS_LAST_DEFAULT = True
+# A trial is diverged when its validation loss exceeds this many times ln(classes) while its
+# accuracy is within CHANCE_MARGIN of the majority class's share, in its last epoch or in two.
+DIVERGED_LOSS_FACTOR = 4
+CHANCE_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -277,7 +281,8 @@ def train(
 
     Returns:
         The final metrics, with status ``diverged`` and a message if the loss became NaN
-        or infinite.
+        or infinite, or if validation shows a model that learned nothing while its loss
+        exploded (see ``DIVERGED_LOSS_FACTOR``).
     """
     started = time.perf_counter()
     device = resolve_device(str(device))
@@ -341,6 +346,10 @@ def train(
             total=total_steps * recipe.batch_size, unit="img", unit_scale=True, leave=False, dynamic_ncols=True, file=sys.stderr
         )
     status, message = "completed", ""
+    # Learned nothing: a validation loss this far above a uniform guess's ln(classes), at chance.
+    loss_bound = DIVERGED_LOSS_FACTOR * math.log(max(2, len(data.classes)))
+    chance = torch.bincount(data.labels[split.val]).max().item() / len(split.val)  # the majority class's share
+    explosions = 0
     out_of_budget = bool(history) and history[-1].budget_spent
     compiled = False  # the first step of this call compiles, a resumed one too
     while epoch < budget.epochs and not out_of_budget:
@@ -394,6 +403,7 @@ def train(
             with autocast():
                 update_bn(calibration, model)
         val_loss, val_acc = _evaluate(model, val_batches, autocast)
+        learned_nothing = val_loss > loss_bound and val_acc <= chance + CHANCE_MARGIN
         report = EpochReport(
             epoch=epoch,
             images=images_seen,
@@ -408,6 +418,13 @@ def train(
             budget_spent=out_of_budget or epoch == budget.epochs,
         )
         history.append(report)
+        # One such epoch may be a bad start that the next one repairs; two, or the last, are not.
+        if learned_nothing and (report.budget_spent or explosions):
+            status = "diverged"
+            message = (f"validation loss {val_loss:.4g} (bound {loss_bound:.3g} = {DIVERGED_LOSS_FACTOR} ln {len(data.classes)}) "
+                       f"at accuracy {val_acc:.2%} (chance {chance:.2%}) after epoch {epoch}")
+            break
+        explosions += learned_nothing
         if bar is not None:
             bar.write(
                 f"epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, val acc {val_acc:.2%}, "

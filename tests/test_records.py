@@ -22,6 +22,7 @@ from cnnsearch import load_arch
 from cnnsearch.model import build_model
 from cnnsearch.profile import profile
 from cnnsearch.search import concurrency
+from cnnsearch.tracking import Recorder, Status
 
 SPACE = """
 name: {name}
@@ -163,7 +164,8 @@ def test_concurrency_follows_the_scarcer_resource(resources, cpus, gpus, expecte
     assert concurrency(resources, cpus, gpus) == expected
 
 
-def test_failed_ablation_cells_run_again_on_resume(ray_session, tmp_path, cli):
+def test_diverged_ablation_cells_are_results_on_resume(ray_session, tmp_path, cli):
+    """A diverged cell is the cell's answer: --resume keeps it rather than drawing it again until it trains."""
     write_space(tmp_path, "cells")
     experiment = tmp_path / "diverging.yaml"
     experiment.write_text("space: cells.yaml\nbase: {stem.channels: 8, residual.num_blocks: 1}\n"
@@ -176,9 +178,19 @@ def test_failed_ablation_cells_run_again_on_resume(ray_session, tmp_path, cli):
     assert len(first) == 2
     status, _, err = cli("ablate", experiment, *common, "--resume")
     assert status == 0, err
-    runs = trial_runs(uri, "diverging")  # deleted runs are not listed
-    assert len(runs) == 2 and not first & {run.info.run_id for run in runs}
-    assert {run.data.tags["cnnsearch.status"] for run in runs} == {"failed"}
+    runs = trial_runs(uri, "diverging")
+    assert {run.info.run_id for run in runs} == first
+    assert {run.data.tags["cnnsearch.status"] for run in runs} == {"diverged"}
+
+
+def test_failed_trials_are_discarded_to_run_again_and_diverged_ones_stay(tmp_path):
+    """What an ablation's --resume reruns: trials that failed (the machine's fault, or an error), not diverged ones."""
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    recorder = Recorder.open(client, experiment="cells", study="cells", space_hash="0")
+    for trial_id, status in (("a", Status.FAILED), ("b", Status.DIVERGED), ("c", Status.COMPLETED)):
+        recorder.finish_trial(recorder.start_trial(trial_id, {"residual.width": 8}, space_hash="0"), status, "why")
+    recorder.discard_failed()
+    assert sorted(row["trial_id"] for row in recorder.trials()) == ["b", "c"]
 
 
 def test_a_trial_killed_mid_training_continues_from_its_checkpoint(ray_session, tmp_path):

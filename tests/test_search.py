@@ -142,8 +142,9 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(ray_session, tmp_pat
     runs = children(client, experiment.experiment_id, parent.info.run_id)
     assert len(runs) == 2
     for run in runs:
-        assert run.data.tags["cnnsearch.status"] == "failed" and run.info.status == "FAILED"
+        assert run.data.tags["cnnsearch.status"] == "diverged" and run.info.status == "FAILED"
         assert "training loss became" in run.data.tags["cnnsearch.reason"]
+    assert "diverged: training loss became" in err
 
 
 @pytest.mark.parametrize(

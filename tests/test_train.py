@@ -78,6 +78,26 @@ def test_diverging_loss_ends_the_trial(data, split):
     assert result.status == "diverged" and "training loss became" in result.message
 
 
+# The recipe before issue 20: no warm-up floor, no clipping, BN's running statistics as they
+# ran. At lr 0.8 resnet20's first epoch ends at chance with a validation loss in the thousands.
+UNGUARDED = Recipe(batch_size=64, lr=0.8, warmup=0.0, warmup_min_steps=0, grad_clip_norm=None, bn_recalibration_images=0,
+                   zero_init_residual=(), precision="fp32")
+
+
+def test_an_exploded_validation_loss_at_chance_is_divergence(data, split):
+    """A last epoch at chance with a validation loss far above ln(classes) is called diverged, with its values."""
+    result = train(fit_to_data(load_arch("resnet20"), data), data, split, recipe=UNGUARDED, budget=Budget(epochs=1))
+    assert result.status == "diverged", result.history
+    assert "validation loss" in result.message and "bound 9.21 = 4 ln 10" in result.message and "chance 10" in result.message
+    assert result.val_loss > 100 and result.val_acc <= 0.15
+
+
+def test_one_exploded_epoch_that_the_next_repairs_is_not_divergence(data, split):
+    result = train(fit_to_data(load_arch("resnet20"), data), data, split, recipe=UNGUARDED, budget=Budget(epochs=2))
+    assert result.status == "completed", result.message
+    assert result.history[0].val_loss > 1000 and result.history[1].val_loss < 9.21
+
+
 def test_architecture_must_fit_the_data(data, split):
     with pytest.raises(Exception, match="built for 1000 classes"):
         train(load_arch("resnet18"), data, split)
