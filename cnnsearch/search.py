@@ -660,6 +660,8 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     # A GPU request where there is none would leave every trial pending forever.
     gpus = options.gpus_per_trial if resources.get("GPU", 0) > 0 else 0.0
     cpus = options.cpus_per_trial
+    if space.recipe.precision == "fp16" and not gpus:
+        raise ConfigError("precision fp16 needs a CUDA device, and these trials run on CPUs; use bf16 or fp32")
     concurrent = options.max_concurrent or concurrency(resources, cpus, gpus)
 
     experiment_name = options.experiment or (state["experiment"] if state else experiment.name if experiment else space.name)
