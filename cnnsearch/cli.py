@@ -82,6 +82,7 @@ def _show(args: argparse.Namespace) -> None:
     d, b, r, s = space.dataset, space.budget, space.recipe, space.search
     print(
         f"\ndataset: {d.name}, {d.val_fraction:.0%} validation" + (f", subset {d.subset:,}" if d.subset else "")
+        + (f", validating trials on {d.val_subset:,} of the held-out images" if d.val_subset else "")
         + f"; budget: {b.epochs} epochs; recipe: batch {r.batch_size}, lr {r.lr or f'{r.scaled_lr:g}'}, {r.precision} precision; search: {s.sampler}, {s.trials} trials"
     )
 
@@ -150,6 +151,7 @@ def _options(args: argparse.Namespace, name: str, **search: object) -> RunOption
         epochs=args.epochs,
         subset=args.subset,
         val_fraction=args.val_fraction,
+        val_subset=args.val_subset,
         **_recipe_overrides(args),
         verbose=args.verbose,
         cache_dir=args.cache_dir,
@@ -379,6 +381,8 @@ def _study_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=_positive, help="override budget.epochs")
     parser.add_argument("--subset", type=_positive, help="override dataset.subset (training images per trial)")
     parser.add_argument("--val-fraction", type=float, help="override dataset.val_fraction (held-out share of the data)")
+    parser.add_argument("--val-subset", type=_positive,
+                        help="override dataset.val_subset (validate trials on this many held-out images; export uses all)")
     _recipe_flags(parser)
     parser.add_argument("--cache-dir", help="where decoded data sets are cached")
     parser.add_argument("--data-dir", help="where torchvision's CIFAR files are or are downloaded to")

@@ -214,6 +214,7 @@ class Split:
     seed: int
     val_fraction: float
     subset: int | None
+    val_subset: int | None = None  # validation on this many of the held-out images
 
     def describe(self) -> dict[str, Any]:
         digest = hashlib.sha256(self.val.numpy().tobytes()).hexdigest()[:16]
@@ -223,16 +224,21 @@ class Split:
             "val_fraction": self.val_fraction,
             "seed": self.seed,
             "subset": self.subset,
+            "val_subset": self.val_subset,
             "val_digest": digest,
         }
 
 
-def split_dataset(labels: Tensor, *, val_fraction: float = 0.1, seed: int = 0, subset: int | None = None) -> Split:
+def split_dataset(
+    labels: Tensor, *, val_fraction: float = 0.1, seed: int = 0, subset: int | None = None, val_subset: int | None = None
+) -> Split:
     """A stratified, seeded train/validation split; the same arguments give the same split on any run.
 
     ``subset`` keeps that many training images, a seeded random sample (a smaller subset is
     part of a larger one); the validation images stay the same, so short and long trials
-    are compared on the same images.
+    are compared on the same images. ``val_subset`` validates on that many of the held-out
+    images, a seeded sample that does not depend on ``subset``: a search's validations cost
+    less, and the training images are the same as without it.
     """
     if not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction must be between 0 and 1, got {val_fraction}")
@@ -249,7 +255,11 @@ def split_dataset(labels: Tensor, *, val_fraction: float = 0.1, seed: int = 0, s
         if subset > len(train_idx):
             raise ConfigError(f"subset {subset:,} is larger than the {len(train_idx):,} training images")
         train_idx = train_idx[:subset]
-    return Split(torch.from_numpy(np.sort(train_idx)), torch.from_numpy(val_idx), seed, val_fraction, subset)
+    if val_subset is not None:
+        if val_subset > len(val_idx):
+            raise ConfigError(f"val_subset {val_subset:,} is larger than the {len(val_idx):,} validation images")
+        val_idx = np.sort(val_idx[np.random.default_rng(seed).permutation(len(val_idx))[:val_subset]])
+    return Split(torch.from_numpy(np.sort(train_idx)), torch.from_numpy(val_idx), seed, val_fraction, subset, val_subset)
 
 
 def augment(images: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:

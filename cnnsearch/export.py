@@ -59,12 +59,13 @@ def _study_setup(record: StudyRecord, dataset: str | None, cache_dir: str | None
     """The study's data, split, recipe and budget, as its parent run recorded them."""
     params = record.parent.data.params
     data = load_dataset(dataset or params["dataset"], cache_dir=cache_dir, data_dir=data_dir)
-    subset = params.get("split.subset")
-    split = split_dataset(
-        data.labels, val_fraction=float(params["split.val_fraction"]), seed=int(params["split.seed"]),
-        subset=None if subset in (None, "None") else int(subset),
+    subset, val_subset = (None if params.get(f"split.{key}") in (None, "None") else int(params[f"split.{key}"]) for key in ("subset", "val_subset"))
+    split = split_dataset(data.labels, val_fraction=float(params["split.val_fraction"]), seed=int(params["split.seed"]), subset=subset)
+    # The trials validated on val_subset of these images (if set): check that sample, evaluate on all.
+    searched = split if val_subset is None else split_dataset(
+        data.labels, val_fraction=split.val_fraction, seed=split.seed, subset=subset, val_subset=val_subset
     )
-    if split.describe()["val_digest"] != params["split.val_digest"]:
+    if searched.describe()["val_digest"] != params["split.val_digest"]:
         raise ConfigError(
             f"{data.source}: not the data of study {params.get('dataset')!r} (its validation split differs); "
             "pass the study's data set with --dataset"

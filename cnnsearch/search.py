@@ -61,6 +61,7 @@ class RunOptions:
     epochs: int | None = None  # default: the space's budget.epochs
     subset: int | None = None  # default: the space's dataset.subset
     val_fraction: float | None = None  # default: the space's dataset.val_fraction
+    val_subset: int | None = None  # default: the space's dataset.val_subset
     lr: float | str | None = None  # default: the space's recipe.lr ("auto" runs a range test per trial)
     batch_size: int | None = None  # default: the space's recipe.batch_size
     precision: str | None = None  # default: the space's recipe.precision
@@ -503,7 +504,7 @@ def _error_of(trial: Any) -> str:
     return "failed"
 
 
-_OVERRIDES = ("dataset", "epochs", "subset", "val_fraction", "lr", "batch_size", "precision", "compile")
+_OVERRIDES = ("dataset", "epochs", "subset", "val_fraction", "val_subset", "lr", "batch_size", "precision", "compile")
 _SETTINGS = ("trials", "sampler", "scheduler", "seed", *_OVERRIDES)
 
 
@@ -514,14 +515,15 @@ def with_overrides(
     epochs: int | None = None,
     subset: int | None = None,
     val_fraction: float | None = None,
+    val_subset: int | None = None,
     lr: float | str | None = None,
     batch_size: int | None = None,
     precision: str | None = None,
     compile: bool | None = None,
 ) -> Space:
-    """``space`` with its dataset, epoch budget, subset, validation fraction or recipe values replaced, validated as in a space file."""
+    """``space`` with its dataset, epoch budget, subsets, validation fraction or recipe values replaced, validated as in a space file."""
     changes = {
-        "dataset": {"name": dataset, "subset": subset, "val_fraction": val_fraction},
+        "dataset": {"name": dataset, "subset": subset, "val_fraction": val_fraction, "val_subset": val_subset},
         "budget": {"epochs": epochs},
         "recipe": {"lr": lr, "batch_size": batch_size, "precision": precision, "compile": compile},
     }
@@ -531,7 +533,7 @@ def with_overrides(
 
 def _setting(space: Space, key: str) -> Any:
     """The value a study setting resolves to in ``space``."""
-    section = space.dataset if key in ("dataset", "subset", "val_fraction") else space.budget if key == "epochs" else space.recipe
+    section = space.dataset if key in ("dataset", "subset", "val_fraction", "val_subset") else space.budget if key == "epochs" else space.recipe
     return getattr(section, "name" if key == "dataset" else key)
 
 
@@ -637,7 +639,8 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     tracking_uri = options.tracking_uri or (state["tracking_uri"] if state else DEFAULT_TRACKING_URI)
     client = connect(tracking_uri)
     data = load_dataset(space.dataset.name, cache_dir=options.cache_dir, data_dir=options.data_dir)
-    split = split_dataset(data.labels, val_fraction=space.dataset.val_fraction, seed=space.dataset.split_seed, subset=space.dataset.subset)
+    split = split_dataset(data.labels, val_fraction=space.dataset.val_fraction, seed=space.dataset.split_seed, subset=space.dataset.subset,
+                          val_subset=space.dataset.val_subset)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not options.verbose:

@@ -276,6 +276,9 @@ class DatasetSpec(_Section):
     name: str = "cifar10"
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     subset: int | None = Field(None, ge=1, description="train on this many images only, for short trials")
+    val_subset: int | None = Field(
+        None, ge=1, description="validate trials on a fixed, seeded sample of this many held-out images; export uses them all"
+    )
     split_seed: int = 0
 
     @field_validator("name")

@@ -118,6 +118,11 @@ def test_split_is_stratified_seeded_and_stable():
     assert split.describe()["val_digest"] == again.describe()["val_digest"]
     with pytest.raises(ConfigError, match="subset 5,000 is larger than the 900 training images"):
         split_dataset(labels, subset=5000)
+    sampled = split_dataset(labels, seed=0, subset=200, val_subset=30)
+    assert torch.equal(sampled.train, small.train) and len(sampled.val) == 30 and set(sampled.val.tolist()) <= set(split.val.tolist())
+    assert torch.equal(split_dataset(labels, seed=0, val_subset=30).val, sampled.val)  # whatever the training subset
+    with pytest.raises(ConfigError, match="val_subset 101 is larger than the 100 validation images"):
+        split_dataset(labels, val_subset=101)
 
 
 def test_augment_crops_and_flips_whole_batches():

@@ -39,7 +39,7 @@ def study(ray_session, tmp_path_factory):
     (folder / "tiny.yaml").write_text(SPACE)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     main(["run", str(folder / "tiny.yaml"), "--tracking-uri", uri, "--storage", str(folder / "runs"),
-          "--sampler", "grid", "--trials", "2", "--scheduler", "none"])
+          "--sampler", "grid", "--trials", "2", "--scheduler", "none", "--val-subset", "80"])
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("tiny")
     trials = client.search_runs([experiment.experiment_id], filter_string="tags.`cnnsearch.trial_id` != ''",
@@ -59,6 +59,11 @@ def test_exported_formats_agree_with_the_trained_model(study, tmp_path, cli):
     assert meta["params"] == best.data.metrics["params"] and meta["macs"] == best.data.metrics["macs"]
     assert meta["class_names"] == [f"class{i}" for i in range(10)] and meta["input_size"] == 32
     assert meta["evaluation"]["held_out"] and meta["cnnsearch_version"]
+    # The trials validated on 80 of the 200 held-out images; the export is measured on all 200.
+    (parent,) = client.search_runs([best.info.experiment_id], filter_string="tags.`cnnsearch.study` != ''")
+    assert parent.data.params["split.val_images"] == "80" and parent.data.params["split.val_subset"] == "80"
+    assert all(round(trial.data.metrics["val_acc"] * 80, 6).is_integer() for trial in trials)
+    assert meta["evaluation"]["images"] == 200
 
     # The in-memory model: the trial's architecture and checkpoint, with the data's normalization.
     data = load_dataset("synthetic")
