@@ -3,9 +3,10 @@
 A short trial cannot afford a per-image Python pipeline (PIL + DataLoader workers give
 a few thousand images/s on two cores and take the cores from training). Here a data
 set is decoded once into one ``uint8`` tensor, cached as ``.npy`` keyed by its source
-and content, loaded in a fraction of a second, moved whole to the training device, and
-augmented a batch at a time there: random crop with padding, horizontal flip,
-normalization.
+and content, loaded in a fraction of a second, and augmented a few thousand images at a
+time on the training device: random crop with padding, horizontal flip, normalization.
+On CPU every trial of a node reads one copy: Ray's object store holds the images once,
+and the trials index it rather than copy their share.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,6 +65,19 @@ class ImageData:
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "key": self.key, "images": len(self.labels), "classes": list(self.classes)}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # As numpy arrays, Ray's object store holds the images once per node and every trial
+        # there reads them in place (a torch tensor would be copied into each worker).
+        arrays = (self.images.numpy(), self.labels.numpy())
+        return _from_arrays, (*arrays, self.classes, self.source, self.key, self.mean, self.std)
+
+
+def _from_arrays(images: np.ndarray, labels: np.ndarray, *fields: Any) -> ImageData:
+    with warnings.catch_warnings():
+        # Ray hands over read-only views of its shared memory; nothing here writes to them.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return ImageData(torch.from_numpy(images), torch.from_numpy(labels), *fields)
 
 
 def _channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -298,7 +313,8 @@ class Batches:
     """Batches of a data set resident on the training device, normalized to float.
 
     Args:
-        data: the data set; its tensors are moved to ``device`` once.
+        data: the data set. On CPU its images are read in place, a chunk at a time; on a GPU
+            the ``indices``' images are copied there once.
         indices: which images to use (a :class:`Split`'s ``train`` or ``val``).
         batch_size: images per batch; the last, smaller batch is kept.
         train: shuffle and augment (crop + flip) every epoch.
@@ -320,7 +336,10 @@ class Batches:
     ) -> None:
         self.device = torch.device(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.images = data.images[indices].to(self.device).contiguous(memory_format=self.memory_format)
+        if self.device.type == "cpu":
+            self.images, self.rows = data.images, indices  # shared by every trial of the node
+        else:
+            self.images, self.rows = data.images[indices].to(self.device).contiguous(memory_format=self.memory_format), None
         self.labels = data.labels[indices].to(self.device)
         self.batch_size = batch_size
         self.train = train
@@ -341,17 +360,22 @@ class Batches:
         count = len(self.labels)
         if not self.train:
             for start in range(0, count, self.batch_size):
-                yield self._normalize(self.images[start : start + self.batch_size]), self.labels[start : start + self.batch_size]
+                batch = slice(start, start + self.batch_size)
+                yield self._normalize(self._take(batch)), self.labels[batch]
             return
         order = torch.randperm(count, generator=self.generator, device=self.device)
         # Augment a few thousand images at a time: few, large tensor operations, bounded memory.
         chunk = max(self.batch_size, _AUGMENT_CHUNK // self.batch_size * self.batch_size)
         for chunk_start in range(0, count, chunk):
             chosen = order[chunk_start : chunk_start + chunk]
-            images = augment(self.images[chosen], self.generator).contiguous(memory_format=self.memory_format)
+            images = augment(self._take(chosen).contiguous(memory_format=self.memory_format), self.generator)
             labels = self.labels[chosen]
             for start in range(0, len(chosen), self.batch_size):
                 yield self._normalize(images[start : start + self.batch_size]), labels[start : start + self.batch_size]
+
+    def _take(self, which: Tensor | slice) -> Tensor:
+        """uint8 images by position among ``indices``."""
+        return self.images[which] if self.rows is None else self.images[self.rows[which]]
 
     def _normalize(self, images: Tensor) -> Tensor:
         if self.memory_format is torch.contiguous_format:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import numpy as np
 import torch
 from PIL import Image
 
@@ -231,3 +232,17 @@ def test_batches_cover_every_image_once_per_epoch():
     (second, _), = list(val)
     assert torch.equal(first, second)
     assert abs(first.mean().item()) < 0.1 and abs(first.std().item() - 1) < 0.1
+
+
+def test_images_travel_out_of_band_so_trials_share_one_copy():
+    """Pickled as Ray pickles (protocol 5, out-of-band buffers), the images are a buffer read in place, not a copy."""
+    import pickle
+
+    data = load_dataset("synthetic")
+    buffers = []
+    payload = pickle.dumps(data, protocol=5, buffer_callback=buffers.append)
+    assert len(payload) < 10_000 and sum(buffer.raw().nbytes for buffer in buffers) >= data.images.numel()
+    loaded = pickle.loads(payload, buffers=buffers)
+    assert torch.equal(loaded.images, data.images) and loaded.classes == data.classes and loaded.mean == data.mean
+    addresses = {np.frombuffer(buffer.raw(), dtype=np.uint8).ctypes.data for buffer in buffers}
+    assert loaded.images.data_ptr() in addresses  # read in place
