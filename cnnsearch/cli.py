@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from .config import ConfigError, Interrupted, format_validation_error, list_presets, load_arch
-from .profile import Cost, cheapest, profile
+from .profile import Cost, cheapest, profile, training_memory
 from .space import Fixed, load_space
 
 if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
@@ -37,6 +37,10 @@ def _cost_line(cost: Cost) -> str:
 
 
 def _show(args: argparse.Namespace) -> None:
+    import torch
+
+    from .train import resolve_precision
+
     space = load_space(args.space)
     found = cheapest(space)
     knobs = space.knobs()
@@ -59,8 +63,10 @@ def _show(args: argparse.Namespace) -> None:
     else:
         arch, cost = found
         print(f"cheapest within limits: {_human(cost.params)} params, {_human(cost.macs)} MACs")
-    costs = []
-    print(f"\n{args.samples} random samples (seed {args.seed}):")
+    costs, memories = [], []
+    precision = resolve_precision(space.recipe.precision, torch.device("cpu"))
+    print(f"\n{args.samples} random samples (seed {args.seed}); memory: a CPU trial's expected peak at batch "
+          f"{space.recipe.batch_size}, {precision}:")
     for index in range(args.samples):
         try:
             arch = space.sample_random(args.seed + index)
@@ -69,15 +75,17 @@ def _show(args: argparse.Namespace) -> None:
             print(f"  #{index}: rejected: {error}")
             continue
         costs.append(cost)
+        memories.append(training_memory(arch, space.recipe.batch_size, precision).total)
         over = limits.violation(cost.params, cost.macs)
-        print(f"  #{index}: {_cost_line(cost)}  {'over limits: ' + over if over else 'ok'}")
+        print(f"  #{index}: {_cost_line(cost)}, memory {memories[-1] / 2**30:.1f} GiB  {'over limits: ' + over if over else 'ok'}")
     if costs:
         params = sorted(cost.params for cost in costs)
         macs = sorted(cost.macs for cost in costs)
         within = sum(limits.violation(cost.params, cost.macs) is None for cost in costs)
         print(
             f"range: params {_human(params[0])} to {_human(params[-1])}, "
-            f"MACs {_human(macs[0])} to {_human(macs[-1])}; {within} of {args.samples} within limits"
+            f"MACs {_human(macs[0])} to {_human(macs[-1])}, memory {min(memories) / 2**30:.1f} to {max(memories) / 2**30:.1f} GiB; "
+            f"{within} of {args.samples} within limits"
         )
     d, b, r, s = space.dataset, space.budget, space.recipe, space.search
     print(

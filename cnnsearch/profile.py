@@ -1,4 +1,5 @@
-"""Parameters, multiply-accumulates and FLOPs of an architecture or a model.
+"""Parameters, multiply-accumulates and FLOPs of an architecture or a model, and the memory
+a trial of it needs.
 
 Counted with :class:`torch.utils.flop_counter.FlopCounterMode` on a forward pass of one
 image: convolutions (grouped and depthwise included) and matrix products (linear
@@ -6,6 +7,10 @@ layers, squeeze-and-excitation). It counts FLOPs = 2 x MACs for these operations
 norm, activations, pooling, element-wise additions and bias additions are not counted,
 as in torchvision's published GFLOPS (which are MACs). Architectures are profiled on
 the meta device: no weights are allocated and nothing is computed.
+
+A trial's memory is dominated by the activations that autograd saves for the backward
+pass; a meta-device forward at the batch size counts them (BENCHMARKS.md, memory section,
+compares the estimate with measured peaks).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from .config import Arch, ConfigError
 from .model import build_model
 from .space import Space
 
-__all__ = ["Cost", "cheapest", "profile"]
+__all__ = ["Cost", "Memory", "cheapest", "profile", "training_memory"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,49 @@ def profile(arch_or_model: Arch | nn.Module, *, input_size: int | None = None, i
     model.train(was_training)
     flops = counter.get_total_flops()
     return Cost(params=params, macs=flops // 2, flops=flops)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Expected peak resident memory of one training process on CPU, in bytes, and its parts."""
+
+    activations: int  # saved for the backward pass at the batch size, at fp32
+    parameters: int  # weights, gradients and momentum
+    total: int  # the process's expected peak: a worker's base, the parameters, the activations at their peak
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+# Fitted to resnet20 and densenet_bc_100_k12 trials on CPU at batch 128 (benchmarks/memory.py):
+# at the peak of a step the activations take this many times what a fp32 forward saves for
+# backward (bf16 autocast stores most at half size). A Ray worker with torch loaded, its
+# buffers and its checkpoint writes hold WORKER_BASE. Rounded up: Ray schedules by this number.
+WORKER_BASE = 1100 * 2**20
+ACTIVATION_FACTOR = {"fp32": 1.15, "bf16": 0.6, "fp16": 0.6}
+
+
+def training_memory(arch: Arch, batch_size: int, precision: str = "fp32") -> Memory:
+    """The peak memory of training ``arch`` on CPU at ``batch_size`` and ``precision`` (bf16, fp16, fp32).
+
+    On a GPU the activations and parameters live in device memory and a worker needs about
+    WORKER_BASE of host memory.
+    """
+    with torch.device("meta"):
+        model = build_model(arch).train()
+    saved: dict[int, torch.Tensor] = {}  # by identity: a tensor saved by several operations is stored once
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved[id(tensor)] = tensor  # held here too, so that no id is reused while counting
+        return tensor
+
+    images = torch.empty(batch_size, arch.in_channels, arch.input_size, arch.input_size, device="meta")
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(images)
+    activations = sum(tensor.numel() * tensor.element_size() for tensor in saved.values())
+    parameters = 3 * 4 * sum(p.numel() for p in model.parameters())
+    total = WORKER_BASE + parameters + int(ACTIVATION_FACTOR[precision] * activations)
+    return Memory(activations=activations, parameters=parameters, total=total)
 
 
 def cheapest(space: Space) -> tuple[Arch, Cost] | None:

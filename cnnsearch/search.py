@@ -9,10 +9,12 @@ run ids and counts it needs so each event costs the same at any study size.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -29,15 +31,16 @@ import ray
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune import PlacementGroupFactory
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from .config import Arch, ConfigError, Interrupted
 from .data import load_dataset, split_dataset
 from .experiment import Cell, Experiment
-from .profile import cheapest, profile
+from .profile import WORKER_BASE, cheapest, profile, training_memory
 from .space import Fixed, Space
 from .tracking import DEFAULT_TRACKING_URI, WEIGHTS_FILE, Metrics, Params, Recorder, Status, Tags, connect
-from .train import EpochReport, data_shape, fit_to_data, train
+from .train import EpochReport, data_shape, fit_to_data, resolve_precision, train
 
 __all__ = ["RunOptions", "StudyResult", "concurrency", "rejected_proposals", "run_study", "searched_knobs", "with_overrides"]
 
@@ -115,13 +118,23 @@ def _sampler(name: str, space: Space, seed: int, trials: int) -> optuna.samplers
 _REJECTED = "cnnsearch.rejected"  # an Optuna trial's user attribute: why the driver did not train its proposal
 
 
-def _fitted(space: Space, draw: Any, shape: dict[str, int]) -> tuple[Arch, dict[str, int]]:
+@dataclass(frozen=True)
+class _Target:
+    """What each proposal is fitted to and checked against before it becomes a trial."""
+
+    shape: dict[str, int]  # of the data: classes, image size, channels
+    memory: float | None  # the largest Ray node's memory resource, in bytes; None when trials train on GPUs
+    precision: str  # recipe.precision as a CPU trial resolves it: its activations' size follows it
+
+
+def _fitted(space: Space, draw: Any, target: _Target) -> tuple[Arch, dict[str, int]]:
     """The architecture that ``draw`` (an Optuna trial or FixedTrial) samples from the space, fitted to the data, and its costs.
 
     Raises:
-        ConfigError: it cannot be built, or it is over the space's limits.
+        ConfigError: it cannot be built, it is over the space's limits, or a trial of it
+            needs more memory than any node has.
     """
-    arch = fit_to_data(space.sample(draw), shape)
+    arch = fit_to_data(space.sample(draw), target.shape)
     try:
         cost = profile(arch)  # on the meta device: nothing is allocated
     except (RuntimeError, ValueError) as error:  # e.g. a feature map shrunk to nothing
@@ -129,7 +142,14 @@ def _fitted(space: Space, draw: Any, shape: dict[str, int]) -> tuple[Arch, dict[
     violation = space.limits.violation(cost.params, cost.macs)
     if violation:
         raise ConfigError(violation)
-    return arch, {Metrics.PARAMS: cost.params, Metrics.MACS: cost.macs, Metrics.FLOPS: cost.flops}
+    # On a GPU the activations live in its memory; the host keeps a worker's base.
+    memory = WORKER_BASE if target.memory is None else training_memory(arch, space.recipe.batch_size, target.precision).total
+    if target.memory is not None and memory > target.memory:
+        raise ConfigError(
+            f"a trial needs about {memory / 2**30:.1f} GiB of memory at batch {space.recipe.batch_size}, more than the "
+            f"{target.memory / 2**30:.1f} GiB of the largest Ray node; lower recipe.batch_size or narrow the space"
+        )
+    return arch, {Metrics.PARAMS: cost.params, Metrics.MACS: cost.macs, Metrics.FLOPS: cost.flops, Metrics.MEMORY_ESTIMATE: memory / 2**20}
 
 
 def _trial_config(arch: Arch, cost: dict[str, int], record: dict[str, Any], seed: int, cell: str | None = None) -> dict[str, Any]:
@@ -142,6 +162,21 @@ _CONFIG = "trial.json"  # in each Tune checkpoint: the trial's config, to resume
 _RESUME_KEYS = ("resume", "run_id", "earlier")  # what a resumed trial's config adds: its state, its run, its accuracies so far
 
 
+def _peak_memory_mib() -> float:
+    """This process's peak resident memory since :func:`_reset_peak_memory` (Linux), else since it started."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak_memory() -> None:
+    """A reused worker's peak belongs to its earlier trials: Linux resets it on request."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threads: int, device: str) -> None:
     """One Ray Tune trial: train the architecture the driver proposed and checked, or go on with an interrupted one.
 
@@ -149,6 +184,7 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
     retries are for trials whose worker was lost, and a retried trial goes on from its checkpoint.
     """
     torch.set_num_threads(threads)
+    _reset_peak_memory()
     arch = Arch.from_dict(config["arch"])
     retried = tune.get_checkpoint()
     if retried is not None:
@@ -168,7 +204,7 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
         nonlocal epochs
         epochs = epoch.epoch
         metrics = {key: getattr(epoch, key) for key in Metrics.PER_EPOCH}
-        setup = {Metrics.PEAK_LR: epoch.peak_lr, Params.PRECISION: epoch.precision}
+        setup = {Metrics.PEAK_LR: epoch.peak_lr, Params.PRECISION: epoch.precision, Metrics.PEAK_RSS: _peak_memory_mib()}
         # Tune copies the checkpoint into its storage before report returns: the folder can be reused.
         tune.report(
             {"epoch": epoch.epoch, "budget_spent": epoch.budget_spent, "train_images_per_s": epoch.train_images_per_s, **metrics, **setup},
@@ -227,10 +263,10 @@ class _Proposer(Searcher):
     so an early accuracy is never compared with full-budget ones as an equal.
     """
 
-    def __init__(self, study: optuna.Study, space: Space, shape: dict[str, int], seed: int, max_rejections: int,
+    def __init__(self, study: optuna.Study, space: Space, target: _Target, seed: int, max_rejections: int,
                  stop: _Stop, resumed: list[dict[str, Any]] = (), ended: list[dict[str, Any]] = ()) -> None:
         super().__init__(metric=Metrics.VAL_ACC, mode="max")
-        self.study, self.space, self.shape, self.seed, self.stop = study, space, shape, seed, stop
+        self.study, self.space, self.target, self.seed, self.stop = study, space, target, seed, stop
         self.max_rejections = max_rejections
         trials = study.get_trials(deepcopy=False)
         # Interrupted trials that had used their budget: told complete now, unless they were.
@@ -271,7 +307,7 @@ class _Proposer(Searcher):
         while not self.exhausted:
             proposal = self.study.ask()
             try:
-                arch, cost = _fitted(self.space, proposal, self.shape)
+                arch, cost = _fitted(self.space, proposal, self.target)
             except ConfigError as error:
                 proposal.set_user_attr(_REJECTED, str(error))
                 self.study.tell(proposal, state=optuna.trial.TrialState.FAIL)
@@ -323,10 +359,10 @@ class _Cells(Searcher):
         pass  # a designed experiment learns nothing while it runs
 
 
-def _cell_config(space: Space, cell: Cell, shape: dict[str, int], seed: int) -> dict[str, Any]:
+def _cell_config(space: Space, cell: Cell, target: _Target, seed: int) -> dict[str, Any]:
     """An ablation cell as a trial: its replicate offsets the seed."""
     try:
-        arch, cost = _fitted(space, optuna.trial.FixedTrial(cell.knobs), shape)
+        arch, cost = _fitted(space, optuna.trial.FixedTrial(cell.knobs), target)
     except ConfigError as error:  # the experiment checked the cells before they were fitted to the data
         raise ConfigError(f"{space.source}: cell {cell.levels}: {error}") from None
     levels = {name: json.dumps(level) if isinstance(level, list) else level for name, level in cell.levels.items()}
@@ -715,10 +751,13 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     _save_state(storage, **study_state, finished=False)
     recorder.set_planned_trials(max(trials, len(done)))
 
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    target = _Target(data_shape(data), None if gpus else max(node.get("memory", 0) for node in nodes),
+                     resolve_precision(space.recipe.precision, torch.device("cpu")))
     print(f"{options.name}: {len(split.train):,} training and {len(split.val):,} validation images of {data.source}; "
-          f"{trials} trials, {concurrent} at a time ({cpus:g} CPUs" + (f", {gpus:g} GPUs" if gpus else "") + " each)",
-          file=sys.stderr, flush=True)
-    shape = data_shape(data)
+          f"{trials} trials, up to {concurrent} at a time ({cpus:g} CPUs" + (f", {gpus:g} GPUs" if gpus else "") + " each"
+          + ("" if gpus else f", and the memory each is expected to need, of the {target.memory / 2**30:.1f} GiB the largest node offers")
+          + ")", file=sys.stderr, flush=True)
     # A trial in a running worker starts in milliseconds, a new worker in seconds. Compiled
     # trials get fresh workers: torch.compile's caches would pile up and hit its recompile limit.
     reuse = not space.recipe.compile
@@ -726,7 +765,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     proposer = None
     if experiment is not None:
         finished = {row["cell"] for row in done} | {config["cell"] for config in resumed}
-        configs = resumed + [_cell_config(space, cell, shape, seed) for cell in experiment.cells if cell.key not in finished]
+        configs = resumed + [_cell_config(space, cell, target, seed) for cell in experiment.cells if cell.key not in finished]
         missing = len(configs)
         tune_config = tune.TuneConfig(search_alg=ConcurrencyLimiter(_Cells(configs, stop), max_concurrent=concurrent), num_samples=missing,
                                       reuse_actors=reuse)
@@ -736,7 +775,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
         # Each session draws new points: the same seed again would repeat the first session's.
         sampler = _sampler(sampler_name, space, seed + len(study.trials), trials)
         study.sampler = sampler
-        proposer = _Proposer(study, space, shape, seed, max_rejections=max(100, 10 * missing), stop=stop,
+        proposer = _Proposer(study, space, target, seed, max_rejections=max(100, 10 * missing), stop=stop,
                              resumed=resumed, ended=ended)
         if scheduler_name == "asha":
             earlier = [recorder.accuracies(row["run_id"]) for row in done if row["status"] in Status.SCORED]
@@ -755,7 +794,10 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
         tracker = _Tracker(recorder, space, tags, trials, done, proposer, stop)
         trainable = tune.with_resources(
             tune.with_parameters(_trial, space=space, data=data, split=split, threads=max(1, int(cpus)), device="cuda" if gpus else "cpu"),
-            {"cpu": cpus, "gpu": gpus},
+            # Each trial reserves the memory it is expected to need: Ray starts no more at once than fit.
+            lambda config: PlacementGroupFactory([
+                {"CPU": cpus, "GPU": gpus, "memory": int(config["cost"].get(Metrics.MEMORY_ESTIMATE, WORKER_BASE / 2**20) * 2**20)}
+            ]),
         )
         tuner = tune.Tuner(
             trainable,

@@ -43,6 +43,8 @@ class Metrics:
     PARAMS = "params"
     MACS = "macs"
     FLOPS = "flops"
+    MEMORY_ESTIMATE = "memory_estimate_mib"  # a trial's expected peak resident memory: what it reserves in Ray
+    PEAK_RSS = "peak_rss_mib"  # the trial's measured peak resident memory, after each epoch
     EPOCHS = "epochs"
     PEAK_LR = "peak_lr"  # the schedule's peak: scaled to the batch, or chosen by the range test
     REJECTED = "rejected_proposals"  # of a study: proposals over its limits, never trained
@@ -259,7 +261,7 @@ class Recorder:
 
     def log_epoch(self, run_id: str, metrics: dict[str, Any], epoch: int) -> None:
         """An epoch's metrics; with the first, how the trial trains: its peak learning rate and precision."""
-        self._log_metrics(run_id, {key: metrics[key] for key in Metrics.PER_EPOCH if key in metrics}, step=epoch)
+        self._log_metrics(run_id, {key: metrics[key] for key in (*Metrics.PER_EPOCH, Metrics.PEAK_RSS) if key in metrics}, step=epoch)
         if epoch == 1 and Metrics.PEAK_LR in metrics:
             self._log_metrics(run_id, {Metrics.PEAK_LR: metrics[Metrics.PEAK_LR]})
             self._log_params(run_id, {Params.PRECISION: metrics[Params.PRECISION]})
