@@ -38,8 +38,11 @@ def completed(record: StudyRecord) -> pd.DataFrame:
 
 
 def _as_number(values: pd.Series) -> pd.Series:
+    """Levels that are all numbers as numbers: integers as integers (3, not 3.0), though a trial lacks the knob."""
     numbers = pd.to_numeric(values, errors="coerce")
-    return numbers if numbers.notna().all() else values
+    if numbers[values.notna()].isna().any():
+        return values
+    return numbers.astype("Int64") if (numbers.dropna() % 1 == 0).all() else numbers
 
 
 def _column(runs: pd.DataFrame, name: str, what: str) -> str:
@@ -60,6 +63,9 @@ def _filter(runs: pd.DataFrame, where: list[str]) -> pd.DataFrame:
         numbers, number = pd.to_numeric(values, errors="coerce"), pd.to_numeric(pd.Series([text]), errors="coerce")[0]
         if op in ("=", "==", "!="):
             equal = (numbers == number) if not math.isnan(number) and numbers.notna().all() else (values == text)
+            if not equal.any():  # a typo, or a level no completed trial has: say what there is
+                present = sorted(values.dropna().unique(), key=lambda value: (pd.to_numeric(value, errors="coerce"), value))
+                raise ConfigError(f"--where {condition!r}: no completed trial has {name}={text}; values present: {', '.join(present)}")
             keep = equal if op != "!=" else ~equal
         else:
             if math.isnan(number):

@@ -189,6 +189,7 @@ def _footer(result: StudyResult) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     from .search import run_study, searched_knobs
+    from .tracking import trial_name
 
     space = load_space(args.space)
     name = args.name or space.name
@@ -197,11 +198,11 @@ def _run(args: argparse.Namespace) -> None:
     scored = [t for t in result.trials if t["val_acc"] is not None]
     rejected = f" ({result.rejected} proposals over the limits were not trained)" if result.rejected else ""
     print(f"\n{name}: {len(result.trials)} trials{rejected}; top {min(5, len(scored))} by validation accuracy:")
-    print(f"  {'val_acc':>8}  {'params':>8}  {'MACs':>8}  {'status':<13}  {'MLflow run id':<32}  architecture")
+    print(f"  {'val_acc':>8}  {'params':>8}  {'MACs':>8}  {'status':<13}  {'trial':<14}  {'MLflow run id':<32}  architecture")
     for t in scored[:5]:
         print(
             f"  {t['val_acc']:>8.2%}  {_human(int(t['params'])):>8}  {_human(int(t['macs'])):>8}  {t['status']:<13}  "
-            f"{t['run_id']:<32}  {searched_knobs(space, t['knobs'])}"
+            f"{trial_name(t['trial_id']):<14}  {t['run_id']:<32}  {searched_knobs(space, t['knobs'])}"
         )
     _pictures(result, options)
     _footer(result)
@@ -300,7 +301,7 @@ def _export(args: argparse.Namespace) -> None:
     meta = export_study(
         args.study, args.out or Path("exports") / args.study, top=args.top, seeds=args.seeds, retrain_epochs=args.retrain_epochs,
         formats=formats, tracking_uri=args.tracking_uri, experiment=args.experiment, dataset=args.dataset,
-        cache_dir=args.cache_dir, data_dir=args.data_dir, device=args.device,
+        cache_dir=args.cache_dir, data_dir=args.data_dir, device=args.device, force=args.force,
         say=lambda line: print(line, file=sys.stderr),
     )
     out = args.out or Path("exports") / args.study
@@ -485,6 +486,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--cache-dir", help="where decoded data sets are cached")
     export.add_argument("--data-dir", help="where torchvision's CIFAR files are")
     export.add_argument("--device", default="cpu", help="device for re-evaluation and retraining")
+    export.add_argument("--force", action="store_true", help="export a best trial that sat at chance level all the same")
     _store_flags(export)
     export.set_defaults(run=_export)
 

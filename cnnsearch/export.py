@@ -26,7 +26,7 @@ from .model import build_model
 from .profile import profile
 from .space import Budget, load_space
 from .tracking import CHECKPOINT_FOLDER, DEFAULT_TRACKING_URI, WEIGHTS_FILE, Status, StudyRecord, Tags, find_study
-from .train import fit_to_data, train
+from .train import CHANCE_MARGIN, fit_to_data, train
 
 __all__ = ["FORMATS", "Normalized", "evaluate", "export_study", "load_exported", "predict"]
 
@@ -137,6 +137,7 @@ def export_study(
     cache_dir: str | None = None,
     data_dir: str | None = None,
     device: str = "cpu",
+    force: bool = False,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Pick, retrain and export the best architecture of study ``name``; returns meta.json's content.
@@ -145,7 +146,8 @@ def export_study(
     seeds on the study's split and budget, and the best mean validation accuracy wins,
     so that one lucky short trial does not. The winner is then retrained on training
     plus validation images for ``retrain_epochs`` (default: the study's epochs), or with
-    0 its trial's own checkpoint is exported.
+    0 its trial's own checkpoint is exported. A winner whose validation accuracy is within
+    CHANCE_MARGIN of chance learned nothing, and is refused unless ``force``.
 
     Raises:
         ConfigError: no such study, no usable trial, no checkpoint where one is needed,
@@ -174,6 +176,12 @@ def export_study(
             # The re-evaluated ones by their mean, then the rest by their trial: the order to fall back in.
             candidates = [c for _, c, _ in sorted(scored, key=lambda item: -item[0])] + candidates[top:]
             estimate = {"val_acc": mean, "source": f"mean of {seeds} seeds of trial {best.run_name}", "seeds": accs}
+        chance = torch.bincount(data.labels[split.val]).max().item() / len(split.val)  # the majority class's share
+        if estimate["val_acc"] <= chance + CHANCE_MARGIN and not force:
+            raise ConfigError(
+                f"study {name!r}: the best, {estimate['source']}, reached {estimate['val_acc']:.2%} against a chance level of "
+                f"{chance:.2%}: it learned nothing worth exporting; pass --force to export it all the same"
+            )
 
         epochs = budget.epochs if retrain_epochs is None else retrain_epochs
         if epochs == 0:
@@ -259,9 +267,11 @@ def export_study(
 
 
 def _check(what: str, expected: Tensor, actual: Tensor) -> None:
-    difference = (expected - torch.as_tensor(actual)).abs().max().item()
+    # Relative to the logits' scale (at least 1): float error grows with the values.
+    scale = max(1.0, expected.abs().max().item())
+    difference = (expected - torch.as_tensor(actual)).abs().max().item() / scale
     if difference > _TOLERANCE:
-        raise RuntimeError(f"{what}: logits differ from PyTorch's by {difference:.2e} (tolerance {_TOLERANCE})")
+        raise RuntimeError(f"{what}: logits differ from PyTorch's by {difference:.2e} of their scale {scale:.3g} (tolerance {_TOLERANCE})")
 
 
 def _export_onnx(network: nn.Module, sample: Tensor, expected: Tensor, path: Path) -> None:

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .analysis import completed, importances, pareto_front, pivot  # noqa: E402
-from .tracking import StudyRecord  # noqa: E402
+from .tracking import Status, StudyRecord, Tags, trial_name  # noqa: E402
 
 __all__ = ["plot_study"]
 
@@ -81,13 +81,19 @@ def interaction(table: pd.DataFrame, rows: str, cols: str | None, metric: str, a
     return _save(figure, path)
 
 
-def accuracy_vs_cost(runs: pd.DataFrame, cost: str, metric: str, title: str, path: Path) -> Path:
+def accuracy_vs_cost(runs: pd.DataFrame, stopped: pd.DataFrame, cost: str, metric: str, title: str, path: Path) -> Path:
+    """Completed trials and their Pareto front, a staircase (the best accuracy at most this cost);
+    stopped-early trials drawn apart, at the accuracy of the epoch they reached."""
     figure, axes = plt.subplots(figsize=(6.5, 4.5))
     x = runs[f"metrics.{cost}"].to_numpy(dtype=float)
     y = runs[f"metrics.{metric}"].to_numpy(dtype=float) * _scale(metric)
-    axes.scatter(x, y, alpha=0.6, label="completed trials")
+    axes.scatter(x, y, alpha=0.6, label=f"completed trials ({len(runs)})")
+    if not stopped.empty and f"metrics.{metric}" in stopped:
+        axes.scatter(stopped[f"metrics.{cost}"].to_numpy(dtype=float), stopped[f"metrics.{metric}"].to_numpy(dtype=float) * _scale(metric),
+                     facecolors="none", edgecolors="gray", label=f"stopped early, at their last epoch ({len(stopped)})")
     front = pareto_front(x, y)
-    axes.plot(x[front], y[front], "r-o", label="Pareto front")
+    axes.step(x[front], y[front], "r-", where="post")
+    axes.plot(x[front], y[front], "ro", label="Pareto front of the completed trials")
     axes.set_xscale("log")
     name, unit = ("MACs", "multiply-accumulates per image") if cost == "macs" else ("parameters", "count")
     axes.set_xlabel(f"{name} ({unit}, log scale)")
@@ -103,7 +109,7 @@ def learning_curves(record: StudyRecord, runs: pd.DataFrame, metric: str, title:
     best = runs.sort_values(f"metrics.{metric}", ascending=False).head(top)
     for _, run in best.iterrows():
         history = record.history(run["run_id"], metric)
-        name = run.get("tags.mlflow.runName", run["run_id"][:8])
+        name = trial_name(run[f"tags.{Tags.TRIAL}"])
         axes.plot([s for s, _ in history], [v * _scale(metric) for _, v in history], marker="o",
                   label=f"{name} (final {run[f'metrics.{metric}'] * _scale(metric):.1f})")
     axes.set_xlabel("epoch")
@@ -115,12 +121,12 @@ def learning_curves(record: StudyRecord, runs: pd.DataFrame, metric: str, title:
     return _save(figure, path)
 
 
-def importance_bars(scores: dict[str, float], metric: str, title: str, path: Path) -> Path:
+def importance_bars(scores: dict[str, float], trials: int, metric: str, title: str, path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(6.5, 0.45 * len(scores) + 1.8))
     names = list(scores)[::-1]
     axes.barh(names, [scores[n] for n in names])
     axes.set_xlabel(f"importance for {_label(metric)} (fANOVA, fraction of variance)")
-    axes.set_title(f"{title}: knob importances")
+    axes.set_title(f"{title}: knob importances, from n={trials} completed trials")
     axes.grid(alpha=0.3, axis="x")
     return _save(figure, path)
 
@@ -147,11 +153,12 @@ def plot_study(
         if cols:
             paths.append(heatmap(table, rows, cols, metric, agg, title, folder / "heatmap.png"))
         paths.append(interaction(table, rows, cols, metric, agg, title, folder / "interaction.png"))
+    stopped = record.runs[record.runs[f"tags.{Tags.STATUS}"] == Status.STOPPED_EARLY]
     for cost in ("macs", "params"):
-        paths.append(accuracy_vs_cost(runs, cost, metric, title, folder / f"{metric}_vs_{cost}.png"))
+        paths.append(accuracy_vs_cost(runs, stopped, cost, metric, title, folder / f"{metric}_vs_{cost}.png"))
     paths.append(learning_curves(record, runs, metric, title, folder / "learning_curves.png"))
     if not rows:
         scores = importances(record, metric)
         if scores:
-            paths.append(importance_bars(scores, metric, title, folder / "importances.png"))
+            paths.append(importance_bars(scores, len(runs), metric, title, folder / "importances.png"))
     return paths

@@ -39,7 +39,7 @@ from .data import load_dataset, split_dataset
 from .experiment import Cell, Experiment
 from .profile import WORKER_BASE, cheapest, profile, training_memory
 from .space import Fixed, Space
-from .tracking import DEFAULT_TRACKING_URI, WEIGHTS_FILE, Metrics, Params, Recorder, Status, Tags, connect
+from .tracking import DEFAULT_TRACKING_URI, WEIGHTS_FILE, Metrics, Params, Recorder, Status, Tags, connect, trial_name
 from .train import EpochReport, data_shape, fit_to_data, resolve_precision, train
 
 __all__ = ["RunOptions", "StudyResult", "concurrency", "rejected_proposals", "run_study", "searched_knobs", "with_overrides"]
@@ -444,12 +444,12 @@ class _Tracker(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "failed" not in result:
             self.recorder.log_epoch(self.runs[trial.trial_id], result, epoch=int(result["epoch"]))
-            print(f"[{_clock(time.monotonic() - self.started)}] trial {trial.trial_id} epoch {result['epoch']}/"
+            print(f"[{_clock(time.monotonic() - self.started)}] {trial_name(trial.trial_id)} epoch {result['epoch']}/"
                   f"{self.space.budget.epochs}: val_acc {result[Metrics.VAL_ACC]:.2%}, {result['train_images_per_s']:,.0f} img/s",
                   file=sys.stderr, flush=True)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        print(f"trial {trial.trial_id} lost its worker ({_error_of(trial)}); it goes on from its last checkpoint",
+        print(f"{trial_name(trial.trial_id)} lost its worker ({_error_of(trial)}); it goes on from its last checkpoint",
               file=sys.stderr, flush=True)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
@@ -491,7 +491,7 @@ class _Tracker(tune.Callback):
             shutil.rmtree(folder, ignore_errors=True)
         self.counts[status] += 1
         if status in (Status.FAILED, Status.DIVERGED):
-            print(f"trial {trial.trial_id} {status}: {reason}", file=sys.stderr, flush=True)
+            print(f"{trial_name(trial.trial_id)} {status}: {reason}", file=sys.stderr, flush=True)
         if val_acc is not None and (self.best is None or val_acc > self.best[Metrics.VAL_ACC]):
             self.best = {Metrics.VAL_ACC: val_acc, "knobs": trial.config["record"]}
         done = sum(self.counts.values())

@@ -23,7 +23,7 @@ from .config import Arch, ConfigError
 
 __all__ = [
     "CHECKPOINT_FOLDER", "DEFAULT_TRACKING_URI", "REJECTED", "WEIGHTS_FILE", "Metrics", "Params", "Recorder", "Status", "StudyRecord", "Tags",
-    "connect", "environment", "find_study",
+    "connect", "environment", "find_study", "trial_name",
 ]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -82,6 +82,11 @@ class Tags:
     TRIAL_DIR = "cnnsearch.trial_dir"  # the trial's folder in Tune's storage: its checkpoints, to resume it
     PARENT = "mlflow.parentRunId"  # how the MLflow UI nests runs
     RUN_NAME = "mlflow.runName"
+
+
+def trial_name(trial_id: str) -> str:
+    """What a trial is called everywhere: progress lines, tables, plots and its MLflow run."""
+    return f"trial-{trial_id}"
 
 
 _TRIALS_OF = f"tags.`{Tags.PARENT}` = '{{parent}}' and tags.`{Tags.TRIAL}` != ''"
@@ -193,7 +198,7 @@ class Recorder:
     def start_trial(self, trial_id: str, knobs: dict[str, Any], *, space_hash: str, tags: dict[str, str] | None = None) -> str:
         """Create the trial's child run with its knobs."""
         tags = {Tags.PARENT: self.parent_run_id, Tags.TRIAL: trial_id, Tags.SPACE_HASH: space_hash, **(tags or {})}
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial_id}", tags=tags)
+        run = self.client.create_run(self.experiment_id, run_name=trial_name(trial_id), tags=tags)
         run_id = run.info.run_id
         self._log_params(run_id, knobs)
         # Params are strings; numeric knobs are metrics too, so `metrics.dense.growth_rate > 12` works.
@@ -268,6 +273,10 @@ class Recorder:
 
     def finish_trial(self, run_id: str, status: str, reason: str = "") -> None:
         self.client.set_tag(run_id, Tags.STATUS, status)
+        if status != Status.COMPLETED:
+            # The UI's runs list marks a stopped-early run finished like a completed one: its name says which.
+            name = trial_name(self.client.get_run(run_id).data.tags[Tags.TRIAL])
+            self.client.update_run(run_id, name=f"{name} ({status})")
         if reason:
             self.client.set_tag(run_id, Tags.REASON, reason[:5000])
         self.client.set_terminated(run_id, _RUN_STATE[status])
@@ -299,7 +308,8 @@ class Recorder:
         import pandas as pd
 
         self.client.log_text(self.parent_run_id, json.dumps(table, indent=2), "results.json")
-        self.client.log_text(self.parent_run_id, pd.DataFrame(table).to_csv(index=False), "results.csv")
+        # convert_dtypes: a knob that some trials lack stays an integer column (3, not 3.0).
+        self.client.log_text(self.parent_run_id, pd.DataFrame(table).convert_dtypes().to_csv(index=False), "results.csv")
         self._log_metrics(self.parent_run_id, {Metrics.REJECTED: len(rejected)})
         if rejected:
             self.client.log_text(self.parent_run_id, json.dumps(list(rejected), indent=2), f"{REJECTED}.json")
@@ -340,10 +350,15 @@ def find_study(name: str, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: 
     """The study called ``name`` (the newest, if several experiments hold one) and its trial runs.
 
     Raises:
-        ConfigError: the store cannot be reached, or holds no such study.
+        ConfigError: the store does not exist or cannot be reached, or holds no such study.
     """
     import mlflow
 
+    if tracking_uri.startswith("sqlite:///"):
+        # Opening a missing sqlite store would create an empty one where the user ran the command.
+        database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+        if not database.exists():
+            raise ConfigError(f"tracking store {tracking_uri}: no database at {database}; pass the study's --tracking-uri")
     client = connect(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     if experiment is not None:

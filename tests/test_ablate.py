@@ -128,6 +128,10 @@ def test_more_seeds_extend_the_ablation(ablation, cli):
         (["width_vs_depth", "--rows", "dense.growth_rate"], "--rows 'dense.growth_rate': no such knob or factor"),
         (["width_vs_depth", "--rows", "residual.width", "--metric", "accuracy"], "--metric 'accuracy': not recorded"),
         (["width_vs_depth", "--rows", "residual.width", "--where", "residual.width"], "expected KNOB=VALUE"),
+        (["width_vs_depth", "--rows", "residual.width", "--where", "residual.width=12"],
+         "no completed trial has residual.width=12; values present: 8, 16"),
+        (["width_vs_depth", "--rows", "residual.num_blocks", "--where", "stem.style=cfar"],
+         "--where 'stem.style=cfar': no completed trial has stem.style=cfar; values present: cifar"),
     ],
 )
 def test_query_refuses_bad_questions(ablation, cli, args, expected):
@@ -154,3 +158,24 @@ def test_bad_experiment_files_are_refused(tmp_path, cli, change, expected):
     (tmp_path / "experiment.yaml").write_text(EXPERIMENT.replace(*change))
     status, _, err = cli("ablate", tmp_path / "experiment.yaml", "--storage", tmp_path / "runs")
     assert status == 2 and expected in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("command", ["query", "plot"])
+def test_reading_a_store_that_does_not_exist_creates_none(command, tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, _, err = cli(command, "width_vs_depth", "--rows", "residual.width")
+    assert status == 2 and f"tracking store sqlite:///mlflow.db: no database at {tmp_path / 'mlflow.db'}" in err
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_integer_levels_print_as_integers_though_a_trial_lacks_the_knob(ablation, cli):
+    _, uri, _ = ablation
+    status, out, err = cli("query", "width_vs_depth", "--rows", "residual.num_blocks", "--format", "json", "--tracking-uri", uri)
+    assert status == 0, err
+    assert [row["residual.num_blocks"] for row in json.loads(out)] == [1, 2]
+    runs = trial_runs(uri)
+    runs.loc[0, "params.residual.num_blocks"] = None  # as in a mixed-family study, where a trial has no such knob
+    from cnnsearch.analysis import pivot
+
+    table = pivot(runs[runs["tags.cnnsearch.status"] == "completed"], "residual.num_blocks", None, "val_acc")
+    assert list(table["residual.num_blocks"]) == [1, 2]  # numbers, not the strings "1" and "2"

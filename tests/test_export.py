@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -12,10 +15,13 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+from PIL import Image
 
 from cnnsearch import build_model, load_arch
 from cnnsearch.data import load_dataset, split_dataset
 from cnnsearch.export import Normalized, load_exported
+
+README = Path(__file__).parents[1] / "README.md"
 
 SPACE = """
 name: tiny
@@ -97,6 +103,13 @@ def test_exported_formats_agree_with_the_trained_model(study, tmp_path, cli):
     with torch.no_grad():
         assert torch.allclose(registered(batch), expected, atol=1e-4)
 
+    # The README's onnxruntime snippet runs where torch cannot be imported.
+    (snippet,) = [s for s in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "onnxruntime.InferenceSession" in s]
+    Image.fromarray(data.images[0].permute(1, 2, 0).numpy()).save(tmp_path / "cat.png")
+    snippet = snippet.replace("exports/densenet", str(out)).replace("cat.png", str(tmp_path / "cat.png"))
+    ran = subprocess.run([sys.executable, "-c", "import sys; sys.modules['torch'] = None\n" + snippet], capture_output=True, text=True)
+    assert ran.returncode == 0 and ran.stdout.strip() in meta["class_names"], ran.stderr
+
     # evaluate reproduces the accuracy the export recorded, on the same validation images.
     status, stdout, err = cli("evaluate", out, "--json")
     assert status == 0, err
@@ -173,3 +186,18 @@ def test_export_refuses_bad_input(study, cli, args, expected):
     extra = ["--tracking-uri", uri] if args[0] == "export" else []
     status, _, err = cli(*args, *extra)
     assert status == 2 and expected in err and "Traceback" not in err
+
+
+def test_a_best_trial_at_chance_is_refused_unless_forced(ray_session, tmp_path, cli):
+    """A study whose best trial learned nothing (a learning rate of 1e-9): export refuses it in one line; --force exports it."""
+    (tmp_path / "still.yaml").write_text(SPACE.replace("name: tiny", "name: still").replace("width: [8, 16]", "width: 8"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    status, _, err = cli("run", tmp_path / "still.yaml", "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "1",
+                         "--epochs", "1", "--lr", "1e-9")
+    assert status == 0, err
+    common = ["--retrain-epochs", "0", "--formats", "weights,onnx", "--out", tmp_path / "out", "--tracking-uri", uri]
+    status, _, err = cli("export", "still", *common)
+    assert status == 2 and "learned nothing worth exporting; pass --force" in err and "chance level of 10" in err
+    assert not (tmp_path / "out").exists()
+    status, _, err = cli("export", "still", *common, "--force")
+    assert status == 0, err

@@ -116,7 +116,7 @@ def test_an_image_budget_completes_trials(ray_session, tmp_path, cli):
     assert status == 0 and "no completed trials" not in err
 
 
-def test_asha_under_a_seconds_budget_stops_early_and_tells_optuna_pruned(ray_session, tmp_path, cli):
+def test_asha_under_a_seconds_budget_stops_early_and_tells_optuna_pruned(ray_session, tmp_path, cli, monkeypatch):
     """A seconds budget that never runs out: ASHA's stops are `stopped early` in MLflow and PRUNED in Optuna."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     space = write_space(tmp_path, "seconds_budget", "{epochs: 3, max_seconds: 600}")
@@ -138,6 +138,29 @@ def test_asha_under_a_seconds_budget_stops_early_and_tells_optuna_pruned(ray_ses
         assert 1 in trial.intermediate_values and 3 not in trial.intermediate_values  # Optuna keeps the last as its value
     for trial in states[optuna.trial.TrialState.COMPLETE]:
         assert sorted(trial.intermediate_values) == [1, 2, 3] and trial.value == trial.intermediate_values[3]
+
+    # The MLflow UI's runs list shows a run's name: it says how the trial ended when it did not complete.
+    for run in trial_runs(uri, "seconds_budget"):
+        name, status = run.info.run_name, run.data.tags["cnnsearch.status"]
+        trial = f"trial-{run.data.tags['cnnsearch.trial_id']}"
+        assert name == (trial if status == "completed" else f"{trial} ({status})")
+
+    # Accuracy vs cost: the Pareto front a staircase, stopped-early trials drawn; curves named as tables and MLflow name trials.
+    from cnnsearch import plots
+    from cnnsearch.tracking import find_study
+
+    figures = {}
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.setdefault(path.name, figure) and path)
+    plots.plot_study(find_study("seconds_budget", uri), tmp_path / "plots")
+    axes = figures["val_acc_vs_macs.png"].axes[0]
+    assert any(line.get_drawstyle() == "steps-post" for line in axes.get_lines())
+    labels = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert any(label.startswith("stopped early") for label in labels), labels
+    completed = {f"trial-{run.data.tags['cnnsearch.trial_id']}" for run in trial_runs(uri, "seconds_budget")
+                 if run.data.tags["cnnsearch.status"] == "completed"}
+    curves = {text.get_text().split(" ")[0] for text in figures["learning_curves.png"].axes[0].get_legend().get_texts()}
+    assert curves == completed
+
 
 
 def test_a_study_is_its_settings(ray_session, tmp_path, cli):

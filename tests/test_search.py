@@ -42,7 +42,7 @@ def study(client, name):
     return experiment, parents
 
 
-def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli):
+def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli, monkeypatch):
     """Eight concurrent trials on the sqlite store: every run, param and per-epoch metric arrives."""
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(TINY)
@@ -82,6 +82,16 @@ def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli):
     # Numeric filters work on the knobs logged as metrics.
     wide = client.search_runs([experiment.experiment_id], filter_string="metrics.`residual.width` > 8")
     assert all(r.data.params["residual.width"] == "16" for r in wide)
+    # Importances say from how many trials they come.
+    completed = sum(run.data.tags["cnnsearch.status"] == "completed" for run in runs)
+    if completed >= 3:
+        from cnnsearch import plots
+        from cnnsearch.tracking import find_study
+
+        figures = {}
+        monkeypatch.setattr(plots, "_save", lambda figure, path: figures.setdefault(path.name, figure) and path)
+        plots.plot_study(find_study("tiny", uri), tmp_path / "plots")
+        assert figures["importances.png"].axes[0].get_title().endswith(f"from n={completed} completed trials")
 
 
 def optuna_trials(storage):
