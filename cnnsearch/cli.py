@@ -187,6 +187,11 @@ def _footer(result: StudyResult) -> None:
     print(f"Browse it: mlflow ui --backend-store-uri {result.tracking_uri}   (or: cnnsearch ui)")
 
 
+def _say_how_to_resume(args: argparse.Namespace) -> None:
+    # Said first: if Ray itself is lost (its raylet killed for memory), Ray ends this process.
+    print(f"Should the study stop (Ctrl-C, a lost machine), this goes on with it: {args.resume_command}", file=sys.stderr, flush=True)
+
+
 def _run(args: argparse.Namespace) -> None:
     from .search import run_study, searched_knobs
     from .tracking import trial_name
@@ -194,6 +199,7 @@ def _run(args: argparse.Namespace) -> None:
     space = load_space(args.space)
     name = args.name or space.name
     options = _options(args, name, trials=args.trials, sampler=args.sampler, scheduler=args.scheduler)
+    _say_how_to_resume(args)
     result = run_study(space, options)
     scored = [t for t in result.trials if t["val_acc"] is not None]
     rejected = f" ({result.rejected} proposals over the limits were not trained)" if result.rejected else ""
@@ -219,6 +225,7 @@ def _ablate(args: argparse.Namespace) -> None:
         experiment = experiment.with_replicates(args.seeds)
     name = args.name or experiment.name
     options = _options(args, name)
+    _say_how_to_resume(args)
     result = run_study(experiment.space, options, experiment=experiment)
     factors = list(experiment.factors)
     rows, cols = factors[0], factors[1] if len(factors) > 1 else None
@@ -516,12 +523,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    args.resume_command = f"cnnsearch {shlex.join(argv if '--resume' in argv else [*argv, '--resume'])}"
     try:
         args.run(args)
     except Interrupted as error:
         print(f"cnnsearch: {error}", file=sys.stderr)
-        resume = argv if "--resume" in argv else [*argv, "--resume"]
-        print(f"Resume it: cnnsearch {shlex.join(resume)}", file=sys.stderr)
+        print(f"Resume it: {args.resume_command}", file=sys.stderr)
         raise SystemExit(130) from None
     except KeyboardInterrupt:
         print("cnnsearch: interrupted", file=sys.stderr)

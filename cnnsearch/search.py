@@ -682,6 +682,8 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     if not options.verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+        # Tune logs each lost worker's traceback; the tracker prints one line per trial instead.
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     if options.ray_address:
         _check_reachable(options.ray_address)
     try:

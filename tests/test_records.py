@@ -361,3 +361,38 @@ def test_run_starts_its_own_ray_though_a_stale_cluster_is_on_record(tmp_path):
             marker.write_text(saved)
     assert result.returncode == 0, result.stderr
     assert "1/1 trials done (1 completed)" in result.stderr
+
+
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    lines = subprocess.run(["ps", "-o", "pid=,comm=", "--ppid", str(pid)], capture_output=True, text=True).stdout.splitlines()
+    found = [(int(child), name) for child, name in (line.split(None, 1) for line in lines if line.strip())]
+    return found + [grandchild for child, _ in found for grandchild in _descendants(child)]
+
+
+def test_a_lost_ray_ends_the_study_with_status_1_and_no_traceback_and_resume_finishes_it(ray_session, tmp_path):
+    """The raylet killed, as the out-of-memory killer would: Ray ends the driver; it said how to resume, and resuming works."""
+    space = write_slow_space(tmp_path, "ray_lost", "{epochs: 2}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["run", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "runs"), "--trials", "2", "--scheduler", "none",
+            "--max-concurrent", "1"]
+    driver = subprocess.Popen([sys.executable, "-m", "cnnsearch", *args], cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_first_epoch(uri, "ray_lost", running=lambda: driver.poll() is None)
+        raylets = [pid for pid, name in _descendants(driver.pid) if name == "raylet"]
+        assert len(raylets) == 1 and driver.poll() is None
+        os.kill(raylets[0], signal.SIGKILL)
+        out, err = driver.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 1, err
+    assert "Traceback" not in err and f"this goes on with it: cnnsearch {' '.join(args)} --resume" in err
+    assert '"finished": false' in (tmp_path / "runs" / "cnnsearch.json").read_text()
+
+    from cnnsearch.cli import main
+
+    with contextlib.suppress(SystemExit):
+        main([*args, "--resume"])
+    runs = trial_runs(uri, "ray_lost")
+    assert len(runs) == 2 and {run.data.tags["cnnsearch.status"] for run in runs} == {"completed"}
