@@ -30,8 +30,8 @@ import optuna
 import ray
 import torch
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune import PlacementGroupFactory
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from .config import Arch, ConfigError, Interrupted
@@ -462,7 +462,7 @@ class _Tracker(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         if "failed" in last:
-            self._finish(trial, Status.DIVERGED if last["diverged"] else Status.FAILED, last["failed"])
+            self._finish(trial, Status.DIVERGED if last.get("diverged") else Status.FAILED, last["failed"])
         elif self.stop.requested and not last.get("budget_spent"):
             # Left unfinished in MLflow: a resumed study goes on from the checkpoint of its last epoch.
             self.recorder.note_interrupted(self.runs.pop(trial.trial_id))
