@@ -35,12 +35,12 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 def test_the_estimate_is_near_the_measured_peak(preset, batch):
     """Three training steps, a BN re-estimation and a validation in a fresh process, against the meta-device estimate.
 
-    Stated tolerance: the estimate is at most 10% under and at most 40% over the measured peak (a Ray
-    worker holds about 150 MiB more than this bare process, which the estimate includes)."""
+    Stated tolerance: the estimate is at most 10% under and at most 50% over the measured peak (a Ray
+    worker holds 150-250 MiB more than this bare process, which the estimate includes)."""
     measured = int(subprocess.run([sys.executable, "-c", MEASURE, preset, str(batch)], check=True, capture_output=True,
                                   text=True).stdout.split()[-1])
     estimate = training_memory(load_arch(preset), batch, "fp32").total
-    assert 0.9 * measured <= estimate <= 1.4 * measured, (estimate / 2**20, measured / 2**20)
+    assert 0.9 * measured <= estimate <= 1.5 * measured, (estimate / 2**20, measured / 2**20)
 
 
 def test_the_estimate_grows_with_the_batch_and_shrinks_with_bf16():
