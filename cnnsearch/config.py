@@ -421,15 +421,19 @@ class Recipe(_Value):
         40, ge=0, description="floor of the warm-up in steps (at most half the steps): a short trial warms up too"
     )
     grad_clip_norm: float | None = Field(5.0, gt=0.0, description="clip the gradients' global norm to this; null for none")
-    zero_init_residual: tuple[Literal["residual", "inverted_residual"], ...] = Field(
-        ("inverted_residual",),
-        description="families whose residual branches start silent (last BN scale 0): at a few dozen steps it makes "
-        "MobileNets learn and slows ResNets (BENCHMARKS.md, recipe section)",
+    zero_init_residual: tuple[Literal["residual", "bottleneck", "inverted_residual"], ...] = Field(
+        ("bottleneck", "inverted_residual"),
+        description="families whose residual branches start silent (last BN scale 0; bottleneck: residual stages of "
+        "bottleneck blocks only): at a few hundred steps it makes MobileNets and deep bottleneck ResNets learn, and "
+        "slows basic-block ResNets (BENCHMARKS.md, recipe section)",
     )
     bn_recalibration_images: int = Field(
         1024, ge=0, description="training images that re-estimate BN statistics before each validation; 0 for none"
     )
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(
+        64, ge=1, description="64: at a few epochs of a few thousand images, twice the steps of 128 trained resnet20 to "
+        "40% instead of 35% (BENCHMARKS.md, recipe section)"
+    )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="autocast dtype; auto: bf16 where the device computes it natively, else fp16 on CUDA, fp32 on CPU"
     )

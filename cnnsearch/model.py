@@ -90,7 +90,7 @@ def build_model(arch: Arch, *, zero_init_residual: Collection[str] = ()) -> Netw
     ``zero_init_residual`` names the families whose residual branches start silent (their
     last BN scale 0), so that each such block begins as the identity and a deep network
     trains from its first steps (Goyal et al. 2017, arXiv:1706.02677; torchvision's flag
-    of the same name).
+    of the same name); ``bottleneck`` names the residual stages of bottleneck blocks alone.
 
     Raises:
         ConfigError: a stage cannot follow the one before it (for example a ``pad``
@@ -109,7 +109,8 @@ def build_model(arch: Arch, *, zero_init_residual: Collection[str] = ()) -> Netw
     model = Network(arch, stem, stages, _head(arch.head, channels, arch.num_classes, pre_activation))
     _init_weights(model)
     for config, stage in zip(arch.stages, model.stages):
-        if config.family in zero_init_residual:
+        bottleneck = getattr(config, "block", None) == "bottleneck"
+        if config.family in zero_init_residual or (bottleneck and "bottleneck" in zero_init_residual):
             for module in stage.modules():
                 if hasattr(module, "zero_init_last"):
                     module.zero_init_last()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
-from cnnsearch import ConfigError, build_model, list_presets, load_arch, load_space, profile
+from cnnsearch import Arch, ConfigError, build_model, list_presets, load_arch, load_space, profile
 from cnnsearch.config import Recipe
 from cnnsearch.data import ImageData, split_dataset
 from cnnsearch.space import Budget
@@ -96,6 +96,19 @@ def test_zero_init_residual_starts_the_named_families_blocks_as_the_identity():
     mobile = build_model(load_arch("mobilenet_v2_cifar"), zero_init_residual=["inverted_residual"])
     residual = [block for block in mobile.modules() if getattr(block, "use_res_connect", None) is not None]
     assert all((block.conv[-1].weight == 0).all() == block.use_res_connect for block in residual)
+
+
+def test_bottleneck_silences_the_bottleneck_stages_alone():
+    """The default: identity-shortcut blocks of bottleneck stages start as the identity; basic-block stages and
+    blocks whose shortcut projects keep their branch."""
+    arch = Arch.from_dict({"stem": {"channels": 16}, "stages": [
+        {"family": "residual", "block": "basic", "num_blocks": 2, "width": 16},
+        {"family": "residual", "block": "bottleneck", "num_blocks": 2, "width": 16, "stride": 2}]})
+    model = build_model(arch, zero_init_residual=Recipe().zero_init_residual)
+    (basic, basic_identity), (projecting, bottleneck) = model.stages
+    assert basic.bn2.weight.abs().sum() > 0 and basic_identity.bn2.weight.abs().sum() > 0
+    assert projecting.downsample is not None and projecting.bn3.weight.abs().sum() > 0
+    assert bottleneck.downsample is None and (bottleneck.bn3.weight == 0).all()
 
 
 def test_warmup_has_a_floor_in_steps():

@@ -4,7 +4,7 @@ Every family module has the same contract: ``build_stage(config, in_channels) ->
 (module, out_channels)`` and ``PRE_ACTIVATION`` (whether its blocks end without a
 norm and activation, so the network needs a final BN-ReLU). A block with a residual
 branch has ``zero_init_last()``, which zeroes the branch's last norm scale so that the
-block starts as the identity. Families never import
+block starts as the identity, when its shortcut is the identity. Families never import
 each other; only :mod:`cnnsearch.model` walks stages.
 """
 
