@@ -32,7 +32,7 @@ from .config import ConfigError
 
 _AUGMENT_CHUNK = 4096
 
-__all__ = ["Batches", "ImageData", "Split", "augment", "default_cache_dir", "load_dataset", "split_dataset"]
+__all__ = ["Batches", "ImageData", "Split", "augment", "chance_level", "default_cache_dir", "load_dataset", "split_dataset"]
 
 _CIFAR_STATS = {  # per-channel mean and std of the training images
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -275,6 +275,11 @@ def split_dataset(
             raise ConfigError(f"val_subset {val_subset:,} is larger than the {len(val_idx):,} validation images")
         val_idx = np.sort(val_idx[np.random.default_rng(seed).permutation(len(val_idx))[:val_subset]])
     return Split(torch.from_numpy(np.sort(train_idx)), torch.from_numpy(val_idx), seed, val_fraction, subset, val_subset)
+
+
+def chance_level(labels: Tensor) -> float:
+    """The accuracy of always answering the most common class among ``labels``."""
+    return torch.bincount(labels).max().item() / len(labels)
 
 
 def augment(images: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:

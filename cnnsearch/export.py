@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from . import __version__
 from .config import Arch, ConfigError, Recipe, load_arch, save_arch
-from .data import ImageData, Split, load_dataset, split_dataset
+from .data import ImageData, Split, chance_level, load_dataset, split_dataset
 from .model import build_model
 from .profile import profile
 from .space import Budget, load_space
@@ -176,7 +176,7 @@ def export_study(
             # The re-evaluated ones by their mean, then the rest by their trial: the order to fall back in.
             candidates = [c for _, c, _ in sorted(scored, key=lambda item: -item[0])] + candidates[top:]
             estimate = {"val_acc": mean, "source": f"mean of {seeds} seeds of trial {best.run_name}", "seeds": accs}
-        chance = torch.bincount(data.labels[split.val]).max().item() / len(split.val)  # the majority class's share
+        chance = chance_level(data.labels[split.val])
         if estimate["val_acc"] <= chance + CHANCE_MARGIN and not force:
             raise ConfigError(
                 f"study {name!r}: the best, {estimate['source']}, reached {estimate['val_acc']:.2%} against a chance level of "

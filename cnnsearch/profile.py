@@ -83,9 +83,6 @@ class Memory:
     parameters: int  # weights, gradients and momentum
     total: int  # the process's expected peak: a worker's base, the parameters, the activations at their peak
 
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
 
 # Fitted to trials on CPU at batch 128 (benchmarks/memory.py), resnet20 and
 # densenet_bc_100_k12 in their own processes and DenseNets sampled from spaces/densenet.yaml

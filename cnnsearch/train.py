@@ -20,7 +20,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from .config import Arch, ConfigError, Recipe
-from .data import Batches, ImageData, Split
+from .data import Batches, ImageData, Split, chance_level
 from .model import build_model
 from .space import Budget
 
@@ -348,7 +348,7 @@ def train(
     status, message = "completed", ""
     # Learned nothing: a validation loss this far above a uniform guess's ln(classes), at chance.
     loss_bound = DIVERGED_LOSS_FACTOR * math.log(max(2, len(data.classes)))
-    chance = torch.bincount(data.labels[split.val]).max().item() / len(split.val)  # the majority class's share
+    chance = chance_level(data.labels[split.val])
     explosions = 0
     out_of_budget = bool(history) and history[-1].budget_spent
     compiled = False  # the first step of this call compiles, a resumed one too

@@ -64,6 +64,16 @@ def wait_for_first_epoch(uri: str, name: str, running: Callable[[], bool] = lamb
     return False
 
 
+def start_driver(folder: Path, name: str, epochs: int, trials: int) -> tuple[str, list[str], subprocess.Popen]:
+    """`cnnsearch run` of a slow space, one trial at a time, in a session of its own as a terminal starts it."""
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    args = ["run", str(write_slow_space(folder, name, f"{{epochs: {epochs}}}")), "--tracking-uri", uri, "--storage", str(folder / "runs"),
+            "--trials", str(trials), "--scheduler", "none", "--max-concurrent", "1"]
+    driver = subprocess.Popen([sys.executable, "-m", "cnnsearch", *args], cwd=folder, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return uri, args, driver
+
+
 def trial_runs(uri: str, name: str) -> list:
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
@@ -254,12 +264,7 @@ def test_a_trial_killed_mid_training_continues_from_its_checkpoint(ray_session, 
 
 def test_ctrl_c_stops_the_study_resumably_with_status_130(ray_session, tmp_path):
     """Ctrl-C to the whole process group, as a terminal sends it: exit 130, a resume hint, nothing marked finished."""
-    space = write_slow_space(tmp_path, "ctrl_c", "{epochs: 3}")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = ["run", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "runs"), "--trials", "3", "--scheduler", "none",
-            "--max-concurrent", "1"]
-    driver = subprocess.Popen([sys.executable, "-m", "cnnsearch", *args], cwd=tmp_path, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    uri, args, driver = start_driver(tmp_path, "ctrl_c", epochs=3, trials=3)
     client = mlflow.MlflowClient(uri)
     try:
         wait_for_first_epoch(uri, "ctrl_c", running=lambda: driver.poll() is None)
@@ -371,12 +376,7 @@ def _descendants(pid: int) -> list[tuple[int, str]]:
 
 def test_a_lost_ray_ends_the_study_with_status_1_and_no_traceback_and_resume_finishes_it(ray_session, tmp_path):
     """The raylet killed, as the out-of-memory killer would: Ray ends the driver; it said how to resume, and resuming works."""
-    space = write_slow_space(tmp_path, "ray_lost", "{epochs: 2}")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = ["run", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "runs"), "--trials", "2", "--scheduler", "none",
-            "--max-concurrent", "1"]
-    driver = subprocess.Popen([sys.executable, "-m", "cnnsearch", *args], cwd=tmp_path, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    uri, args, driver = start_driver(tmp_path, "ray_lost", epochs=2, trials=2)
     try:
         wait_for_first_epoch(uri, "ray_lost", running=lambda: driver.poll() is None)
         raylets = [pid for pid, name in _descendants(driver.pid) if name == "raylet"]
