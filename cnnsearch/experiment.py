@@ -88,6 +88,11 @@ class Experiment:
     base: dict[str, Any]  # the searched knobs that no factor sets (and, one at a time, the factors' baseline)
     cells: tuple[Cell, ...]
 
+    @property
+    def baseline(self) -> dict[str, Any]:
+        """One factor at a time: each factor's baseline level; empty for a full factorial."""
+        return _baseline(self.factors, self.base, self.source) if self.design == "one_at_a_time" else {}
+
     def with_replicates(self, replicates: int) -> Experiment:
         """The same design with another number of replicates per cell."""
         cells = _cells(self.space, self.factors, self.base, self.design, replicates, self.source)
@@ -104,18 +109,24 @@ def _allowed(knob: Knob, value: Any) -> bool:
     return False
 
 
+def _baseline(factors: dict[str, Factor], base: dict[str, Any], source: str) -> dict[str, Any]:
+    """Each factor's level that the base holds: one factor at a time varies them from there."""
+    baseline = {}
+    for n, factor in factors.items():
+        values = {k: base.get(k) for k in factor.knobs}
+        level = next((lvl for lvl in factor.levels if factor.values(lvl) == values), None)
+        if level is None:
+            raise ConfigError(f"{source}: base: one factor at a time needs the base to hold a level of factor {n!r}")
+        baseline[n] = level
+    return baseline
+
+
 def _cells(space: Space, factors: dict[str, Factor], base: dict[str, Any], design: str, replicates: int, source: str) -> tuple[Cell, ...]:
     names = list(factors)
     if design == "full_factorial":
         combos = list(itertools.product(*(factors[n].levels for n in names)))
     else:
-        baseline = []
-        for n in names:
-            values = {k: base.get(k) for k in factors[n].knobs}
-            level = next((lvl for lvl in factors[n].levels if factors[n].values(lvl) == values), None)
-            if level is None:
-                raise ConfigError(f"{source}: base: one factor at a time needs the base to hold a level of factor {n!r}")
-            baseline.append(level)
+        baseline = list(_baseline(factors, base, source).values())
         combos = [tuple(baseline)]
         for i, n in enumerate(names):
             combos += [tuple(baseline[:i]) + (lvl,) + tuple(baseline[i + 1 :]) for lvl in factors[n].levels if lvl != baseline[i]]

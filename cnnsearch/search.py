@@ -369,13 +369,27 @@ class _Cells(Searcher):
         pass  # a designed experiment learns nothing while it runs
 
 
+def _level_param(level: Any) -> Any:
+    """A factor's level as a trial's param: a level that sets several knobs is a JSON list."""
+    return json.dumps(level) if isinstance(level, list) else level
+
+
+def _design_tags(experiment: Experiment) -> dict[str, str]:
+    """How the parent run of an ablation names its design and, one factor at a time, its baseline."""
+    tags = {Tags.ABLATION: experiment.name, Tags.DESIGN: experiment.design}
+    if experiment.baseline:
+        # str(): what MLflow makes of a param, so a query can find the baseline among the trials' params.
+        tags[Tags.BASELINE] = json.dumps({name: str(_level_param(level)) for name, level in experiment.baseline.items()})
+    return tags
+
+
 def _cell_config(space: Space, cell: Cell, target: _Target, seed: int) -> dict[str, Any]:
     """An ablation cell as a trial: its replicate offsets the seed."""
     try:
         arch, cost = _fitted(space, optuna.trial.FixedTrial(cell.knobs), target)
     except ConfigError as error:  # the experiment checked the cells before they were fitted to the data
         raise ConfigError(f"{space.source}: cell {cell.levels}: {error}") from None
-    levels = {name: json.dumps(level) if isinstance(level, list) else level for name, level in cell.levels.items()}
+    levels = {name: _level_param(level) for name, level in cell.levels.items()}
     record = _fixed_values(space) | cell.knobs | levels | {"replicate": cell.replicate}
     return _trial_config(arch, cost, record, seed + cell.replicate, cell=cell.key)
 
@@ -716,7 +730,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     concurrent = options.max_concurrent or concurrency(resources, cpus, gpus)
 
     experiment_name = options.experiment or (state["experiment"] if state else experiment.name if experiment else space.name)
-    tags = {Tags.ABLATION: experiment.name} if experiment else {}
+    tags = _design_tags(experiment) if experiment else {}
     recorder = Recorder.open(
         client,
         experiment=experiment_name,

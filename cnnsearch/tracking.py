@@ -74,6 +74,8 @@ class Tags:
     REASON = "cnnsearch.reason"
     CELL = "cnnsearch.cell"  # an ablation trial's cell: its levels and replicate
     ABLATION = "cnnsearch.ablation"  # the experiment an ablation study runs
+    DESIGN = "cnnsearch.design"  # an ablation's design: full_factorial or one_at_a_time
+    BASELINE = "cnnsearch.baseline"  # one factor at a time: JSON of each factor's baseline level, as its trials' params hold it
     SPACE_FILE = "cnnsearch.space_file"
     TRIALS = "cnnsearch.trials"  # planned trials: a tag, as an extended study changes it
     FAMILY = "cnnsearch.family"
@@ -332,6 +334,13 @@ class StudyRecord:
     experiment_id: str
     parent: Any
     runs: Any
+
+    @property
+    def baseline(self) -> dict[str, str] | None:
+        """A one-factor-at-a-time ablation's baseline level of each factor, as its trials' params
+        record it; None for any other study."""
+        text = self.parent.data.tags.get(Tags.BASELINE)
+        return json.loads(text) if text else None
 
     def space_file(self, folder: str | Path) -> Path | None:
         """Download the study's space file into ``folder``."""
