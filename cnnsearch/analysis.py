@@ -1,10 +1,11 @@
-"""Answers from a study's MLflow records: pivot tables with confidence intervals, Pareto fronts
-and parameter importances.
+"""Answers from a study's MLflow records: pivot tables with the interval that belongs to each
+aggregate, Pareto fronts and parameter importances.
 
 Every number comes from :func:`mlflow.search_runs`' frame of the study's trial runs (a
 metric's value there is its last logged one: the final epoch's), so a query agrees with
-anyone who reads MLflow directly. Only completed trials count: a trial stopped early
-measured fewer epochs, a rejected or failed one none.
+anyone who reads MLflow directly. Pivots count only completed trials: a trial stopped early
+measured fewer epochs, a rejected or failed one none. Importances also count the trials
+stopped early, at the epoch they reached (see :func:`importances`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,9 +25,22 @@ from .config import ConfigError
 from .space import Choice, FloatRange, Fixed, IntRange, Space, load_space
 from .tracking import DEFAULT_TRACKING_URI, Status, StudyRecord, Tags, find_study
 
-__all__ = ["AGGREGATES", "completed", "importances", "pareto_front", "pivot", "query", "summarize"]
+__all__ = [
+    "AGGREGATES", "INTERVALS", "Importances", "completed", "importances", "levels", "pareto_front", "pivot", "query", "select",
+    "study_trials", "summarize",
+]
 
-AGGREGATES = ("mean", "median", "max")
+CONFIDENCE = 0.95
+BOOTSTRAP_SEED = 0  # the median's bootstrap interval is the same at every query
+# The interval each aggregate is shown with; None: the aggregate has none (the maximum of a
+# few replicates is an order statistic with no interval worth drawing).
+INTERVALS: dict[str, str | None] = {
+    "mean": "95% t-interval of the mean",
+    "median": "95% bootstrap interval of the median (BCa, seeded)",
+    "max": None,
+}
+AGGREGATES = tuple(INTERVALS)
+MIN_IMPORTANCE_TRIALS = 3  # fANOVA's forest needs a few trials to split on
 _WHERE = re.compile(r"^\s*([\w.\-]+)\s*(<=|>=|!=|==|=|<|>)\s*(.+?)\s*$")
 
 
@@ -53,7 +68,12 @@ def _column(runs: pd.DataFrame, name: str, what: str) -> str:
     return column
 
 
-def _filter(runs: pd.DataFrame, where: list[str]) -> pd.DataFrame:
+def select(runs: pd.DataFrame, where: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """The runs that meet every ``KNOB=VALUE`` (or ``!=``, ``<``, ``<=``, ``>``, ``>=``) condition.
+
+    Raises:
+        ConfigError: a malformed condition, an unknown knob, or a level no run has.
+    """
     for condition in where:
         match = _WHERE.match(condition)
         if not match:
@@ -76,16 +96,35 @@ def _filter(runs: pd.DataFrame, where: list[str]) -> pd.DataFrame:
 
 
 def summarize(values: pd.Series, agg: str = "mean") -> dict[str, float]:
-    """The aggregate of one cell's replicates, the 95% t-interval of their mean, and their count."""
+    """The aggregate of one cell's replicates, the interval that belongs to it (see
+    :data:`INTERVALS`; NaN where there is none) and their count.
+
+    A single replicate has no interval, nor do replicates that are all equal: there is no
+    spread to make one of (a zero-width interval would claim certainty; BCa is undefined).
+    """
     values = values.dropna().astype(float)
     n = len(values)
-    mean = values.mean()
-    if n > 1:
-        half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
-        low, high = mean - half, mean + half
-    else:
-        low = high = math.nan
+    low = high = math.nan
+    if n > 1 and values.nunique() > 1:
+        if agg == "mean":
+            low, high = stats.t.interval(CONFIDENCE, n - 1, loc=values.mean(), scale=stats.sem(values))
+        elif agg == "median":
+            interval = stats.bootstrap((values.to_numpy(),), np.median, confidence_level=CONFIDENCE,
+                                       rng=np.random.default_rng(BOOTSTRAP_SEED)).confidence_interval
+            low, high = interval.low, interval.high
     return {agg: getattr(values, agg)(), "ci_low": low, "ci_high": high, "n": n}
+
+
+def study_trials(record: StudyRecord) -> pd.DataFrame:
+    """The study's completed trial runs.
+
+    Raises:
+        ConfigError: none has completed yet.
+    """
+    runs = completed(record)
+    if runs.empty:
+        raise ConfigError(f"study {record.parent.data.tags.get(Tags.STUDY)!r}: no completed trials yet")
+    return runs
 
 
 def query(
@@ -101,30 +140,39 @@ def query(
     """One row per cell (a level of ``rows``, and of ``cols`` if given) of a study's completed trials.
 
     Columns: the ``rows`` (and ``cols``) knob, then ``agg`` of ``metric`` over the cell's
-    replicates, ``ci_low`` and ``ci_high`` (95% t-interval of the mean; NaN for one
-    replicate) and ``n``. Levels that look numeric are numbers and sort as such.
+    replicates, ``ci_low`` and ``ci_high`` (the interval :data:`INTERVALS` names for ``agg``;
+    NaN where there is none) and ``n``. Levels that look numeric are numbers and sort as such.
 
     Raises:
         ConfigError: no such study, knob or metric, or a malformed ``where``.
     """
     if agg not in AGGREGATES:
         raise ConfigError(f"--agg {agg!r}: one of {', '.join(AGGREGATES)}")
-    runs = completed(find_study(name, tracking_uri, experiment))
-    if runs.empty:
-        raise ConfigError(f"study {name!r}: no completed trials yet")
+    runs = study_trials(find_study(name, tracking_uri, experiment))
     return pivot(runs, rows, cols, metric, agg, list(where))
+
+
+def levels(runs: pd.DataFrame, names: list[str], metric: str) -> pd.DataFrame:
+    """One row per run, on the runs' index: the level of each knob or factor in ``names``
+    (numbers where they look like numbers; NA where a run lacks the knob) and ``metric`` as ``value``.
+
+    Raises:
+        ConfigError: no such knob or metric in these runs.
+    """
+    flags = ["--rows", "--cols"]
+    columns = [_column(runs, name, flags[min(i, 1)]) for i, name in enumerate(names)]
+    if f"metrics.{metric}" not in runs:
+        known = sorted(c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics."))
+        raise ConfigError(f"--metric {metric!r}: not recorded in this study (metrics: {', '.join(known)})")
+    frame = pd.DataFrame({name: _as_number(runs[column]) for name, column in zip(names, columns)}, index=runs.index)
+    frame["value"] = runs[f"metrics.{metric}"].astype(float)
+    return frame
 
 
 def pivot(runs: pd.DataFrame, rows: str, cols: str | None, metric: str, agg: str = "mean", where: list[str] = ()) -> pd.DataFrame:
     """:func:`query` on a frame of runs already read from MLflow."""
-    runs = _filter(runs, list(where))
-    keys = [_column(runs, rows, "--rows")] + ([_column(runs, cols, "--cols")] if cols else [])
-    if f"metrics.{metric}" not in runs:
-        known = sorted(c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics."))
-        raise ConfigError(f"--metric {metric!r}: not recorded in this study (metrics: {', '.join(known)})")
-    frame = pd.DataFrame({key.removeprefix("params."): _as_number(runs[key]) for key in keys})
-    frame["value"] = runs[f"metrics.{metric}"].astype(float).to_numpy()
-    names = list(frame.columns[:-1])
+    names = [rows] + ([cols] if cols else [])
+    frame = levels(select(runs, where), names, metric)
     table = [dict(zip(names, group if isinstance(group, tuple) else (group,))) | summarize(cell["value"], agg)
              for group, cell in frame.groupby(names, sort=True)]
     return pd.DataFrame(table, columns=[*names, agg, "ci_low", "ci_high", "n"])
@@ -157,35 +205,71 @@ def _value(knob: Any, text: str) -> Any:
     return int(text) if isinstance(knob, IntRange) else float(text)
 
 
-def importances(record: StudyRecord, metric: str = "val_acc", evaluator: str = "fanova") -> dict[str, float]:
-    """Each searched knob's importance for ``metric`` (Optuna's fANOVA or PED-ANOVA), from the
-    study's completed trials; empty when too few trials or knobs vary."""
-    runs = completed(record)
+@dataclass(frozen=True)
+class Importances:
+    """Knob importances of one group of trials: the whole study, or one family's trials."""
+
+    family: str  # the trials' families (their cnnsearch.family tag), or "" for every trial of the study
+    scores: dict[str, float]  # knob -> share of the variance it explains, largest first; empty when ``why`` says why
+    completed: int
+    stopped_early: int  # counted at the validation accuracy of the last epoch they reached
+    why: str = ""
+
+
+def importances(record: StudyRecord, metric: str = "val_acc", evaluator: str = "fanova") -> list[Importances]:
+    """Each searched knob's importance for ``metric`` (Optuna's fANOVA or PED-ANOVA).
+
+    Trials stopped early count at the last epoch they reached: leaving them out would
+    score only the trials the scheduler let through, whose knobs vary least in quality.
+    In a space that mixes families, trials of different families have different knobs,
+    and fANOVA needs one search space: each family's trials are scored on their own.
+    A group without scores says why.
+    """
+    runs = record.runs
+    if not runs.empty:
+        runs = runs[runs[f"tags.{Tags.STATUS}"].isin(Status.SCORED)]
+    if runs.empty or f"metrics.{metric}" not in runs:
+        return [Importances("", {}, 0, 0, f"no trial has recorded {metric}")]
     with tempfile.TemporaryDirectory() as folder:
         path = record.space_file(folder)
         space: Space | None = load_space(path) if path else None
-    if space is None or len(runs) < 3 or f"metrics.{metric}" not in runs:
-        return {}
-    searched = {n: k for n, k in space.knobs().items() if not isinstance(k, Fixed) and f"params.{n}" in runs}
+    if space is None:
+        return [Importances("", {}, 0, 0, "the study's space file is not on record")]
+    families = runs[f"tags.{Tags.FAMILY}"].fillna("") if f"tags.{Tags.FAMILY}" in runs else pd.Series("", index=runs.index)
+    if families.nunique() == 1:
+        return [_importances("", runs, space, metric, evaluator)]
+    return [_importances(family, part, space, metric, evaluator) for family, part in runs.groupby(families, sort=True)]
+
+
+def _importances(family: str, runs: pd.DataFrame, space: Space, metric: str, evaluator: str) -> Importances:
+    status = runs[f"tags.{Tags.STATUS}"]
+    counts = {"completed": int((status == Status.COMPLETED).sum()), "stopped_early": int((status == Status.STOPPED_EARLY).sum())}
+    runs = runs[runs[f"metrics.{metric}"].notna()]
+    if len(runs) < MIN_IMPORTANCE_TRIALS:
+        return Importances(family, {}, **counts, why=f"{len(runs)} scored trials; importances need at least {MIN_IMPORTANCE_TRIALS}")
+    # The knobs every trial of the group has and that take more than one value among them.
+    varying = {
+        name: knob for name, knob in space.knobs().items()
+        if not isinstance(knob, Fixed) and f"params.{name}" in runs
+        and runs[f"params.{name}"].notna().all() and runs[f"params.{name}"].nunique() > 1
+    }
+    if not varying:
+        return Importances(family, {}, **counts, why="no searched knob varies among these trials")
+    distributions = {name: _distribution(knob) for name, knob in varying.items()}
     study = optuna.create_study(direction="maximize")
     for _, run in runs.iterrows():
-        present = {n: k for n, k in searched.items() if isinstance(run.get(f"params.{n}"), str)}
-        study.add_trial(
-            optuna.trial.create_trial(
-                params={n: _value(k, run[f"params.{n}"]) for n, k in present.items()},
-                distributions={n: _distribution(k) for n, k in present.items()},
-                value=float(run[f"metrics.{metric}"]),
-            )
-        )
-    varying = [n for n in searched if len({str(t.params.get(n)) for t in study.trials}) > 1]
-    if not varying:
-        return {}
+        study.add_trial(optuna.trial.create_trial(
+            params={name: _value(knob, run[f"params.{name}"]) for name, knob in varying.items()},
+            distributions=distributions,
+            value=float(run[f"metrics.{metric}"]),
+        ))
     chosen = (
         optuna.importance.FanovaImportanceEvaluator(seed=0)
         if evaluator == "fanova"
         else optuna.importance.PedAnovaImportanceEvaluator()
     )
     try:
-        return optuna.importance.get_param_importances(study, evaluator=chosen, params=varying)
-    except (ValueError, RuntimeError):  # Optuna needs a search space shared by the trials
-        return {}
+        scores = optuna.importance.get_param_importances(study, evaluator=chosen, params=list(varying))
+    except (ValueError, RuntimeError) as error:
+        return Importances(family, {}, **counts, why=f"Optuna could not score them ({error})")
+    return Importances(family, scores, **counts)

@@ -1,8 +1,10 @@
 """Pictures of a study, as PNG files: pivot heatmap, interaction plot, accuracy against cost with
-the Pareto front, learning curves of the best trials, parameter importances."""
+the Pareto front, learning curves of the best trials, parameter importances (per family in a
+mixed-family space)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +16,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .analysis import completed, importances, pareto_front, pivot  # noqa: E402
+from .analysis import INTERVALS, Importances, completed, importances, pareto_front, pivot  # noqa: E402
 from .tracking import Status, StudyRecord, Tags, trial_name  # noqa: E402
 
 __all__ = ["plot_study"]
@@ -59,21 +61,27 @@ def heatmap(table: pd.DataFrame, rows: str, cols: str, metric: str, agg: str, ti
 
 
 def interaction(table: pd.DataFrame, rows: str, cols: str | None, metric: str, agg: str, title: str, path: Path) -> Path:
+    """The aggregate of each cell as a line over ``rows``, one line per level of ``cols``; bars
+    show the aggregate's own interval where it has one (none for max, nor for one replicate)."""
     figure, axes = plt.subplots(figsize=(6.5, 4.5))
     scale = _scale(metric)
     groups = table.groupby(cols, sort=True) if cols else [(None, table)]
     for level, part in groups:
         part = part.sort_values(rows)
-        x = [str(v) for v in part[rows]]
-        y = part[agg].to_numpy(dtype=float) * scale
-        # An accuracy's interval is drawn within [0, 100]%: the t-interval of 2 replicates can leave it.
-        bounds = (0.0, 1.0) if metric.endswith("acc") else (-np.inf, np.inf)
-        low = (part[agg] - part["ci_low"].clip(*bounds)).to_numpy(dtype=float) * scale
-        high = (part["ci_high"].clip(*bounds) - part[agg]).to_numpy(dtype=float) * scale
-        axes.errorbar(x, y, yerr=np.nan_to_num(np.vstack([low, high])), marker="o", capsize=4,
-                      label=f"{cols} = {level}" if cols else None)
+        x = np.array([str(v) for v in part[rows]])
+        y = part[agg].to_numpy(dtype=float)
+        (line,) = axes.plot(x, y * scale, marker="o", label=f"{cols} = {level}" if cols else None)
+        low, high = part["ci_low"].to_numpy(dtype=float), part["ci_high"].to_numpy(dtype=float)
+        if metric.endswith("acc"):  # drawn within [0, 100]%: the t-interval of 2 replicates can leave it
+            low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
+        shown = ~np.isnan(low)
+        if shown.any():
+            # Lengths from the interval's own ends, clipped at 0: a bootstrap interval need not contain its median.
+            lengths = np.clip(np.vstack([y - low, high - y]), 0, None)[:, shown] * scale
+            axes.errorbar(x[shown], y[shown] * scale, yerr=lengths, fmt="none", capsize=4, ecolor=line.get_color())
     axes.set_xlabel(rows)
-    axes.set_ylabel(f"{agg} {_label(metric)}\nbars: 95% CI of the mean")
+    interval = INTERVALS[agg]
+    axes.set_ylabel(f"{agg} {_label(metric)}\n" + (f"bars: {interval}" if interval else f"no interval for {agg}"))
     axes.set_title(f"{title}: {rows}" + (f" x {cols}" if cols else ""))
     if cols:
         axes.legend(title=None)
@@ -121,25 +129,28 @@ def learning_curves(record: StudyRecord, runs: pd.DataFrame, metric: str, title:
     return _save(figure, path)
 
 
-def importance_bars(scores: dict[str, float], trials: int, metric: str, title: str, path: Path) -> Path:
-    figure, axes = plt.subplots(figsize=(6.5, 0.45 * len(scores) + 1.8))
-    names = list(scores)[::-1]
-    axes.barh(names, [scores[n] for n in names])
+def importance_bars(found: Importances, metric: str, title: str, path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(6.5, 0.45 * len(found.scores) + 1.8))
+    names = list(found.scores)[::-1]
+    axes.barh(names, [found.scores[n] for n in names])
     axes.set_xlabel(f"importance for {_label(metric)} (fANOVA, fraction of variance)")
-    axes.set_title(f"{title}: knob importances, from n={trials} completed trials")
+    family = f", family {found.family}" if found.family else ""
+    axes.set_title(f"{title}{family}: knob importances, from n={found.completed + found.stopped_early} trials\n"
+                   f"({found.completed} completed, {found.stopped_early} stopped early, at their last epoch)", fontsize=10)
     axes.grid(alpha=0.3, axis="x")
     return _save(figure, path)
 
 
 def plot_study(
     record: StudyRecord, folder: str | Path, *, rows: str | None = None, cols: str | None = None,
-    metric: str = "val_acc", agg: str = "mean",
+    metric: str = "val_acc", agg: str = "mean", say: Callable[[str], None] = lambda line: None,
 ) -> list[Path]:
     """Write the study's pictures into ``folder`` and return their paths.
 
     With ``rows`` (and ``cols``): the pivot heatmap and interaction plot of an ablation.
     Always, given completed trials: accuracy vs MACs and vs params with the Pareto front,
-    and learning curves of the top five. Searches with enough trials: knob importances.
+    and learning curves of the top five. Searches: knob importances, one picture per family
+    in a mixed-family space; ``say`` hears why a group of trials has none.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -158,7 +169,10 @@ def plot_study(
         paths.append(accuracy_vs_cost(runs, stopped, cost, metric, title, folder / f"{metric}_vs_{cost}.png"))
     paths.append(learning_curves(record, runs, metric, title, folder / "learning_curves.png"))
     if not rows:
-        scores = importances(record, metric)
-        if scores:
-            paths.append(importance_bars(scores, len(runs), metric, title, folder / "importances.png"))
+        for found in importances(record, metric):
+            name = f"importances_{found.family.replace(',', '+')}.png" if found.family else "importances.png"
+            if found.scores:
+                paths.append(importance_bars(found, metric, title, folder / name))
+            else:
+                say(f"no knob importances{f' for family {found.family}' if found.family else ''}: {found.why}")
     return paths
