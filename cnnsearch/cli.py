@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
     import pandas as pd
 
     from .search import RunOptions, StudyResult
+    from .tracking import StudyRecord
 
 _DESCRIPTION = "Neural-architecture search and ablations of convolutional networks: Optuna proposes, Ray Tune runs, MLflow records."
 
@@ -175,14 +177,18 @@ def _pictures(result: StudyResult, options: RunOptions, rows: str | None = None,
 
     record = find_study(result.name, result.tracking_uri)
     folder = options.storage / "plots"
-    paths = plot_study(record, folder, rows=rows, cols=cols)
+    paths = plot_study(record, folder, rows=rows, cols=cols, say=_say)
     record.log_files(paths, "plots")
     if paths:
         print(f"Pictures: {folder}/ ({', '.join(p.name for p in paths)}), also in MLflow under plots/")
 
 
+def _say(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def _footer(result: StudyResult) -> None:
-    print(f"\nQuery it: cnnsearch query {result.name} --rows KNOB [--cols KNOB]"
+    print(f"\nQuery it: cnnsearch query {result.name} --rows KNOB [--cols KNOB] [--anova] [--compare]"
           + (f" --tracking-uri {result.tracking_uri}" if result.tracking_uri != "sqlite:///mlflow.db" else ""))
     print(f"Browse it: mlflow ui --backend-store-uri {result.tracking_uri}   (or: cnnsearch ui)")
 
@@ -229,17 +235,40 @@ def _ablate(args: argparse.Namespace) -> None:
     result = run_study(experiment.space, options, experiment=experiment)
     factors = list(experiment.factors)
     rows, cols = factors[0], factors[1] if len(factors) > 1 else None
-    runs = completed(find_study(result.name, result.tracking_uri))
+    record = find_study(result.name, result.tracking_uri)
+    runs = completed(record)
     if not runs.empty:
         print(f"\n{name}: {len(result.trials)} trials ({experiment.design}, {experiment.replicates} replicates per cell)")
         print(_format_table(pivot(runs, rows, cols, "val_acc"), rows, cols, "val_acc", "mean"))
+        _effects(record, runs, factors, options.storage / "analysis")
     _pictures(result, options, rows, cols)
     _footer(result)
 
 
+def _effects(record: StudyRecord, runs: pd.DataFrame, factors: list[str], folder: Path) -> None:
+    """An ablation's ANOVA and pairwise comparisons: printed, written as CSV and text into ``folder``
+    and attached to its parent run; one that the design cannot support says why instead."""
+    from .effects import anova, compare
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, analyse, describe in (("anova", anova, _format_anova), ("comparisons", compare, _format_comparisons)):
+        try:
+            table = analyse(runs, factors, "val_acc", baseline=record.baseline)
+        except ConfigError as error:
+            print(f"\n{name}: not computed: {error}")
+            continue
+        text = describe(table, "val_acc")
+        print("\n" + text)
+        (folder / f"{name}.csv").write_text(table.to_csv(index=False))
+        (folder / f"{name}.txt").write_text(text + "\n")
+        paths += [folder / f"{name}.csv", folder / f"{name}.txt"]
+    record.log_files(paths, "analysis")
+
+
 def _format_table(table: pd.DataFrame, rows: str, cols: str | None, metric: str, agg: str) -> str:
-    """A pivot for people: per cell the aggregate, its 95% interval and the replicate count."""
-    import math
+    """A pivot for people: per cell the aggregate, the interval that belongs to it and the replicate count."""
+    from .analysis import INTERVALS
 
     percent = metric.endswith("acc")
 
@@ -247,12 +276,21 @@ def _format_table(table: pd.DataFrame, rows: str, cols: str | None, metric: str,
         return f"{value * 100:.2f}" if percent else f"{value:.4g}"
 
     def cell(row: pd.Series) -> str:
-        half = (row["ci_high"] - row["ci_low"]) / 2
-        spread = f" ± {number(half)}" if not math.isnan(half) else ""
+        low, high = row["ci_low"], row["ci_high"]
+        if math.isnan(low):
+            spread = ""
+        elif agg == "mean":  # symmetric: its half-width says it all
+            spread = f" ± {number((high - low) / 2)}"
+        else:
+            spread = f" [{number(low)}, {number(high)}]"
         return f"{number(row[agg])}{spread} (n={int(row['n'])})"
 
     unit = " (%)" if percent else ""
-    header = f"{agg} {metric}{unit}, ± half-width of the 95% CI of the mean, n replicates"
+    interval = {
+        "mean": f"± half-width of the {INTERVALS['mean']} (none for n=1 or replicates all equal)",
+        "median": f"[{INTERVALS['median']}] (none for n=1 or replicates all equal)",
+    }.get(agg, f"no interval for {agg}")
+    header = f"{agg} {metric}{unit}, {interval}, n replicates"
     if cols is None:
         lines = [f"{rows:>24} | {agg} {metric}"] + [f"{str(r[rows]):>24} | {cell(r)}" for _, r in table.iterrows()]
         return header + "\n" + "\n".join(lines)
@@ -266,16 +304,75 @@ def _format_table(table: pd.DataFrame, rows: str, cols: str | None, metric: str,
     return header + "\n" + "\n".join(lines)
 
 
-def _query(args: argparse.Namespace) -> None:
-    from .analysis import query
+def _format_anova(table: pd.DataFrame, metric: str) -> str:
+    """The ANOVA table, then a verdict per term at the significance level."""
+    from .effects import ALPHA, RESIDUAL
 
-    table = query(args.study, args.rows, args.cols, args.metric, args.agg, args.where or [], args.tracking_uri, args.experiment)
+    width = max(24, *(len(term) for term in table["term"]))
+    lines = [f"ANOVA of {metric} (Type II sums of squares)",
+             f"{'term':<{width}}  {'sum_sq':>10}  {'df':>4}  {'F':>8}  {'p':>10}  {'partial eta^2':>13}"]
+    for _, row in table.iterrows():
+        tested = row["term"] != RESIDUAL
+        lines.append(f"{row['term']:<{width}}  {row['sum_sq']:>10.4g}  {row['df']:>4g}"
+                     + (f"  {row['F']:>8.3f}  {row['p']:>10.3g}  {row['partial_eta_sq']:>13.3f}" if tested else ""))
+    for _, row in table[table["term"] != RESIDUAL].iterrows():
+        verdict = "significant" if row["p"] < ALPHA else "not significant"
+        lines.append(f"  {row['term']}: {verdict} at alpha {ALPHA} (F = {row['F']:.3f}, p = {row['p']:.3g})")
+    return "\n".join(lines)
+
+
+def _format_comparisons(table: pd.DataFrame, metric: str) -> str:
+    """Pairwise differences of means, their 95% intervals and adjusted p values."""
+    percent = metric.endswith("acc")
+    scale, unit = (100.0, " (percentage points)") if percent else (1.0, "")
+    lines = [f"Pairwise differences of mean {metric}{unit}: level minus versus, 95% interval, adjusted p",
+             f"{'factor':>24}  {'level':>10}  {'versus':>10}  {'diff':>8}  {'interval':>20}  {'p_adj':>8}  test"]
+    for _, row in table.iterrows():
+        interval = f"[{row['low'] * scale:.3g}, {row['high'] * scale:.3g}]"
+        lines.append(f"{row['factor']:>24}  {str(row['level']):>10}  {str(row['versus']):>10}  {row['diff'] * scale:>8.3g}  "
+                     f"{interval:>20}  {row['p_adj']:>8.3g}  {row['test']}")
+    return "\n".join(lines)
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, object]]:
+    """A table's rows for JSON: full precision, NaN as null, numpy scalars as Python ones."""
+    return [{key: None if isinstance(value, float) and math.isnan(value) else getattr(value, "item", lambda: value)()
+             for key, value in row.items()} for row in table.to_dict("records")]
+
+
+def _query(args: argparse.Namespace) -> None:
+    from .analysis import pivot, study_trials
+    from .effects import RESIDUAL, anova, compare
+    from .tracking import find_study
+
+    record = find_study(args.study, args.tracking_uri, args.experiment)
+    runs = study_trials(record)
+    factors = [args.rows] + ([args.cols] if args.cols else [])
+    where = args.where or []
+    if args.format == "csv" and args.anova and args.compare:
+        raise ConfigError("--format csv writes one table: ask for --anova or --compare, not both")
+    table = pivot(runs, args.rows, args.cols, args.metric, args.agg, where)
+    tests = compare(runs, factors, args.metric, where, baseline=record.baseline) if args.compare else None
+    variance = anova(runs, factors, args.metric, where, baseline=record.baseline) if args.anova else None
     if args.format == "csv":
-        print(table.to_csv(index=False), end="")
+        print(next((t for t in (variance, tests) if t is not None), table).to_csv(index=False), end="")
+    elif args.format == "json" and (args.anova or args.compare):
+        answer: dict[str, object] = {}
+        if variance is not None:
+            terms = variance["term"] != RESIDUAL
+            answer["anova"] = _records(variance[terms])
+            (residual,) = _records(variance.loc[~terms, ["sum_sq", "df"]])
+            answer["residual"] = residual
+        if tests is not None:
+            answer["compare"] = _records(tests)
+        print(json.dumps(answer, indent=2))
     elif args.format == "json":
         print(table.to_json(orient="records", indent=2))
     else:
         print(_format_table(table, args.rows, args.cols, args.metric, args.agg))
+        for analysed, describe in ((variance, _format_anova), (tests, _format_comparisons)):
+            if analysed is not None:
+                print("\n" + describe(analysed, args.metric))
 
 
 def _plot(args: argparse.Namespace) -> None:
@@ -283,7 +380,7 @@ def _plot(args: argparse.Namespace) -> None:
     from .tracking import find_study
 
     record = find_study(args.study, args.tracking_uri, args.experiment)
-    paths = plot_study(record, args.out, rows=args.rows, cols=args.cols, metric=args.metric, agg=args.agg)
+    paths = plot_study(record, args.out, rows=args.rows, cols=args.cols, metric=args.metric, agg=args.agg, say=_say)
     if args.log:
         record.log_files(paths, "plots")
     for path in paths:
@@ -460,14 +557,20 @@ def _parser() -> argparse.ArgumentParser:
     _study_flags(ablate)
     ablate.set_defaults(run=_ablate)
 
-    query = commands.add_parser("query", help="pivot a study's MLflow records: aggregate, 95%% CI, replicates")
+    query = commands.add_parser("query", help="pivot a study's MLflow records: aggregate, its interval, replicates; ANOVA")
     query.add_argument("study", help="study name (a space's or experiment's name, or the --name it ran under)")
     query.add_argument("--rows", required=True, help="knob or factor for the rows, e.g. dense.growth_rate")
     query.add_argument("--cols", help="knob or factor for the columns")
     query.add_argument("--metric", default="val_acc", help="metric to aggregate (default val_acc)")
-    query.add_argument("--agg", choices=["mean", "median", "max"], default="mean")
+    query.add_argument("--agg", choices=["mean", "median", "max"], default="mean",
+                       help="mean (t-interval), median (bootstrap interval) or max (no interval)")
     query.add_argument("--where", action="append", help="keep runs with KNOB=VALUE (or !=, <, <=, >, >=); repeatable")
-    query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    query.add_argument("--anova", action="store_true",
+                       help="analysis of variance of the metric by --rows (and --cols, with their interaction), Type II")
+    query.add_argument("--compare", action="store_true",
+                       help="pairwise differences between levels: Tukey HSD; against the baseline, Holm-corrected, one factor at a time")
+    query.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                       help="with --anova or --compare, json is one object and csv that table")
     _store_flags(query)
     query.set_defaults(run=_query)
 

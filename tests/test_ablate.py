@@ -95,7 +95,7 @@ def test_query_equals_mlflow_search_runs_with_pandas(ablation, cli):
     assert frame.set_index("residual.num_blocks")["mean"].to_dict() == pytest.approx(wide.to_dict())
 
     status, out, _ = cli("query", "width_vs_depth", "--rows", "residual.width", "--cols", "residual.num_blocks", "--tracking-uri", uri)
-    assert status == 0 and "(n=2)" in out and "95% CI" in out
+    assert status == 0 and "(n=2)" in out and "95% t-interval of the mean" in out
 
 
 def test_pictures_are_written_and_logged(ablation):
@@ -110,6 +110,21 @@ def test_pictures_are_written_and_logged(ablation):
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert "plots/heatmap.png" in logged
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"tiny.yaml", "experiment.yaml"}
+
+
+def test_the_anova_and_comparisons_are_printed_and_logged_to_the_parent_run(ablation):
+    _, uri, storage = ablation
+    client = mlflow.MlflowClient(uri)
+    parent = client.search_runs([client.get_experiment_by_name("width_vs_depth").experiment_id],
+                                filter_string="tags.`cnnsearch.study` = 'width_vs_depth'")[0]
+    assert parent.data.tags["cnnsearch.design"] == "full_factorial" and "cnnsearch.baseline" not in parent.data.tags
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "analysis")}
+    assert logged == {f"analysis/{name}.{ext}" for name in ("anova", "comparisons") for ext in ("csv", "txt")}
+    anova = pd.read_csv(storage / "analysis" / "anova.csv")
+    assert list(anova["term"]) == ["residual.width", "residual.num_blocks", "residual.width:residual.num_blocks", "Residual"]
+    assert list(anova["df"]) == [1, 1, 1, 4]  # 2 x 2 cells, 2 replicates each
+    assert "significant at alpha 0.05" in (storage / "analysis" / "anova.txt").read_text()
+    assert set(pd.read_csv(storage / "analysis" / "comparisons.csv")["test"]) == {"Tukey HSD"}
 
 
 def test_more_seeds_extend_the_ablation(ablation, cli):

@@ -1,0 +1,303 @@
+"""`cnnsearch query --anova/--compare`, the intervals of each aggregate, and importances, on
+synthetic studies written to MLflow through tracking.py as an ablation or a search writes them."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from optuna.trial import FixedTrial
+from scipy import stats
+from statsmodels.formula.api import ols
+from statsmodels.stats.anova import anova_lm
+from statsmodels.stats.multicomp import pairwise_tukeyhsd
+from statsmodels.stats.multitest import multipletests
+
+from cnnsearch.analysis import BOOTSTRAP_SEED, importances, summarize
+from cnnsearch.config import ConfigError
+from cnnsearch.effects import anova
+from cnnsearch.experiment import load_experiment
+from cnnsearch.profile import profile
+from cnnsearch.search import _design_tags
+from cnnsearch.tracking import Recorder, Status, Tags, find_study
+
+SPACE = """
+name: tiny
+family: residual
+stem: {style: cifar, channels: [8, 16]}
+stages:
+  - {stride: 1}
+  - {stride: 2}
+residual: {num_blocks: [1, 2, 3], width: [8, 16, 32]}
+dataset: {name: synthetic, subset: 128}
+budget: {epochs: 1}
+"""
+
+MIXED = """
+name: mixed_tiny
+stem: {style: cifar, channels: [8, 16]}
+stages:
+  - {stride: 1, family: [residual, dense]}
+residual: {num_blocks: [1, 2], width: [8, 16]}
+dense: {growth_rate: [4, 8], num_layers: [2, 4]}
+dataset: {name: synthetic, subset: 128}
+budget: {epochs: 2}
+"""
+
+# Width moves accuracy by 5 points a level; depth does nothing, and nothing interacts.
+WIDTH_EFFECT = {8: 0.40, 16: 0.45, 32: 0.50}
+NOISE = 0.01
+
+
+def write_ablation(folder, name: str, design: str = "full_factorial", replicates: int = 3, seed: int = 0) -> str:
+    """An ablation of residual.width x residual.num_blocks, its metrics synthetic, logged as `ablate` logs them."""
+    (folder / "tiny.yaml").write_text(SPACE)
+    base = "{stem.channels: 8}" if design == "full_factorial" else "{stem.channels: 8, residual.width: 16, residual.num_blocks: 2}"
+    (folder / f"{name}.yaml").write_text(
+        f"name: {name}\nspace: tiny.yaml\nbase: {base}\ndesign: {design}\nreplicates: {replicates}\n"
+        "factors:\n  residual.width: [8, 16, 32]\n  residual.num_blocks: [1, 2, 3]\n"
+    )
+    experiment = load_experiment(folder / f"{name}.yaml")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    tags = _design_tags(experiment)
+    recorder = Recorder.open(mlflow.MlflowClient(uri), experiment=name, study=name, space_hash=experiment.digest, tags=tags,
+                             files=[folder / "tiny.yaml", folder / f"{name}.yaml"])
+    noise = np.random.default_rng(seed)
+    archs = {}
+    for cell in experiment.cells:
+        run_id = recorder.start_trial(str(cell.index), cell.knobs | {"replicate": cell.replicate}, space_hash=experiment.digest,
+                                      tags=tags | {Tags.CELL: cell.key})
+        key = json.dumps(cell.levels, sort_keys=True)
+        if key not in archs:
+            arch = experiment.space.sample(FixedTrial(cell.knobs))
+            archs[key] = arch, profile(arch).to_dict()
+        recorder.log_arch(run_id, *archs[key])
+        accuracy = WIDTH_EFFECT[cell.levels["residual.width"]] + noise.normal(0, NOISE)
+        recorder.log_epoch(run_id, {"val_acc": accuracy, "val_loss": 1 - accuracy, "train_loss": 1.0, "lr": 0.1}, epoch=1)
+        recorder.finish_trial(run_id, Status.COMPLETED)
+    return uri
+
+
+def search_runs(uri: str, name: str) -> pd.DataFrame:
+    """The study's completed trials, read the way anyone reads MLflow."""
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=[name], filter_string="tags.`mlflow.parentRunId` != ''")
+    return runs[runs["tags.cnnsearch.status"] == "completed"]
+
+
+@pytest.fixture(scope="module")
+def factorial(tmp_path_factory):
+    return write_ablation(tmp_path_factory.mktemp("factorial"), "factorial")
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(tmp_path_factory):
+    return write_ablation(tmp_path_factory.mktemp("oaat"), "oaat", design="one_at_a_time")
+
+
+@pytest.fixture(scope="module")
+def unreplicated(tmp_path_factory):
+    return write_ablation(tmp_path_factory.mktemp("single"), "single", replicates=1)
+
+
+def json_answer(cli, *args):
+    status, out, err = cli("query", *args, "--format", "json")
+    assert status == 0, err
+    return json.loads(out)
+
+
+def test_anova_equals_statsmodels_on_search_runs(factorial, cli):
+    answer = json_answer(cli, "factorial", "--rows", "residual.width", "--cols", "residual.num_blocks", "--anova",
+                         "--tracking-uri", factorial)
+    runs = search_runs(factorial, "factorial")
+    frame = pd.DataFrame({"w": runs["params.residual.width"], "d": runs["params.residual.num_blocks"], "acc": runs["metrics.val_acc"]})
+    expected = anova_lm(ols("acc ~ C(w) * C(d)", data=frame).fit(), typ=2)
+    names = {"residual.width": "C(w)", "residual.num_blocks": "C(d)", "residual.width:residual.num_blocks": "C(w):C(d)"}
+    assert [term["term"] for term in answer["anova"]] == list(names)
+    for term in answer["anova"]:
+        row = expected.loc[names[term["term"]]]
+        assert term["F"] == pytest.approx(row["F"], rel=1e-9)
+        assert term["p"] == pytest.approx(row["PR(>F)"], rel=1e-9)
+        assert term["df"] == pytest.approx(row["df"], rel=1e-9)
+        residual = expected.loc["Residual", "sum_sq"]
+        assert term["partial_eta_sq"] == pytest.approx(row["sum_sq"] / (row["sum_sq"] + residual), rel=1e-9)
+    assert answer["residual"]["df"] == pytest.approx(expected.loc["Residual", "df"], rel=1e-9)
+    assert set(answer) == {"anova", "residual"}
+
+
+def test_one_factor_is_a_one_way_anova(factorial, cli):
+    answer = json_answer(cli, "factorial", "--rows", "residual.num_blocks", "--anova", "--tracking-uri", factorial)
+    runs = search_runs(factorial, "factorial")
+    expected = stats.f_oneway(*(group["metrics.val_acc"] for _, group in runs.groupby("params.residual.num_blocks")))
+    (term,) = answer["anova"]
+    assert term["term"] == "residual.num_blocks" and term["df"] == 2
+    assert term["F"] == pytest.approx(expected.statistic, rel=1e-9) and term["p"] == pytest.approx(expected.pvalue, rel=1e-9)
+
+
+def test_compare_equals_tukey_hsd_per_factor(factorial, cli):
+    answer = json_answer(cli, "factorial", "--rows", "residual.width", "--cols", "residual.num_blocks", "--compare",
+                         "--anova", "--tracking-uri", factorial)
+    assert set(answer) == {"anova", "residual", "compare"}  # both asked for: one object
+    runs = search_runs(factorial, "factorial")
+    for factor in ("residual.width", "residual.num_blocks"):
+        expected = pairwise_tukeyhsd(runs["metrics.val_acc"].to_numpy(), runs[f"params.{factor}"].astype(int).to_numpy()).summary_frame()
+        rows = [row for row in answer["compare"] if row["factor"] == factor]
+        assert len(rows) == len(expected) == 3
+        for row, (_, pair) in zip(rows, expected.iterrows()):
+            assert (row["level"], row["versus"]) == (pair["group_t"], pair["group_c"]) and row["test"] == "Tukey HSD"
+            assert row["diff"] == pytest.approx(pair["meandiff"], rel=1e-9)
+            assert [row["low"], row["high"]] == pytest.approx([pair["lower"], pair["upper"]], rel=1e-9)
+            assert row["p_adj"] == pytest.approx(pair["p-adj"], rel=1e-9)
+
+
+def test_a_known_main_effect_is_significant_and_no_interaction_is_found(factorial, cli):
+    status, out, err = cli("query", "factorial", "--rows", "residual.width", "--cols", "residual.num_blocks", "--anova",
+                           "--tracking-uri", factorial)
+    assert status == 0, err
+    assert "residual.width: significant at alpha 0.05" in out
+    assert "residual.num_blocks: not significant at alpha 0.05" in out
+    assert "residual.width:residual.num_blocks: not significant at alpha 0.05" in out
+    terms = {t["term"]: t for t in json_answer(cli, "factorial", "--rows", "residual.width", "--cols", "residual.num_blocks",
+                                                 "--anova", "--tracking-uri", factorial)["anova"]}
+    assert terms["residual.width"]["p"] < 1e-6 and terms["residual.width"]["partial_eta_sq"] > 0.9
+    assert terms["residual.width:residual.num_blocks"]["p"] > 0.05
+
+
+def test_one_at_a_time_compares_each_level_with_the_baseline_by_holm_corrected_welch(one_at_a_time, cli):
+    answer = json_answer(cli, "oaat", "--rows", "residual.width", "--cols", "residual.num_blocks", "--compare",
+                         "--tracking-uri", one_at_a_time)
+    runs = search_runs(one_at_a_time, "oaat")
+    for factor, other in (("residual.width", "residual.num_blocks"), ("residual.num_blocks", "residual.width")):
+        part = runs[runs[f"params.{other}"] == {"residual.width": "16", "residual.num_blocks": "2"}[other]]
+        base = part[part[f"params.{factor}"] == {"residual.width": "16", "residual.num_blocks": "2"}[factor]]["metrics.val_acc"]
+        levels = sorted({int(level) for level in part[f"params.{factor}"]} - {16 if factor == "residual.width" else 2})
+        results = [stats.ttest_ind(part[part[f"params.{factor}"] == str(level)]["metrics.val_acc"], base, equal_var=False)
+                   for level in levels]
+        adjusted = multipletests([r.pvalue for r in results], method="holm")[1]
+        rows = [row for row in answer["compare"] if row["factor"] == factor]
+        assert [row["level"] for row in rows] == levels and len(base) == 3
+        for row, result, p in zip(rows, results, adjusted):
+            interval = result.confidence_interval(0.95)
+            assert [row["low"], row["high"]] == pytest.approx([interval.low, interval.high], rel=1e-9)
+            assert row["p_adj"] == pytest.approx(p, rel=1e-9) and row["test"] == "Welch t vs baseline, Holm"
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--rows", "residual.width", "--anova", "--where", "residual.width=8"], "residual.width: one level (8) among 9 trials"),
+        (["--rows", "residual.width", "--cols", "residual.num_blocks", "--compare", "--where", "residual.num_blocks=2"],
+         "residual.num_blocks: one level (2) among 9 trials"),
+        (["--rows", "residual.width", "--anova", "--compare", "--format", "csv"], "--format csv writes one table"),
+    ],
+)
+def test_questions_the_design_cannot_answer_are_refused_in_one_line(factorial, cli, args, expected):
+    status, _, err = cli("query", "factorial", *args, "--tracking-uri", factorial)
+    assert status == 2 and expected in err and "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_no_residual_degrees_of_freedom_and_uncrossed_cells_are_refused(unreplicated, one_at_a_time, cli):
+    status, _, err = cli("query", "single", "--rows", "residual.width", "--cols", "residual.num_blocks", "--anova",
+                         "--tracking-uri", unreplicated)
+    assert status == 2 and "9 trials in 9 cells leave no residual degrees of freedom" in err, err
+    status, _, err = cli("query", "oaat", "--rows", "residual.width", "--anova", "--tracking-uri", one_at_a_time)
+    assert status == 2 and "one-factor-at-a-time design has no crossed cells" in err, err
+    runs = search_runs(one_at_a_time, "oaat")
+    with pytest.raises(ConfigError, match="4 of 9 combinations of levels have no trial"):
+        anova(runs, ["residual.width", "residual.num_blocks"])  # a search read as observational data, with holes
+
+
+def test_each_aggregate_has_its_own_interval():
+    values = pd.Series([0.40, 0.42, 0.47, 0.41, 0.52])
+    mean = summarize(values, "mean")
+    assert [mean["ci_low"], mean["ci_high"]] == pytest.approx(stats.t.interval(0.95, 4, loc=values.mean(), scale=stats.sem(values)))
+    median = summarize(values, "median")
+    expected = stats.bootstrap((values.to_numpy(),), np.median, rng=np.random.default_rng(BOOTSTRAP_SEED)).confidence_interval
+    assert median["median"] == 0.42 and [median["ci_low"], median["ci_high"]] == pytest.approx([expected.low, expected.high])
+    assert median["ci_low"] <= median["median"] <= median["ci_high"]
+    assert summarize(values, "median") == median  # seeded: the same at every query
+    assert np.isnan(summarize(values, "max")["ci_low"])  # the maximum has none
+    for degenerate in ([0.5], [0.5, 0.5], [0.5, 0.5, 0.5]):  # one replicate, or no spread: never a zero-width interval
+        for agg in ("mean", "median"):
+            cell = summarize(pd.Series(degenerate), agg)
+            assert np.isnan(cell["ci_low"]) and np.isnan(cell["ci_high"]) and cell["n"] == len(degenerate)
+    assert summarize(pd.Series([0.4, 0.5]), "median")["ci_low"] == pytest.approx(0.4)  # n=2 is no crash
+
+
+def test_tables_show_n1_cells_without_an_interval_and_say_which_interval(unreplicated, factorial, cli):
+    status, out, err = cli("query", "single", "--rows", "residual.width", "--cols", "residual.num_blocks",
+                           "--tracking-uri", unreplicated)
+    assert status == 0, err
+    assert "(n=1)" in out and "±" not in out.split("\n", 1)[1] and "none for n=1 or replicates all equal" in out
+    status, out, _ = cli("query", "factorial", "--rows", "residual.width", "--agg", "median", "--tracking-uri", factorial)
+    assert "bootstrap interval of the median" in out and "[" in out.split("\n", 1)[1]
+    status, out, _ = cli("query", "factorial", "--rows", "residual.width", "--agg", "max", "--tracking-uri", factorial)
+    assert out.startswith("max val_acc (%), no interval for max") and "[" not in out and "±" not in out
+
+
+@pytest.mark.parametrize("agg", ["median", "max", "mean"])
+def test_plot_draws_each_aggregates_interval_or_none(factorial, cli, tmp_path, monkeypatch, agg):
+    from cnnsearch import plots
+
+    figures = {}
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.setdefault(path.name, figure) and save(figure, path))
+    status, out, err = cli("plot", "factorial", "--rows", "residual.width", "--cols", "residual.num_blocks", "--agg", agg,
+                           "--out", tmp_path, "--tracking-uri", factorial)
+    assert status == 0, err
+    assert (tmp_path / "interaction.png").read_bytes()[:4] == b"\x89PNG"
+    axes = figures["interaction.png"].axes[0]
+    bars = [container for container in axes.containers if container.has_yerr]
+    if agg == "max":
+        assert not bars and "no interval for max" in axes.get_ylabel()
+    else:
+        assert len(bars) == 3  # one set per line, each bar from the interval's own ends
+        table = pd.DataFrame(json_answer(cli, "factorial", "--rows", "residual.width", "--cols", "residual.num_blocks",
+                                         "--agg", agg, "--tracking-uri", factorial))
+        ends = sorted(np.round(np.concatenate([[s[0][1], s[1][1]] for c in bars for s in c.lines[2][0].get_segments()]), 9))
+        assert ends == pytest.approx(sorted(np.round(np.concatenate([table["ci_low"], table["ci_high"]]) * 100, 9)))
+
+
+def write_search(folder, rows: list[tuple[str, dict, float, str]]) -> str:
+    """A search over the mixed space: each trial's family, knobs, last val_acc and status."""
+    (folder / "mixed.yaml").write_text(MIXED)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    recorder = Recorder.open(mlflow.MlflowClient(uri), experiment="mixed", study="mixed", space_hash="0", files=[folder / "mixed.yaml"])
+    client = recorder.client
+    for index, (family, knobs, accuracy, status) in enumerate(rows):
+        run_id = recorder.start_trial(str(index), {"stages.0.family": family} | knobs, space_hash="0")
+        client.set_tag(run_id, Tags.FAMILY, family)
+        for metric, value in (("params", 1000 + index), ("macs", 10000 + index)):  # what log_arch records, without building the model
+            client.log_metric(run_id, metric, value)
+        recorder.log_epoch(run_id, {"val_acc": accuracy}, epoch=1)
+        recorder.finish_trial(run_id, status)
+    return uri
+
+
+def test_importances_are_per_family_and_count_stopped_trials(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(12):
+        width, blocks = [8, 16][index % 2], [1, 2][index // 2 % 2]
+        rows.append(("residual", {"residual.width": width, "residual.num_blocks": blocks}, 0.3 + width / 100 + rng.normal(0, 0.001),
+                     Status.COMPLETED if index < 8 else Status.STOPPED_EARLY))
+    for index in range(2):  # too few dense trials to score
+        rows.append(("dense", {"dense.growth_rate": 4, "dense.num_layers": 2}, 0.3, Status.COMPLETED))
+    found = {group.family: group for group in importances(find_study("mixed", write_search(tmp_path, rows)))}
+    assert set(found) == {"residual", "dense"}
+    residual = found["residual"]
+    assert (residual.completed, residual.stopped_early) == (8, 4)
+    assert list(residual.scores) == ["residual.width", "residual.num_blocks"] and residual.scores["residual.width"] > 0.9
+    assert not found["dense"].scores and found["dense"].why == "2 scored trials; importances need at least 3"
+
+
+def test_a_search_without_importances_says_why(tmp_path, cli):
+    rows = [("residual", {"residual.width": 8, "residual.num_blocks": 1}, 0.3 + i / 100, Status.COMPLETED) for i in range(4)]
+    uri = write_search(tmp_path, rows)
+    status, out, err = cli("plot", "mixed", "--out", tmp_path / "plots", "--tracking-uri", uri)
+    assert status == 0, err
+    assert "no knob importances: no searched knob varies among these trials" in err
+    assert not (tmp_path / "plots" / "importances.png").exists()
