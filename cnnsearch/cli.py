@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from .config import ConfigError, Interrupted, format_validation_error, list_presets, load_arch
 from .profile import Cost, cheapest, profile, training_memory
-from .space import Fixed, load_space
+from .space import DatasetSpec, Fixed, load_space
 
 if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
     import pandas as pd
@@ -89,10 +89,19 @@ def _show(args: argparse.Namespace) -> None:
         )
     d, b, r, s = space.dataset, space.budget, space.recipe, space.search
     print(
-        f"\ndataset: {d.name}, {d.val_fraction:.0%} validation" + (f", subset {d.subset:,}" if d.subset else "")
+        f"\ndataset: {d.name}, {_test_split(d.name, d.test_fraction)}, {d.val_fraction:.0%} of the rest for validation"
+        + (f", subset {d.subset:,}" if d.subset else "")
         + (f", validating trials on {d.val_subset:,} of the held-out images" if d.val_subset else "")
         + f"; budget: {b.epochs} epochs; recipe: batch {r.batch_size}, lr {r.lr or f'{r.scaled_lr:g}'}, {r.precision} precision; search: {s.sampler}, {s.trials} trials"
     )
+
+
+def _test_split(dataset: str, test_fraction: float) -> str:
+    """Where a data set's test split comes from, in words."""
+    from .data import held_out_test_fraction
+
+    fraction = held_out_test_fraction(dataset, test_fraction)
+    return f"{fraction:.0%} held out for testing" if fraction else "its own test images for testing"
 
 
 def _profile(args: argparse.Namespace) -> None:
@@ -115,7 +124,7 @@ def _profile(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from .config import Recipe
-    from .data import load_dataset, split_dataset
+    from .data import held_out_test_fraction, load_dataset, split_dataset
     from .space import Budget
     from .train import fit_to_data, resolve_device, train
 
@@ -123,7 +132,8 @@ def _train(args: argparse.Namespace) -> None:
     arch = load_arch(args.arch)
     data = load_dataset(args.dataset, cache_dir=args.cache_dir, data_dir=args.data_dir)
     arch = fit_to_data(arch, data)
-    split = split_dataset(data.labels, val_fraction=args.val_fraction, seed=args.split_seed, subset=args.subset)
+    split = split_dataset(data.labels, val_fraction=args.val_fraction, seed=args.split_seed, subset=args.subset,
+                          test_fraction=held_out_test_fraction(args.dataset, args.test_fraction))
     recipe = Recipe(**_recipe_overrides(args))
     budget = Budget(epochs=args.epochs, max_seconds=args.max_seconds)
     result = train(arch, data, split, recipe=recipe, budget=budget, seed=args.seed, device=device, progress=True)
@@ -159,6 +169,7 @@ def _options(args: argparse.Namespace, name: str, **search: object) -> RunOption
         epochs=args.epochs,
         subset=args.subset,
         val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
         val_subset=args.val_subset,
         **_recipe_overrides(args),
         verbose=args.verbose,
@@ -396,7 +407,9 @@ def _study_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="override the dataset (cifar10, cifar100, synthetic, imagefolder:PATH)")
     parser.add_argument("--epochs", type=_positive, help="override budget.epochs")
     parser.add_argument("--subset", type=_positive, help="override dataset.subset (training images per trial)")
-    parser.add_argument("--val-fraction", type=float, help="override dataset.val_fraction (held-out share of the data)")
+    parser.add_argument("--val-fraction", type=float, help="override dataset.val_fraction (validation share of the images)")
+    parser.add_argument("--test-fraction", type=float,
+                        help="override dataset.test_fraction (test share held out first, for data sets without test images)")
     parser.add_argument("--val-subset", type=_positive,
                         help="override dataset.val_subset (validate trials on this many held-out images; export uses all)")
     _recipe_flags(parser)
@@ -439,8 +452,13 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="cpu", help="cpu or cuda")
     _recipe_flags(tr)
     tr.add_argument("--max-seconds", type=float, help="stop training after this many seconds")
-    tr.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of the images (default 0.1)")
-    tr.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (default 0)")
+    dataset = DatasetSpec.model_fields  # the space's defaults, stated once
+    tr.add_argument("--val-fraction", type=float, default=dataset["val_fraction"].default,
+                    help="validation share of the images left after the test split (default %(default)s)")
+    tr.add_argument("--test-fraction", type=float, default=dataset["test_fraction"].default,
+                    help="test share held out first, unless the data set has test images of its own (default %(default)s)")
+    tr.add_argument("--split-seed", type=int, default=dataset["split_seed"].default,
+                    help="seed of the test/train/validation split (default %(default)s)")
     tr.add_argument("--cache-dir", help="where decoded data sets are cached (default ~/.cache/cnnsearch)")
     tr.add_argument("--data-dir", help="where torchvision's CIFAR files are or are downloaded to")
     tr.add_argument("--json", action="store_true", help="print the result as one JSON object")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from . import __version__
 from .config import Arch, ConfigError, Recipe, load_arch, save_arch
-from .data import ImageData, Split, chance_level, load_dataset, split_dataset
+from .data import ImageData, Split, chance_level, held_out_test_fraction, load_dataset, split_dataset
 from .model import build_model
 from .profile import profile
 from .space import Budget, load_space
@@ -58,16 +58,23 @@ class _Candidate:
 def _study_setup(record: StudyRecord, dataset: str | None, cache_dir: str | None, data_dir: str | None) -> tuple[ImageData, Split, Recipe, Budget]:
     """The study's data, split, recipe and budget, as its parent run recorded them."""
     params = record.parent.data.params
-    data = load_dataset(dataset or params["dataset"], cache_dir=cache_dir, data_dir=data_dir)
-    subset, val_subset = (None if params.get(f"split.{key}") in (None, "None") else int(params[f"split.{key}"]) for key in ("subset", "val_subset"))
-    split = split_dataset(data.labels, val_fraction=float(params["split.val_fraction"]), seed=int(params["split.seed"]), subset=subset)
-    # The trials validated on val_subset of these images (if set): check that sample, evaluate on all.
-    searched = split if val_subset is None else split_dataset(
-        data.labels, val_fraction=split.val_fraction, seed=split.seed, subset=subset, val_subset=val_subset
-    )
-    if searched.describe()["val_digest"] != params["split.val_digest"]:
+    name = dataset or params["dataset"]
+    if "split.test_fraction" not in params and held_out_test_fraction(name, 1.0):
         raise ConfigError(
-            f"{data.source}: not the data of study {params.get('dataset')!r} (its validation split differs); "
+            f"study {record.parent.data.tags[Tags.STUDY]!r} was run before a test split was held out, and {name} has no test "
+            "images of its own: no image is left that its search did not see; run the study again"
+        )
+    data = load_dataset(name, cache_dir=cache_dir, data_dir=data_dir)
+    subset, val_subset = (None if params.get(f"split.{key}") in (None, "None") else int(params[f"split.{key}"]) for key in ("subset", "val_subset"))
+    # A study recorded before test splits held none out of its images.
+    fractions = {"val_fraction": float(params["split.val_fraction"]), "test_fraction": float(params.get("split.test_fraction", 0.0))}
+    split = split_dataset(data.labels, **fractions, seed=int(params["split.seed"]), subset=subset)
+    # The trials validated on val_subset of these images (if set): check that sample, evaluate on all.
+    searched = split if val_subset is None else split_dataset(data.labels, **fractions, seed=split.seed, subset=subset, val_subset=val_subset)
+    recorded = searched.describe()
+    if any(recorded[key] != params.get(f"split.{key}", recorded[key]) for key in ("val_digest", "test_digest")):
+        raise ConfigError(
+            f"{data.source}: not the data of study {params.get('dataset')!r} (its validation or test split differs); "
             "pass the study's data set with --dataset"
         )
     if "recipe" in params:
@@ -203,7 +210,7 @@ def export_study(
         else:
             candidate = candidates[0]
             arch = fit_to_data(candidate.arch, data)
-            both = Split(torch.cat([split.train, split.val]), split.val, split.seed, split.val_fraction, split.subset)
+            both = replace(split, train=torch.cat([split.train, split.val]))
             say(f"retraining {candidate.run_name} on {len(both.train):,} training and validation images for {epochs} epochs")
             seed = 0
             result = train(arch, data, both, recipe=recipe, budget=budget.model_copy(update={"epochs": epochs}),
@@ -340,7 +347,8 @@ def evaluate(
         raise ConfigError(f"{data.source}: its classes {list(data.classes)[:5]}... are not the model's {meta['class_names'][:5]}...")
     if split == "val":
         recorded = meta["split"]
-        indices = split_dataset(data.labels, val_fraction=recorded["val_fraction"], seed=recorded["seed"], subset=recorded["subset"]).val
+        indices = split_dataset(data.labels, val_fraction=recorded["val_fraction"], test_fraction=recorded.get("test_fraction", 0.0),
+                                seed=recorded["seed"], subset=recorded["subset"]).val
     else:
         indices = torch.arange(len(data.labels))
     return {"accuracy": _accuracy(network, data, indices), "images": len(indices), "split": split, "dataset": data.source,
