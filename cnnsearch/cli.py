@@ -323,10 +323,11 @@ def _export(args: argparse.Namespace) -> None:
         say=lambda line: print(line, file=sys.stderr),
     )
     out = args.out or Path("exports") / args.study
-    print(f"{meta['name']} from study {meta['study']} -> {out}/ ({', '.join(meta['formats'])})")
-    print(f"  val_acc {meta['val_acc']:.2%} ({meta['val_acc_source']}); {_human(meta['params'])} params, {_human(meta['macs'])} MACs")
-    print(f"  trained on {meta['trained_on']}; accuracy on the validation split: {meta['evaluation']['accuracy']:.2%}"
-          + ("" if meta["evaluation"]["held_out"] else " (not held out: it trained on them)"))
+    trained, accuracies = meta["trained_on"], meta["accuracies"]
+    print(f"{meta['name']} from study {meta['study']} -> {out}/ ({', '.join(meta['formats'])}); "
+          f"{_human(meta['params'])} params, {_human(meta['macs'])} MACs")
+    print(f"  trained on {' + '.join(trained['splits'])} ({trained['images']:,} images, {trained['epochs']} epochs, {trained['how']})")
+    print(_accuracy_table([accuracies[key] for key in ("test", "val", "search")]))
     if "registered_model" in meta:
         print(f"  MLflow: {meta['registered_model']['uri']} (version {meta['registered_model']['version']})")
 
@@ -338,10 +339,23 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(result))
         return
-    line = f"{args.folder}: accuracy {result['accuracy']:.2%} on {result['images']:,} images ({result['split']}) of {result['dataset']}"
-    if result["recorded"] is not None:
-        line += f"; recorded at export: {result['recorded']:.2%}"
-    print(line)
+    recorded = "" if result["recorded"] is None else f"; recorded at export: {result['recorded']:.2%}"
+    print(f"{args.folder} on {result['dataset']}{recorded}")
+    print(_accuracy_table([result | {"of": "the exported model"}]))
+
+
+def _accuracy_table(rows: list[dict[str, object]]) -> str:
+    """Accuracies with the images each comes from; any the model trained on is marked "seen in training"."""
+
+    def interval(row: dict) -> str:
+        bounds = row["interval"]
+        return f"{bounds['low']:.2%} to {bounds['high']:.2%}" if bounds else "-"
+
+    lines = [f"  {'split':<6} {'images':>8}  {'accuracy':>8}  {'95% interval':<18}  {'images were':<18}  of"]
+    for row in rows:
+        seen = "seen in training" if row["seen_in_training"] else "held out"
+        lines.append(f"  {row['split']:<6} {row['images']:>8,}  {row['accuracy']:>8.2%}  {interval(row):<18}  {seen:<18}  {row['of']}")
+    return "\n".join(lines)
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -515,10 +529,13 @@ def _parser() -> argparse.ArgumentParser:
     _store_flags(export)
     export.set_defaults(run=_export)
 
+    from .export import SPLITS
+
     evaluate = commands.add_parser("evaluate", help="accuracy of an exported model")
     evaluate.add_argument("folder", help="export folder")
     evaluate.add_argument("--dataset", help="data set (default: the one it was exported with)")
-    evaluate.add_argument("--split", choices=["val", "all"], default="val", help="the export's validation split, or every image")
+    evaluate.add_argument("--split", choices=SPLITS, default=SPLITS[0],
+                          help="test (default: images no training or search saw), the export's validation split, or every image")
     evaluate.add_argument("--cache-dir")
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--json", action="store_true")
