@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from .config import ConfigError, Interrupted, format_validation_error, list_presets, load_arch
 from .profile import Cost, cheapest, profile, training_memory
-from .space import Fixed, load_space
+from .space import DatasetSpec, Fixed, load_space
 
 if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
     import pandas as pd
@@ -91,10 +91,19 @@ def _show(args: argparse.Namespace) -> None:
         )
     d, b, r, s = space.dataset, space.budget, space.recipe, space.search
     print(
-        f"\ndataset: {d.name}, {d.val_fraction:.0%} validation" + (f", subset {d.subset:,}" if d.subset else "")
+        f"\ndataset: {d.name}, {_test_split(d.name, d.test_fraction)}, {d.val_fraction:.0%} of the rest for validation"
+        + (f", subset {d.subset:,}" if d.subset else "")
         + (f", validating trials on {d.val_subset:,} of the held-out images" if d.val_subset else "")
         + f"; budget: {b.epochs} epochs; recipe: batch {r.batch_size}, lr {r.lr or f'{r.scaled_lr:g}'}, {r.precision} precision; search: {s.sampler}, {s.trials} trials"
     )
+
+
+def _test_split(dataset: str, test_fraction: float) -> str:
+    """Where a data set's test split comes from, in words."""
+    from .data import held_out_test_fraction
+
+    fraction = held_out_test_fraction(dataset, test_fraction)
+    return f"{fraction:.0%} held out for testing" if fraction else "its own test images for testing"
 
 
 def _profile(args: argparse.Namespace) -> None:
@@ -117,7 +126,7 @@ def _profile(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from .config import Recipe
-    from .data import load_dataset, split_dataset
+    from .data import held_out_test_fraction, load_dataset, split_dataset
     from .space import Budget
     from .train import fit_to_data, resolve_device, train
 
@@ -125,7 +134,8 @@ def _train(args: argparse.Namespace) -> None:
     arch = load_arch(args.arch)
     data = load_dataset(args.dataset, cache_dir=args.cache_dir, data_dir=args.data_dir)
     arch = fit_to_data(arch, data)
-    split = split_dataset(data.labels, val_fraction=args.val_fraction, seed=args.split_seed, subset=args.subset)
+    split = split_dataset(data.labels, val_fraction=args.val_fraction, seed=args.split_seed, subset=args.subset,
+                          test_fraction=held_out_test_fraction(args.dataset, args.test_fraction))
     recipe = Recipe(**_recipe_overrides(args))
     budget = Budget(epochs=args.epochs, max_seconds=args.max_seconds)
     result = train(arch, data, split, recipe=recipe, budget=budget, seed=args.seed, device=device, progress=True)
@@ -161,6 +171,7 @@ def _options(args: argparse.Namespace, name: str, **search: object) -> RunOption
         epochs=args.epochs,
         subset=args.subset,
         val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
         val_subset=args.val_subset,
         **_recipe_overrides(args),
         verbose=args.verbose,
@@ -409,10 +420,11 @@ def _export(args: argparse.Namespace) -> None:
         say=lambda line: print(line, file=sys.stderr),
     )
     out = args.out or Path("exports") / args.study
-    print(f"{meta['name']} from study {meta['study']} -> {out}/ ({', '.join(meta['formats'])})")
-    print(f"  val_acc {meta['val_acc']:.2%} ({meta['val_acc_source']}); {_human(meta['params'])} params, {_human(meta['macs'])} MACs")
-    print(f"  trained on {meta['trained_on']}; accuracy on the validation split: {meta['evaluation']['accuracy']:.2%}"
-          + ("" if meta["evaluation"]["held_out"] else " (not held out: it trained on them)"))
+    trained, accuracies = meta["trained_on"], meta["accuracies"]
+    print(f"{meta['name']} from study {meta['study']} -> {out}/ ({', '.join(meta['formats'])}); "
+          f"{_human(meta['params'])} params, {_human(meta['macs'])} MACs")
+    print(f"  trained on {' + '.join(trained['splits'])} ({trained['images']:,} images, {trained['epochs']} epochs, {trained['how']})")
+    print(_accuracy_table([accuracies[key] for key in ("test", "val", "search")]))
     if "registered_model" in meta:
         print(f"  MLflow: {meta['registered_model']['uri']} (version {meta['registered_model']['version']})")
 
@@ -424,10 +436,23 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(result))
         return
-    line = f"{args.folder}: accuracy {result['accuracy']:.2%} on {result['images']:,} images ({result['split']}) of {result['dataset']}"
-    if result["recorded"] is not None:
-        line += f"; recorded at export: {result['recorded']:.2%}"
-    print(line)
+    recorded = "" if result["recorded"] is None else f"; recorded at export: {result['recorded']:.2%}"
+    print(f"{args.folder} on {result['dataset']}{recorded}")
+    print(_accuracy_table([result | {"of": "the exported model"}]))
+
+
+def _accuracy_table(rows: list[dict[str, object]]) -> str:
+    """Accuracies with the images each comes from; any the model trained on is marked "seen in training"."""
+
+    def interval(row: dict) -> str:
+        bounds = row["interval"]
+        return f"{bounds['low']:.2%} to {bounds['high']:.2%}" if bounds else "-"
+
+    lines = [f"  {'split':<6} {'images':>8}  {'accuracy':>8}  {'95% interval':<18}  {'images were':<18}  of"]
+    for row in rows:
+        seen = "seen in training" if row["seen_in_training"] else "held out"
+        lines.append(f"  {row['split']:<6} {row['images']:>8,}  {row['accuracy']:>8.2%}  {interval(row):<18}  {seen:<18}  {row['of']}")
+    return "\n".join(lines)
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -493,7 +518,9 @@ def _study_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="override the dataset (cifar10, cifar100, synthetic, imagefolder:PATH)")
     parser.add_argument("--epochs", type=_positive, help="override budget.epochs")
     parser.add_argument("--subset", type=_positive, help="override dataset.subset (training images per trial)")
-    parser.add_argument("--val-fraction", type=float, help="override dataset.val_fraction (held-out share of the data)")
+    parser.add_argument("--val-fraction", type=float, help="override dataset.val_fraction (validation share of the images)")
+    parser.add_argument("--test-fraction", type=float,
+                        help="override dataset.test_fraction (test share held out first, for data sets without test images)")
     parser.add_argument("--val-subset", type=_positive,
                         help="override dataset.val_subset (validate trials on this many held-out images; export uses all)")
     _recipe_flags(parser)
@@ -536,8 +563,13 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="cpu", help="cpu or cuda")
     _recipe_flags(tr)
     tr.add_argument("--max-seconds", type=float, help="stop training after this many seconds")
-    tr.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of the images (default 0.1)")
-    tr.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (default 0)")
+    dataset = DatasetSpec.model_fields  # the space's defaults, stated once
+    tr.add_argument("--val-fraction", type=float, default=dataset["val_fraction"].default,
+                    help="validation share of the images left after the test split (default %(default)s)")
+    tr.add_argument("--test-fraction", type=float, default=dataset["test_fraction"].default,
+                    help="test share held out first, unless the data set has test images of its own (default %(default)s)")
+    tr.add_argument("--split-seed", type=int, default=dataset["split_seed"].default,
+                    help="seed of the test/train/validation split (default %(default)s)")
     tr.add_argument("--cache-dir", help="where decoded data sets are cached (default ~/.cache/cnnsearch)")
     tr.add_argument("--data-dir", help="where torchvision's CIFAR files are or are downloaded to")
     tr.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -600,10 +632,13 @@ def _parser() -> argparse.ArgumentParser:
     _store_flags(export)
     export.set_defaults(run=_export)
 
+    from .export import SPLITS
+
     evaluate = commands.add_parser("evaluate", help="accuracy of an exported model")
     evaluate.add_argument("folder", help="export folder")
     evaluate.add_argument("--dataset", help="data set (default: the one it was exported with)")
-    evaluate.add_argument("--split", choices=["val", "all"], default="val", help="the export's validation split, or every image")
+    evaluate.add_argument("--split", choices=SPLITS, default=SPLITS[0],
+                          help="test (default: images no training or search saw), the export's validation split, or every image")
     evaluate.add_argument("--cache-dir")
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--json", action="store_true")

@@ -1,5 +1,10 @@
 """Datasets as uint8 tensors: decoded once, cached on disk, split with a seed, augmented in batches.
 
+A data set has a test split that no search, re-evaluation or retraining sees: its own
+test images (torchvision's CIFAR test sets, ``PATH/test`` of an image folder with
+``train/`` and ``test/``), else a seeded, stratified share of its images held out
+before the train/validation split.
+
 A short trial cannot afford a per-image Python pipeline (PIL + DataLoader workers give
 a few thousand images/s on two cores and take the cores from training). Here a data
 set is decoded once into one ``uint8`` tensor, cached as ``.npy`` keyed by its source
@@ -31,8 +36,20 @@ from torch import Tensor
 from .config import ConfigError
 
 _AUGMENT_CHUNK = 4096
+_TRAIN, _TEST = "train", "test"  # the sub-folders of an image folder that has its own test images
 
-__all__ = ["Batches", "ImageData", "Split", "augment", "chance_level", "default_cache_dir", "load_dataset", "split_dataset"]
+__all__ = [
+    "Batches",
+    "ImageData",
+    "Split",
+    "augment",
+    "chance_level",
+    "default_cache_dir",
+    "held_out_test_fraction",
+    "load_dataset",
+    "load_test_split",
+    "split_dataset",
+]
 
 _CIFAR_STATS = {  # per-channel mean and std of the training images
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -96,12 +113,12 @@ def _synthetic(count: int = 2000, classes: int = 10, size: int = 32, seed: int =
     return images, labels, [f"class{i}" for i in range(classes)]
 
 
-def _torchvision_cifar(name: str, root: Path) -> tuple[Tensor, Tensor, list[str]]:
+def _torchvision_cifar(name: str, root: Path, train: bool) -> tuple[Tensor, Tensor, list[str]]:
     from torchvision import datasets
 
     dataset_class = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     try:
-        dataset = dataset_class(root=str(root), train=True, download=True)
+        dataset = dataset_class(root=str(root), train=train, download=True)
     except (OSError, RuntimeError) as error:
         raise ConfigError(
             f"{name}: cannot download into {root} ({error.__class__.__name__}: {error}); offline, put torchvision's "
@@ -111,19 +128,31 @@ def _torchvision_cifar(name: str, root: Path) -> tuple[Tensor, Tensor, list[str]
     return images, torch.tensor(dataset.targets, dtype=torch.int64), list(dataset.classes)
 
 
-def _scan_folder(folder: Path) -> tuple[list[tuple[str, int]], list[str]]:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+def _split_folders(folder: Path) -> tuple[Path, Path] | None:
+    """``folder/train`` and ``folder/test`` when the folder has both, else None (a plain class-folder tree)."""
+    train, test = folder / _TRAIN, folder / _TEST
+    return (train, test) if train.is_dir() and test.is_dir() else None
+
+
+def _classes(folder: Path) -> list[str]:
+    from torchvision.datasets.folder import find_classes
 
     if not folder.is_dir():
         raise ConfigError(f"imagefolder:{folder}: no such folder")
     try:
-        classes, class_to_index = find_classes(folder)
+        return find_classes(folder)[0]
     except FileNotFoundError:
         raise ConfigError(f"imagefolder:{folder}: no class sub-folders (expected {folder}/CLASS/IMAGE.jpg)") from None
-    samples = make_dataset(folder, class_to_index, extensions=IMG_EXTENSIONS, allow_empty=True)
+
+
+def _scan_folder(folder: Path, classes: list[str]) -> list[tuple[str, int]]:
+    """(path, label) of every image in ``folder``'s class sub-folders, labelled by their place in ``classes``."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    samples = make_dataset(folder, {name: index for index, name in enumerate(classes)}, extensions=IMG_EXTENSIONS, allow_empty=True)
     if not samples:
         raise ConfigError(f"imagefolder:{folder}: no images in its class sub-folders ({', '.join(IMG_EXTENSIONS)})")
-    return samples, classes
+    return samples
 
 
 def _decode(path: str) -> Tensor:
@@ -181,33 +210,59 @@ def _write_cache(entry: Path, data: ImageData) -> None:
         shutil.rmtree(staging)  # another process wrote it first
 
 
-def load_dataset(name: str, *, cache_dir: str | Path | None = None, data_dir: str | Path | None = None) -> ImageData:
-    """Load a data set's training images, decoding them only the first time.
+def _image_folder(name: str, train: bool) -> tuple[Path, list[str]]:
+    """The folder of ``imagefolder:PATH``'s training (or test) images, and the classes that label them: the training images'."""
+    path = Path(name.removeprefix("imagefolder:")).expanduser()
+    folders = _split_folders(path)
+    if folders is None:
+        if not train:
+            raise ConfigError(f"{name}: no test images of its own (a folder with {_TRAIN}/ and {_TEST}/ has them)")
+        return path, _classes(path)
+    classes = _classes(folders[0])
+    if not train:
+        unknown = sorted(set(_classes(folders[1])) - set(classes))
+        if unknown:
+            raise ConfigError(f"imagefolder:{folders[1]}: classes {', '.join(unknown)} are not among those of {folders[0]}")
+    return folders[0] if train else folders[1], classes
+
+
+def load_dataset(
+    name: str, *, train: bool = True, cache_dir: str | Path | None = None, data_dir: str | Path | None = None
+) -> ImageData:
+    """Load a data set's training images (or, with ``train=False``, its own test images), decoding them only the first time.
 
     Args:
         name: ``cifar10``, ``cifar100`` (torchvision, downloaded into ``data_dir``),
-            ``imagefolder:PATH`` (torchvision's ImageFolder layout: ``PATH/CLASS/IMAGE``;
-            all images one size) or ``synthetic`` (2,000 learnable random 32x32 images).
+            ``imagefolder:PATH`` (torchvision's ImageFolder layout: ``PATH/CLASS/IMAGE``,
+            or ``PATH/train/CLASS/IMAGE`` and ``PATH/test/CLASS/IMAGE``; all images one
+            size) or ``synthetic`` (2,000 learnable random 32x32 images).
+        train: the training images (of ``PATH/train`` when the folder has ``train/`` and
+            ``test/``); False for the test images: torchvision's CIFAR test set, or
+            ``PATH/test`` labelled with ``PATH/train``'s classes.
         cache_dir: where decoded tensors are kept; default :func:`default_cache_dir`.
         data_dir: where torchvision's CIFAR files are or go; default ``cache_dir/torchvision``.
 
     Raises:
         ConfigError: unknown name, missing or empty folder, no class sub-folders, an image
-            that does not decode (its path is named) or, offline, a download that fails.
+            that does not decode (its path is named), offline a download that fails, test
+            images asked of a data set without any, or test classes that training lacks.
     """
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    part = _TRAIN if train else _TEST
     if name == "synthetic":
+        if not train:
+            raise ConfigError(f"{name}: no test images of its own; its test split is held out (dataset.test_fraction)")
         images, labels, classes = _synthetic()
         return ImageData(images, labels, tuple(classes), name, "synthetic-v2", *_channel_stats(images))
     if name in _CIFAR_STATS:
-        entry = cache / f"{name}-train"
+        entry = cache / f"{name}-{part}"
         if (cached := _read_cache(entry)) is not None:
             return cached
-        images, labels, classes = _torchvision_cifar(name, Path(data_dir) if data_dir else cache / "torchvision")
-        data = ImageData(images, labels, tuple(classes), name, f"{name}-train", *_CIFAR_STATS[name])
+        images, labels, classes = _torchvision_cifar(name, Path(data_dir) if data_dir else cache / "torchvision", train)
+        data = ImageData(images, labels, tuple(classes), name if train else f"{name} ({part})", f"{name}-{part}", *_CIFAR_STATS[name])
     elif name.startswith("imagefolder:") and len(name) > len("imagefolder:"):
-        folder = Path(name.removeprefix("imagefolder:")).expanduser()
-        samples, classes = _scan_folder(folder)
+        folder, classes = _image_folder(name, train)
+        samples = _scan_folder(folder, classes)
         key = _folder_key(folder, samples)
         entry = cache / f"imagefolder-{key}"
         if (cached := _read_cache(entry)) is not None:
@@ -220,34 +275,60 @@ def load_dataset(name: str, *, cache_dir: str | Path | None = None, data_dir: st
     return data
 
 
+def held_out_test_fraction(name: str, test_fraction: float) -> float:
+    """The share of ``name``'s training images to hold out as its test split: none when it has test images of its own."""
+    own = name in _CIFAR_STATS or (name.startswith("imagefolder:") and _split_folders(Path(name.removeprefix("imagefolder:")).expanduser()))
+    return 0.0 if own else test_fraction
+
+
 @dataclass(frozen=True)
 class Split:
-    """Indices of the training and validation images, and how they were drawn."""
+    """Indices of the training, validation and held-out test images, and how they were drawn."""
 
     train: Tensor
     val: Tensor
+    test: Tensor  # held out before train and validation; empty when the data set has test images of its own
     seed: int
     val_fraction: float
+    test_fraction: float
     subset: int | None
     val_subset: int | None = None  # validation on this many of the held-out images
 
     def describe(self) -> dict[str, Any]:
-        digest = hashlib.sha256(self.val.numpy().tobytes()).hexdigest()[:16]
         return {
             "train_images": len(self.train),
             "val_images": len(self.val),
+            "test_images": len(self.test),
             "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
             "seed": self.seed,
             "subset": self.subset,
             "val_subset": self.val_subset,
-            "val_digest": digest,
+            "val_digest": _digest(self.val),
+            "test_digest": _digest(self.test),
         }
 
 
+def _digest(indices: Tensor) -> str:
+    return hashlib.sha256(indices.numpy().tobytes()).hexdigest()[:16]
+
+
 def split_dataset(
-    labels: Tensor, *, val_fraction: float = 0.1, seed: int = 0, subset: int | None = None, val_subset: int | None = None
+    labels: Tensor,
+    *,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    subset: int | None = None,
+    val_subset: int | None = None,
 ) -> Split:
-    """A stratified, seeded train/validation split; the same arguments give the same split on any run.
+    """A stratified, seeded test/train/validation split; the same arguments give the same split on any run.
+
+    ``test_fraction`` of each class is held out first, as the test split; the default, 0,
+    holds out nothing and gives the train/validation split of a data set whose test
+    images are elsewhere (:func:`held_out_test_fraction` says which). The test images
+    depend on the labels, the seed and ``test_fraction`` only. ``val_fraction`` of each
+    class's remaining images are the validation split, the rest are for training.
 
     ``subset`` keeps that many training images, a seeded random sample (a smaller subset is
     part of a larger one); the validation images stay the same, so short and long trials
@@ -257,15 +338,23 @@ def split_dataset(
     """
     if not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if not 0 <= test_fraction < 1:
+        raise ConfigError(f"test_fraction must be at least 0 and below 1, got {test_fraction}")
     rng = np.random.default_rng(seed)
     labels_np = labels.numpy()
-    train, val = [], []
+    train, val, test = [], [], []
     for label in np.unique(labels_np):
+        # One permutation per class: the test images come first, so they do not depend on val_fraction,
+        # and without a test hold-out the split is the one of earlier versions.
         members = rng.permutation(np.flatnonzero(labels_np == label))
-        held_out = int(round(len(members) * val_fraction))
-        val.append(members[:held_out])
+        tested = int(round(len(members) * test_fraction))
+        held_out = tested + int(round((len(members) - tested) * val_fraction))
+        test.append(members[:tested])
+        val.append(members[tested:held_out])
         train.append(members[held_out:])
-    train_idx, val_idx = rng.permutation(np.concatenate(train)), np.sort(np.concatenate(val))
+    train_idx, val_idx, test_idx = rng.permutation(np.concatenate(train)), np.sort(np.concatenate(val)), np.sort(np.concatenate(test))
+    if test_fraction and not len(test_idx):
+        raise ConfigError(f"test_fraction {test_fraction} of {len(labels_np):,} images holds out none; raise it")
     if subset is not None:
         if subset > len(train_idx):
             raise ConfigError(f"subset {subset:,} is larger than the {len(train_idx):,} training images")
@@ -274,7 +363,21 @@ def split_dataset(
         if val_subset > len(val_idx):
             raise ConfigError(f"val_subset {val_subset:,} is larger than the {len(val_idx):,} validation images")
         val_idx = np.sort(val_idx[np.random.default_rng(seed).permutation(len(val_idx))[:val_subset]])
-    return Split(torch.from_numpy(np.sort(train_idx)), torch.from_numpy(val_idx), seed, val_fraction, subset, val_subset)
+    return Split(torch.from_numpy(np.sort(train_idx)), torch.from_numpy(val_idx), torch.from_numpy(test_idx), seed, val_fraction,
+                 test_fraction, subset, val_subset)
+
+
+def load_test_split(name: str, data: ImageData, split: Split, *, cache_dir: str | Path | None = None,
+                data_dir: str | Path | None = None) -> tuple[ImageData, Tensor]:
+    """The test split of data set ``name``: the images ``split`` held out of ``data``, or the data set's own test images.
+
+    Raises:
+        ConfigError: the split held none out, and the data set has no test images of its own.
+    """
+    if split.test_fraction > 0:
+        return data, split.test
+    own = load_dataset(name, train=False, cache_dir=cache_dir, data_dir=data_dir)
+    return own, torch.arange(len(own.labels))
 
 
 def chance_level(labels: Tensor) -> float:

@@ -5,6 +5,10 @@ state_dict: ``torch.load(..., weights_only=True)``), ``model.pt2`` (torch.export
 with torch alone), ``model.onnx`` (one file, dynamic batch) and ``meta.json``. The
 exported graphs take float images in [0, 1], NCHW, and return logits: normalization is
 inside them. Loading here never unpickles code.
+
+The test split is read once, after the model is final: neither the search, nor the
+re-evaluation of the top trials, nor the retraining sees it. Every accuracy recorded
+says which images it comes from and whether the model trained on them.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,17 +25,19 @@ from torch import Tensor, nn
 
 from . import __version__
 from .config import Arch, ConfigError, Recipe, load_arch, save_arch
-from .data import ImageData, Split, chance_level, load_dataset, split_dataset
+from .data import ImageData, Split, chance_level, held_out_test_fraction, load_dataset, load_test_split, split_dataset
 from .model import build_model
 from .profile import profile
 from .space import Budget, load_space
 from .tracking import CHECKPOINT_FOLDER, DEFAULT_TRACKING_URI, WEIGHTS_FILE, Status, StudyRecord, Tags, find_study
 from .train import CHANCE_MARGIN, fit_to_data, train
 
-__all__ = ["FORMATS", "Normalized", "evaluate", "export_study", "load_exported", "predict"]
+__all__ = ["FORMATS", "SPLITS", "Normalized", "evaluate", "export_study", "load_exported", "predict"]
 
 FORMATS = ("pt2", "onnx", "weights", "mlflow")
+SPLITS = ("test", "val", "all")  # what `evaluate` measures on; test first, the default
 _TOLERANCE = 1e-4
+_CONFIDENCE = 0.95
 
 
 class Normalized(nn.Module):
@@ -58,16 +64,23 @@ class _Candidate:
 def _study_setup(record: StudyRecord, dataset: str | None, cache_dir: str | None, data_dir: str | None) -> tuple[ImageData, Split, Recipe, Budget]:
     """The study's data, split, recipe and budget, as its parent run recorded them."""
     params = record.parent.data.params
-    data = load_dataset(dataset or params["dataset"], cache_dir=cache_dir, data_dir=data_dir)
-    subset, val_subset = (None if params.get(f"split.{key}") in (None, "None") else int(params[f"split.{key}"]) for key in ("subset", "val_subset"))
-    split = split_dataset(data.labels, val_fraction=float(params["split.val_fraction"]), seed=int(params["split.seed"]), subset=subset)
-    # The trials validated on val_subset of these images (if set): check that sample, evaluate on all.
-    searched = split if val_subset is None else split_dataset(
-        data.labels, val_fraction=split.val_fraction, seed=split.seed, subset=subset, val_subset=val_subset
-    )
-    if searched.describe()["val_digest"] != params["split.val_digest"]:
+    name = dataset or params["dataset"]
+    if "split.test_fraction" not in params and held_out_test_fraction(name, 1.0):
         raise ConfigError(
-            f"{data.source}: not the data of study {params.get('dataset')!r} (its validation split differs); "
+            f"study {record.parent.data.tags[Tags.STUDY]!r} was run before a test split was held out, and {name} has no test "
+            "images of its own: no image is left that its search did not see; run the study again"
+        )
+    data = load_dataset(name, cache_dir=cache_dir, data_dir=data_dir)
+    subset, val_subset = (None if params.get(f"split.{key}") in (None, "None") else int(params[f"split.{key}"]) for key in ("subset", "val_subset"))
+    # A study recorded before test splits held none out of its images.
+    fractions = {"val_fraction": float(params["split.val_fraction"]), "test_fraction": float(params.get("split.test_fraction", 0.0))}
+    split = split_dataset(data.labels, **fractions, seed=int(params["split.seed"]), subset=subset)
+    # The trials validated on val_subset of these images (if set): check that sample, evaluate on all.
+    searched = split if val_subset is None else split_dataset(data.labels, **fractions, seed=split.seed, subset=subset, val_subset=val_subset)
+    recorded = searched.describe()
+    if any(recorded[key] != params.get(f"split.{key}", recorded[key]) for key in ("val_digest", "test_digest")):
+        raise ConfigError(
+            f"{data.source}: not the data of study {params.get('dataset')!r} (its validation or test split differs); "
             "pass the study's data set with --dataset"
         )
     if "recipe" in params:
@@ -111,8 +124,8 @@ def _checkpoint(record: StudyRecord, candidate: _Candidate, folder: Path) -> dic
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _accuracy(model: nn.Module, data: ImageData, indices: Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy of a Normalized model on the given images (uint8 -> [0, 1] float)."""
+def _correct(model: nn.Module, data: ImageData, indices: Tensor, batch_size: int = 500) -> int:
+    """How many of the given images a Normalized model classifies right (top-1; uint8 -> [0, 1] float)."""
     model.eval()
     correct = 0
     with torch.no_grad():
@@ -120,7 +133,24 @@ def _accuracy(model: nn.Module, data: ImageData, indices: Tensor, batch_size: in
             chunk = indices[start : start + batch_size]
             logits = model(data.images[chunk].float() / 255)
             correct += int((logits.argmax(1) == data.labels[chunk]).sum())
-    return correct / max(1, len(indices))
+    return correct
+
+
+def _accuracy(split: str, correct: int, images: int, *, seen: bool, **about: Any) -> dict[str, Any]:
+    """A recorded accuracy: the images it comes from, whether the model trained on them, and for unseen ones a 95% interval.
+
+    The interval is Wilson's score interval for a proportion (Wilson 1927), which keeps its
+    coverage at a few dozen images and near 0% or 100%, where the normal approximation does not.
+    An accuracy on training images estimates nothing about new images: it gets no interval.
+    """
+    from scipy.stats import binomtest
+
+    if seen:
+        interval = None
+    else:
+        bounds = binomtest(correct, images).proportion_ci(confidence_level=_CONFIDENCE, method="wilson")
+        interval = {"low": bounds.low, "high": bounds.high, "confidence": _CONFIDENCE, "method": "wilson"}
+    return {"accuracy": correct / images, "interval": interval, "split": split, "images": images, "seen_in_training": seen, **about}
 
 
 def export_study(
@@ -147,7 +177,8 @@ def export_study(
     so that one lucky short trial does not. The winner is then retrained on training
     plus validation images for ``retrain_epochs`` (default: the study's epochs), or with
     0 its trial's own checkpoint is exported. A winner whose validation accuracy is within
-    CHANCE_MARGIN of chance learned nothing, and is refused unless ``force``.
+    CHANCE_MARGIN of chance learned nothing, and is refused unless ``force``. Then, once,
+    the exported model is measured on the test split (:func:`cnnsearch.data.load_test_split`).
 
     Raises:
         ConfigError: no such study, no usable trial, no checkpoint where one is needed,
@@ -161,7 +192,8 @@ def export_study(
     with tempfile.TemporaryDirectory() as tmp:
         candidates = _candidates(record, Path(tmp), say)
         data, split, recipe, budget = _study_setup(record, dataset, cache_dir, data_dir)
-        estimate = {"val_acc": candidates[0].val_acc, "source": f"trial {candidates[0].run_name}", "seeds": []}
+        searched_images = int(record.parent.data.params["split.val_images"])  # val_subset's, if the trials had one
+        estimate = {"val_acc": candidates[0].val_acc, "source": f"trial {candidates[0].run_name}", "seeds": [], "images": searched_images}
         if top > 1 or seeds > 1:
             scored = []
             for candidate in candidates[:top]:
@@ -175,7 +207,7 @@ def export_study(
             mean, best, accs = max(scored, key=lambda item: item[0])
             # The re-evaluated ones by their mean, then the rest by their trial: the order to fall back in.
             candidates = [c for _, c, _ in sorted(scored, key=lambda item: -item[0])] + candidates[top:]
-            estimate = {"val_acc": mean, "source": f"mean of {seeds} seeds of trial {best.run_name}", "seeds": accs}
+            estimate = {"val_acc": mean, "source": f"mean of {seeds} seeds of trial {best.run_name}", "seeds": accs, "images": len(split.val)}
         chance = chance_level(data.labels[split.val])
         if estimate["val_acc"] <= chance + CHANCE_MARGIN and not force:
             raise ConfigError(
@@ -193,17 +225,16 @@ def export_study(
             else:
                 raise ConfigError(f"study {name!r}: no candidate trial has a checkpoint; use --retrain-epochs N to retrain instead")
             if candidate is not candidates[0]:
-                estimate = {"val_acc": candidate.val_acc, "source": f"trial {candidate.run_name}", "seeds": []}
+                estimate = {"val_acc": candidate.val_acc, "source": f"trial {candidate.run_name}", "seeds": [], "images": searched_images}
             arch = fit_to_data(candidate.arch, data)
             model = build_model(arch)
             model.load_state_dict(weights)
-            trained_on = "the trial's training images (its own checkpoint)"
-            held_out = True
+            trained_on = {"splits": ["train"], "images": len(split.train), "epochs": budget.epochs, "how": "the trial's own checkpoint"}
             seed = int(record.parent.data.params.get("seed", 0))
         else:
             candidate = candidates[0]
             arch = fit_to_data(candidate.arch, data)
-            both = Split(torch.cat([split.train, split.val]), split.val, split.seed, split.val_fraction, split.subset)
+            both = replace(split, train=torch.cat([split.train, split.val]))
             say(f"retraining {candidate.run_name} on {len(both.train):,} training and validation images for {epochs} epochs")
             seed = 0
             result = train(arch, data, both, recipe=recipe, budget=budget.model_copy(update={"epochs": epochs}),
@@ -211,15 +242,25 @@ def export_study(
             if result.status == "diverged":
                 raise RuntimeError(f"retraining {candidate.run_name} diverged: {result.message}")
             model = result.model
-            trained_on = f"training and validation images, {epochs} epochs"
-            held_out = False
+            trained_on = {"splits": ["train", "val"], "images": len(both.train), "epochs": epochs, "how": "retrained"}
 
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     network = Normalized(model, data.mean, data.std).eval()
     cost = profile(arch)
     out.mkdir(parents=True, exist_ok=True)
     save_arch(arch, out / "arch.yaml")
-    val_accuracy = _accuracy(network, data, split.val)
+    # The model is final: now, and only now, the test images are read.
+    test_data, test_indices = load_test_split(dataset or record.parent.data.params["dataset"], data, split, cache_dir=cache_dir,
+                                              data_dir=data_dir)
+    accuracies = {
+        "test": _accuracy("test", _correct(network, test_data, test_indices), len(test_indices), seen=False,
+                          of="the exported model", images_from=test_data.source),
+        "val": _accuracy("val", _correct(network, data, split.val), len(split.val), seen="val" in trained_on["splits"],
+                         of="the exported model"),
+        # The estimate that picked the model: optimistic, as the best of several always is.
+        "search": {"accuracy": estimate["val_acc"], "interval": None, "split": "val", "images": estimate["images"],
+                   "seen_in_training": False, "of": estimate["source"], "seeds": estimate["seeds"]},
+    }
     meta = {
         "name": arch.name,
         "study": name,
@@ -229,16 +270,12 @@ def export_study(
                   "layout": "NCHW"},
         "input_size": arch.input_size,
         "normalization": {"mean": list(data.mean), "std": list(data.std), "inside_graph": True},
-        "val_acc": estimate["val_acc"],
-        "val_acc_source": estimate["source"],
-        "val_acc_seeds": estimate["seeds"],
+        "accuracies": accuracies,
         "trained_on": trained_on,
         "params": cost.params,
         "macs": cost.macs,
         "dataset": data.describe() | {"name": dataset or record.parent.data.params["dataset"]},
         "split": split.describe(),
-        # What `cnnsearch evaluate` reproduces; held out only for a checkpoint export.
-        "evaluation": {"split": "val", "images": len(split.val), "accuracy": val_accuracy, "held_out": held_out},
         "seed": seed,
         "cnnsearch_version": __version__,
         "torch_version": torch.__version__,
@@ -297,8 +334,11 @@ def _register(record: StudyRecord, network: nn.Module, sample: Tensor, expected:
     experiment = record.client.get_experiment(record.experiment_id).name
     with mlflow.start_run(experiment_id=record.experiment_id, run_name=f"export-{meta['study']}",
                           tags={Tags.PARENT: record.parent.info.run_id, "cnnsearch.export": meta["trial_run_id"]}) as run:
-        mlflow.log_params({"trial_run_id": meta["trial_run_id"], "trained_on": meta["trained_on"]})
-        mlflow.log_metrics({"val_acc": meta["val_acc"], "params": meta["params"], "macs": meta["macs"]})
+        test = meta["accuracies"]["test"]
+        mlflow.log_params({"trial_run_id": meta["trial_run_id"], "trained_on": "+".join(meta["trained_on"]["splits"]),
+                           "test_images": test["images"]})
+        mlflow.log_metrics({"test_acc": test["accuracy"], "test_acc_low": test["interval"]["low"], "test_acc_high": test["interval"]["high"],
+                            "params": meta["params"], "macs": meta["macs"]})
         info = mlflow.pytorch.log_model(
             network, name="model", registered_model_name=experiment,
             signature=infer_signature(sample.numpy(), expected.numpy()), input_example=sample[:2].numpy(),
@@ -330,21 +370,41 @@ def load_exported(folder: str | Path) -> tuple[Normalized, dict[str, Any]]:
 
 
 def evaluate(
-    folder: str | Path, dataset: str | None = None, *, split: str = "val", cache_dir: str | None = None, data_dir: str | None = None
+    folder: str | Path, dataset: str | None = None, *, split: str = "test", cache_dir: str | None = None, data_dir: str | None = None
 ) -> dict[str, Any]:
-    """Accuracy of an exported model on ``dataset`` (default: the one it was exported with):
-    on the export's validation split (``split="val"``) or on every image (``"all"``)."""
+    """Accuracy of an exported model on ``dataset`` (default: the one it was exported with).
+
+    ``split``: ``test`` (the test split, which neither the search nor the export trained on),
+    ``val`` (the export's validation split) or ``all`` (every image, the test images among them).
+    The result says whether the model trained on those images (``seen_in_training``, true for
+    ``all`` and, after retraining, for ``val``); an accuracy on unseen images has a 95% interval.
+
+    Raises:
+        ConfigError: not an export, an export without a test split, or another data set's classes.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split {split!r}: choose from {', '.join(SPLITS)}")
     network, meta = load_exported(folder)
-    data = load_dataset(dataset or meta["dataset"]["name"], cache_dir=cache_dir, data_dir=data_dir)
+    if "accuracies" not in meta:
+        raise ConfigError(f"{folder}: exported before test splits were recorded; export the study again")
+    name = dataset or meta["dataset"]["name"]
+    data = load_dataset(name, cache_dir=cache_dir, data_dir=data_dir)
     if list(data.classes) != meta["class_names"]:
         raise ConfigError(f"{data.source}: its classes {list(data.classes)[:5]}... are not the model's {meta['class_names'][:5]}...")
-    if split == "val":
-        recorded = meta["split"]
-        indices = split_dataset(data.labels, val_fraction=recorded["val_fraction"], seed=recorded["seed"], subset=recorded["subset"]).val
-    else:
-        indices = torch.arange(len(data.labels))
-    return {"accuracy": _accuracy(network, data, indices), "images": len(indices), "split": split, "dataset": data.source,
-            "recorded": meta["evaluation"]["accuracy"] if split == "val" else None}
+    recorded = meta["split"]
+    rebuilt = split_dataset(data.labels, val_fraction=recorded["val_fraction"], test_fraction=recorded["test_fraction"],
+                            seed=recorded["seed"], subset=recorded["subset"])
+    test_data, test_indices = load_test_split(name, data, rebuilt, cache_dir=cache_dir, data_dir=data_dir)
+    if split == "test":
+        parts = [(test_data, test_indices)]
+    elif split == "val":
+        parts = [(data, rebuilt.val)]
+    else:  # every image once: the held-out test images are among the data's own, or elsewhere
+        parts = [(data, torch.arange(len(data.labels)))] + ([] if test_data is data else [(test_data, test_indices)])
+    correct = sum(_correct(network, images, indices) for images, indices in parts)
+    seen = split == "all" or split in meta["trained_on"]["splits"]
+    result = _accuracy(split, correct, sum(len(indices) for _, indices in parts), seen=seen, dataset=data.source)
+    return result | {"recorded": meta["accuracies"][split]["accuracy"] if split in meta["accuracies"] else None}
 
 
 def predict(folder: str | Path, images: list[str | Path], top: int = 3) -> list[list[tuple[str, float]]]:

@@ -37,7 +37,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from .config import Arch, ConfigError, Interrupted
-from .data import load_dataset, split_dataset
+from .data import held_out_test_fraction, load_dataset, split_dataset
 from .experiment import Cell, Experiment
 from .profile import WORKER_BASE, cheapest, profile, training_memory
 from .space import Fixed, Space
@@ -66,6 +66,7 @@ class RunOptions:
     epochs: int | None = None  # default: the space's budget.epochs
     subset: int | None = None  # default: the space's dataset.subset
     val_fraction: float | None = None  # default: the space's dataset.val_fraction
+    test_fraction: float | None = None  # default: the space's dataset.test_fraction
     val_subset: int | None = None  # default: the space's dataset.val_subset
     lr: float | str | None = None  # default: the space's recipe.lr ("auto" runs a range test per trial)
     batch_size: int | None = None  # default: the space's recipe.batch_size
@@ -564,7 +565,8 @@ def _error_of(trial: Any) -> str:
     return "failed"
 
 
-_OVERRIDES = ("dataset", "epochs", "subset", "val_fraction", "val_subset", "lr", "batch_size", "precision", "compile")
+_DATASET_SETTINGS = ("dataset", "subset", "val_fraction", "test_fraction", "val_subset")
+_OVERRIDES = (*_DATASET_SETTINGS, "epochs", "lr", "batch_size", "precision", "compile")
 _SETTINGS = ("trials", "sampler", "scheduler", "seed", *_OVERRIDES)
 
 
@@ -575,15 +577,16 @@ def with_overrides(
     epochs: int | None = None,
     subset: int | None = None,
     val_fraction: float | None = None,
+    test_fraction: float | None = None,
     val_subset: int | None = None,
     lr: float | str | None = None,
     batch_size: int | None = None,
     precision: str | None = None,
     compile: bool | None = None,
 ) -> Space:
-    """``space`` with its dataset, epoch budget, subsets, validation fraction or recipe values replaced, validated as in a space file."""
+    """``space`` with its dataset, epoch budget, subsets, validation or test fraction or recipe values replaced, validated as in a space file."""
     changes = {
-        "dataset": {"name": dataset, "subset": subset, "val_fraction": val_fraction, "val_subset": val_subset},
+        "dataset": {"name": dataset, "subset": subset, "val_fraction": val_fraction, "test_fraction": test_fraction, "val_subset": val_subset},
         "budget": {"epochs": epochs},
         "recipe": {"lr": lr, "batch_size": batch_size, "precision": precision, "compile": compile},
     }
@@ -593,12 +596,17 @@ def with_overrides(
 
 def _setting(space: Space, key: str) -> Any:
     """The value a study setting resolves to in ``space``."""
-    section = space.dataset if key in ("dataset", "subset", "val_fraction", "val_subset") else space.budget if key == "epochs" else space.recipe
+    section = space.dataset if key in _DATASET_SETTINGS else space.budget if key == "epochs" else space.recipe
     return getattr(section, "name" if key == "dataset" else key)
 
 
 def _check_unchanged(space: Space, saved: dict[str, Any], settings: dict[str, Any], study: str) -> None:
     """Refuse to go on with a study under other data, budget or recipe: its trials would not compare."""
+    if "test_fraction" not in saved:  # saved by a version that held out no test split
+        raise ConfigError(
+            f"study {study!r} began before a test split was held out: its trials may have trained on what is now test images; "
+            "use --name to start a new study"
+        )
     before = with_overrides(space, **{key: saved.get(key) for key in _OVERRIDES})
     after = with_overrides(space, **{key: settings[key] for key in _OVERRIDES})
     for key in _OVERRIDES:
@@ -700,7 +708,8 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     client = connect(tracking_uri)
     data = load_dataset(space.dataset.name, cache_dir=options.cache_dir, data_dir=options.data_dir)
     split = split_dataset(data.labels, val_fraction=space.dataset.val_fraction, seed=space.dataset.split_seed, subset=space.dataset.subset,
-                          val_subset=space.dataset.val_subset)
+                          val_subset=space.dataset.val_subset,
+                          test_fraction=held_out_test_fraction(space.dataset.name, space.dataset.test_fraction))
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not options.verbose:
@@ -780,7 +789,8 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     target = _Target(data_shape(data), None if gpus else max(node.get("memory", 0) for node in nodes),
                      resolve_precision(space.recipe.precision, torch.device("cpu")))
-    print(f"{options.name}: {len(split.train):,} training and {len(split.val):,} validation images of {data.source}; "
+    test = f"{len(split.test):,} test images held out" if len(split.test) else "its own test images set aside"
+    print(f"{options.name}: {len(split.train):,} training and {len(split.val):,} validation images of {data.source} ({test}); "
           f"{trials} trials, up to {concurrent} at a time ({cpus:g} CPUs" + (f", {gpus:g} GPUs" if gpus else "") + " each"
           + ("" if gpus else f", and the memory each is expected to need, of the {target.memory / 2**30:.1f} GiB the largest node offers")
           + ")", file=sys.stderr, flush=True)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from cnnsearch import ConfigError
-from cnnsearch.data import Batches, augment, load_dataset, split_dataset
+from cnnsearch.data import Batches, augment, held_out_test_fraction, load_dataset, load_test_split, split_dataset
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -124,6 +124,92 @@ def test_split_is_stratified_seeded_and_stable():
     assert torch.equal(split_dataset(labels, seed=0, val_subset=30).val, sampled.val)  # whatever the training subset
     with pytest.raises(ConfigError, match="val_subset 101 is larger than the 100 validation images"):
         split_dataset(labels, val_subset=101)
+
+
+def test_test_split_is_held_out_first_stratified_seeded_and_stable():
+    labels = torch.arange(1000) % 10
+    split = split_dataset(labels, val_fraction=0.1, test_fraction=0.2, seed=0)
+    assert (len(split.test), len(split.val), len(split.train)) == (200, 80, 720)  # validation: a share of what the test left
+    assert torch.bincount(labels[split.test]).tolist() == [20] * 10 and torch.bincount(labels[split.val]).tolist() == [8] * 10
+    test = set(split.test.tolist())
+    assert test.isdisjoint(split.train.tolist()) and test.isdisjoint(split.val.tolist())
+    assert len(test | set(split.train.tolist()) | set(split.val.tolist())) == 1000
+    assert torch.equal(split_dataset(labels, val_fraction=0.1, test_fraction=0.2, seed=0).test, split.test)
+    assert not torch.equal(split_dataset(labels, test_fraction=0.2, seed=1).test, split.test)
+    # The test images depend on the labels, seed and test_fraction only: never on what a search trains or validates on.
+    for other in (dict(subset=100), dict(val_subset=30), dict(val_fraction=0.3), dict(subset=50, val_subset=10)):
+        again = split_dataset(labels, test_fraction=0.2, seed=0, **other)
+        assert torch.equal(again.test, split.test) and test.isdisjoint(again.train.tolist()) and test.isdisjoint(again.val.tolist())
+    small = split_dataset(labels, test_fraction=0.2, seed=0, subset=100)
+    assert set(small.train.tolist()) <= set(split.train.tolist()) and torch.equal(small.val, split.val)
+    assert split.describe()["test_images"] == 200 and split.describe()["test_digest"] != small.describe()["val_digest"]
+
+
+def test_without_a_test_fraction_the_split_is_the_one_of_earlier_versions():
+    # Benchmarks and studies of a data set with its own test images hold nothing out: their splits must not move.
+    split = split_dataset(torch.arange(1000) % 10, seed=0)
+    assert len(split.test) == 0 and split.test_fraction == 0
+    assert split.describe()["val_digest"] == "209fdaed08ad27e3"  # measured before test splits existed
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [(dict(test_fraction=1.0), "test_fraction must be at least 0 and below 1"), (dict(test_fraction=-0.1), "at least 0"),
+     (dict(test_fraction=0.01), "test_fraction 0.01 of 30 images holds out none")],
+)
+def test_bad_test_fractions(kwargs, expected):
+    with pytest.raises(ConfigError, match=expected):
+        split_dataset(torch.arange(30) % 3, **kwargs)
+
+
+def test_a_folder_with_train_and_test_has_its_own_test_images_both_cached(tmp_path):
+    root = tmp_path / "images"
+    make_folder(root / "train", per_class=6)
+    make_folder(root / "test", classes=("cat", "frog"), per_class=3, seed=1)  # test need not have every class
+    cache = tmp_path / "cache"
+    name = f"imagefolder:{root}"
+    train = load_dataset(name, cache_dir=cache)
+    test = load_dataset(name, train=False, cache_dir=cache)
+    assert train.images.shape == (18, 3, 8, 8) and train.classes == test.classes == ("cat", "dog", "frog")
+    assert train.source == f"imagefolder:{(root / 'train').resolve()}" and test.source == f"imagefolder:{(root / 'test').resolve()}"
+    assert test.labels.tolist() == [0] * 3 + [2] * 3  # labelled by the training classes
+    assert held_out_test_fraction(name, 0.1) == 0 and held_out_test_fraction("cifar10", 0.1) == 0
+    assert held_out_test_fraction(f"imagefolder:{root / 'train'}", 0.1) == 0.1 and held_out_test_fraction("synthetic", 0.1) == 0.1
+    # Garbage of the same size and time in both folders: only cache hits can still load them.
+    for victim in (root / "train" / "cat" / "1.png", root / "test" / "frog" / "1.png"):
+        stat = victim.stat()
+        victim.write_bytes(b"\0" * stat.st_size)
+        os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert torch.equal(load_dataset(name, cache_dir=cache).images, train.images)
+    assert torch.equal(load_dataset(name, train=False, cache_dir=cache).images, test.images)
+    split = split_dataset(train.labels, seed=0)
+    own, indices = load_test_split(name, train, split, cache_dir=cache)
+    assert torch.equal(own.images, test.images) and indices.tolist() == list(range(6))
+
+
+def test_held_out_test_images_are_the_splits_own():
+    data = load_dataset("synthetic")
+    split = split_dataset(data.labels, test_fraction=0.1, seed=0)
+    images, indices = load_test_split("synthetic", data, split)
+    assert images is data and torch.equal(indices, split.test) and len(indices) == 200
+
+
+@pytest.mark.parametrize(
+    "setup, name, expected",
+    [
+        (lambda root: make_folder(root / "test", classes=("cat", "dog", "emu")), "imagefolder:{root}", "classes emu are not among"),
+        (lambda root: (root / "test").mkdir(), "imagefolder:{root}", "test: no class sub-folders"),
+        (lambda root: None, "imagefolder:{root}/train", "no test images of its own"),
+        (lambda root: None, "synthetic", "synthetic: no test images of its own"),
+    ],
+    ids=["test classes that training lacks", "test without classes", "plain folder", "synthetic"],
+)
+def test_test_images_that_cannot_be_are_refused(tmp_path, setup, name, expected):
+    root = tmp_path / "images"
+    make_folder(root / "train")
+    setup(root)
+    with pytest.raises(ConfigError, match=expected):
+        load_dataset(name.format(root=root), train=False, cache_dir=tmp_path / "cache")
 
 
 def test_augment_crops_and_flips_whole_batches():

@@ -61,15 +61,21 @@ def test_exported_formats_agree_with_the_trained_model(study, tmp_path, cli):
     assert {p.name for p in out.iterdir()} == {"arch.yaml", "weights.pt", "model.pt2", "model.onnx", "meta.json"}
     meta = json.loads((out / "meta.json").read_text())
     best = trials[0]
-    assert meta["trial_run_id"] == best.info.run_id and meta["val_acc"] == best.data.metrics["val_acc"]
+    accuracies = meta["accuracies"]
+    assert meta["trial_run_id"] == best.info.run_id and accuracies["search"]["accuracy"] == best.data.metrics["val_acc"]
     assert meta["params"] == best.data.metrics["params"] and meta["macs"] == best.data.metrics["macs"]
     assert meta["class_names"] == [f"class{i}" for i in range(10)] and meta["input_size"] == 32
-    assert meta["evaluation"]["held_out"] and meta["cnnsearch_version"]
-    # The trials validated on 80 of the 200 held-out images; the export is measured on all 200.
+    assert meta["trained_on"]["splits"] == ["train"] and meta["cnnsearch_version"]
+    # Of synthetic's 2,000 images, 200 are the test split; of the other 1,800, 180 validate.
+    # The trials validated on 80 of those; the export is measured on all 180, and on the 200 test images.
     (parent,) = client.search_runs([best.info.experiment_id], filter_string="tags.`cnnsearch.study` != ''")
     assert parent.data.params["split.val_images"] == "80" and parent.data.params["split.val_subset"] == "80"
+    assert parent.data.params["split.test_images"] == "200" and parent.data.params["split.test_fraction"] == "0.1"
     assert all(round(trial.data.metrics["val_acc"] * 80, 6).is_integer() for trial in trials)
-    assert meta["evaluation"]["images"] == 200
+    assert accuracies["search"]["images"] == 80 and accuracies["val"]["images"] == 180 and accuracies["test"]["images"] == 200
+    assert not any(accuracy["seen_in_training"] for accuracy in accuracies.values())  # a checkpoint: it trained on train only
+    test = accuracies["test"]
+    assert test["interval"]["low"] < test["accuracy"] < test["interval"]["high"] and test["interval"]["method"] == "wilson"
 
     # The in-memory model: the trial's architecture and checkpoint, with the data's normalization.
     data = load_dataset("synthetic")
@@ -110,15 +116,17 @@ def test_exported_formats_agree_with_the_trained_model(study, tmp_path, cli):
     ran = subprocess.run([sys.executable, "-c", "import sys; sys.modules['torch'] = None\n" + snippet], capture_output=True, text=True)
     assert ran.returncode == 0 and ran.stdout.strip() in meta["class_names"], ran.stderr
 
-    # evaluate reproduces the accuracy the export recorded, on the same validation images.
-    status, stdout, err = cli("evaluate", out, "--json")
-    assert status == 0, err
-    result = json.loads(stdout)
-    split = split_dataset(data.labels, val_fraction=0.1, seed=0, subset=512)
-    assert result["images"] == len(split.val) and result["accuracy"] == meta["evaluation"]["accuracy"]
-    with torch.no_grad():
-        direct = (reference(data.images[split.val].float() / 255).argmax(1) == data.labels[split.val]).float().mean().item()
-    assert result["accuracy"] == pytest.approx(direct)
+    # evaluate reproduces the accuracies the export recorded, on the same test and validation images.
+    split = split_dataset(data.labels, val_fraction=0.1, test_fraction=0.1, seed=0, subset=512)
+    for flags, images, name in [((), split.test, "test"), (("--split", "val"), split.val, "val")]:
+        status, stdout, err = cli("evaluate", out, *flags, "--json")
+        assert status == 0, err
+        result = json.loads(stdout)
+        assert result["split"] == name and not result["seen_in_training"]
+        assert result["images"] == len(images) and result["accuracy"] == accuracies[name]["accuracy"] == result["recorded"]
+        with torch.no_grad():
+            direct = (reference(data.images[images].float() / 255).argmax(1) == data.labels[images]).float().mean().item()
+        assert result["accuracy"] == pytest.approx(direct)
 
 
 def test_predict_prints_top_classes(study, tmp_path, cli):
@@ -145,9 +153,12 @@ def test_retraining_on_train_and_validation_after_reevaluating_the_top(study, tm
                          "--out", out, "--tracking-uri", uri)
     assert status == 0, err
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["val_acc_source"].startswith("mean of 2 seeds") and len(meta["val_acc_seeds"]) == 2
-    assert meta["val_acc"] == pytest.approx(sum(meta["val_acc_seeds"]) / 2)
-    assert "training and validation" in meta["trained_on"] and not meta["evaluation"]["held_out"]
+    search = meta["accuracies"]["search"]
+    assert search["of"].startswith("mean of 2 seeds") and len(search["seeds"]) == 2 and search["images"] == 180
+    assert search["accuracy"] == pytest.approx(sum(search["seeds"]) / 2)
+    assert meta["trained_on"]["splits"] == ["train", "val"] and meta["trained_on"]["images"] == 512 + 180
+    assert meta["accuracies"]["val"]["seen_in_training"] and meta["accuracies"]["val"]["interval"] is None
+    assert not meta["accuracies"]["test"]["seen_in_training"]
     assert err.count("2 seeds: mean") == 2  # both candidates were re-evaluated
 
 
@@ -201,3 +212,79 @@ def test_a_best_trial_at_chance_is_refused_unless_forced(ray_session, tmp_path, 
     assert not (tmp_path / "out").exists()
     status, _, err = cli("export", "still", *common, "--force")
     assert status == 0, err
+
+
+def write_image_folder(root: Path, per_class: dict[str, int]) -> None:
+    """Three classes of 16x16 images, a red, green or blue square under noise, as PNG and JPEG; per_class: sub-folder -> images."""
+    generator = torch.Generator().manual_seed(0)
+    for part, count in per_class.items():
+        for index, name in enumerate(("red", "green", "blue")):
+            (root / part / name).mkdir(parents=True)
+            for i in range(count):
+                image = torch.randint(0, 60, (16, 16, 3), dtype=torch.uint8, generator=generator)
+                image[4:12, 4:12, index] += 180
+                Image.fromarray(image.numpy()).save(root / part / name / f"{i}.{'png' if i % 2 else 'jpg'}")
+
+
+def test_an_image_folder_keeps_its_test_images_until_the_model_is_final(ray_session, tmp_path, cli, monkeypatch):
+    """PATH/train is searched, re-evaluated and retrained on; PATH/test is read once, after retraining; evaluate says what was seen."""
+    import cnnsearch.data
+    import cnnsearch.export
+    import cnnsearch.search
+
+    root = tmp_path / "images"
+    write_image_folder(root, {"train": 16, "test": 8})
+    space = SPACE.replace("name: tiny", "name: folder").replace("{name: synthetic, subset: 512}", f'{{name: "imagefolder:{root}", val_fraction: 0.25}}')
+    (tmp_path / "folder.yaml").write_text(space.replace("batch_size: 64", "batch_size: 16"))
+    events = []
+
+    def spy(module, name: str, event) -> None:
+        original = getattr(module, name)
+
+        def recorded(*args, **kwargs):
+            events.append(event(*args, **kwargs))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, recorded)
+
+    for module in (cnnsearch.data, cnnsearch.search, cnnsearch.export):  # each module's own reference to it
+        spy(module, "load_dataset", lambda name, train=True, **_: f"load {'train' if train else 'test'}")
+    spy(cnnsearch.export, "train", lambda *args, **kwargs: "train")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cache = ["--cache-dir", tmp_path / "cache"]
+    status, _, err = cli("run", tmp_path / "folder.yaml", "--tracking-uri", uri, "--storage", tmp_path / "runs", "--sampler", "grid",
+                         "--trials", "2", "--scheduler", "none", *cache)
+    assert status == 0, err
+    assert events == ["load train"] and "(its own test images set aside)" in err
+    events.clear()
+    out = tmp_path / "export"
+    status, stdout, err = cli("export", "folder", "--top", "2", "--retrain-epochs", "1", "--formats", "weights", "--out", out,
+                              "--tracking-uri", uri, *cache)
+    assert status == 0, err
+    assert events == ["load train", "train", "train", "train", "load test"]  # two re-evaluations, the retraining, then the test
+
+    # The records agree: the 48 images of train/ were split 36 + 12, none held out of them; the 24 of test/ were tested once.
+    client = mlflow.MlflowClient(uri)
+    (parent,) = client.search_runs([client.get_experiment_by_name("folder").experiment_id], filter_string="tags.`cnnsearch.study` != ''")
+    params = parent.data.params
+    assert (params["split.train_images"], params["split.val_images"], params["split.test_images"]) == ("36", "12", "0")
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["dataset"]["source"] == f"imagefolder:{(root / 'train').resolve()}" and meta["dataset"]["images"] == 48
+    assert meta["trained_on"] == {"splits": ["train", "val"], "images": 48, "epochs": 1, "how": "retrained"}
+    test, val = meta["accuracies"]["test"], meta["accuracies"]["val"]
+    assert test["images"] == 24 and test["images_from"] == f"imagefolder:{(root / 'test').resolve()}" and not test["seen_in_training"]
+    assert val["images"] == 12 and val["seen_in_training"]
+    assert "seen in training" in stdout and "held out" in stdout
+
+    # evaluate: the test split by default, held out; the validation split and every image were seen in training.
+    for flags, split, images, seen in [((), "test", 24, False), (("--split", "val"), "val", 12, True), (("--split", "all"), "all", 72, True)]:
+        status, stdout, err = cli("evaluate", out, *flags, "--json", *cache)
+        assert status == 0, err
+        result = json.loads(stdout)
+        assert (result["split"], result["images"], result["seen_in_training"]) == (split, images, seen)
+        assert (result["interval"] is None) == seen
+        assert result["recorded"] == meta["accuracies"].get(split, {}).get("accuracy")
+        status, stdout, err = cli("evaluate", out, *flags, *cache)
+        assert status == 0, err
+        (row,) = [line for line in stdout.splitlines() if line.strip().startswith(split)]
+        assert ("seen in training" in row) == seen and ("held out" in row) != seen

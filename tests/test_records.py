@@ -180,7 +180,7 @@ def test_a_study_is_its_settings(ray_session, tmp_path, cli):
     status, _, err = cli("run", space, *common, "--trials", "1")
     assert status == 0, err
     for flag, value, old in [("--epochs", "2", "1"), ("--subset", "128", "256"), ("--dataset", "cifar10", "synthetic"),
-                             ("--val-fraction", "0.5", "0.1")]:
+                             ("--val-fraction", "0.5", "0.1"), ("--test-fraction", "0.2", "0.1")]:
         status, _, err = cli("run", space, *common, "--trials", "2", flag, value)
         assert status == 2 and f"was run with {flag} {old}, not {value}" in err and "--name" in err, err
     status, _, err = cli("run", space, *common, "--trials", "2", "--epochs", "1")  # the same setting, said again
