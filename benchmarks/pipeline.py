@@ -216,7 +216,7 @@ def main() -> None:
             f"- resnet20, 3 epochs end to end: bf16 {ratio('accuracy_fp32', 'accuracy_bf16', 'seconds'):.2f}x faster than fp32 "
             f"(target 1.6x), accuracy {(r['accuracy_bf16']['val_acc'] - r['accuracy_fp32']['val_acc']) * 100:+.2f} points (target: within 1)."
         )
-    write("pipeline", {"machine": machine(), "runs": runs}, "\n".join(lines), f"python benchmarks/pipeline.py PATH/TO/cifar10/train")
+    write("pipeline", {"machine": machine(), "runs": runs}, "\n".join(lines), "python benchmarks/pipeline.py PATH/TO/cifar10/train")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Batch size and zero-initialised residual branches at a search's budget: 5,000 CIFAR-10 JPEGs, 3 epochs.
+"""Batch size, peak learning rate and zero-initialised residual branches, at a search's budget and at the full one.
 
 resnet20 (basic blocks) and a 24-block bottleneck ResNet (9, 6, 9 blocks of widths 16, 32,
 64: the deepest of spaces/resnet.yaml's first search, which sat at 13%), each under the
-recipes named on the command line (default: all), seed 0, on this CPU's default precision.
-Usage: python benchmarks/short_budget.py PATH/TO/cifar10/train [arch:recipe ...]
+recipes named on the command line, seed 0, on this CPU's default precision. A case is
+ARCH:RECIPE (3 epochs of 5,000 images, validated on the 5,000 held out) or
+ARCH:RECIPE:full (3 epochs of the 45,000 training images of the 45,000/5,000 split).
+Usage: python benchmarks/short_budget.py PATH/TO/cifar10/train [case ...]
 """
 
 from __future__ import annotations
@@ -23,17 +25,25 @@ DEEP_BOTTLENECK = {"stem": {"channels": 16}, "stages": [
     {"family": "residual", "block": "bottleneck", "num_blocks": 9, "width": 16},
     {"family": "residual", "block": "bottleneck", "num_blocks": 6, "width": 32, "stride": 2},
     {"family": "residual", "block": "bottleneck", "num_blocks": 9, "width": 64, "stride": 2}]}
-SILENT_RESIDUAL = ("residual", "inverted_residual")
+NOT_SILENT = ("inverted_residual",)
+SILENT_RESIDUAL = ("residual", "inverted_residual")  # every residual stage
+BOTTLENECK_SILENT = ("bottleneck", "inverted_residual")  # residual stages of bottleneck blocks only
+# The earlier default scaled 0.2 per 256 images with the square root of the batch: 0.141 at 128, 0.1 at 64.
 RECIPES = {
-    "batch128": Recipe(batch_size=128, zero_init_residual=("inverted_residual",)),
-    "batch64": Recipe(batch_size=64, zero_init_residual=("inverted_residual",)),
-    "batch32": Recipe(batch_size=32, zero_init_residual=("inverted_residual",)),
-    "batch128_zero_init": Recipe(batch_size=128, zero_init_residual=SILENT_RESIDUAL),
-    "batch64_zero_init": Recipe(batch_size=64, zero_init_residual=SILENT_RESIDUAL),
-    "default": Recipe(),
+    "batch128_lr0.141": Recipe(batch_size=128, lr_at_256=0.2, zero_init_residual=NOT_SILENT),
+    "batch64_lr0.1": Recipe(batch_size=64, lr_at_256=0.2, zero_init_residual=NOT_SILENT),
+    "batch32_lr0.071": Recipe(batch_size=32, lr_at_256=0.2, zero_init_residual=NOT_SILENT),
+    "batch64_lr0.2": Recipe(batch_size=64, lr=0.2, zero_init_residual=NOT_SILENT),
+    "batch64_lr0.1_zero_init": Recipe(batch_size=64, lr_at_256=0.2, zero_init_residual=SILENT_RESIDUAL),
+    "batch64_lr0.1_bottleneck_zero_init": Recipe(batch_size=64, lr_at_256=0.2, zero_init_residual=BOTTLENECK_SILENT),
+    "batch64_lr0.2_zero_init": Recipe(batch_size=64, lr=0.2, zero_init_residual=SILENT_RESIDUAL),
+    "batch64_lr0.2_bottleneck_zero_init": Recipe(batch_size=64, lr=0.2, zero_init_residual=BOTTLENECK_SILENT),
 }
-CASES = ["resnet20:batch128", "resnet20:batch64", "resnet20:batch32", "resnet20:batch128_zero_init", "resnet20:batch64_zero_init",
-         "deep_bottleneck:batch128", "deep_bottleneck:batch64", "deep_bottleneck:batch64_zero_init", "deep_bottleneck:default"]
+CASES = ["resnet20:batch128_lr0.141", "resnet20:batch64_lr0.1", "resnet20:batch32_lr0.071", "resnet20:batch64_lr0.1_zero_init",
+         "resnet20:batch64_lr0.2", "resnet20:batch64_lr0.2_zero_init",
+         "deep_bottleneck:batch64_lr0.1", "deep_bottleneck:batch64_lr0.2", "deep_bottleneck:batch64_lr0.1_bottleneck_zero_init",
+         "deep_bottleneck:batch64_lr0.2_bottleneck_zero_init",
+         "resnet20:batch64_lr0.1:full", "resnet20:batch64_lr0.2:full"]
 
 
 def main() -> None:
@@ -43,15 +53,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     data = load_dataset(f"imagefolder:{args.folder}")
-    split = split_dataset(data.labels, subset=5000)
+    splits = {"short": split_dataset(data.labels, subset=5000), "full": split_dataset(data.labels)}
     archs = {"resnet20": load_arch("resnet20"), "deep_bottleneck": Arch.from_dict(DEEP_BOTTLENECK)}
-    print("| architecture | recipe | val acc, epoch 1 / 2 / 3 | train loss, epoch 1 / 2 / 3 | seconds |")
-    print("| --- | --- | --- | --- | ---: |")
+    print("| architecture | recipe | peak lr | training images | val acc, epoch 1 / 2 / 3 | train loss, epoch 1 / 2 / 3 | seconds |")
+    print("| --- | --- | ---: | ---: | --- | --- | ---: |")
     for case in args.cases:
-        arch, recipe = case.split(":")
+        arch, recipe, budget = (case.split(":") + ["short"])[:3]
+        split = splits[budget]
         start = time.perf_counter()
         result = train(fit_to_data(archs[arch], data), data, split, recipe=RECIPES[recipe], budget=Budget(epochs=3))
-        print(f"| {arch} | {recipe} | {' / '.join(f'{h.val_acc:.1%}' for h in result.history)} | "
+        print(f"| {arch} | {recipe} | {result.lr:.3g} | {len(split.train):,} | {' / '.join(f'{h.val_acc:.1%}' for h in result.history)} | "
               f"{' / '.join(f'{h.train_loss:.2f}' for h in result.history)} | {time.perf_counter() - start:.0f} |", flush=True)
 
 

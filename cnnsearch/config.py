@@ -411,7 +411,10 @@ class Recipe(_Value):
     lr: float | Literal["auto"] | None = Field(
         None, description="peak learning rate; default lr_at_256 * sqrt(batch_size / 256); auto: a range test on the trial's own model"
     )
-    lr_at_256: float = Field(0.2, gt=0.0, description="peak learning rate at batch 256, scaled to the batch when lr is not given")
+    lr_at_256: float = Field(
+        0.4, gt=0.0, description="peak learning rate at batch 256, scaled to the batch when lr is not given: 0.2 at batch 64, "
+        "which took resnet20 to 73.7% in 3 epochs of CIFAR-10 where 0.1 reached 70.5% (BENCHMARKS.md, short-budget section)"
+    )
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(5e-4, ge=0.0, description="on conv and linear weights only, not on norms and biases")
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
@@ -424,8 +427,8 @@ class Recipe(_Value):
     zero_init_residual: tuple[Literal["residual", "bottleneck", "inverted_residual"], ...] = Field(
         ("bottleneck", "inverted_residual"),
         description="families whose residual branches start silent (last BN scale 0; bottleneck: residual stages of "
-        "bottleneck blocks only): at a few hundred steps it makes MobileNets and deep bottleneck ResNets learn, and "
-        "slows basic-block ResNets (BENCHMARKS.md, recipe section)",
+        "bottleneck blocks only): at a few hundred steps it makes MobileNets and deep bottleneck ResNets learn; "
+        "basic-block ResNets lost 2 points at the full budget (BENCHMARKS.md, short-budget section)",
     )
     bn_recalibration_images: int = Field(
         1024, ge=0, description="training images that re-estimate BN statistics before each validation; 0 for none"
