@@ -96,6 +96,7 @@ def _show(args: argparse.Namespace) -> None:
         + (f", validating trials on {d.val_subset:,} of the held-out images" if d.val_subset else "")
         + f"; budget: {b.epochs} epochs; recipe: batch {r.batch_size}, lr {r.lr or f'{r.scaled_lr:g}'}, {r.precision} precision; search: {space.sampler}, {s.trials} trials"
     )
+    print("objectives: " + ", ".join(f"{objective.metric} {objective.goal}" for objective in space.objectives))
 
 
 def _test_split(dataset: str, test_fraction: float) -> str:
@@ -564,7 +565,7 @@ def _study_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", help="where decoded data sets are cached")
     parser.add_argument("--data-dir", help="where torchvision's CIFAR files are or are downloaded to")
     parser.add_argument("--latency-device", choices=LATENCY_DEVICES,
-                        help="what measures each trial's latency_ms before training (default cpu; cuda where the driver has one)")
+                        help="what measures each trial's latency_ms, in the driver, before training: cpu (default), cuda or onnxruntime")
     parser.add_argument("--verbose", action="store_true", help="show Ray's own logs")
 
 
@@ -643,7 +644,7 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--compare", action="store_true",
                        help="pairwise differences between levels: Tukey HSD; against the baseline, Holm-corrected, one factor at a time")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table",
-                       help="with --anova or --compare, json is one object and csv that table")
+                       help="with --anova, --compare or --pareto, json is one object and csv that table")
     _store_flags(query)
     query.set_defaults(run=_query)
 

@@ -1,8 +1,9 @@
 """A study: Optuna proposes, Ray Tune schedules and stops early, MLflow records.
 
 The only module that imports ray and that drives optuna. The driver turns each
-proposal into an architecture fitted to the data and checks it against the limits;
-a trial is a plain function of that architecture. The data set is put in Ray's object
+proposal into an architecture fitted to the data, checks it against the limits and
+measures its latency; a trial is a plain function of that architecture. With several
+objectives Optuna is told each, and no trial is stopped early. The data set is put in Ray's object
 store once and shared by every trial; the driver alone writes to MLflow, keeping the
 run ids and counts it needs so each event costs the same at any study size.
 """
