@@ -95,8 +95,8 @@ def _show(args: argparse.Namespace) -> None:
         + (f", subset {d.subset:,}" if d.subset else "")
         + (f", validating trials on {d.val_subset:,} of the held-out images" if d.val_subset else "")
         + f"; budget: {b.epochs} epochs; recipe: batch {r.batch_size}, lr {r.lr or f'{r.scaled_lr:g}'}, {r.precision} precision; search: {space.sampler}, {s.trials} trials"
+        + "; objectives: " + ", ".join(f"{objective.metric} {objective.goal}" for objective in space.objectives)
     )
-    print("objectives: " + ", ".join(f"{objective.metric} {objective.goal}" for objective in space.objectives))
 
 
 def _test_split(dataset: str, test_fraction: float) -> str:
