@@ -451,7 +451,7 @@ def _export(args: argparse.Namespace) -> None:
     if args.pareto:
         if args.where or args.top > 1:
             raise ConfigError("--pareto exports every point of the front; --where and --top pick one trial: give one or the other")
-        for meta in export_front(args.study, out, **common):
+        for meta in export_front(args.study, out, seeds=args.seeds, **common):
             _describe_export(meta, out / meta["trial"])
         return
     _describe_export(export_study(args.study, out, top=args.top, seeds=args.seeds, where=args.where, **common), out)
