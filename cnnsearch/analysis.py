@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import optuna
@@ -22,11 +23,12 @@ import pandas as pd
 from scipy import stats
 
 from .config import ConfigError
-from .space import Choice, FloatRange, Fixed, IntRange, Space, load_space
-from .tracking import DEFAULT_TRACKING_URI, Status, StudyRecord, Tags, find_study
+from .space import Choice, FloatRange, Fixed, IntRange, Objective, ObjectiveMetric, Space, count, load_space
+from .tracking import DEFAULT_TRACKING_URI, Status, StudyRecord, Tags, find_study, trial_name
 
 __all__ = [
-    "AGGREGATES", "INTERVALS", "Importances", "completed", "importances", "levels", "pareto_front", "pivot", "query", "select",
+    "AGGREGATES", "INTERVALS", "Importances", "completed", "importances", "levels", "meeting", "pareto", "pareto_front", "pivot", "query",
+    "select",
     "study_trials", "summarize",
 ]
 
@@ -41,6 +43,7 @@ INTERVALS: dict[str, str | None] = {
 }
 AGGREGATES = tuple(INTERVALS)
 MIN_IMPORTANCE_TRIALS = 3  # fANOVA's forest needs a few trials to split on
+OBJECTIVE_METRICS = get_args(ObjectiveMetric)
 _WHERE = re.compile(r"^\s*([\w.\-]+)\s*(<=|>=|!=|==|=|<|>)\s*(.+?)\s*$")
 
 
@@ -178,15 +181,69 @@ def pivot(runs: pd.DataFrame, rows: str, cols: str | None, metric: str, agg: str
     return pd.DataFrame(table, columns=[*names, agg, "ci_low", "ci_high", "n"])
 
 
-def pareto_front(cost: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
-    """Indices of the points that no other point beats on both lower cost and higher accuracy, by cost."""
-    order = np.lexsort((-accuracy, cost))
-    front, best = [], -math.inf
-    for index in order:
-        if accuracy[index] > best:
-            front.append(index)
-            best = accuracy[index]
-    return np.array(front, dtype=int)
+def pareto_front(points: np.ndarray, goals: Sequence[str]) -> np.ndarray:
+    """Indices of the non-dominated rows of ``points`` (one column per objective, ``goals`` "max" or "min" each).
+
+    A point is dominated when another is at least as good in every objective and better in
+    one; equal points dominate neither other, so both stand. The front is ordered best
+    first by the first objective, ties broken by the next.
+    """
+    # Negate the maximized columns: every objective is then to be minimized.
+    signed = np.asarray(points, dtype=float) * np.array([-1.0 if goal == "max" else 1.0 for goal in goals])
+    front = [i for i, point in enumerate(signed)
+             if not ((signed <= point).all(axis=1) & (signed < point).any(axis=1)).any()]
+    front = np.array(front, dtype=int)
+    return front[np.lexsort(signed[front].T[::-1])] if len(front) else front
+
+
+def pareto(runs: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
+    """The Pareto front of completed trial runs (mlflow.search_runs' frame) over ``objectives``.
+
+    Columns: ``trial``, ``run_id`` and each objective's metric, one row per front point, best first
+    by the first objective. A run that lacks an objective's value is not a point.
+    """
+    metrics = [objective.metric for objective in objectives]
+    if runs.empty:
+        return pd.DataFrame(columns=["trial", "run_id", *metrics])
+    columns = [f"metrics.{metric}" for metric in metrics]
+    missing = [metric for metric, column in zip(metrics, columns) if column not in runs]
+    if missing:
+        raise ConfigError(f"objective {missing[0]!r}: not recorded by this study's trials")
+    runs = runs.dropna(subset=columns)
+    front = runs.iloc[pareto_front(runs[columns].to_numpy(dtype=float), [objective.goal for objective in objectives])]
+    table = pd.DataFrame({"trial": [trial_name(trial) for trial in front[f"tags.{Tags.TRIAL}"]], "run_id": front["run_id"]})
+    for metric, column in zip(metrics, columns):
+        table[metric] = front[column].to_numpy()
+    return table.reset_index(drop=True)
+
+
+def meeting(runs: pd.DataFrame, where: Sequence[str]) -> pd.DataFrame:
+    """The runs whose metrics meet every ``METRIC<=VALUE`` (or <, >, >=, =, !=) condition; values may be
+    written 50M, 1.5K or 2G.
+
+    Raises:
+        ConfigError: a malformed condition, one that names no recorded metric, or one no run meets.
+    """
+    for condition in where:
+        match = _WHERE.match(condition)
+        number = count(match.group(3)) if match else None
+        if not match or not isinstance(number, (int, float)):
+            raise ConfigError(f"--where {condition!r}: expected METRIC<=VALUE (or <, >, >=, =, !=), "
+                              f"a value such as 50M or 2.5, and a metric such as {', '.join(OBJECTIVE_METRICS)}")
+        name, op, _ = match.groups()
+        column = f"metrics.{name}"
+        if column not in runs:
+            known = sorted(c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics."))
+            raise ConfigError(f"--where {condition!r}: {name!r} is no metric of this study's trials (metrics: {', '.join(known)})")
+        values = runs[column].astype(float)
+        keep = {"<": values < number, "<=": values <= number, ">": values > number, ">=": values >= number,
+                "=": values == number, "==": values == number, "!=": values != number}[op]
+        if not keep.any():
+            present = values.dropna()
+            span = f"from {present.min():.4g} to {present.max():.4g}" if len(present) else "none recorded"
+            raise ConfigError(f"--where {condition!r}: no completed trial meets it ({name} of the completed trials: {span})")
+        runs = runs[keep]
+    return runs
 
 
 def _distribution(knob: Any) -> optuna.distributions.BaseDistribution | None:

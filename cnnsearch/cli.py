@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from .config import ConfigError, Interrupted, format_validation_error, list_presets, load_arch
-from .profile import Cost, cheapest, profile, training_memory
+from .profile import LATENCY_DEVICES, Cost, cheapest, profile, training_memory
 from .space import DatasetSpec, Fixed, load_space
 
 if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
@@ -94,7 +94,8 @@ def _show(args: argparse.Namespace) -> None:
         f"\ndataset: {d.name}, {_test_split(d.name, d.test_fraction)}, {d.val_fraction:.0%} of the rest for validation"
         + (f", subset {d.subset:,}" if d.subset else "")
         + (f", validating trials on {d.val_subset:,} of the held-out images" if d.val_subset else "")
-        + f"; budget: {b.epochs} epochs; recipe: batch {r.batch_size}, lr {r.lr or f'{r.scaled_lr:g}'}, {r.precision} precision; search: {s.sampler}, {s.trials} trials"
+        + f"; budget: {b.epochs} epochs; recipe: batch {r.batch_size}, lr {r.lr or f'{r.scaled_lr:g}'}, {r.precision} precision; search: {space.sampler}, {s.trials} trials"
+        + "; objectives: " + ", ".join(f"{objective.metric} {objective.goal}" for objective in space.objectives)
     )
 
 
@@ -173,6 +174,7 @@ def _options(args: argparse.Namespace, name: str, **search: object) -> RunOption
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         val_subset=args.val_subset,
+        latency_device=args.latency_device,
         **_recipe_overrides(args),
         verbose=args.verbose,
         cache_dir=args.cache_dir,
@@ -227,8 +229,27 @@ def _run(args: argparse.Namespace) -> None:
             f"  {t['val_acc']:>8.2%}  {_human(int(t['params'])):>8}  {_human(int(t['macs'])):>8}  {t['status']:<13}  "
             f"{trial_name(t['trial_id']):<14}  {t['run_id']:<32}  {searched_knobs(space, t['knobs'])}"
         )
+    if result.front is not None:
+        print(f"\nPareto front of the {sum(t['status'] == 'completed' for t in result.trials)} completed trials "
+              f"({', '.join(f'{o.metric} {o.goal}' for o in space.objectives)}), {len(result.front)} points:")
+        print(_format_front(result.front))
     _pictures(result, options)
     _footer(result)
+
+
+def _format_front(front: pd.DataFrame) -> str:
+    """A Pareto front for people: accuracy in percent, counts in K/M/G, latency in ms, then the trial and its run id."""
+    metrics = [column for column in front.columns if column not in ("trial", "run_id")]
+
+    def value(metric: str, number: float) -> str:
+        if metric == "val_acc":
+            return f"{number:.2%}"
+        return f"{number:.3g}" if metric == "latency_ms" else _human(int(number))
+
+    lines = ["  " + "  ".join(f"{metric:>10}" for metric in metrics) + f"  {'trial':<18}  MLflow run id"]
+    for _, row in front.iterrows():
+        lines.append("  " + "  ".join(f"{value(metric, row[metric]):>10}" for metric in metrics) + f"  {row['trial']:<18}  {row['run_id']}")
+    return "\n".join(lines)
 
 
 def _ablate(args: argparse.Namespace) -> None:
@@ -352,12 +373,23 @@ def _records(table: pd.DataFrame) -> list[dict[str, object]]:
 
 
 def _query(args: argparse.Namespace) -> None:
-    from .analysis import pivot, study_trials
+    from .analysis import pareto, pivot, study_trials
     from .effects import RESIDUAL, anova, compare
     from .tracking import find_study
 
     record = find_study(args.study, args.tracking_uri, args.experiment)
     runs = study_trials(record)
+    if args.pareto:
+        front = pareto(runs, record.objectives)
+        if args.format == "json":
+            print(json.dumps({"pareto": _records(front)}, indent=2))
+        elif args.format == "csv":
+            print(front.to_csv(index=False), end="")
+        else:
+            print(_format_front(front))
+        return
+    if args.rows is None:
+        raise ConfigError("query needs --rows KNOB, or --pareto")
     factors = [args.rows] + ([args.cols] if args.cols else [])
     where = args.where or []
     if args.format == "csv" and args.anova and args.compare:
@@ -410,16 +442,22 @@ def _ui(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from .export import export_study
+    from .export import export_front, export_study
 
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
-    meta = export_study(
-        args.study, args.out or Path("exports") / args.study, top=args.top, seeds=args.seeds, retrain_epochs=args.retrain_epochs,
-        formats=formats, tracking_uri=args.tracking_uri, experiment=args.experiment, dataset=args.dataset,
-        cache_dir=args.cache_dir, data_dir=args.data_dir, device=args.device, force=args.force,
-        say=lambda line: print(line, file=sys.stderr),
-    )
-    out = args.out or Path("exports") / args.study
+    out = Path(args.out or Path("exports") / args.study)
+    common = dict(retrain_epochs=args.retrain_epochs, formats=formats, tracking_uri=args.tracking_uri, experiment=args.experiment,
+                  dataset=args.dataset, cache_dir=args.cache_dir, data_dir=args.data_dir, device=args.device, force=args.force, say=_say)
+    if args.pareto:
+        if args.where or args.top > 1:
+            raise ConfigError("--pareto exports every point of the front; --where and --top pick one trial: give one or the other")
+        for meta in export_front(args.study, out, seeds=args.seeds, **common):
+            _describe_export(meta, out / meta["trial"])
+        return
+    _describe_export(export_study(args.study, out, top=args.top, seeds=args.seeds, where=args.where, **common), out)
+
+
+def _describe_export(meta: dict[str, object], out: Path) -> None:
     trained, accuracies = meta["trained_on"], meta["accuracies"]
     print(f"{meta['name']} from study {meta['study']} -> {out}/ ({', '.join(meta['formats'])}); "
           f"{_human(meta['params'])} params, {_human(meta['macs'])} MACs")
@@ -526,6 +564,8 @@ def _study_flags(parser: argparse.ArgumentParser) -> None:
     _recipe_flags(parser)
     parser.add_argument("--cache-dir", help="where decoded data sets are cached")
     parser.add_argument("--data-dir", help="where torchvision's CIFAR files are or are downloaded to")
+    parser.add_argument("--latency-device", choices=LATENCY_DEVICES,
+                        help="what measures each trial's latency_ms, in the driver, before training: cpu (default), cuda or onnxruntime")
     parser.add_argument("--verbose", action="store_true", help="show Ray's own logs")
 
 
@@ -591,7 +631,9 @@ def _parser() -> argparse.ArgumentParser:
 
     query = commands.add_parser("query", help="pivot a study's MLflow records: aggregate, its interval, replicates; ANOVA")
     query.add_argument("study", help="study name (a space's or experiment's name, or the --name it ran under)")
-    query.add_argument("--rows", required=True, help="knob or factor for the rows, e.g. dense.growth_rate")
+    query.add_argument("--rows", help="knob or factor for the rows, e.g. dense.growth_rate (required but with --pareto)")
+    query.add_argument("--pareto", action="store_true",
+                       help="the Pareto front of the completed trials over the study's objectives: each point's objectives and run id")
     query.add_argument("--cols", help="knob or factor for the columns")
     query.add_argument("--metric", default="val_acc", help="metric to aggregate (default val_acc)")
     query.add_argument("--agg", choices=["mean", "median", "max"], default="mean",
@@ -602,7 +644,7 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--compare", action="store_true",
                        help="pairwise differences between levels: Tukey HSD; against the baseline, Holm-corrected, one factor at a time")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table",
-                       help="with --anova or --compare, json is one object and csv that table")
+                       help="with --anova, --compare or --pareto, json is one object and csv that table")
     _store_flags(query)
     query.set_defaults(run=_query)
 
@@ -629,6 +671,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--data-dir", help="where torchvision's CIFAR files are")
     export.add_argument("--device", default="cpu", help="device for re-evaluation and retraining")
     export.add_argument("--force", action="store_true", help="export a best trial that sat at chance level all the same")
+    export.add_argument("--where", action="append", default=[],
+                        help="only trials whose metric meets METRIC<=VALUE (or <, >, >=, =, !=), e.g. macs<=50M, latency_ms<=2; repeatable")
+    export.add_argument("--pareto", action="store_true", help="export every point of the study's Pareto front, each into OUT/TRIAL/")
     _store_flags(export)
     export.set_defaults(run=_export)
 

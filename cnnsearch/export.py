@@ -1,4 +1,6 @@
-"""Export a study's best architecture as a trained model that runs without cnnsearch.
+"""Export a study's best architecture as a trained model that runs without cnnsearch: the most
+accurate trial, the most accurate one whose costs meet conditions, or every point of the
+study's Pareto front.
 
 An export folder holds ``arch.yaml`` (rebuilds with cnnsearch), ``weights.pt`` (a
 state_dict: ``torch.load(..., weights_only=True)``), ``model.pt2`` (torch.export: loads
@@ -18,12 +20,14 @@ import math
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
 from . import __version__
+from .analysis import completed, meeting, pareto, study_trials
 from .config import Arch, ConfigError, Recipe, load_arch, save_arch
 from .data import ImageData, Split, chance_level, held_out_test_fraction, load_dataset, load_test_split, split_dataset
 from .model import build_model
@@ -32,7 +36,7 @@ from .space import Budget, load_space
 from .tracking import CHECKPOINT_FOLDER, DEFAULT_TRACKING_URI, WEIGHTS_FILE, Status, StudyRecord, Tags, find_study
 from .train import CHANCE_MARGIN, fit_to_data, train
 
-__all__ = ["FORMATS", "SPLITS", "Normalized", "evaluate", "export_study", "load_exported", "predict"]
+__all__ = ["FORMATS", "SPLITS", "Normalized", "evaluate", "export_front", "export_study", "load_exported", "predict"]
 
 FORMATS = ("pt2", "onnx", "weights", "mlflow")
 SPLITS = ("test", "val", "all")  # what `evaluate` measures on; test first, the default
@@ -93,12 +97,15 @@ def _study_setup(record: StudyRecord, dataset: str | None, cache_dir: str | None
     return data, split, space.recipe, space.budget.model_copy(update={"epochs": int(params["epochs"])})
 
 
-def _candidates(record: StudyRecord, folder: Path, say: Callable[[str], None]) -> list[_Candidate]:
-    """Completed trials with their architecture files, best first."""
+def _candidates(record: StudyRecord, folder: Path, say: Callable[[str], None], where: Sequence[str] = (),
+                run_id: str | None = None) -> list[_Candidate]:
+    """Completed trials with their architecture files, best first: those whose metrics meet ``where``, or the one run ``run_id``."""
     runs = record.runs
     if runs.empty:
         raise ConfigError(f"study {record.parent.data.tags[Tags.STUDY]!r}: no trials")
-    done = runs[runs[f"tags.{Tags.STATUS}"] == Status.COMPLETED].sort_values("metrics.val_acc", ascending=False)
+    done = meeting(completed(record), where).sort_values("metrics.val_acc", ascending=False)
+    if run_id is not None:
+        done = done[done["run_id"] == run_id]
     for _, run in runs[runs[f"tags.{Tags.STATUS}"] != Status.COMPLETED].iterrows():
         if run.get("metrics.val_acc", -1) >= (done["metrics.val_acc"].max() if len(done) else -1):
             say(f"trial {run['tags.mlflow.runName']} has val_acc {run['metrics.val_acc']:.2%} but is "
@@ -168,9 +175,15 @@ def export_study(
     data_dir: str | None = None,
     device: str = "cpu",
     force: bool = False,
+    where: Sequence[str] = (),
+    run_id: str | None = None,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Pick, retrain and export the best architecture of study ``name``; returns meta.json's content.
+
+    Candidates are the completed trials, or those whose metrics meet every condition of
+    ``where`` (``macs<=50M``, ``latency_ms<=2``: see :func:`cnnsearch.analysis.meeting`), or
+    the one trial whose MLflow run is ``run_id``.
 
     With ``top`` > 1 or ``seeds`` > 1 the top trials are each retrained with ``seeds``
     seeds on the study's split and budget, and the best mean validation accuracy wins,
@@ -181,8 +194,8 @@ def export_study(
     the exported model is measured on the test split (:func:`cnnsearch.data.load_test_split`).
 
     Raises:
-        ConfigError: no such study, no usable trial, no checkpoint where one is needed,
-            or data that is not the study's.
+        ConfigError: no such study, no usable trial, a condition that names no metric or that
+            no trial meets, no checkpoint where one is needed, or data that is not the study's.
     """
     unknown = set(formats) - set(FORMATS)
     if unknown:
@@ -190,7 +203,7 @@ def export_study(
     record = find_study(name, tracking_uri, experiment)
     out = Path(out)
     with tempfile.TemporaryDirectory() as tmp:
-        candidates = _candidates(record, Path(tmp), say)
+        candidates = _candidates(record, Path(tmp), say, where, run_id)
         data, split, recipe, budget = _study_setup(record, dataset, cache_dir, data_dir)
         searched_images = int(record.parent.data.params["split.val_images"])  # val_subset's, if the trials had one
         estimate = {"val_acc": candidates[0].val_acc, "source": f"trial {candidates[0].run_name}", "seeds": [], "images": searched_images}
@@ -264,6 +277,7 @@ def export_study(
     meta = {
         "name": arch.name,
         "study": name,
+        "trial": candidate.run_name,
         "trial_run_id": candidate.run_id,
         "class_names": list(data.classes),
         "input": {"shape": ["batch", arch.in_channels, arch.input_size, arch.input_size], "dtype": "float32", "range": [0.0, 1.0],
@@ -301,6 +315,31 @@ def export_study(
         meta["formats"].append("mlflow")
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def export_front(name: str, out: str | Path, *, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: str | None = None,
+                 formats: tuple[str, ...] = FORMATS, say: Callable[[str], None] = print, **options: Any) -> list[dict[str, Any]]:
+    """Export every point of study ``name``'s Pareto front (over its objectives) into ``out``/TRIAL/; returns their meta.json contents.
+
+    ``options`` are :func:`export_study`'s. A point that export_study refuses (at chance,
+    no checkpoint) is said and skipped. No point is registered in MLflow: one registered
+    model has one champion, and a front has several answers.
+
+    Raises:
+        ConfigError: no such study, no completed trial, or no point could be exported.
+    """
+    record = find_study(name, tracking_uri, experiment)
+    front = pareto(study_trials(record), record.objectives)
+    exported = []
+    for _, point in front.iterrows():
+        try:
+            exported.append(export_study(name, Path(out) / point["trial"], run_id=point["run_id"], tracking_uri=tracking_uri,
+                                         experiment=experiment, formats=tuple(f for f in formats if f != "mlflow"), say=say, **options))
+        except ConfigError as error:
+            say(f"{point['trial']}: not exported: {error}")
+    if not exported:
+        raise ConfigError(f"study {name!r}: none of the {len(front)} points of its Pareto front could be exported")
+    return exported
 
 
 def _check(what: str, expected: Tensor, actual: Tensor) -> None:

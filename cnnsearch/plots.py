@@ -1,6 +1,6 @@
 """Pictures of a study, as PNG files: pivot heatmap, interaction plot, accuracy against cost with
-the Pareto front, learning curves of the best trials, parameter importances (per family in a
-mixed-family space)."""
+the Pareto front, the front over a study's own objectives, learning curves of the best trials,
+parameter importances (per family in a mixed-family space)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .analysis import INTERVALS, Importances, completed, importances, pareto_front, pivot  # noqa: E402
+from .analysis import INTERVALS, Importances, completed, importances, pareto, pareto_front, pivot  # noqa: E402
+from .space import Objective  # noqa: E402
 from .tracking import Status, StudyRecord, Tags, trial_name  # noqa: E402
 
 __all__ = ["plot_study"]
@@ -99,7 +100,7 @@ def accuracy_vs_cost(runs: pd.DataFrame, stopped: pd.DataFrame, cost: str, metri
     if not stopped.empty and f"metrics.{metric}" in stopped:
         axes.scatter(stopped[f"metrics.{cost}"].to_numpy(dtype=float), stopped[f"metrics.{metric}"].to_numpy(dtype=float) * _scale(metric),
                      facecolors="none", edgecolors="gray", label=f"stopped early, at their last epoch ({len(stopped)})")
-    front = pareto_front(x, y)
+    front = pareto_front(np.column_stack([x, y]), ("min", "max"))
     axes.step(x[front], y[front], "r-", where="post")
     axes.plot(x[front], y[front], "ro", label="Pareto front of the completed trials")
     axes.set_xscale("log")
@@ -109,6 +110,28 @@ def accuracy_vs_cost(runs: pd.DataFrame, stopped: pd.DataFrame, cost: str, metri
     axes.set_title(f"{title}: {_label(metric).split(' (')[0]} vs {name}")
     axes.legend()
     axes.grid(alpha=0.3, which="both")
+    return _save(figure, path)
+
+
+def objectives_front(runs: pd.DataFrame, objectives: tuple[Objective, ...], title: str, path: Path) -> Path:
+    """The front over the study's objectives: one panel per other objective against validation accuracy,
+    every completed trial drawn and the front's points marked (a point of a front of three or more
+    objectives may look dominated in one panel: another objective puts it on the front)."""
+    front = pareto(runs, objectives)
+    others = [objective for objective in objectives if objective.metric != "val_acc"]
+    figure, panels = plt.subplots(1, len(others), figsize=(5.5 * len(others), 4.5), squeeze=False)
+    y = runs["metrics.val_acc"].to_numpy(dtype=float) * 100
+    for axes, objective in zip(panels[0], others):
+        axes.scatter(runs[f"metrics.{objective.metric}"].to_numpy(dtype=float), y, alpha=0.5, color="gray",
+                     label=f"completed trials ({len(runs)})")
+        axes.scatter(front[objective.metric].to_numpy(dtype=float), front["val_acc"].to_numpy(dtype=float) * 100, color="red",
+                     label=f"Pareto front ({len(front)} points)")
+        axes.set_xscale("log")
+        axes.set_xlabel(f"{objective.metric} ({objective.goal}, log scale)")
+        axes.set_ylabel(_label("val_acc"))
+        axes.grid(alpha=0.3, which="both")
+        axes.legend(fontsize=8)
+    figure.suptitle(f"{title}: Pareto front of " + ", ".join(f"{o.metric} {o.goal}" for o in objectives))
     return _save(figure, path)
 
 
@@ -149,7 +172,7 @@ def plot_study(
 
     With ``rows`` (and ``cols``): the pivot heatmap and interaction plot of an ablation.
     Always, given completed trials: accuracy vs MACs and vs params with the Pareto front,
-    and learning curves of the top five. Searches: knob importances, one picture per family
+    and learning curves of the top five; with several objectives, their front (pareto.png). Searches: knob importances, one picture per family
     in a mixed-family space; ``say`` hears why a group of trials has none.
     """
     folder = Path(folder)
@@ -167,6 +190,8 @@ def plot_study(
     stopped = record.runs[record.runs[f"tags.{Tags.STATUS}"] == Status.STOPPED_EARLY]
     for cost in ("macs", "params"):
         paths.append(accuracy_vs_cost(runs, stopped, cost, metric, title, folder / f"{metric}_vs_{cost}.png"))
+    if len(record.objectives) > 1:
+        paths.append(objectives_front(runs, record.objectives, title, folder / "pareto.png"))
     paths.append(learning_curves(record, runs, metric, title, folder / "learning_curves.png"))
     if not rows:
         for found in importances(record, metric):

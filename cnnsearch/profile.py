@@ -8,6 +8,9 @@ norm, activations, pooling, element-wise additions and bias additions are not co
 as in torchvision's published GFLOPS (which are MACs). Architectures are profiled on
 the meta device: no weights are allocated and nothing is computed.
 
+Latency is measured, not counted: the median time of one eval-mode forward pass of one
+image on a real device (:func:`latency`), with a fixed thread count, warm-up and repeats.
+
 A trial's memory is dominated by the activations that autograd saves for the backward
 pass; a meta-device forward at the batch size counts them (BENCHMARKS.md, memory section,
 compares the estimate with measured peaks).
@@ -16,7 +19,13 @@ compares the estimate with measured peaks).
 from __future__ import annotations
 
 import copy
+import io
+import platform
+import statistics
+import time
+import warnings
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,7 +35,7 @@ from .config import Arch, ConfigError
 from .model import build_model
 from .space import Space
 
-__all__ = ["Cost", "Memory", "cheapest", "profile", "training_memory"]
+__all__ = ["LATENCY_DEVICES", "Cost", "Memory", "cheapest", "latency", "latency_machine", "profile", "training_memory"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,94 @@ def profile(arch_or_model: Arch | nn.Module, *, input_size: int | None = None, i
     model.train(was_training)
     flops = counter.get_total_flops()
     return Cost(params=params, macs=flops // 2, flops=flops)
+
+
+LATENCY_DEVICES = ("cpu", "cuda", "onnxruntime")
+# One thread: the batch-1 deployment case, and a number that does not change with the
+# machine's cores or with how many trials share them. Warm-up runs leave the allocator's
+# and the kernels' first-call costs out; the median of the repeats ignores a preemption.
+LATENCY_THREADS = 1
+LATENCY_WARMUP = 3
+LATENCY_REPEATS = 10
+
+
+def latency(arch: Arch, device: str = "cpu", *, warmup: int = LATENCY_WARMUP, repeats: int = LATENCY_REPEATS) -> float:
+    """Median milliseconds of one eval-mode forward pass of one image through ``arch`` (randomly initialized).
+
+    Args:
+        arch: the architecture, at its own input size and channels.
+        device: ``cpu`` (PyTorch, LATENCY_THREADS threads), ``cuda`` (PyTorch, synchronized),
+            or ``onnxruntime`` (its CPU provider, LATENCY_THREADS threads, on the model exported to ONNX).
+
+    Raises:
+        ConfigError: an unknown device, or cuda where there is none.
+    """
+    if device not in LATENCY_DEVICES:
+        raise ConfigError(f"--latency-device {device!r}: choose from {', '.join(LATENCY_DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--latency-device cuda: no CUDA device here; use cpu or onnxruntime")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(LATENCY_THREADS)
+    try:
+        with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+            model = build_model(arch).eval()
+            image = torch.rand(1, arch.in_channels, arch.input_size, arch.input_size)
+        if device == "onnxruntime":
+            run = _onnx_runner(model, image)
+        else:
+            model, image = model.to(device), image.to(device)
+
+            def run() -> None:
+                with torch.inference_mode():
+                    model(image)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+
+        for _ in range(warmup):
+            run()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return statistics.median(times) * 1000
+
+
+def _onnx_runner(model: nn.Module, image: torch.Tensor) -> Any:
+    import onnxruntime
+
+    buffer = io.BytesIO()
+    # TorchScript's exporter: a second or less, where the dynamo exporter takes several; its deprecation warnings say nothing here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (image,), buffer, input_names=["images"], dynamo=False)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = LATENCY_THREADS
+    session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    feed = {"images": image.numpy()}
+    return lambda: session.run(None, feed)
+
+
+def latency_machine(device: str = "cpu") -> str:
+    """What measured a latency: the device, the processor, the threads and the runtime's version."""
+    processor = _processor_name()
+    if device == "cuda":
+        return f"cuda: {torch.cuda.get_device_name()}, torch {torch.__version__}, host {processor}"
+    if device == "onnxruntime":
+        import onnxruntime
+
+        return f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider: {processor}, {LATENCY_THREADS} thread(s)"
+    return f"cpu: {processor}, {LATENCY_THREADS} thread(s), torch {torch.__version__}"
+
+
+def _processor_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """A study: Optuna proposes, Ray Tune schedules and stops early, MLflow records.
 
 The only module that imports ray and that drives optuna. The driver turns each
-proposal into an architecture fitted to the data and checks it against the limits;
-a trial is a plain function of that architecture. The data set is put in Ray's object
+proposal into an architecture fitted to the data, checks it against the limits and
+measures its latency; a trial is a plain function of that architecture. With several
+objectives Optuna is told each, and no trial is stopped early. The data set is put in Ray's object
 store once and shared by every trial; the driver alone writes to MLflow, keeping the
 run ids and counts it needs so each event costs the same at any study size.
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 import ray
 import torch
 from ray import tune
@@ -36,11 +38,12 @@ from ray.tune import PlacementGroupFactory
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
+from .analysis import completed, pareto
 from .config import Arch, ConfigError, Interrupted
 from .data import held_out_test_fraction, load_dataset, split_dataset
 from .experiment import Cell, Experiment
-from .profile import WORKER_BASE, cheapest, profile, training_memory
-from .space import Fixed, Space
+from .profile import WORKER_BASE, cheapest, latency, latency_machine, profile, training_memory
+from .space import Fixed, Objective, Space
 from .tracking import DEFAULT_TRACKING_URI, WEIGHTS_FILE, Metrics, Params, Recorder, Status, Tags, connect, trial_name
 from .train import EpochReport, data_shape, fit_to_data, resolve_precision, train
 
@@ -59,7 +62,7 @@ class RunOptions:
     resume: bool = False
     # Left as None, these take the value a resumed study was started with, else the default.
     trials: int | None = None  # default: the space's search.trials
-    sampler: str | None = None  # default: the space's search.sampler
+    sampler: str | None = None  # default: the space's search.sampler, else tpe, or nsga2 for several objectives
     scheduler: str | None = None  # default: asha
     seed: int | None = None  # default: 0
     dataset: str | None = None  # default: the space's dataset.name
@@ -72,6 +75,7 @@ class RunOptions:
     batch_size: int | None = None  # default: the space's recipe.batch_size
     precision: str | None = None  # default: the space's recipe.precision
     compile: bool | None = None  # default: the space's recipe.compile
+    latency_device: str | None = None  # default: cpu; what measures each trial's latency_ms (cnnsearch.profile.latency)
     max_concurrent: int | None = None  # default: as many as the CPUs allow
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -87,8 +91,10 @@ class RunOptions:
 class StudyResult:
     """A finished study: where MLflow holds it and its trials, best first.
 
-    Each trial is a dict: trial_id, run_id (MLflow), status, val_acc, params, macs, knobs.
+    Each trial is a dict: trial_id, run_id (MLflow), status, val_acc, params, macs, flops, latency_ms, knobs.
     ``rejected`` counts the proposals that the space's limits turned away, in every session.
+    ``front``: with several objectives, the Pareto front of the completed trials (see
+    :func:`cnnsearch.analysis.pareto`); None with one.
     """
 
     name: str
@@ -97,6 +103,7 @@ class StudyResult:
     parent_run_id: str
     trials: list[dict[str, Any]]
     rejected: int = 0
+    front: pd.DataFrame | None = None
 
 
 class _Grid(optuna.samplers.GridSampler):
@@ -128,6 +135,7 @@ class _Target:
     shape: dict[str, int]  # of the data: classes, image size, channels
     memory: float | None  # the largest Ray node's memory resource, in bytes; None when trials train on GPUs
     precision: str  # recipe.precision as a CPU trial resolves it: its activations' size follows it
+    latency_device: str  # what measures latency_ms: cpu, cuda or onnxruntime
 
 
 def _fitted(space: Space, draw: Any, target: _Target) -> tuple[Arch, dict[str, int]]:
@@ -152,7 +160,19 @@ def _fitted(space: Space, draw: Any, target: _Target) -> tuple[Arch, dict[str, i
             f"a trial needs about {memory / 2**30:.1f} GiB of memory at batch {space.recipe.batch_size}, more than the "
             f"{target.memory / 2**30:.1f} GiB of the largest Ray node; lower recipe.batch_size or narrow the space"
         )
-    return arch, {Metrics.PARAMS: cost.params, Metrics.MACS: cost.macs, Metrics.FLOPS: cost.flops, Metrics.MEMORY_ESTIMATE: memory / 2**20}
+    try:
+        # Here, not in the trial: one machine measures every trial, and the value is known
+        # before training, as MACs are, to the sampler and to a resumed trial's config.
+        milliseconds = latency(arch, target.latency_device)
+    except Exception as error:  # e.g. an operation the ONNX exporter lacks: the network cannot run there
+        raise ConfigError(f"its latency cannot be measured on {target.latency_device}: {str(error).strip().splitlines()[0]}") from None
+    return arch, {Metrics.PARAMS: cost.params, Metrics.MACS: cost.macs, Metrics.FLOPS: cost.flops, Metrics.LATENCY: milliseconds,
+                  Metrics.MEMORY_ESTIMATE: memory / 2**20}
+
+
+def _objective_values(objectives: tuple[Objective, ...], val_acc: float, cost: dict[str, float]) -> list[float]:
+    """What Optuna is told of a finished trial: each objective's value, the costs exactly as the driver measured them."""
+    return [val_acc if objective.metric == Metrics.VAL_ACC else cost[objective.metric] for objective in objectives]
 
 
 def _trial_config(arch: Arch, cost: dict[str, int], record: dict[str, Any], seed: int, cell: str | None = None) -> dict[str, Any]:
@@ -271,7 +291,9 @@ class _Proposer(Searcher):
     samplers ignore, with the reason as a user attribute; it never reaches Ray and is not a
     trial. A trial that the scheduler stopped is told as pruned, with its per-epoch
     accuracies as intermediate values: TPE ranks every pruned trial below the complete ones,
-    so an early accuracy is never compared with full-budget ones as an equal.
+    so an early accuracy is never compared with full-budget ones as an equal. With several
+    objectives a completed trial is told each objective's value; Optuna takes no
+    intermediate values there, and no trial is stopped early.
     """
 
     def __init__(self, study: optuna.Study, space: Space, target: _Target, seed: int, max_rejections: int,
@@ -279,14 +301,18 @@ class _Proposer(Searcher):
         super().__init__(metric=Metrics.VAL_ACC, mode="max")
         self.study, self.space, self.target, self.seed, self.stop = study, space, target, seed, stop
         self.max_rejections = max_rejections
+        self.objectives = space.objectives
+        self.single = len(self.objectives) == 1
         trials = study.get_trials(deepcopy=False)
         # Interrupted trials that had used their budget: told complete now, unless they were.
         for config in ended:
             interrupted = trials[config["optuna_trial"]]
             if interrupted.state != optuna.trial.TrialState.COMPLETE:
+                accuracy = config["earlier"][max(config["earlier"])]
                 study.add_trial(optuna.trial.create_trial(
-                    params=interrupted.params, distributions=interrupted.distributions, value=config["earlier"][max(config["earlier"])],
-                    intermediate_values=config["earlier"],
+                    params=interrupted.params, distributions=interrupted.distributions,
+                    values=_objective_values(self.objectives, accuracy, config["cost"]),
+                    intermediate_values=config["earlier"] if self.single else None,
                 ))
         # The others go on first, each as a new Optuna trial of the same knobs (enqueued in
         # this order) that inherits the accuracies saved before the interruption.
@@ -295,6 +321,7 @@ class _Proposer(Searcher):
             study.enqueue_trial(trials[config["optuna_trial"]].params)
         self.rejected = 0  # in this session
         self._proposals: dict[str, optuna.trial.Trial] = {}
+        self._costs: dict[str, dict[str, float]] = {}  # each running trial's costs, to tell Optuna with its accuracy
         self._reported: dict[str, int] = {}  # the last epoch each running trial reported to Optuna
 
     @property
@@ -311,9 +338,11 @@ class _Proposer(Searcher):
             config = self._resumed.pop(0)
             proposal = self.study.ask()
             self.space.sample(proposal)  # the enqueued knobs become the trial's params
-            for epoch, value in config["earlier"].items():
-                proposal.report(value, epoch)
+            if self.single:
+                for epoch, value in config["earlier"].items():
+                    proposal.report(value, epoch)
             self._proposals[trial_id], self._reported[trial_id] = proposal, max(config["earlier"])
+            self._costs[trial_id] = config["cost"]
             return config | {"optuna_trial": proposal.number}
         while not self.exhausted:
             proposal = self.study.ask()
@@ -324,7 +353,7 @@ class _Proposer(Searcher):
                 self.study.tell(proposal, state=optuna.trial.TrialState.FAIL)
                 self.rejected += 1
                 continue
-            self._proposals[trial_id] = proposal
+            self._proposals[trial_id], self._costs[trial_id] = proposal, cost
             return _trial_config(arch, cost, _fixed_values(self.space) | proposal.params, self.seed) | {"optuna_trial": proposal.number}
         return Searcher.FINISHED
 
@@ -334,7 +363,7 @@ class _Proposer(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if result and not error:
             self._report(trial_id, result)  # Tune withholds the result on which its scheduler stops a trial
-        proposal = self._proposals.pop(trial_id)
+        proposal, cost = self._proposals.pop(trial_id), self._costs.pop(trial_id)
         self._reported.pop(trial_id, None)
         failed = error or not result or "failed" in result
         if self.stop.requested and not failed and not result.get("budget_spent"):
@@ -342,13 +371,13 @@ class _Proposer(Searcher):
         if failed:
             self.study.tell(proposal, state=optuna.trial.TrialState.FAIL)
         elif result.get("budget_spent"):
-            self.study.tell(proposal, result[Metrics.VAL_ACC])
+            self.study.tell(proposal, _objective_values(self.objectives, result[Metrics.VAL_ACC], cost))
         else:
             self.study.tell(proposal, state=optuna.trial.TrialState.PRUNED)
 
     def _report(self, trial_id: str, result: dict) -> None:
         epoch = int(result["epoch"])
-        if epoch > self._reported.get(trial_id, 0) and "failed" not in result:
+        if self.single and epoch > self._reported.get(trial_id, 0) and "failed" not in result:
             self._proposals[trial_id].report(result[Metrics.VAL_ACC], epoch)
             self._reported[trial_id] = epoch
 
@@ -567,7 +596,7 @@ def _error_of(trial: Any) -> str:
 
 _DATASET_SETTINGS = ("dataset", "subset", "val_fraction", "test_fraction", "val_subset")
 _OVERRIDES = (*_DATASET_SETTINGS, "epochs", "lr", "batch_size", "precision", "compile")
-_SETTINGS = ("trials", "sampler", "scheduler", "seed", *_OVERRIDES)
+_SETTINGS = ("trials", "sampler", "scheduler", "seed", "latency_device", *_OVERRIDES)
 
 
 def with_overrides(
@@ -653,7 +682,7 @@ def _save_state(storage: Path, **state: Any) -> None:
     (storage / _STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
-def _optuna_study(storage: Path, name: str) -> optuna.Study:
+def _optuna_study(storage: Path, name: str, objectives: tuple[Objective, ...]) -> optuna.Study:
     """The study's Optuna record, kept on disk so a resumed or extended study samples with its whole history.
 
     Trials that a crash left running, or enqueued to resume and never started, are marked
@@ -663,7 +692,8 @@ def _optuna_study(storage: Path, name: str) -> optuna.Study:
     from optuna.storages.journal import JournalFileBackend
 
     journal = JournalStorage(JournalFileBackend(str(storage / "optuna.journal")))
-    study = optuna.create_study(storage=journal, study_name=name, direction="maximize", load_if_exists=True)
+    study = optuna.create_study(storage=journal, study_name=name, directions=[objective.direction for objective in objectives],
+                                load_if_exists=True)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
     for _ in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
@@ -695,11 +725,27 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     space = with_overrides(space, **{key: settings[key] for key in _OVERRIDES})
     cheapest(space)
     trials = len(experiment.cells) if experiment else settings["trials"] or space.search.trials
-    sampler_name = "grid" if experiment else settings["sampler"] or space.search.sampler
-    # Every cell of a designed ablation gets the full budget.
-    scheduler_name = "none" if experiment else settings["scheduler"] or "asha"
+    sampler_name = "grid" if experiment else settings["sampler"] or space.sampler
+    # Every cell of a designed ablation gets the full budget; so does every trial of a study
+    # with several objectives (README, "Several objectives": ASHA ranks by accuracy alone,
+    # and would stop the cheap, less accurate trials that belong on the front).
+    several = len(space.objectives) > 1
+    scheduler_name = "none" if experiment else settings["scheduler"] or ("none" if several else "asha")
+    if several and scheduler_name == "asha":
+        raise ConfigError(
+            f"{space.source}: --scheduler asha stops trials by accuracy alone, which would cut the cheap end of the front "
+            f"of {len(space.objectives)} objectives; leave --scheduler out (none) for a study with several objectives"
+        )
     seed = settings["seed"] or 0
-    settings |= {"trials": trials, "sampler": sampler_name, "scheduler": scheduler_name, "seed": seed}
+    if state and options.latency_device and options.latency_device != saved.get("latency_device", "cpu"):
+        raise ConfigError(
+            f"study {state['name']!r} was run with --latency-device {saved.get('latency_device', 'cpu')}, not {options.latency_device}: "
+            "its latencies would not compare; leave --latency-device out to go on with it, or use --name to start a new study"
+        )
+    latency_device = settings["latency_device"] or "cpu"
+    if latency_device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--latency-device cuda: the driver's machine has no CUDA device; use cpu or onnxruntime")
+    settings |= {"trials": trials, "sampler": sampler_name, "scheduler": scheduler_name, "seed": seed, "latency_device": latency_device}
     if sampler_name == "grid" and not experiment and (space.size() or 0) < trials:
         raise ConfigError(f"{space.source}: a grid of {space.size()} points cannot fill {trials} trials")
     if not options.verbose:
@@ -739,13 +785,14 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     concurrent = options.max_concurrent or concurrency(resources, cpus, gpus)
 
     experiment_name = options.experiment or (state["experiment"] if state else experiment.name if experiment else space.name)
-    tags = _design_tags(experiment) if experiment else {}
+    # Every trial says what measured its latency; the parent run also holds the objectives.
+    tags = (_design_tags(experiment) if experiment else {}) | {Tags.LATENCY_MACHINE: latency_machine(latency_device)}
     recorder = Recorder.open(
         client,
         experiment=experiment_name,
         study=options.name,
         space_hash=digest,
-        tags=tags,
+        tags=tags | {Tags.OBJECTIVES: json.dumps([objective.model_dump() for objective in space.objectives])},
         parent_run_id=state["parent_run_id"] if state else None,
         params={
             "seed": seed,
@@ -788,7 +835,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
 
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     target = _Target(data_shape(data), None if gpus else max(node.get("memory", 0) for node in nodes),
-                     resolve_precision(space.recipe.precision, torch.device("cpu")))
+                     resolve_precision(space.recipe.precision, torch.device("cpu")), latency_device)
     test = f"{len(split.test):,} test images held out" if len(split.test) else "its own test images set aside"
     print(f"{options.name}: {len(split.train):,} training and {len(split.val):,} validation images of {data.source} ({test}); "
           f"{trials} trials, up to {concurrent} at a time ({cpus:g} CPUs" + (f", {gpus:g} GPUs" if gpus else "") + " each"
@@ -807,7 +854,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
                                       reuse_actors=reuse)
     else:
         missing = max(trials - len(done), len(resumed))
-        study = _optuna_study(storage, options.name)
+        study = _optuna_study(storage, options.name, space.objectives)
         # Each session draws new points: the same seed again would repeat the first session's.
         sampler = _sampler(sampler_name, space, seed + len(study.trials), trials)
         study.sampler = sampler
@@ -868,11 +915,12 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     table = [{key: value for key, value in row.items() if key != "knobs"} | row["knobs"] for row in rows]
     best = next((row for row in rows if row["status"] == Status.COMPLETED), None)
     rejected = rejected_proposals(study) if experiment is None else []
-    recorder.finish_study(table, best, rejected)
+    front = pareto(completed(recorder.record()), space.objectives) if several else None
+    recorder.finish_study(table, best, rejected, front)
     _save_state(storage, **study_state, finished=True)
     if proposer is not None and proposer.exhausted:
         raise ConfigError(
             f"{space.source}: its limits turned away {proposer.rejected} proposals in this session, so only "
             f"{len(rows) - len(done)} of {missing} trials trained; raise limits.max_params or limits.max_macs, or narrow the space"
         )
-    return StudyResult(options.name, tracking_uri, recorder.experiment_id, recorder.parent_run_id, rows, len(rejected))
+    return StudyResult(options.name, tracking_uri, recorder.experiment_id, recorder.parent_run_id, rows, len(rejected), front)

@@ -33,6 +33,7 @@ from pydantic.fields import FieldInfo
 from .config import FAMILIES, Arch, ConfigError, Head, InceptionModule, Recipe, Stem, format_validation_error, load_yaml
 
 __all__ = [
+    "ACCURACY",
     "Budget",
     "Choice",
     "DatasetSpec",
@@ -41,9 +42,11 @@ __all__ = [
     "IntRange",
     "Knob",
     "Limits",
+    "Objective",
     "SearchSpec",
     "Space",
     "Suggester",
+    "count",
     "load_space",
 ]
 
@@ -234,7 +237,7 @@ def _flatten(template: Template, prefix: str) -> dict[str, Knob]:
 # Sections used by later stages of a study ------------------------------------------------
 
 
-def _count(value: Any) -> Any:
+def count(value: Any) -> Any:
     """Counts may be written 1500000, 1.5e6 or 1.5M (K, M, G)."""
     if isinstance(value, str):
         text = value.strip().upper()
@@ -248,7 +251,7 @@ def _count(value: Any) -> Any:
     return value
 
 
-Count = Annotated[int, BeforeValidator(_count), Field(gt=0)]
+Count = Annotated[int, BeforeValidator(count), Field(gt=0)]
 
 
 class _Section(BaseModel):
@@ -306,8 +309,47 @@ class Budget(_Section):
 
 
 class SearchSpec(_Section):
-    sampler: Literal["tpe", "random", "grid", "nsga2"] = "tpe"
+    sampler: Literal["tpe", "random", "grid", "nsga2"] | None = Field(None, description="default: tpe, or nsga2 with several objectives")
     trials: int = Field(20, ge=1)
+
+
+ObjectiveMetric = Literal["val_acc", "params", "macs", "flops", "latency_ms"]  # names of tracking.Metrics
+
+
+class Objective(_Section):
+    """One objective of a study: a metric that each trial records, and whether more or less of it is better."""
+
+    metric: ObjectiveMetric
+    goal: Literal["max", "min"]
+
+    @property
+    def direction(self) -> str:
+        """Optuna's word for the goal."""
+        return "maximize" if self.goal == "max" else "minimize"
+
+
+ACCURACY = Objective(metric="val_acc", goal="max")
+
+
+def _objectives(raw: Any) -> tuple[Objective, ...]:
+    """The ``objectives:`` list: validation accuracy, maximized, and any costs, each once."""
+    if raw is None:
+        return (ACCURACY,)
+    if not isinstance(raw, list) or not raw:
+        raise _Bad("objectives", f"expected a non-empty list of {{metric, goal}}, got {raw!r}")
+    objectives = []
+    for index, item in enumerate(raw):
+        try:
+            objectives.append(Objective.model_validate(item))
+        except ValidationError as error:
+            raise _Bad("", str(format_validation_error(error, "", prefix=f"objectives.{index}"))) from None
+    metrics = [objective.metric for objective in objectives]
+    if len(set(metrics)) != len(metrics):
+        raise _Bad("objectives", f"each metric may appear once, got {', '.join(metrics)}")
+    # Accuracy is what training measures: a study with cost objectives alone would train for nothing.
+    if ACCURACY not in objectives:
+        raise _Bad("objectives", "val_acc with goal max must be one of the objectives")
+    return tuple(objectives)
 
 
 # The space ----------------------------------------------------------------------------------
@@ -342,6 +384,12 @@ class Space:
     budget: Budget
     recipe: Recipe
     search: SearchSpec
+    objectives: tuple[Objective, ...] = (ACCURACY,)
+
+    @property
+    def sampler(self) -> str:
+        """The sampler the space asks for; by default TPE, or NSGA-II for several objectives."""
+        return self.search.sampler or ("nsga2" if len(self.objectives) > 1 else "tpe")
 
     def sample(self, trial: Suggester) -> Arch:
         """Draw one architecture, define-by-run: a family's knobs are asked for only when a stage uses it.
@@ -528,7 +576,7 @@ def _parse_family_knob(raw: Any, path: str) -> Knob:
 
 
 def _parse(doc: dict[str, Any], default_name: str) -> dict[str, Any]:
-    allowed = {"name", "description", "family", "stem", "head", "stages", *_FIXED_INTS, *FAMILIES, *_SECTIONS}
+    allowed = {"name", "description", "family", "stem", "head", "stages", "objectives", *_FIXED_INTS, *FAMILIES, *_SECTIONS}
     for key in doc:
         if key not in allowed:
             raise _Bad(str(key), f"unknown key (known: {', '.join(sorted(allowed))})")
@@ -606,6 +654,7 @@ def _parse(doc: dict[str, Any], default_name: str) -> dict[str, Any]:
         "head": _parse_struct(Head, doc.get("head") or {}, "head"),
         "stages": tuple(stages),
         "shared": shared,
+        "objectives": _objectives(doc.get("objectives")),
         **sections,
     }
 

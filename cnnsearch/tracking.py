@@ -20,9 +20,10 @@ from typing import Any
 import yaml
 
 from .config import Arch, ConfigError
+from .space import ACCURACY, Objective
 
 __all__ = [
-    "CHECKPOINT_FOLDER", "DEFAULT_TRACKING_URI", "REJECTED", "WEIGHTS_FILE", "Metrics", "Params", "Recorder", "Status", "StudyRecord", "Tags",
+    "CHECKPOINT_FOLDER", "DEFAULT_TRACKING_URI", "PARETO", "REJECTED", "WEIGHTS_FILE", "Metrics", "Params", "Recorder", "Status", "StudyRecord", "Tags",
     "connect", "environment", "find_study", "trial_name",
 ]
 
@@ -31,6 +32,7 @@ WEIGHTS_FILE = "weights.pt"  # a trial's state_dict, saved with torch.save: load
 CHECKPOINT_FOLDER = "checkpoint"
 INTERRUPTED = "interrupted by Ctrl-C; resuming the study goes on with it"
 REJECTED = "rejected"  # a study's rejected proposals, knobs and reason: rejected.json and rejected.csv
+PARETO = "pareto"  # a study's Pareto front over its objectives: pareto.csv
 
 
 class Metrics:
@@ -43,6 +45,7 @@ class Metrics:
     PARAMS = "params"
     MACS = "macs"
     FLOPS = "flops"
+    LATENCY = "latency_ms"  # median of one eval-mode forward of one image, measured by the driver before training
     MEMORY_ESTIMATE = "memory_estimate_mib"  # a trial's expected peak resident memory: what it reserves in Ray
     PEAK_RSS = "peak_rss_mib"  # the trial's measured peak resident memory, after each epoch
     EPOCHS = "epochs"
@@ -82,6 +85,8 @@ class Tags:
     SPACE_HASH = "cnnsearch.space_hash"
     ARCH_HASH = "cnnsearch.arch_hash"
     TRIAL_DIR = "cnnsearch.trial_dir"  # the trial's folder in Tune's storage: its checkpoints, to resume it
+    OBJECTIVES = "cnnsearch.objectives"  # of a study: JSON list of {metric, goal}
+    LATENCY_MACHINE = "cnnsearch.latency_machine"  # what measured latency_ms: device, processor, threads, runtime
     PARENT = "mlflow.parentRunId"  # how the MLflow UI nests runs
     RUN_NAME = "mlflow.runName"
 
@@ -300,15 +305,25 @@ class Recorder:
                     Metrics.VAL_ACC: metrics.get(Metrics.VAL_ACC) if status in Status.SCORED else None,
                     Metrics.PARAMS: metrics.get(Metrics.PARAMS),
                     Metrics.MACS: metrics.get(Metrics.MACS),
+                    Metrics.FLOPS: metrics.get(Metrics.FLOPS),
+                    Metrics.LATENCY: metrics.get(Metrics.LATENCY),
                     "knobs": {k: v for k, v in run.data.params.items() if k != Params.PRECISION},
                 }
             )
         return sorted(rows, key=lambda row: -1.0 if row[Metrics.VAL_ACC] is None else row[Metrics.VAL_ACC], reverse=True)
 
-    def finish_study(self, table: list[dict[str, Any]], best: dict[str, Any] | None, rejected: list[dict[str, Any]] = ()) -> None:
-        """The study's results table, best trial, and the proposals its limits rejected (knobs and reason)."""
+    def record(self) -> StudyRecord:
+        """The study as MLflow holds it now: what queries read."""
+        return _record(self.client, self.client.get_run(self.parent_run_id))
+
+    def finish_study(self, table: list[dict[str, Any]], best: dict[str, Any] | None, rejected: list[dict[str, Any]] = (),
+                     front: Any = None) -> None:
+        """The study's results table, best trial, the proposals its limits rejected (knobs and reason) and,
+        for several objectives, its Pareto front (a DataFrame)."""
         import pandas as pd
 
+        if front is not None:
+            self.client.log_text(self.parent_run_id, front.to_csv(index=False), f"{PARETO}.csv")
         self.client.log_text(self.parent_run_id, json.dumps(table, indent=2), "results.json")
         # convert_dtypes: a knob that some trials lack stays an integer column (3, not 3.0).
         self.client.log_text(self.parent_run_id, pd.DataFrame(table).convert_dtypes().to_csv(index=False), "results.csv")
@@ -334,6 +349,12 @@ class StudyRecord:
     experiment_id: str
     parent: Any
     runs: Any
+
+    @property
+    def objectives(self) -> tuple[Objective, ...]:
+        """The study's objectives; a study recorded before objectives had validation accuracy alone."""
+        text = self.parent.data.tags.get(Tags.OBJECTIVES)
+        return tuple(Objective.model_validate(item) for item in json.loads(text)) if text else (ACCURACY,)
 
     @property
     def baseline(self) -> dict[str, str] | None:
@@ -381,7 +402,13 @@ def find_study(name: str, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: 
     if not parents:
         known = sorted({r.data.tags[Tags.STUDY] for r in client.search_runs(ids, filter_string=f"tags.`{Tags.STUDY}` != ''")})
         raise ConfigError(f"{tracking_uri}: no study named {name!r}" + (f" (studies: {', '.join(known)})" if known else ""))
-    parent = parents[0]
+    return _record(client, parents[0])
+
+
+def _record(client: Any, parent: Any) -> StudyRecord:
+    import mlflow
+
+    mlflow.set_tracking_uri(client.tracking_uri)  # search_runs, which returns the frame, reads the global store
     runs = mlflow.search_runs(
         [parent.info.experiment_id], filter_string=_TRIALS_OF.format(parent=parent.info.run_id), max_results=50000
     )

@@ -40,6 +40,11 @@ BAD_SPACES = {
     "unmeetable limit": (GOOD_SPACE + "limits: {max_params: 1000}\n", "limits.max_params: 1,000 cannot be met: the smallest architecture of the space has"),
     "bad limit": (GOOD_SPACE + "limits: {max_params: lots}\n", "limits.max_params"),
     "unknown dataset": (GOOD_SPACE + "dataset: {name: mnist}\n", "dataset.name: unknown dataset 'mnist'"),
+    "unknown objective metric": (GOOD_SPACE + "objectives: [{metric: val_acc, goal: max}, {metric: energy, goal: min}]\n",
+                                 "objectives.1.metric: Input should be 'val_acc', 'params', 'macs', 'flops' or 'latency_ms', got 'energy'"),
+    "objective goal": (GOOD_SPACE + "objectives: [{metric: val_acc, goal: max}, {metric: macs, goal: smallest}]\n",
+                       "objectives.1.goal: Input should be 'max' or 'min', got 'smallest'"),
+    "objectives without accuracy": (GOOD_SPACE + "objectives: [{metric: macs, goal: min}]\n", "objectives: val_acc with goal max must be one"),
     "classes against dataset": (GOOD_SPACE + "num_classes: 100\n", "num_classes: 100 does not match dataset cifar10"),
 }
 

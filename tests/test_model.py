@@ -164,3 +164,26 @@ def test_profile_needs_no_weights():
     """On the meta device: a network far larger than memory still profiles."""
     huge = small(family="residual", num_blocks=40, width=16384)
     assert profile(huge).params > 10**11
+
+
+@pytest.mark.parametrize("device", ["cpu", "onnxruntime"])
+def test_latency_is_positive_repeatable_and_ordered_by_cost(device):
+    """Two measurements of one network agree within a factor of 1.5 (a loaded machine's noise; the median of
+    10 repeats absorbs a preemption), and a network of ~29x the MACs is measured slower."""
+    from cnnsearch.profile import latency
+
+    tiny = Arch.from_dict({"name": "tiny", "stem": {"style": "cifar", "channels": 8},
+                           "stages": [{"family": "residual", "num_blocks": 1, "width": 8}]}, source="")
+    large = load_arch("resnet20")
+    assert profile(large).macs > 25 * profile(tiny).macs
+    first, second = latency(tiny, device), latency(tiny, device)
+    assert 0 < first and 1 / 1.5 < first / second < 1.5
+    assert latency(large, device) > 2 * max(first, second)
+
+
+def test_latency_leaves_threads_and_random_state_alone():
+    from cnnsearch.profile import latency
+
+    threads, state = torch.get_num_threads(), torch.random.get_rng_state()
+    latency(load_arch("resnet20"), repeats=1, warmup=0)
+    assert torch.get_num_threads() == threads and torch.equal(torch.random.get_rng_state(), state)

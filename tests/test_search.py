@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -231,3 +232,78 @@ def test_sigkill_then_resume_then_extend(ray_session, tmp_path, cli):
     journal = optuna.load_study(study_name="killed", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "cnnsearch_runs" / "killed" / "optuna.journal"))))
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in journal.trials) == 8
+
+
+def non_dominated(points: dict[str, tuple[float, float]]) -> set[str]:
+    """Run ids of the (val_acc max, macs min) points that no other point dominates, by the definition."""
+    def dominates(a, b):
+        return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
+    return {run for run, point in points.items() if not any(dominates(other, point) for other in points.values())}
+
+
+def test_a_two_objective_study_prints_exports_and_records_its_pareto_front(ray_session, tmp_path, cli):
+    """val_acc max and macs min through Ray, Optuna (NSGA-II, two directions) and MLflow; the front, query and export agree."""
+    space_file = tmp_path / "pareto.yaml"
+    space_file.write_text(TINY.replace("name: tiny", "name: pareto").replace("subset: 256", "subset: 512") + "objectives: [{metric: val_acc, goal: max}, {metric: macs, goal: min}]\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = tmp_path / "runs"
+    status, out, err = cli("run", space_file, "--tracking-uri", uri, "--storage", storage, "--trials", "5", "--seed", "1")
+    assert status == 0, err
+
+    client = mlflow.MlflowClient(uri)
+    experiment, (parent,) = study(client, "pareto")
+    assert parent.data.params["sampler"] == "nsga2" and parent.data.params["scheduler"] == "none"
+    assert json.loads(parent.data.tags["cnnsearch.objectives"]) == [{"metric": "val_acc", "goal": "max"}, {"metric": "macs", "goal": "min"}]
+    runs = children(client, experiment.experiment_id, parent.info.run_id)
+    assert len(runs) == 5 and all(run.data.tags["cnnsearch.status"] == "completed" for run in runs)
+    for run in runs:
+        assert run.data.metrics["latency_ms"] > 0 and run.data.tags["cnnsearch.latency_machine"].startswith("cpu: ")
+    points = {run.info.run_id: (run.data.metrics["val_acc"], run.data.metrics["macs"]) for run in runs}
+    expected = non_dominated(points)
+    assert len(expected) >= 2, points  # a front, not a single best trial
+
+    # Optuna: two directions, and each trial told its accuracy and its MACs exactly as MLflow holds them.
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage / "optuna.journal")))
+    optuna_study = optuna.load_study(study_name="pareto", storage=journal)
+    assert optuna_study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    assert sorted(tuple(t.values) for t in optuna_study.trials) == sorted(points.values())
+
+    # The printed front: exactly the non-dominated completed trials.
+    printed = out.split("Pareto front of the 5 completed trials (val_acc max, macs min)")[1].split("Pictures:")[0]
+    assert {line.split()[-1] for line in printed.splitlines()[2:]} == expected
+    front_csv = Path(client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp_path)))
+    assert set(front_csv.read_text().splitlines()[0].split(",")) == {"trial", "run_id", "val_acc", "macs"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "plots")} >= {"plots/pareto.png"}
+
+    status, stdout, err = cli("query", "pareto", "--pareto", "--format", "json", "--tracking-uri", uri)
+    assert status == 0, err
+    front = json.loads(stdout)["pareto"]
+    assert {point["run_id"] for point in front} == expected
+    assert all((point["val_acc"], point["macs"]) == points[point["run_id"]] for point in front)
+
+    # export --where: the most accurate trial within a MACs bound that the most accurate trial is over.
+    best = max(points, key=lambda run: points[run][0])
+    bound = max(macs for _, macs in points.values() if macs < points[best][1])
+    within = max((run for run, (_, macs) in points.items() if macs <= bound), key=lambda run: points[run][0])
+    assert within != best
+    common = ["--retrain-epochs", "0", "--formats", "weights", "--force", "--tracking-uri", uri]
+    status, _, err = cli("export", "pareto", "--where", f"macs<={math.ceil(bound / 1e3)}K", "--out", tmp_path / "within", *common)
+    assert status == 0, err
+    assert json.loads((tmp_path / "within" / "meta.json").read_text())["trial_run_id"] == within
+    status, _, err = cli("export", "pareto", "--pareto", "--out", tmp_path / "front", *common)
+    assert status == 0, err
+    exported = {json.loads(meta.read_text())["trial_run_id"] for meta in (tmp_path / "front").glob("*/meta.json")}
+    assert exported == expected
+    for args, message in [(["--where", "accuracy>=0.5"], "'accuracy' is no metric of this study's trials"),
+                          (["--where", "macs<=1K"], "no completed trial meets it (macs of the completed trials: from"),
+                          (["--where", "macs<=lots"], "expected METRIC<=VALUE")]:
+        status, _, err = cli("export", "pareto", *args, "--out", tmp_path / "none", *common)
+        assert status == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_several_objectives_refuse_asha(tmp_path, cli):
+    space_file = tmp_path / "asha.yaml"
+    space_file.write_text(TINY + "objectives: [{metric: val_acc, goal: max}, {metric: latency_ms, goal: min}]\n")
+    status, _, err = cli("run", space_file, "--scheduler", "asha", "--storage", tmp_path / "runs", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
+    (line,) = [line for line in err.splitlines() if line.startswith("cnnsearch: error:")]
+    assert status == 2 and "--scheduler asha stops trials by accuracy alone" in line and "Traceback" not in err
