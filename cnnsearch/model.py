@@ -105,7 +105,7 @@ def build_model(arch: Arch, *, zero_init_residual: Collection[str] = ()) -> Netw
         except ValueError as error:
             raise ConfigError(f"stages.{index}: {error}") from None
         stages.add_module(str(index), stage)
-    pre_activation = get_family(arch.stages[-1].family).PRE_ACTIVATION
+    pre_activation = get_family(arch.stages[-1].family).pre_activation
     model = Network(arch, stem, stages, _head(arch.head, channels, arch.num_classes, pre_activation))
     _init_weights(model)
     for config, stage in zip(arch.stages, model.stages):

@@ -8,17 +8,18 @@ import pytest
 import torch
 
 from cnnsearch import Arch, build_model, load_arch, profile, save_arch
-from cnnsearch.blocks import get_family, list_families
-from cnnsearch.config import FAMILIES
+from cnnsearch.registry import get_family, list_families, register_family
 
 
 def small(**stage) -> Arch:
     return Arch.from_dict({"stem": {"channels": 16}, "stages": [stage]})
 
 
-def test_block_registry_matches_architecture_families():
-    assert list_families() == list(FAMILIES)
-    with pytest.raises(KeyError, match="known: dense, residual"):
+def test_registry_refuses_duplicates_and_names_the_known_families():
+    assert {"dense", "residual", "inception", "inverted_residual"} <= set(list_families())
+    with pytest.raises(ValueError, match="'dense' is registered twice"):
+        register_family(get_family("dense"))
+    with pytest.raises(KeyError, match="known: dense, "):
         get_family("transformer")
 
 
