@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+from typing import get_args
 
 import pytest
 import torch
 
 from cnnsearch import Arch, build_model, load_arch, profile, save_arch
+from cnnsearch.config import Row
 from cnnsearch.registry import get_family, list_families, register_family
 
 
@@ -21,6 +23,35 @@ def test_registry_refuses_duplicates_and_names_the_known_families():
         register_family(get_family("dense"))
     with pytest.raises(KeyError, match="known: dense, "):
         get_family("transformer")
+
+
+def required_knobs(family: str) -> dict:
+    """Small values for the knobs a family requires: 4 for a number, one row of 4s for a table."""
+    values = {}
+    for name, field in get_family(family).knobs.model_fields.items():
+        if field.is_required():
+            row = next((arg for arg in get_args(field.annotation) if isinstance(arg, type) and issubclass(arg, Row)), None)
+            values[name] = [[4] * len(row.model_fields)] if row else 4
+    return values
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("family", list_families())
+def test_every_family_builds_trains_and_keeps_its_output_size_rule(family, stride):
+    stage = {"family": family, "stride": stride, **required_knobs(family)}
+    arch = Arch.from_dict({"stem": {"channels": 8}, "stages": [stage, stage]})
+    torch.manual_seed(0)
+    model = build_model(arch).train()
+    images = torch.randn(2, 3, 32, 32)
+    features = model.stages(model.stem(images))
+    size = arch.stem.output_size(32)
+    for config in arch.stages:
+        size = config.output_size(size)
+    assert features.shape[-2:] == (size, size)
+    logits = model(images)
+    assert logits.shape == (2, 10)
+    logits.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 @pytest.mark.parametrize("name", ["resnet20", "densenet_bc_100_k12", "mobilenet_v2_cifar", "googlenet"])
