@@ -168,7 +168,6 @@ def window_out(size: int, kernel: int, stride: int, padding: int = 0, ceil_mode:
     return out
 
 
-Activation = Literal["relu", "relu6"]
 Stride = Literal[1, 2]
 
 
@@ -177,14 +176,15 @@ class Stem(_Value):
 
     Styles: ``imagenet`` 7x7 stride-2 conv + 3x3 stride-2 max-pool (ResNet, DenseNet);
     ``cifar`` 3x3 stride-1 conv (He et al. 2016, Huang et al. 2017 on CIFAR);
-    ``mobilenet`` 3x3 stride-2 conv (MobileNetV2); ``googlenet`` 7x7/2 conv, max-pool,
-    1x1 conv, 3x3 conv, max-pool, the first two convs with ``channels // 3`` outputs.
+    ``mobilenet`` 3x3 stride-2 conv (MobileNetV1 to V3); ``googlenet`` 7x7/2 conv, max-pool,
+    1x1 conv, 3x3 conv, max-pool, the first two convs with ``channels // 3`` outputs;
+    ``none``: the first stage sees the image (LeNet, AlexNet, VGG, NiN) and ``channels`` is unused.
     """
 
-    style: Literal["imagenet", "cifar", "mobilenet", "googlenet"] = "cifar"
+    style: Literal["imagenet", "cifar", "mobilenet", "googlenet", "none"] = "cifar"
     channels: int = Field(64, ge=1)
     norm: bool = Field(True, description="batch norm after each conv; false gives convs with bias")
-    activation: Literal["relu", "relu6", "none"] = Field(
+    activation: Literal["relu", "relu6", "hardswish", "none"] = Field(
         "relu", description="none suits pre-activation networks (DenseNet on CIFAR), whose first block starts with BN-ReLU"
     )
 
@@ -198,17 +198,36 @@ class Stem(_Value):
             return window_out(size, 3, 2, ceil_mode=True)
         return size
 
+    def out_channels(self, in_channels: int) -> int:
+        return in_channels if self.style == "none" else self.channels
+
 
 class Head(_Value):
-    """Global average pooling and a linear classifier, optionally after a 1x1 conv.
+    """The classifier after the last stage.
 
-    Networks whose last stage is pre-activation (dense) get a final batch norm + ReLU
-    before pooling automatically, as in DenseNet.
+    ``linear``: an optional 1x1 conv-BN-activation, average pooling to ``pool_size`` x
+    ``pool_size`` (1: global pooling; VGG 7, AlexNet 6), then linear layers: each width of
+    ``hidden`` followed by the activation, then the classifier; dropout comes before every
+    linear layer after the first, and before the classifier when there are no hidden layers
+    (VGG, MobileNetV3). Adaptive pooling makes the first linear layer's size independent
+    of the image size. ``conv``: NiN's classifier (Lin et al. 2014, arXiv:1312.4400), a NiN
+    block (3x3 conv, two 1x1 convs, each with ReLU) to ``num_classes`` channels, globally
+    average-pooled, after dropout. Networks whose last stage is pre-activation (dense) get
+    a final batch norm + ReLU first, as in DenseNet.
     """
 
+    classifier: Literal["linear", "conv"] = "linear"
     channels: int = Field(0, ge=0, description="1x1 conv-BN-activation before pooling (MobileNetV2: 1280); 0 for none")
-    activation: Activation = "relu"
+    activation: Literal["relu", "relu6", "sigmoid", "tanh", "hardswish"] = "relu"
+    pool_size: int = Field(1, ge=1, description="side of the adaptive average pool")
+    hidden: tuple[Annotated[int, Field(ge=1)], ...] = Field((), description="widths of the hidden linear layers (VGG: 4096, 4096)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _conv_classifier_alone(self) -> Head:
+        if self.classifier == "conv" and (self.channels or self.hidden or self.pool_size != 1):
+            raise ValueError("a conv classifier takes no channels, hidden or pool_size")
+        return self
 
 
 class StageConfig(_Value):
@@ -262,6 +281,9 @@ def _stage(data: Any) -> Any:
 Stage = Annotated[SerializeAsAny[StageConfig], BeforeValidator(_stage)]
 
 
+_LARGEST_INPUT = 4096  # the search for the smallest input a network takes stops here
+
+
 class Arch(_Value):
     """One concrete network: stem, stages (each of any family), head."""
 
@@ -275,16 +297,28 @@ class Arch(_Value):
 
     @model_validator(mode="after")
     def _input_survives(self) -> Arch:
-        size = self.stem.output_size(self.input_size)
-        if size < 1:
+        shrunk = self._shrinks_at(self.input_size)
+        if shrunk == "stem":
             raise ValueError(f"stem.style: the {self.stem.style} stem shrinks a {self.input_size}x{self.input_size} input below 1x1")
+        if shrunk is not None:
+            # Plain stages and heads of fixed size cannot fit every image: say what would.
+            smallest = next((size for size in range(self.input_size + 1, _LARGEST_INPUT) if self._shrinks_at(size) is None), None)
+            needs = f"; this network needs inputs of at least {smallest}x{smallest}" if smallest else ""
+            raise ValueError(
+                f"stages.{shrunk}.stride: a {self.input_size}x{self.input_size} input shrinks below 1x1 at this stage{needs}"
+            )
+        return self
+
+    def _shrinks_at(self, input_size: int) -> str | int | None:
+        """Where an input of ``input_size`` would shrink below 1x1: "stem", a stage's index, or None."""
+        size = self.stem.output_size(input_size)
+        if size < 1:
+            return "stem"
         for index, stage in enumerate(self.stages):
             size = stage.output_size(size)
             if size < 1:
-                raise ValueError(
-                    f"stages.{index}.stride: a {self.input_size}x{self.input_size} input shrinks below 1x1 at this stage"
-                )
-        return self
+                return index
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that :meth:`from_dict` (or an architecture file) reads back."""

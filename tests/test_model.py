@@ -8,7 +8,7 @@ from typing import get_args
 import pytest
 import torch
 
-from cnnsearch import Arch, build_model, load_arch, profile, save_arch
+from cnnsearch import Arch, ConfigError, build_model, load_arch, profile, save_arch
 from cnnsearch.config import Row
 from cnnsearch.registry import get_family, list_families, register_family
 
@@ -196,3 +196,20 @@ def test_profile_needs_no_weights():
     """On the meta device: a network far larger than memory still profiles."""
     huge = small(family="residual", num_blocks=40, width=16384)
     assert profile(huge).params > 10**11
+
+
+def test_mlp_head_pools_to_its_own_size_so_any_image_size_fits():
+    arch = load_arch("lenet5")
+    for size in (28, 32, 64):
+        model = build_model(Arch.from_dict(arch.to_dict() | {"input_size": size}))
+        assert model.head.hidden0.in_features == 16 * 5 * 5
+        assert model(torch.randn(2, 1, size, size)).shape == (2, 10)
+
+
+def test_conv_classifier_emits_the_classes_without_a_linear_layer():
+    arch = Arch.from_dict({"stem": {"style": "none"}, "stages": [{"family": "nin", "channels": 16}], "head": {"classifier": "conv"}})
+    model = build_model(arch)
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="head: a conv classifier takes no channels, hidden or pool_size"):
+        Arch.from_dict(arch.to_dict() | {"head": {"classifier": "conv", "hidden": [64]}})

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from ..registry import get_family, list_families
 from . import dense  # noqa: F401
+from . import depthwise_separable  # noqa: F401
 from . import inception  # noqa: F401
 from . import inverted_residual  # noqa: F401
 from . import nin  # noqa: F401
+from . import plain  # noqa: F401
 from . import residual  # noqa: F401
 
 __all__ = ["get_family", "list_families"]
