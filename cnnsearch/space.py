@@ -7,6 +7,10 @@ A space mirrors an architecture file (stem, stages, head) but any value may be a
 * a mapping is a range: ``num_layers: {low: 6, high: 24, step: 2}``,
   ``dropout: {low: 0.0, high: 0.3}``, ``width: {low: 16, high: 256, log: true}``.
 
+A knob whose value is itself a list (inception ``modules``, the head's ``hidden`` widths)
+is given element by element, each element a knob: ``hidden: [[256, 512], 512]`` is two
+hidden layers, the first 256 or 512 wide (named ``head.hidden.0``).
+
 Family knobs shared by every stage of a family sit in a top-level section named after
 it (``dense: {growth_rate: [12, 24]}``, sampled once as ``dense.growth_rate``); a stage
 may override them in its own section (``stages.2.dense.num_layers``). Each stage picks
@@ -188,7 +192,8 @@ def _parse_knob(raw: Any, field: FieldInfo, path: str) -> Knob:
     return FloatRange(low, high, step, log)
 
 
-# A template is a nested dict whose leaves are knobs; lists hold the rows of a table knob.
+# A template is a nested dict whose leaves are knobs; lists hold the rows of a table knob
+# (templates) or the elements of a list knob (knobs).
 Template = dict[str, Any]
 
 
@@ -207,9 +212,21 @@ def _parse_struct(model: type[BaseModel], raw: Any, path: str, skip: tuple[str, 
             if not isinstance(value, list) or not value:
                 raise _Bad(where, f"expected a non-empty list of rows ({', '.join(row.model_fields)})")
             template[key] = [_parse_struct(row, _row_mapping(row, item, f"{where}.{i}"), f"{where}.{i}") for i, item in enumerate(value)]
+        elif (element := _element_field(model.model_fields[key])) is not None:
+            if not isinstance(value, list):
+                raise _Bad(where, f"expected a list of values, got {value!r}")
+            template[key] = [_parse_knob(item, element, f"{where}.{i}") for i, item in enumerate(value)]
         else:
             template[key] = _parse_knob(value, model.model_fields[key], where)
     return template
+
+
+def _element_field(field: FieldInfo) -> FieldInfo | None:
+    """The element of a knob that is a list of numbers (``tuple[int, ...]``): each element is a knob of its own."""
+    args = get_args(field.annotation)
+    if get_origin(field.annotation) is tuple and args and args[-1] is Ellipsis:
+        return FieldInfo.from_annotation(args[0])
+    return None
 
 
 def _row_model(field: FieldInfo) -> type[Row] | None:
@@ -235,7 +252,7 @@ def _flatten(template: Template, prefix: str) -> dict[str, Knob]:
         name = f"{prefix}.{key}"
         if isinstance(node, list):
             for index, item in enumerate(node):
-                knobs.update(_flatten(item, f"{name}.{index}"))
+                knobs.update(_flatten(item, f"{name}.{index}") if isinstance(item, dict) else {f"{name}.{index}": item})
         else:
             knobs[name] = node
     return knobs
@@ -372,7 +389,10 @@ class Space:
             out: dict[str, Any] = {}
             for key, node in template.items():
                 name = f"{prefix}.{key}"
-                out[key] = [fill(item, f"{name}.{i}") for i, item in enumerate(node)] if isinstance(node, list) else value(name, node)
+                if isinstance(node, list):
+                    out[key] = [fill(item, f"{name}.{i}") if isinstance(item, dict) else value(f"{name}.{i}", item) for i, item in enumerate(node)]
+                else:
+                    out[key] = value(name, node)
             return out
 
         stages = []
