@@ -214,13 +214,18 @@ class Head(_Value):
     block (3x3 conv, two 1x1 convs, each with ReLU) to ``num_classes`` channels, globally
     average-pooled, after dropout. Networks whose last stage is pre-activation (dense) get
     a final batch norm + ReLU first, as in DenseNet.
+
+    ``classifier``, ``pool_size`` and ``hidden`` are left out of files and digests at their
+    defaults, so that architectures written before they existed keep their digests.
     """
 
-    classifier: Literal["linear", "conv"] = "linear"
+    classifier: Literal["linear", "conv"] = Field("linear", exclude_if=lambda value: value == "linear")
     channels: int = Field(0, ge=0, description="1x1 conv-BN-activation before pooling (MobileNetV2: 1280); 0 for none")
     activation: Literal["relu", "relu6", "sigmoid", "tanh", "hardswish"] = "relu"
-    pool_size: int = Field(1, ge=1, description="side of the adaptive average pool")
-    hidden: tuple[Annotated[int, Field(ge=1)], ...] = Field((), description="widths of the hidden linear layers (VGG: 4096, 4096)")
+    pool_size: int = Field(1, ge=1, description="side of the adaptive average pool", exclude_if=lambda value: value == 1)
+    hidden: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+        (), description="widths of the hidden linear layers (VGG: 4096, 4096)", exclude_if=lambda value: value == ()
+    )
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")

@@ -74,6 +74,12 @@ def test_digest_ignores_the_name_only():
     assert load_arch("resnet56").digest != arch.digest
 
 
+def test_digests_of_architectures_written_before_the_new_head_knobs_do_not_change():
+    """Studies recorded before MLP and conv heads existed still find their architectures by digest."""
+    assert load_arch("resnet20").digest == "dbeddac8e458fe0c"
+    assert "hidden" not in load_arch("resnet20").to_dict()["head"]
+
+
 def test_model_carries_its_architecture():
     arch = load_arch("resnet20")
     assert build_model(arch).arch == arch
