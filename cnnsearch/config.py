@@ -2,7 +2,9 @@
 
 An :class:`Arch` is what a search space samples, what a preset or an architecture file
 holds and what :func:`cnnsearch.build_model` turns into a network. It is frozen, hashable
-and serializable to YAML; it imports no torch.
+and serializable to YAML; it imports no torch. A stage is validated by the knobs of its
+family, which :mod:`cnnsearch.registry` finds; the families register themselves from
+:mod:`cnnsearch.blocks`, which importing :mod:`cnnsearch` imports.
 """
 
 from __future__ import annotations
@@ -13,28 +15,37 @@ import math
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from .registry import get_family, list_families
 
 __all__ = [
     "Arch",
     "ConfigError",
-    "DenseStage",
-    "FAMILIES",
     "Head",
-    "InceptionModule",
-    "InceptionStage",
-    "InvertedResidualStage",
     "Recipe",
-    "ResidualStage",
+    "Row",
     "Stage",
+    "StageConfig",
     "Stem",
     "list_presets",
     "load_arch",
     "load_yaml",
     "save_arch",
+    "window_out",
 ]
 
 
@@ -102,23 +113,23 @@ def format_validation_error(error: ValidationError, source: str, prefix: str = "
     """One line naming the file and the dotted key path of the first problem."""
     first = error.errors()[0]
     loc = [str(part) for part in first["loc"]]
-    # Discriminated unions put the family name into the path: stages.0.dense.x -> stages.0.x
-    if len(loc) >= 3 and loc[0] == "stages" and loc[2] in FAMILIES:
+    # A stage's errors carry its family in the path (stages.0.dense.x): name it in the message instead
+    if len(loc) >= 3 and loc[0] == "stages" and loc[2] in list_families():
         family = loc.pop(2)
     else:
         family = None
     path = ".".join(([prefix] if prefix else []) + loc)
     kind = first["type"]
     if kind == "extra_forbidden":
-        owner = FAMILIES[family] if family else None
+        owner = get_family(family).knobs if family else None
         known = ", ".join(owner.model_fields) if owner else None
         what = f"not a knob of family {family}" if family else "unknown key"
         message = f"{what}" + (f" (its knobs: {known})" if known else "")
     elif kind == "union_tag_invalid":
-        message = f"unknown family {first['input'] if not isinstance(first['input'], dict) else first['input'].get('family')!r}; known: {', '.join(FAMILIES)}"
+        message = f"unknown family {first['input'] if not isinstance(first['input'], dict) else first['input'].get('family')!r}; known: {', '.join(list_families())}"
         path = f"{path}.family" if path else "family"
     elif kind == "union_tag_not_found":
-        message = f"missing 'family' (one of {', '.join(FAMILIES)})"
+        message = f"missing 'family' (one of {', '.join(list_families())})"
     elif kind == "missing":
         message = "missing required key"
     elif kind == "value_error":
@@ -148,7 +159,7 @@ class _Value(BaseModel):
         return data
 
 
-def _window_out(size: int, kernel: int, stride: int, padding: int = 0, ceil_mode: bool = False) -> int:
+def window_out(size: int, kernel: int, stride: int, padding: int = 0, ceil_mode: bool = False) -> int:
     """Output length of a convolution or pooling window, as torch computes it."""
     span = size + 2 * padding - kernel
     out = (-(-span // stride) if ceil_mode else span // stride) + 1
@@ -157,7 +168,6 @@ def _window_out(size: int, kernel: int, stride: int, padding: int = 0, ceil_mode
     return out
 
 
-Activation = Literal["relu", "relu6"]
 Stride = Literal[1, 2]
 
 
@@ -166,164 +176,117 @@ class Stem(_Value):
 
     Styles: ``imagenet`` 7x7 stride-2 conv + 3x3 stride-2 max-pool (ResNet, DenseNet);
     ``cifar`` 3x3 stride-1 conv (He et al. 2016, Huang et al. 2017 on CIFAR);
-    ``mobilenet`` 3x3 stride-2 conv (MobileNetV2); ``googlenet`` 7x7/2 conv, max-pool,
-    1x1 conv, 3x3 conv, max-pool, the first two convs with ``channels // 3`` outputs.
+    ``mobilenet`` 3x3 stride-2 conv (MobileNetV1 to V3); ``googlenet`` 7x7/2 conv, max-pool,
+    1x1 conv, 3x3 conv, max-pool, the first two convs with ``channels // 3`` outputs;
+    ``none``: the first stage sees the image (LeNet, AlexNet, VGG, NiN) and ``channels`` is unused.
     """
 
-    style: Literal["imagenet", "cifar", "mobilenet", "googlenet"] = "cifar"
+    style: Literal["imagenet", "cifar", "mobilenet", "googlenet", "none"] = "cifar"
     channels: int = Field(64, ge=1)
     norm: bool = Field(True, description="batch norm after each conv; false gives convs with bias")
-    activation: Literal["relu", "relu6", "none"] = Field(
+    activation: Literal["relu", "relu6", "hardswish", "none"] = Field(
         "relu", description="none suits pre-activation networks (DenseNet on CIFAR), whose first block starts with BN-ReLU"
     )
 
     def output_size(self, size: int) -> int:
         if self.style == "imagenet":
-            return _window_out(_window_out(size, 7, 2, 3), 3, 2, 1)
+            return window_out(window_out(size, 7, 2, 3), 3, 2, 1)
         if self.style == "mobilenet":
-            return _window_out(size, 3, 2, 1)
+            return window_out(size, 3, 2, 1)
         if self.style == "googlenet":
-            size = _window_out(_window_out(size, 7, 2, 3), 3, 2, ceil_mode=True)
-            return _window_out(size, 3, 2, ceil_mode=True)
+            size = window_out(window_out(size, 7, 2, 3), 3, 2, ceil_mode=True)
+            return window_out(size, 3, 2, ceil_mode=True)
         return size
+
+    def out_channels(self, in_channels: int) -> int:
+        return in_channels if self.style == "none" else self.channels
 
 
 class Head(_Value):
-    """Global average pooling and a linear classifier, optionally after a 1x1 conv.
+    """The classifier after the last stage.
 
-    Networks whose last stage is pre-activation (dense) get a final batch norm + ReLU
-    before pooling automatically, as in DenseNet.
+    ``linear``: an optional 1x1 conv-BN-activation, average pooling to ``pool_size`` x
+    ``pool_size`` (1: global pooling; VGG 7, AlexNet 6), then linear layers: each width of
+    ``hidden`` followed by the activation, then the classifier; dropout comes before every
+    linear layer after the first, and before the classifier when there are no hidden layers
+    (VGG, MobileNetV3). Adaptive pooling makes the first linear layer's size independent
+    of the image size. ``conv``: NiN's classifier (Lin et al. 2014, arXiv:1312.4400), a NiN
+    block (3x3 conv, two 1x1 convs, each with ReLU) to ``num_classes`` channels, globally
+    average-pooled, after dropout. Networks whose last stage is pre-activation (dense) get
+    a final batch norm + ReLU first, as in DenseNet.
+
+    ``classifier``, ``pool_size`` and ``hidden`` are left out of files and digests at their
+    defaults, so that architectures written before they existed keep their digests.
     """
 
+    classifier: Literal["linear", "conv"] = Field("linear", exclude_if=lambda value: value == "linear")
     channels: int = Field(0, ge=0, description="1x1 conv-BN-activation before pooling (MobileNetV2: 1280); 0 for none")
-    activation: Activation = "relu"
+    activation: Literal["relu", "relu6", "sigmoid", "tanh", "hardswish"] = "relu"
+    pool_size: int = Field(1, ge=1, description="side of the adaptive average pool", exclude_if=lambda value: value == 1)
+    hidden: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+        (), description="widths of the hidden linear layers (VGG: 4096, 4096)", exclude_if=lambda value: value == ()
+    )
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
-
-class DenseStage(_Value):
-    """A dense block (Huang et al. 2017, arXiv:1608.06993).
-
-    A stride-2 stage opens with a transition: BN-ReLU-1x1 conv to
-    ``floor(compression * channels)`` channels and 2x2 average pooling.
-    """
-
-    family: Literal["dense"] = "dense"
-    stride: Stride = 1
-    num_layers: int = Field(ge=1, description="layers in the block")
-    growth_rate: int = Field(12, ge=1, description="k: channels each layer adds")
-    bn_size: int = Field(4, ge=0, description="bottleneck width as a multiple of k (DenseNet-B); 0 for no bottleneck")
-    compression: float = Field(0.5, gt=0.0, le=1.0, description="theta of the opening transition (DenseNet-C)")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout after each layer")
-    memory_efficient: bool = Field(False, description="recompute concat-BN-ReLU-conv in backward instead of storing it")
-
-    def output_size(self, size: int) -> int:
-        return size // 2 if self.stride == 2 else size
-
-
-class ResidualStage(_Value):
-    """A stage of residual blocks (He et al. 2016, arXiv:1512.03385; ResNeXt, arXiv:1611.05431).
-
-    ``width`` is the stage's base width (planes); blocks output ``width * 1`` (basic)
-    or ``width * 4`` (bottleneck) channels. The bottleneck's 3x3 conv has
-    ``int(width * width_per_group / 64) * groups`` channels, strided as in ResNet v1.5.
-    Shortcuts when the shape changes: ``pad`` subsamples and zero-pads channels
-    (option A), ``projection`` uses a 1x1 conv + BN (option B), ``all_projection``
-    projects in every block (option C).
-    """
-
-    family: Literal["residual"] = "residual"
-    stride: Stride = 1
-    block: Literal["basic", "bottleneck"] = "basic"
-    num_blocks: int = Field(ge=1)
-    width: int = Field(64, ge=1)
-    groups: int = Field(1, ge=1, description="C: cardinality of the grouped 3x3 conv")
-    width_per_group: int = Field(64, ge=1, description="d: channels per group at width 64")
-    shortcut: Literal["pad", "projection", "all_projection"] = "projection"
-
     @model_validator(mode="after")
-    def _basic_is_not_grouped(self) -> ResidualStage:
-        if self.block == "basic" and (self.groups != 1 or self.width_per_group != 64):
-            raise ValueError("basic blocks take only groups=1 and width_per_group=64; use block: bottleneck for ResNeXt")
+    def _conv_classifier_alone(self) -> Head:
+        if self.classifier == "conv" and (self.channels or self.hidden or self.pool_size != 1):
+            raise ValueError("a conv classifier takes no channels, hidden or pool_size")
         return self
 
-    @property
-    def out_channels(self) -> int:
-        return self.width * (4 if self.block == "bottleneck" else 1)
 
-    def output_size(self, size: int) -> int:
-        return _window_out(size, 3, self.stride, 1)
+class StageConfig(_Value):
+    """The knobs of one stage, validated; each block family in :mod:`cnnsearch.blocks` subclasses it.
 
-
-class InceptionModule(_Value):
-    """Branch widths of one Inception module (Szegedy et al. 2015, arXiv:1409.4842, table 1).
-
-    The "5x5" branch uses a 3x3 conv, as torchvision's GoogLeNet does.
+    A subclass declares ``family: Literal["name"] = "name"``, its knobs (the paper's
+    symbol in each field's description) and :meth:`output_size`.
     """
 
-    ch1x1: int = Field(ge=1)
-    ch3x3_reduce: int = Field(ge=1)
-    ch3x3: int = Field(ge=1)
-    ch5x5_reduce: int = Field(ge=1)
-    ch5x5: int = Field(ge=1)
-    pool_proj: int = Field(ge=1)
+    family: str
+
+    def output_size(self, size: int) -> int:
+        """Height (= width) of the stage's output for an input of ``size``."""
+        raise NotImplementedError
+
+
+class Row(_Value):
+    """A table row of a family's knobs, written as a mapping or, as in the paper's table, a list in field order."""
 
     @model_validator(mode="before")
     @classmethod
     def _from_row(cls, data: Any) -> Any:
-        # Rows as in the paper's table: [1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj]
         if isinstance(data, (list, tuple)):
             if len(data) != len(cls.model_fields):
-                raise ValueError(f"a module row has {len(cls.model_fields)} widths ({', '.join(cls.model_fields)}), got {len(data)}")
+                raise ValueError(f"a row has {len(cls.model_fields)} values ({', '.join(cls.model_fields)}), got {len(data)}")
             return dict(zip(cls.model_fields, data))
         return data
 
-    @property
-    def out_channels(self) -> int:
-        return self.ch1x1 + self.ch3x3 + self.ch5x5 + self.pool_proj
+
+def _stage(data: Any) -> Any:
+    """Validate a stage with the knobs of its family, found in the registry when it is validated."""
+    if isinstance(data, StageConfig):
+        return data
+    if not isinstance(data, dict):
+        raise PydanticCustomError("model_type", "expected a mapping")
+    if "family" not in data:
+        raise PydanticCustomError("union_tag_not_found", "missing family")
+    if data["family"] not in list_families():
+        raise PydanticCustomError("union_tag_invalid", "unknown family")
+    try:
+        return get_family(data["family"]).knobs.model_validate(data)
+    except ValidationError as error:
+        # Put the family into the path, as a discriminated union does: stages.0.dense.x
+        details = [
+            {"type": e["type"], "loc": (data["family"], *e["loc"]), "input": e["input"], **({"ctx": e["ctx"]} if "ctx" in e else {})}
+            for e in error.errors()
+        ]
+        raise ValidationError.from_exception_data(error.title, details) from None
 
 
-class InceptionStage(_Value):
-    """Inception modules; a stride-2 stage opens with a ceil-mode max-pool."""
-
-    family: Literal["inception"] = "inception"
-    stride: Stride = 1
-    modules: tuple[InceptionModule, ...] = Field(min_length=1)
-    batch_norm: bool = Field(True, description="BN after every conv (torchvision); false is the 2014 paper")
-    pool_kernel_size: int = Field(3, ge=2, description="kernel of the downsampling max-pool")
-
-    def output_size(self, size: int) -> int:
-        return _window_out(size, self.pool_kernel_size, 2, ceil_mode=True) if self.stride == 2 else size
+Stage = Annotated[SerializeAsAny[StageConfig], BeforeValidator(_stage)]
 
 
-class InvertedResidualStage(_Value):
-    """A row ``t, c, n, s`` of MobileNetV2 (Sandler et al. 2018, arXiv:1801.04381, table 2).
-
-    Output channels are ``channels * width_multiplier`` rounded to a multiple of 8.
-    """
-
-    family: Literal["inverted_residual"] = "inverted_residual"
-    stride: Stride = 1
-    expansion: float = Field(6.0, ge=1.0, description="t: expansion ratio of the hidden layer")
-    channels: int = Field(ge=1, description="c: output channels at width 1.0")
-    num_blocks: int = Field(1, ge=1, description="n: repeats")
-    width_multiplier: float = Field(1.0, gt=0.0, description="alpha")
-    squeeze_excitation: bool = Field(False, description="SE after the depthwise conv, as in MobileNetV3")
-
-    def output_size(self, size: int) -> int:
-        return _window_out(size, 3, self.stride, 1)
-
-
-FAMILIES: dict[str, type[_Value]] = {
-    "dense": DenseStage,
-    "residual": ResidualStage,
-    "inception": InceptionStage,
-    "inverted_residual": InvertedResidualStage,
-}
-
-Stage = Annotated[
-    Union[DenseStage, ResidualStage, InceptionStage, InvertedResidualStage],
-    Field(discriminator="family"),
-]
+_LARGEST_INPUT = 4096  # the search for the smallest input a network takes stops here
 
 
 class Arch(_Value):
@@ -339,16 +302,28 @@ class Arch(_Value):
 
     @model_validator(mode="after")
     def _input_survives(self) -> Arch:
-        size = self.stem.output_size(self.input_size)
-        if size < 1:
+        shrunk = self._shrinks_at(self.input_size)
+        if shrunk == "stem":
             raise ValueError(f"stem.style: the {self.stem.style} stem shrinks a {self.input_size}x{self.input_size} input below 1x1")
+        if shrunk is not None:
+            # Plain stages and heads of fixed size cannot fit every image: say what would.
+            smallest = next((size for size in range(self.input_size + 1, _LARGEST_INPUT) if self._shrinks_at(size) is None), None)
+            needs = f"; this network needs inputs of at least {smallest}x{smallest}" if smallest else ""
+            raise ValueError(
+                f"stages.{shrunk}.stride: a {self.input_size}x{self.input_size} input shrinks below 1x1 at this stage{needs}"
+            )
+        return self
+
+    def _shrinks_at(self, input_size: int) -> str | int | None:
+        """Where an input of ``input_size`` would shrink below 1x1: "stem", a stage's index, or None."""
+        size = self.stem.output_size(input_size)
+        if size < 1:
+            return "stem"
         for index, stage in enumerate(self.stages):
             size = stage.output_size(size)
             if size < 1:
-                raise ValueError(
-                    f"stages.{index}.stride: a {self.input_size}x{self.input_size} input shrinks below 1x1 at this stage"
-                )
-        return self
+                return index
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that :meth:`from_dict` (or an architecture file) reads back."""

@@ -8,20 +8,21 @@ from functools import partial
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
-from .blocks import get_family, inception
+from .blocks import get_family, inception, nin
 from .config import Arch, ConfigError, Head, Stem
+from .layers import ACTIVATIONS, activation
 
 __all__ = ["Network", "build_model"]
-
-_ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "none": None}
 
 
 def _stem(stem: Stem, in_channels: int) -> nn.Sequential:
     conv = partial(
         Conv2dNormActivation,
         norm_layer=nn.BatchNorm2d if stem.norm else None,
-        activation_layer=_ACTIVATIONS[stem.activation],
+        activation_layer=ACTIVATIONS.get(stem.activation),
     )
+    if stem.style == "none":
+        return nn.Sequential()
     if stem.style == "imagenet":
         return nn.Sequential(conv(in_channels, stem.channels, 7, stride=2), nn.MaxPool2d(3, stride=2, padding=1))
     if stem.style == "mobilenet":
@@ -44,16 +45,29 @@ def _head(head: Head, in_channels: int, num_classes: int, pre_activation: bool) 
     if pre_activation:
         layers.add_module("norm", nn.BatchNorm2d(in_channels))
         layers.add_module("relu", nn.ReLU(inplace=True))
+    if head.classifier == "conv":
+        if head.dropout:
+            layers.add_module("dropout", nn.Dropout(head.dropout))
+        layers.add_module("classifier", nin.nin_block(in_channels, num_classes, kernel_size=3, stride=1, padding=1))
+        layers.add_module("pool", nn.AdaptiveAvgPool2d(1))
+        layers.add_module("flatten", nn.Flatten(1))
+        return layers
     if head.channels:
-        layers.add_module(
-            "conv", Conv2dNormActivation(in_channels, head.channels, 1, activation_layer=_ACTIVATIONS[head.activation])
-        )
+        conv = Conv2dNormActivation(in_channels, head.channels, 1, activation_layer=ACTIVATIONS[head.activation], inplace=None)
+        layers.add_module("conv", conv)
         in_channels = head.channels
-    layers.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    layers.add_module("pool", nn.AdaptiveAvgPool2d(head.pool_size))
     layers.add_module("flatten", nn.Flatten(1))
+    features = in_channels * head.pool_size**2
+    for index, width in enumerate(head.hidden):
+        if index and head.dropout:
+            layers.add_module(f"hidden{index}_dropout", nn.Dropout(head.dropout))
+        layers.add_module(f"hidden{index}", nn.Linear(features, width))
+        layers.add_module(f"hidden{index}_act", activation(head.activation))
+        features = width
     if head.dropout:
         layers.add_module("dropout", nn.Dropout(head.dropout))
-    layers.add_module("fc", nn.Linear(in_channels, num_classes))
+    layers.add_module("fc", nn.Linear(features, num_classes))
     return layers
 
 
@@ -97,7 +111,7 @@ def build_model(arch: Arch, *, zero_init_residual: Collection[str] = ()) -> Netw
             shortcut that would have to drop channels).
     """
     stem = _stem(arch.stem, arch.in_channels)
-    channels = arch.stem.channels
+    channels = arch.stem.out_channels(arch.in_channels)
     stages = nn.Sequential()
     for index, config in enumerate(arch.stages):
         try:
@@ -105,7 +119,7 @@ def build_model(arch: Arch, *, zero_init_residual: Collection[str] = ()) -> Netw
         except ValueError as error:
             raise ConfigError(f"stages.{index}: {error}") from None
         stages.add_module(str(index), stage)
-    pre_activation = get_family(arch.stages[-1].family).PRE_ACTIVATION
+    pre_activation = get_family(arch.stages[-1].family).pre_activation
     model = Network(arch, stem, stages, _head(arch.head, channels, arch.num_classes, pre_activation))
     _init_weights(model)
     for config, stage in zip(arch.stages, model.stages):

@@ -7,6 +7,10 @@ A space mirrors an architecture file (stem, stages, head) but any value may be a
 * a mapping is a range: ``num_layers: {low: 6, high: 24, step: 2}``,
   ``dropout: {low: 0.0, high: 0.3}``, ``width: {low: 16, high: 256, log: true}``.
 
+A knob whose value is itself a list (inception ``modules``, the head's ``hidden`` widths)
+is given element by element, each element a knob: ``hidden: [[256, 512], 512]`` is two
+hidden layers, the first 256 or 512 wide (named ``head.hidden.0``).
+
 Family knobs shared by every stage of a family sit in a top-level section named after
 it (``dense: {growth_rate: [12, 24]}``, sampled once as ``dense.growth_rate``); a stage
 may override them in its own section (``stages.2.dense.num_layers``). Each stage picks
@@ -25,12 +29,13 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol, get_origin
+from typing import Annotated, Any, Literal, Protocol, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
-from .config import FAMILIES, Arch, ConfigError, Head, InceptionModule, Recipe, Stem, format_validation_error, load_yaml
+from .config import Arch, ConfigError, Head, Recipe, Row, Stem, format_validation_error, load_yaml
+from .registry import get_family, list_families
 
 __all__ = [
     "ACCURACY",
@@ -190,7 +195,8 @@ def _parse_knob(raw: Any, field: FieldInfo, path: str) -> Knob:
     return FloatRange(low, high, step, log)
 
 
-# A template is a nested dict whose leaves are knobs; lists hold inception modules.
+# A template is a nested dict whose leaves are knobs; lists hold the rows of a table knob
+# (templates) or the elements of a list knob (knobs).
 Template = dict[str, Any]
 
 
@@ -204,20 +210,41 @@ def _parse_struct(model: type[BaseModel], raw: Any, path: str, skip: tuple[str, 
             owner = f"not a knob of family {model.model_fields['family'].default}" if "family" in model.model_fields else "unknown key"
             raise _Bad(f"{path}.{key}" if path else str(key), f"{owner} (known: {', '.join(known)})")
         where = f"{path}.{key}" if path else key
-        if key == "modules":
+        row = _row_model(model.model_fields[key])
+        if row is not None:
             if not isinstance(value, list) or not value:
-                raise _Bad(where, "expected a non-empty list of inception modules")
-            template[key] = [_parse_struct(InceptionModule, _module_mapping(row, f"{where}.{i}"), f"{where}.{i}") for i, row in enumerate(value)]
+                raise _Bad(where, f"expected a non-empty list of rows ({', '.join(row.model_fields)})")
+            template[key] = [_parse_struct(row, _row_mapping(row, item, f"{where}.{i}"), f"{where}.{i}") for i, item in enumerate(value)]
+        elif (element := _element_field(model.model_fields[key])) is not None:
+            if not isinstance(value, list):
+                raise _Bad(where, f"expected a list of values, got {value!r}")
+            template[key] = [_parse_knob(item, element, f"{where}.{i}") for i, item in enumerate(value)]
         else:
             template[key] = _parse_knob(value, model.model_fields[key], where)
     return template
 
 
-def _module_mapping(row: Any, path: str) -> Any:
+def _element_field(field: FieldInfo) -> FieldInfo | None:
+    """The element of a knob that is a list of numbers (``tuple[int, ...]``): each element is a knob of its own."""
+    args = get_args(field.annotation)
+    if get_origin(field.annotation) is tuple and args and args[-1] is Ellipsis:
+        return FieldInfo.from_annotation(args[0])
+    return None
+
+
+def _row_model(field: FieldInfo) -> type[Row] | None:
+    """The row type of a knob that is a table (``tuple[SomeRow, ...]``), else None."""
+    args = get_args(field.annotation)
+    if get_origin(field.annotation) is tuple and args and isinstance(args[0], type) and issubclass(args[0], Row):
+        return args[0]
+    return None
+
+
+def _row_mapping(model: type[Row], row: Any, path: str) -> Any:
     if isinstance(row, list):
-        names = list(InceptionModule.model_fields)
+        names = list(model.model_fields)
         if len(row) != len(names):
-            raise _Bad(path, f"a module row has {len(names)} widths ({', '.join(names)}), got {len(row)}")
+            raise _Bad(path, f"a row has {len(names)} values ({', '.join(names)}), got {len(row)}")
         return dict(zip(names, row))
     return row
 
@@ -228,7 +255,7 @@ def _flatten(template: Template, prefix: str) -> dict[str, Knob]:
         name = f"{prefix}.{key}"
         if isinstance(node, list):
             for index, item in enumerate(node):
-                knobs.update(_flatten(item, f"{name}.{index}"))
+                knobs.update(_flatten(item, f"{name}.{index}") if isinstance(item, dict) else {f"{name}.{index}": item})
         else:
             knobs[name] = node
     return knobs
@@ -410,7 +437,10 @@ class Space:
             out: dict[str, Any] = {}
             for key, node in template.items():
                 name = f"{prefix}.{key}"
-                out[key] = [fill(item, f"{name}.{i}") for i, item in enumerate(node)] if isinstance(node, list) else value(name, node)
+                if isinstance(node, list):
+                    out[key] = [fill(item, f"{name}.{i}") if isinstance(item, dict) else value(f"{name}.{i}", item) for i, item in enumerate(node)]
+                else:
+                    out[key] = value(name, node)
             return out
 
         stages = []
@@ -568,15 +598,16 @@ class _CornerTrial:
 
 
 def _parse_family_knob(raw: Any, path: str) -> Knob:
-    field = FieldInfo(annotation=Literal[tuple(FAMILIES)])  # type: ignore[valid-type]
+    field = FieldInfo(annotation=Literal[tuple(list_families())])  # type: ignore[valid-type]
     try:
         return _parse_knob(raw, field, path)
     except _Bad:
-        raise _Bad(path, f"unknown family {raw!r}; known: {', '.join(FAMILIES)}") from None
+        raise _Bad(path, f"unknown family {raw!r}; known: {', '.join(list_families())}") from None
 
 
 def _parse(doc: dict[str, Any], default_name: str) -> dict[str, Any]:
-    allowed = {"name", "description", "family", "stem", "head", "stages", "objectives", *_FIXED_INTS, *FAMILIES, *_SECTIONS}
+    families_known = list_families()
+    allowed = {"name", "description", "family", "stem", "head", "stages", "objectives", *_FIXED_INTS, *families_known, *_SECTIONS}
     for key in doc:
         if key not in allowed:
             raise _Bad(str(key), f"unknown key (known: {', '.join(sorted(allowed))})")
@@ -618,7 +649,7 @@ def _parse(doc: dict[str, Any], default_name: str) -> dict[str, Any]:
             raise _Bad(f"{path}.family", "missing: give the stage a family, or a top-level family for all stages")
         families = _values(family)
         possible |= set(families)
-        loose = {key: value for key, value in raw.items() if key not in (*_STAGE_KEYS, *FAMILIES)}
+        loose = {key: value for key, value in raw.items() if key not in (*_STAGE_KEYS, *families_known)}
         if loose:
             # With one family, its knobs may sit on the stage itself, as in an architecture file.
             if len(families) > 1:
@@ -626,24 +657,26 @@ def _parse(doc: dict[str, Any], default_name: str) -> dict[str, Any]:
             if families[0] in raw:
                 raise _Bad(f"{path}.{next(iter(loose))}", f"give the stage's knobs either on the stage or under {families[0]}:, not both")
             raw = {**raw, families[0]: loose}
-        stride = _parse_knob(raw.get("stride", 1), FAMILIES["dense"].model_fields["stride"], f"{path}.stride")
+        # The stride must suit every family the stage may pick.
+        for fam in families:
+            stride = _parse_knob(raw.get("stride", 1), get_family(fam).knobs.model_fields["stride"], f"{path}.stride")
         overrides = {}
-        for fam in FAMILIES:
+        for fam in families_known:
             if fam in raw:
                 if fam not in families:
                     raise _Bad(f"{path}.{fam}", f"this stage's family is {' or '.join(families)}, never {fam}")
-                overrides[fam] = _parse_struct(FAMILIES[fam], raw[fam] or {}, f"{path}.{fam}", skip=_STAGE_KEYS)
+                overrides[fam] = _parse_struct(get_family(fam).knobs, raw[fam] or {}, f"{path}.{fam}", skip=_STAGE_KEYS)
         stages.append(_StageTemplate(family, stride, overrides))
     shared = {}
-    for fam in FAMILIES:
+    for fam in families_known:
         if fam in doc:
             if fam not in possible:
                 raise _Bad(fam, f"no stage can be of family {fam}")
-            shared[fam] = _parse_struct(FAMILIES[fam], doc[fam] or {}, fam, skip=_STAGE_KEYS)
+            shared[fam] = _parse_struct(get_family(fam).knobs, doc[fam] or {}, fam, skip=_STAGE_KEYS)
     for index, stage in enumerate(stages):
         for fam in _values(stage.family):
             given = set(shared.get(fam, {})) | set(stage.overrides.get(fam, {}))
-            for key, field in FAMILIES[fam].model_fields.items():
+            for key, field in get_family(fam).knobs.model_fields.items():
                 if field.is_required() and key not in given:
                     raise _Bad(f"stages.{index}", f"family {fam} needs {key}: give it under {fam}: or stages.{index}.{fam}:")
     return {

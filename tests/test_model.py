@@ -3,23 +3,55 @@
 from __future__ import annotations
 
 import copy
+from typing import get_args
 
 import pytest
 import torch
 
-from cnnsearch import Arch, build_model, load_arch, profile, save_arch
-from cnnsearch.blocks import get_family, list_families
-from cnnsearch.config import FAMILIES
+from cnnsearch import Arch, ConfigError, build_model, load_arch, profile, save_arch
+from cnnsearch.config import Row
+from cnnsearch.registry import get_family, list_families, register_family
 
 
 def small(**stage) -> Arch:
     return Arch.from_dict({"stem": {"channels": 16}, "stages": [stage]})
 
 
-def test_block_registry_matches_architecture_families():
-    assert list_families() == list(FAMILIES)
-    with pytest.raises(KeyError, match="known: dense, residual"):
+def test_registry_refuses_duplicates_and_names_the_known_families():
+    assert {"dense", "residual", "inception", "inverted_residual"} <= set(list_families())
+    with pytest.raises(ValueError, match="'dense' is registered twice"):
+        register_family(get_family("dense"))
+    with pytest.raises(KeyError, match="known: dense, "):
         get_family("transformer")
+
+
+def required_knobs(family: str) -> dict:
+    """Small values for the knobs a family requires: 4 for a number, one row of 4s for a table."""
+    values = {}
+    for name, field in get_family(family).knobs.model_fields.items():
+        if field.is_required():
+            row = next((arg for arg in get_args(field.annotation) if isinstance(arg, type) and issubclass(arg, Row)), None)
+            values[name] = [[4] * len(row.model_fields)] if row else 4
+    return values
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("family", list_families())
+def test_every_family_builds_trains_and_keeps_its_output_size_rule(family, stride):
+    stage = {"family": family, "stride": stride, **required_knobs(family)}
+    arch = Arch.from_dict({"stem": {"channels": 8}, "stages": [stage, stage]})
+    torch.manual_seed(0)
+    model = build_model(arch).train()
+    images = torch.randn(2, 3, 32, 32)
+    features = model.stages(model.stem(images))
+    size = arch.stem.output_size(32)
+    for config in arch.stages:
+        size = config.output_size(size)
+    assert features.shape[-2:] == (size, size)
+    logits = model(images)
+    assert logits.shape == (2, 10)
+    logits.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 @pytest.mark.parametrize("name", ["resnet20", "densenet_bc_100_k12", "mobilenet_v2_cifar", "googlenet"])
@@ -40,6 +72,12 @@ def test_digest_ignores_the_name_only():
     arch = load_arch("resnet20")
     assert arch.model_copy(update={"name": "other"}).digest == arch.digest
     assert load_arch("resnet56").digest != arch.digest
+
+
+def test_digests_of_architectures_written_before_the_new_head_knobs_do_not_change():
+    """Studies recorded before MLP and conv heads existed still find their architectures by digest."""
+    assert load_arch("resnet20").digest == "dbeddac8e458fe0c"
+    assert "hidden" not in load_arch("resnet20").to_dict()["head"]
 
 
 def test_model_carries_its_architecture():
@@ -187,3 +225,20 @@ def test_latency_leaves_threads_and_random_state_alone():
     threads, state = torch.get_num_threads(), torch.random.get_rng_state()
     latency(load_arch("resnet20"), repeats=1, warmup=0)
     assert torch.get_num_threads() == threads and torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_mlp_head_pools_to_its_own_size_so_any_image_size_fits():
+    arch = load_arch("lenet5")
+    for size in (28, 32, 64):
+        model = build_model(Arch.from_dict(arch.to_dict() | {"input_size": size}))
+        assert model.head.hidden0.in_features == 16 * 5 * 5
+        assert model(torch.randn(2, 1, size, size)).shape == (2, 10)
+
+
+def test_conv_classifier_emits_the_classes_without_a_linear_layer():
+    arch = Arch.from_dict({"stem": {"style": "none"}, "stages": [{"family": "nin", "channels": 16}], "head": {"classifier": "conv"}})
+    model = build_model(arch)
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="head: a conv classifier takes no channels, hidden or pool_size"):
+        Arch.from_dict(arch.to_dict() | {"head": {"classifier": "conv", "hidden": [64]}})

@@ -6,9 +6,12 @@ import pytest
 import torch
 import torchvision
 
-from cnnsearch import build_model, list_presets, load_arch, profile
+from cnnsearch import Arch, ConfigError, build_model, list_presets, load_arch, profile
 
-IMAGENET = ["densenet121", "densenet169", "resnet18", "resnet50", "googlenet", "mobilenet_v2"]
+IMAGENET = [
+    "densenet121", "densenet169", "resnet18", "resnet50", "googlenet", "mobilenet_v2",
+    "alexnet", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "vgg19_bn",
+]
 
 # Parameter counts as the papers print them, with the unit of their last digit.
 PAPERS = {
@@ -20,13 +23,20 @@ PAPERS = {
 }
 
 
+# Counts the papers print exactly: (parameters, MACs or None, the MACs' unit).
+EXACT = {
+    "lenet5": (61_706, None, None),  # d2l.ai, LeNet
+    "mobilenet_v1": (4_231_976, 568.7e6, 0.1e6),  # Howard et al. 2017, tables 1 and 8 (569M)
+}
+
+
 def torchvision_model(name: str, num_classes: int = 1000) -> torch.nn.Module:
     extra = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
     return getattr(torchvision.models, name)(num_classes=num_classes, **extra)
 
 
 def test_every_documented_preset_ships():
-    assert set(IMAGENET) | set(PAPERS) | {"mobilenet_v2_cifar"} <= set(list_presets())
+    assert set(IMAGENET) | set(PAPERS) | set(EXACT) | {"mobilenet_v2_cifar", "nin"} <= set(list_presets())
 
 
 @pytest.mark.parametrize("name", IMAGENET)
@@ -57,9 +67,54 @@ def test_cifar_preset_matches_the_paper(name):
     assert abs(params - printed) <= max(0.02 * printed, unit / 2)
 
 
+@pytest.mark.parametrize("name", sorted(EXACT))
+def test_preset_has_the_papers_exact_counts(name):
+    params, macs, unit = EXACT[name]
+    cost = profile(load_arch(name))
+    assert cost.params == params
+    assert macs is None or abs(cost.macs - macs) <= unit / 2
+
+
+def d2l_nin(num_classes: int = 1000) -> torch.nn.Sequential:
+    """d2l.ai's NiN, written as the book writes it."""
+
+    def nin_block(in_channels, out_channels, kernel_size, strides, padding):
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(in_channels, out_channels, kernel_size, strides, padding), torch.nn.ReLU(),
+            torch.nn.Conv2d(out_channels, out_channels, kernel_size=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(out_channels, out_channels, kernel_size=1), torch.nn.ReLU())
+
+    return torch.nn.Sequential(
+        nin_block(3, 96, kernel_size=11, strides=4, padding=0), torch.nn.MaxPool2d(3, stride=2),
+        nin_block(96, 256, kernel_size=5, strides=1, padding=2), torch.nn.MaxPool2d(3, stride=2),
+        nin_block(256, 384, kernel_size=3, strides=1, padding=1), torch.nn.MaxPool2d(3, stride=2),
+        torch.nn.Dropout(0.5),
+        nin_block(384, num_classes, kernel_size=3, strides=1, padding=1),
+        torch.nn.AdaptiveAvgPool2d((1, 1)), torch.nn.Flatten())
+
+
+def test_nin_preset_is_d2l_nin():
+    torch.manual_seed(0)
+    reference = d2l_nin().eval()
+    model = build_model(load_arch("nin")).eval()
+    assert profile(load_arch("nin")) == profile(reference, input_size=224)
+    model.load_state_dict(dict(zip(model.state_dict(), reference.state_dict().values())))
+    images = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), reference(images), rtol=0, atol=1e-5)
+
+
 def test_cifar_mobilenet_v2_has_torchvision_parameters():
     ours = profile(load_arch("mobilenet_v2_cifar")).params
     assert ours == profile(torchvision_model("mobilenet_v2", num_classes=10), input_size=32).params
+
+
+def fits(arch: Arch, size: int) -> bool:
+    try:
+        Arch.from_dict(arch.to_dict() | {"input_size": size})
+    except ConfigError:
+        return False
+    return True
 
 
 @pytest.mark.parametrize("name", list_presets())
@@ -67,7 +122,7 @@ def test_preset_trains_one_step(name):
     arch = load_arch(name)
     torch.manual_seed(0)
     model = build_model(arch).train()
-    size = min(arch.input_size, 64)
+    size = next(size for size in (min(arch.input_size, 64), 96) if fits(arch, size))  # NiN needs more than 64
     images = torch.randn(2, arch.in_channels, size, size)
     loss = torch.nn.functional.cross_entropy(model(images), torch.tensor([0, 1]))
     loss.backward()

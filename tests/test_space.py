@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cnnsearch import ConfigError, build_model, load_space, profile
 from cnnsearch.profile import cheapest
-from cnnsearch.space import Choice, FloatRange, IntRange
+from cnnsearch.space import Choice, Fixed, FloatRange, IntRange
 
 from pathlib import Path
 
@@ -203,3 +203,12 @@ def test_cheapest_meets_the_limits():
     arch, cost = cheapest(space)
     assert space.limits.violation(cost.params, cost.macs) is None
     assert arch.stages[0].num_layers == 4 and arch.stages[0].growth_rate == 12
+
+
+def test_a_list_knob_is_given_element_by_element(tmp_path):
+    space = load_space(write(tmp_path, "stages: [{family: dense, num_layers: 2}]\nhead: {hidden: [[64, 128], 32]}\n"))
+    assert space.knobs()["head.hidden.0"] == Choice((64, 128)) and space.knobs()["head.hidden.1"] == Fixed(32)
+    arch = space.sample(optuna.trial.FixedTrial({"head.hidden.0": 128}))
+    assert arch.head.hidden == (128, 32)
+    with pytest.raises(ConfigError, match="head.hidden.1: Input should be greater than or equal to 1"):
+        load_space(write(tmp_path, "stages: [{family: dense, num_layers: 2}]\nhead: {hidden: [64, 0]}\n"))

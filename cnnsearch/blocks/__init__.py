@@ -1,43 +1,27 @@
-"""Block families, one module each, registered by name.
+"""Block families, one module each; importing a module registers its family.
 
-Every family module has the same contract: ``build_stage(config, in_channels) ->
-(module, out_channels)`` and ``PRE_ACTIVATION`` (whether its blocks end without a
-norm and activation, so the network needs a final BN-ReLU). A block with a residual
-branch has ``zero_init_last()``, which zeroes the branch's last norm scale so that the
-block starts as the identity, when its shortcut is the identity. Families never import
-each other; only :mod:`cnnsearch.model` walks stages.
+A family module declares everything about its family: its knobs (a
+:class:`~cnnsearch.config.StageConfig` subclass, torch-free like the rest of the
+configuration), their output-size rule, and ``build_stage(config, in_channels) ->
+(module, out_channels)``; its last line registers them in :mod:`cnnsearch.registry`.
+Adding a family is one new module here and one import line below.
+
+Layering: the registry and the configuration import no torch and nothing above them;
+family modules import the configuration and torch; :mod:`cnnsearch.model` imports this
+package, walks the stages and tracks channels. Families never import each other. A block
+with a residual branch has ``zero_init_last()``, which zeroes the branch's last norm
+scale so that the block starts as the identity, when its shortcut is the identity.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
-
-from . import dense, inception, inverted_residual, residual
+from ..registry import get_family, list_families
+from . import dense  # noqa: F401
+from . import depthwise_separable  # noqa: F401
+from . import inception  # noqa: F401
+from . import inverted_residual  # noqa: F401
+from . import nin  # noqa: F401
+from . import plain  # noqa: F401
+from . import residual  # noqa: F401
 
 __all__ = ["get_family", "list_families"]
-
-_FAMILIES: dict[str, ModuleType] = {}
-
-
-def _register(name: str, module: ModuleType) -> None:
-    if name in _FAMILIES:
-        raise ValueError(f"block family {name!r} is registered twice")
-    _FAMILIES[name] = module
-
-
-_register("dense", dense)
-_register("residual", residual)
-_register("inception", inception)
-_register("inverted_residual", inverted_residual)
-
-
-def list_families() -> list[str]:
-    return list(_FAMILIES)
-
-
-def get_family(name: str) -> ModuleType:
-    """The module that builds stages of family ``name``."""
-    try:
-        return _FAMILIES[name]
-    except KeyError:
-        raise KeyError(f"unknown block family {name!r}; known: {', '.join(_FAMILIES)}") from None

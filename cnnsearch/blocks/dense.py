@@ -13,9 +13,32 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..config import DenseStage
+from typing import Literal
 
-PRE_ACTIVATION = True  # layers are BN-ReLU-conv, so the network needs a final BN-ReLU
+from pydantic import Field
+
+from ..config import StageConfig, Stride
+from ..registry import Family, register_family
+
+
+class DenseStage(StageConfig):
+    """A dense block (Huang et al. 2017, arXiv:1608.06993).
+
+    A stride-2 stage opens with a transition: BN-ReLU-1x1 conv to
+    ``floor(compression * channels)`` channels and 2x2 average pooling.
+    """
+
+    family: Literal["dense"] = "dense"
+    stride: Stride = 1
+    num_layers: int = Field(ge=1, description="layers in the block")
+    growth_rate: int = Field(12, ge=1, description="k: channels each layer adds")
+    bn_size: int = Field(4, ge=0, description="bottleneck width as a multiple of k (DenseNet-B); 0 for no bottleneck")
+    compression: float = Field(0.5, gt=0.0, le=1.0, description="theta of the opening transition (DenseNet-C)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout after each layer")
+    memory_efficient: bool = Field(False, description="recompute concat-BN-ReLU-conv in backward instead of storing it")
+
+    def output_size(self, size: int) -> int:
+        return size // 2 if self.stride == 2 else size
 
 
 class _DenseLayer(nn.Module):
@@ -112,3 +135,7 @@ def build_stage(config: DenseStage, in_channels: int) -> tuple[nn.Module, int]:
         ),
     )
     return layers, in_channels + config.num_layers * config.growth_rate
+
+
+# Layers are BN-ReLU-conv, so the network needs a final BN-ReLU.
+register_family(Family(DenseStage, build_stage, pre_activation=True))

@@ -11,9 +11,44 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
-from ..config import InceptionModule, InceptionStage
+from typing import Literal
 
-PRE_ACTIVATION = False
+from pydantic import Field
+
+from ..config import Row, StageConfig, Stride, window_out
+from ..registry import Family, register_family
+
+
+class InceptionModule(Row):
+    """Branch widths of one Inception module (Szegedy et al. 2015, arXiv:1409.4842, table 1).
+
+    A row as in the paper's table: [1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj].
+    The "5x5" branch uses a 3x3 conv, as torchvision's GoogLeNet does.
+    """
+
+    ch1x1: int = Field(ge=1)
+    ch3x3_reduce: int = Field(ge=1)
+    ch3x3: int = Field(ge=1)
+    ch5x5_reduce: int = Field(ge=1)
+    ch5x5: int = Field(ge=1)
+    pool_proj: int = Field(ge=1)
+
+    @property
+    def out_channels(self) -> int:
+        return self.ch1x1 + self.ch3x3 + self.ch5x5 + self.pool_proj
+
+
+class InceptionStage(StageConfig):
+    """Inception modules; a stride-2 stage opens with a ceil-mode max-pool."""
+
+    family: Literal["inception"] = "inception"
+    stride: Stride = 1
+    modules: tuple[InceptionModule, ...] = Field(min_length=1)
+    batch_norm: bool = Field(True, description="BN after every conv (torchvision); false is the 2014 paper")
+    pool_kernel_size: int = Field(3, ge=2, description="kernel of the downsampling max-pool")
+
+    def output_size(self, size: int) -> int:
+        return window_out(size, self.pool_kernel_size, 2, ceil_mode=True) if self.stride == 2 else size
 
 
 def conv_block(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, batch_norm: bool = True) -> nn.Module:
@@ -48,3 +83,6 @@ def build_stage(config: InceptionStage, in_channels: int) -> tuple[nn.Module, in
         layers.add_module(f"inception{index}", Inception(in_channels, widths, config.batch_norm))
         in_channels = widths.out_channels
     return layers, in_channels
+
+
+register_family(Family(InceptionStage, build_stage))

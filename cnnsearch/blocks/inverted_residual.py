@@ -8,9 +8,30 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
 
-from ..config import InvertedResidualStage
+from typing import Literal
 
-PRE_ACTIVATION = False
+from pydantic import Field
+
+from ..config import StageConfig, Stride, window_out
+from ..registry import Family, register_family
+
+
+class InvertedResidualStage(StageConfig):
+    """A row ``t, c, n, s`` of MobileNetV2 (Sandler et al. 2018, arXiv:1801.04381, table 2).
+
+    Output channels are ``channels * width_multiplier`` rounded to a multiple of 8.
+    """
+
+    family: Literal["inverted_residual"] = "inverted_residual"
+    stride: Stride = 1
+    expansion: float = Field(6.0, ge=1.0, description="t: expansion ratio of the hidden layer")
+    channels: int = Field(ge=1, description="c: output channels at width 1.0")
+    num_blocks: int = Field(1, ge=1, description="n: repeats")
+    width_multiplier: float = Field(1.0, gt=0.0, description="alpha")
+    squeeze_excitation: bool = Field(False, description="SE after the depthwise conv, as in MobileNetV3")
+
+    def output_size(self, size: int) -> int:
+        return window_out(size, 3, self.stride, 1)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -53,3 +74,6 @@ def build_stage(config: InvertedResidualStage, in_channels: int) -> tuple[nn.Mod
         blocks.append(InvertedResidual(in_channels, out_channels, stride, config.expansion, config.squeeze_excitation))
         in_channels = out_channels
     return nn.Sequential(*blocks), out_channels
+
+
+register_family(Family(InvertedResidualStage, build_stage))

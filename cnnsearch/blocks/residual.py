@@ -8,9 +8,46 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ResidualStage
+from typing import Literal
 
-PRE_ACTIVATION = False
+from pydantic import Field, model_validator
+
+from ..config import StageConfig, Stride, window_out
+from ..registry import Family, register_family
+
+
+class ResidualStage(StageConfig):
+    """A stage of residual blocks (He et al. 2016, arXiv:1512.03385; ResNeXt, arXiv:1611.05431).
+
+    ``width`` is the stage's base width (planes); blocks output ``width * 1`` (basic)
+    or ``width * 4`` (bottleneck) channels. The bottleneck's 3x3 conv has
+    ``int(width * width_per_group / 64) * groups`` channels, strided as in ResNet v1.5.
+    Shortcuts when the shape changes: ``pad`` subsamples and zero-pads channels
+    (option A), ``projection`` uses a 1x1 conv + BN (option B), ``all_projection``
+    projects in every block (option C).
+    """
+
+    family: Literal["residual"] = "residual"
+    stride: Stride = 1
+    block: Literal["basic", "bottleneck"] = "basic"
+    num_blocks: int = Field(ge=1)
+    width: int = Field(64, ge=1)
+    groups: int = Field(1, ge=1, description="C: cardinality of the grouped 3x3 conv")
+    width_per_group: int = Field(64, ge=1, description="d: channels per group at width 64")
+    shortcut: Literal["pad", "projection", "all_projection"] = "projection"
+
+    @model_validator(mode="after")
+    def _basic_is_not_grouped(self) -> ResidualStage:
+        if self.block == "basic" and (self.groups != 1 or self.width_per_group != 64):
+            raise ValueError("basic blocks take only groups=1 and width_per_group=64; use block: bottleneck for ResNeXt")
+        return self
+
+    @property
+    def out_channels(self) -> int:
+        return self.width * (4 if self.block == "bottleneck" else 1)
+
+    def output_size(self, size: int) -> int:
+        return window_out(size, 3, self.stride, 1)
 
 
 class _PadShortcut(nn.Module):
@@ -101,3 +138,6 @@ def build_stage(config: ResidualStage, in_channels: int) -> tuple[nn.Module, int
         blocks.append(block(in_channels, config, config.stride if index == 0 else 1))
         in_channels = config.out_channels
     return nn.Sequential(*blocks), in_channels
+
+
+register_family(Family(ResidualStage, build_stage))
