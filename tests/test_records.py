@@ -47,7 +47,7 @@ def write_space(folder: Path, name: str, budget: str = "{epochs: 1}") -> Path:
 def write_slow_space(folder: Path, name: str, budget: str) -> Path:
     """Epochs of a second or more: long enough to interrupt a trial between two of them."""
     path = write_space(folder, name, budget)
-    path.write_text(path.read_text().replace("subset: 256", "subset: 1800").replace("[8, 16]", "[32, 48]"))
+    path.write_text(path.read_text().replace("subset: 256", "subset: 1600").replace("[8, 16]", "[32, 48]"))
     return path
 
 
