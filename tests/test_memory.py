@@ -14,7 +14,7 @@ from cnnsearch import load_arch
 from cnnsearch.profile import WORKER_BASE, training_memory
 
 MEASURE = """
-import json, resource, sys, torch
+import json, sys, torch
 import ray  # loaded in every trial's worker
 from cnnsearch import load_arch
 from cnnsearch.config import Recipe
@@ -27,7 +27,8 @@ data = load_dataset("synthetic")
 split = split_dataset(data.labels, subset=3 * batch, val_subset=batch)
 recipe = Recipe(batch_size=batch, precision="fp32", bn_recalibration_images=batch)
 train(fit_to_data(load_arch(preset), data), data, split, recipe=recipe, budget=Budget(epochs=1))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of a large pytest process would report its parent's size.
+print(next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 """
 
 
