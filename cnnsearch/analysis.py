@@ -11,6 +11,7 @@ stopped early, at the epoch they reached (see :func:`importances`).
 from __future__ import annotations
 
 import math
+import operator
 import re
 import tempfile
 from collections.abc import Sequence
@@ -45,6 +46,8 @@ AGGREGATES = tuple(INTERVALS)
 MIN_IMPORTANCE_TRIALS = 3  # fANOVA's forest needs a few trials to split on
 OBJECTIVE_METRICS = get_args(ObjectiveMetric)
 _WHERE = re.compile(r"^\s*([\w.\-]+)\s*(<=|>=|!=|==|=|<|>)\s*(.+?)\s*$")
+_ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}  # a --where condition's comparisons
+_EQUALITY = {"=": operator.eq, "==": operator.eq, "!=": operator.ne}
 
 
 def completed(record: StudyRecord) -> pd.DataFrame:
@@ -93,7 +96,7 @@ def select(runs: pd.DataFrame, where: list[str] | tuple[str, ...]) -> pd.DataFra
         else:
             if math.isnan(number):
                 raise ConfigError(f"--where {condition!r}: {op} needs a number")
-            keep = {"<": numbers < number, "<=": numbers <= number, ">": numbers > number, ">=": numbers >= number}[op]
+            keep = _ORDER[op](numbers, number)
         runs = runs[keep.fillna(False)]
     return runs
 
@@ -236,8 +239,7 @@ def meeting(runs: pd.DataFrame, where: Sequence[str]) -> pd.DataFrame:
             known = sorted(c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics."))
             raise ConfigError(f"--where {condition!r}: {name!r} is no metric of this study's trials (metrics: {', '.join(known)})")
         values = runs[column].astype(float)
-        keep = {"<": values < number, "<=": values <= number, ">": values > number, ">=": values >= number,
-                "=": values == number, "==": values == number, "!=": values != number}[op]
+        keep = (_ORDER | _EQUALITY)[op](values, number)
         if not keep.any():
             present = values.dropna()
             span = f"from {present.min():.4g} to {present.max():.4g}" if len(present) else "none recorded"

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import re
+from abc import abstractmethod
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -244,9 +245,9 @@ class StageConfig(_Value):
 
     family: str
 
+    @abstractmethod
     def output_size(self, size: int) -> int:
         """Height (= width) of the stage's output for an input of ``size``."""
-        raise NotImplementedError
 
 
 class Row(_Value):
