@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from .config import ConfigError, Interrupted, format_validation_error, list_presets, load_arch
 from .profile import LATENCY_DEVICES, Cost, cheapest, profile, training_memory
-from .space import DatasetSpec, Fixed, load_space
+from .space import Choice, DatasetSpec, Fixed, Space, load_space
 
 if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
     import pandas as pd
@@ -67,8 +67,10 @@ def _show(args: argparse.Namespace) -> None:
         print(f"cheapest within limits: {_human(cost.params)} params, {_human(cost.macs)} MACs")
     costs, memories = [], []
     precision = resolve_precision(space.recipe.precision, torch.device("cpu"))
+    batch_knob = space.recipe_knobs.get("batch_size")
+    batch = max(batch_knob.choices) if isinstance(batch_knob, Choice) else batch_knob.high if batch_knob else space.recipe.batch_size
     print(f"\n{args.samples} random samples (seed {args.seed}); memory: a CPU trial's expected peak at batch "
-          f"{space.recipe.batch_size}, {precision}:")
+          f"{batch}{' (the largest searched)' if batch_knob else ''}, {precision}:")
     for index in range(args.samples):
         try:
             arch = space.sample_random(args.seed + index)
@@ -77,7 +79,7 @@ def _show(args: argparse.Namespace) -> None:
             print(f"  #{index}: rejected: {error}")
             continue
         costs.append(cost)
-        memories.append(training_memory(arch, space.recipe.batch_size, precision).total)
+        memories.append(training_memory(arch, batch, precision).total)
         over = limits.violation(cost.params, cost.macs)
         print(f"  #{index}: {_cost_line(cost)}, memory {memories[-1] / 2**30:.1f} GiB  {'over limits: ' + over if over else 'ok'}")
     if costs:
@@ -94,7 +96,7 @@ def _show(args: argparse.Namespace) -> None:
         f"\ndataset: {d.name}, {_test_split(d.name, d.test_fraction)}, {d.val_fraction:.0%} of the rest for validation"
         + (f", subset {d.subset:,}" if d.subset else "")
         + (f", validating trials on {d.val_subset:,} of the held-out images" if d.val_subset else "")
-        + f"; budget: {b.epochs} epochs; recipe: batch {r.batch_size}, lr {r.lr or f'{r.scaled_lr:g}'}, {r.precision} precision; search: {space.sampler}, {s.trials} trials"
+        + f"; budget: {b.epochs} epochs; recipe: {_recipe_line(space)}; search: {space.sampler}, {s.trials} trials"
         + "; objectives: " + ", ".join(f"{objective.metric} {objective.goal}" for objective in space.objectives)
     )
 
@@ -517,6 +519,15 @@ def _learning_rate(text: str) -> float | str:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+
+
+def _recipe_line(space: Space) -> str:
+    """The recipe's batch, lr and precision, and each searched key as its knob."""
+    r, searched = space.recipe, space.recipe_knobs
+    fixed = {"batch": r.batch_size, "lr": r.lr or f"{r.scaled_lr:g}"}
+    shown = [f"{name} {searched.get(key, value)}" for (name, value), key in zip(fixed.items(), ("batch_size", "lr"))]
+    shown += [f"{key} {knob}" for key, knob in searched.items() if key not in ("batch_size", "lr")]
+    return ", ".join([*shown, f"{r.precision} precision"])
 
 
 def _recipe_flags(parser: argparse.ArgumentParser) -> None:

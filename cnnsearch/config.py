@@ -414,6 +414,8 @@ class Recipe(_Value):
         64, ge=1, description="64: at a few epochs of a few thousand images, twice the steps of 128 trained resnet20 to "
         "40% instead of 35% (BENCHMARKS.md, recipe section)"
     )
+    crop_padding: int = Field(4, ge=0, description="augmentation: random crops as from images zero-padded by this many pixels; 0 for none")
+    flip: bool = Field(True, description="augmentation: mirror half the training images horizontally")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="autocast dtype; auto: bf16 where the device computes it natively, else fp16 on CUDA, fp32 on CPU"
     )

@@ -385,8 +385,8 @@ def chance_level(labels: Tensor) -> float:
     return torch.bincount(labels).max().item() / len(labels)
 
 
-def augment(images: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
-    """Random crop (as from a zero-padded image) and horizontal flip of a uint8 batch.
+def augment(images: Tensor, generator: torch.Generator, padding: int = 4, flip: bool = True) -> Tensor:
+    """Random crop (as from an image zero-padded by ``padding``) and, with ``flip``, horizontal flip of a uint8 batch.
 
     A fixed few tensor operations whatever the batch holds, none of which waits for the
     device (no ``.tolist()``, no loop over drawn values): on a GPU the crops and flips are
@@ -398,12 +398,13 @@ def augment(images: Tensor, generator: torch.Generator, padding: int = 4) -> Ten
     # One draw per image: translation (dy, dx) and flip, encoded as flip * span^2 + dy * span + dx;
     # the draw of earlier versions, so a seed still gives the same crops and flips.
     draws = torch.randint(0, 2 * span * span, (count,), generator=generator, device=images.device)
-    flip, shift = draws // (span * span), draws % (span * span)
+    # Without flips the draw stays the same, so a seed gives the same crops either way.
+    flipped, shift = draws // (span * span) * flip, draws % (span * span)
     # Output pixel (y, x) is padded pixel (y + dy, x + dx), or (y + dy, dx + width - 1 - x) when
     # flipped (the mirror image of the crop): counted from the start of padded row y, pixel
     # dy * padded_width + dx + x (or + width - 1 - x), one number per image and column.
     columns = torch.arange(width, device=images.device)
-    columns = torch.where(flip[:, None].bool(), columns.flip(0), columns)
+    columns = torch.where(flipped[:, None].bool(), columns.flip(0), columns)
     source = (shift // span * padded_width + shift % span)[:, None] + columns
     channels_last = not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -426,6 +427,7 @@ class Batches:
         indices: which images to use (a :class:`Split`'s ``train`` or ``val``).
         batch_size: images per batch; the last, smaller batch is kept.
         train: shuffle and augment (crop + flip) every epoch.
+        crop_padding, flip: the augmentation, as :func:`augment` takes it.
         seed: seed of the shuffling and augmentation.
         dtype: float type of the batches; ``channels_last`` memory format if asked.
     """
@@ -441,8 +443,11 @@ class Batches:
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
         channels_last: bool = False,
+        crop_padding: int = 4,
+        flip: bool = True,
     ) -> None:
         self.device = torch.device(device)
+        self.crop_padding, self.flip = crop_padding, flip
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if self.device.type == "cpu":
             self.images, self.rows = data.images, indices  # shared by every trial of the node
@@ -476,7 +481,7 @@ class Batches:
         chunk = max(self.batch_size, _AUGMENT_CHUNK // self.batch_size * self.batch_size)
         for chunk_start in range(0, count, chunk):
             chosen = order[chunk_start : chunk_start + chunk]
-            images = augment(self._take(chosen).contiguous(memory_format=self.memory_format), self.generator)
+            images = augment(self._take(chosen).contiguous(memory_format=self.memory_format), self.generator, self.crop_padding, self.flip)
             labels = self.labels[chosen]
             for start in range(0, len(chosen), self.batch_size):
                 yield self._normalize(images[start : start + self.batch_size]), labels[start : start + self.batch_size]

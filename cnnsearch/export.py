@@ -33,7 +33,7 @@ from .data import ImageData, Split, chance_level, held_out_test_fraction, load_d
 from .model import build_model
 from .profile import profile
 from .space import Budget, load_space
-from .tracking import CHECKPOINT_FOLDER, DEFAULT_TRACKING_URI, WEIGHTS_FILE, Status, StudyRecord, Tags, find_study
+from .tracking import CHECKPOINT_FOLDER, DEFAULT_TRACKING_URI, RECIPE_FILE, WEIGHTS_FILE, Params, Status, StudyRecord, Tags, find_study
 from .train import CHANCE_MARGIN, fit_to_data, train
 
 __all__ = ["FORMATS", "SPLITS", "Normalized", "evaluate", "export_front", "export_study", "load_exported", "predict"]
@@ -63,6 +63,7 @@ class _Candidate:
     run_name: str
     val_acc: float
     arch: Arch
+    recipe: Recipe | None  # the trial's own, where it recorded one; else the study's
 
 
 def _study_setup(record: StudyRecord, dataset: str | None, cache_dir: str | None, data_dir: str | None) -> tuple[ImageData, Split, Recipe, Budget]:
@@ -87,8 +88,8 @@ def _study_setup(record: StudyRecord, dataset: str | None, cache_dir: str | None
             f"{data.source}: not the data of study {params.get('dataset')!r} (its validation or test split differs); "
             "pass the study's data set with --dataset"
         )
-    if "recipe" in params:
-        return data, split, Recipe.model_validate(json.loads(params["recipe"])), Budget.model_validate(json.loads(params["budget"]))
+    if Params.RECIPE in params:
+        return data, split, Recipe.model_validate(json.loads(params[Params.RECIPE])), Budget.model_validate(json.loads(params["budget"]))
     with tempfile.TemporaryDirectory() as folder:  # a study recorded before recipes were logged: its space file
         path = record.space_file(folder)
         if path is None:
@@ -117,7 +118,11 @@ def _candidates(record: StudyRecord, folder: Path, say: Callable[[str], None], w
         except Exception:  # MLflow raises several types for a missing artifact
             say(f"trial {run['tags.mlflow.runName']}: no architecture file recorded; skipped")
             continue
-        out.append(_Candidate(run["run_id"], run["tags.mlflow.runName"], float(run["metrics.val_acc"]), load_arch(path)))
+        try:
+            recipe = Recipe.model_validate_json(Path(record.client.download_artifacts(run["run_id"], RECIPE_FILE, str(folder / run["run_id"]))).read_text())
+        except Exception:  # a trial recorded before trials logged their recipes: the study's
+            recipe = None
+        out.append(_Candidate(run["run_id"], run["tags.mlflow.runName"], float(run["metrics.val_acc"]), load_arch(path), recipe))
     if not out:
         raise ConfigError(f"study {record.parent.data.tags[Tags.STUDY]!r}: no completed trial with an architecture to export")
     return out
@@ -212,7 +217,8 @@ def export_study(
             for candidate in candidates[:top]:
                 accs = []
                 for seed in range(seeds):
-                    result = train(fit_to_data(candidate.arch, data), data, split, recipe=recipe, budget=budget, seed=seed, device=device)
+                    result = train(fit_to_data(candidate.arch, data), data, split, recipe=candidate.recipe or recipe, budget=budget,
+                                   seed=seed, device=device)
                     accs.append(result.val_acc if result.val_acc is not None else math.nan)
                 mean = sum(accs) / len(accs)
                 say(f"{candidate.run_name}: trial {candidate.val_acc:.2%}, {seeds} seeds: mean {mean:.2%} ({', '.join(f'{a:.2%}' for a in accs)})")
@@ -250,12 +256,13 @@ def export_study(
             both = replace(split, train=torch.cat([split.train, split.val]))
             say(f"retraining {candidate.run_name} on {len(both.train):,} training and validation images for {epochs} epochs")
             seed = 0
-            result = train(arch, data, both, recipe=recipe, budget=budget.model_copy(update={"epochs": epochs}),
+            result = train(arch, data, both, recipe=candidate.recipe or recipe, budget=budget.model_copy(update={"epochs": epochs}),
                            seed=seed, device=device, progress=True)
             if result.status == "diverged":
                 raise RuntimeError(f"retraining {candidate.run_name} diverged: {result.message}")
             model = result.model
-            trained_on = {"splits": ["train", "val"], "images": len(both.train), "epochs": epochs, "how": "retrained"}
+            trained_on = {"splits": ["train", "val"], "images": len(both.train), "epochs": epochs, "how": "retrained",
+                          "recipe": (candidate.recipe or recipe).model_dump(mode="json")}
 
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     network = Normalized(model, data.mean, data.std).eval()

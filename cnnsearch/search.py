@@ -39,7 +39,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from .analysis import completed, pareto
-from .config import Arch, ConfigError, Interrupted
+from .config import Arch, ConfigError, Interrupted, Recipe
 from .data import held_out_test_fraction, load_dataset, split_dataset
 from .experiment import Cell, Experiment
 from .profile import WORKER_BASE, cheapest, latency, latency_machine, profile, training_memory
@@ -138,14 +138,15 @@ class _Target:
     latency_device: str  # what measures latency_ms: cpu, cuda or onnxruntime
 
 
-def _fitted(space: Space, draw: Any, target: _Target) -> tuple[Arch, dict[str, int]]:
-    """The architecture that ``draw`` (an Optuna trial or FixedTrial) samples from the space, fitted to the data, and its costs.
+def _fitted(space: Space, draw: Any, target: _Target) -> tuple[Arch, Recipe, dict[str, int]]:
+    """The architecture and recipe that ``draw`` (an Optuna trial or FixedTrial) samples from the space, the architecture fitted to the data, and its costs.
 
     Raises:
         ConfigError: it cannot be built, it is over the space's limits, or a trial of it
             needs more memory than any node has.
     """
     arch = fit_to_data(space.sample(draw), target.shape)
+    recipe = space.sample_recipe(draw)
     try:
         cost = profile(arch)  # on the meta device: nothing is allocated
     except (RuntimeError, ValueError) as error:  # e.g. a feature map shrunk to nothing
@@ -154,10 +155,10 @@ def _fitted(space: Space, draw: Any, target: _Target) -> tuple[Arch, dict[str, i
     if violation:
         raise ConfigError(violation)
     # On a GPU the activations live in its memory; the host keeps a worker's base.
-    memory = WORKER_BASE if target.memory is None else training_memory(arch, space.recipe.batch_size, target.precision).total
+    memory = WORKER_BASE if target.memory is None else training_memory(arch, recipe.batch_size, target.precision).total
     if target.memory is not None and memory > target.memory:
         raise ConfigError(
-            f"a trial needs about {memory / 2**30:.1f} GiB of memory at batch {space.recipe.batch_size}, more than the "
+            f"a trial needs about {memory / 2**30:.1f} GiB of memory at batch {recipe.batch_size}, more than the "
             f"{target.memory / 2**30:.1f} GiB of the largest Ray node; lower recipe.batch_size or narrow the space"
         )
     try:
@@ -166,7 +167,7 @@ def _fitted(space: Space, draw: Any, target: _Target) -> tuple[Arch, dict[str, i
         milliseconds = latency(arch, target.latency_device)
     except Exception as error:  # e.g. an operation the ONNX exporter lacks: the network cannot run there
         raise ConfigError(f"its latency cannot be measured on {target.latency_device}: {str(error).strip().splitlines()[0]}") from None
-    return arch, {Metrics.PARAMS: cost.params, Metrics.MACS: cost.macs, Metrics.FLOPS: cost.flops, Metrics.LATENCY: milliseconds,
+    return arch, recipe, {Metrics.PARAMS: cost.params, Metrics.MACS: cost.macs, Metrics.FLOPS: cost.flops, Metrics.LATENCY: milliseconds,
                   Metrics.MEMORY_ESTIMATE: memory / 2**20}
 
 
@@ -175,9 +176,10 @@ def _objective_values(objectives: tuple[Objective, ...], val_acc: float, cost: d
     return [val_acc if objective.metric == Metrics.VAL_ACC else cost[objective.metric] for objective in objectives]
 
 
-def _trial_config(arch: Arch, cost: dict[str, int], record: dict[str, Any], seed: int, cell: str | None = None) -> dict[str, Any]:
-    """What a Tune trial receives: the architecture to train, and what the driver records of it (the seed among it)."""
-    return {"arch": arch.to_dict(), "cost": cost, "record": record | {"seed": seed}, "cell": cell}
+def _trial_config(arch: Arch, recipe: Recipe, cost: dict[str, int], record: dict[str, Any], seed: int,
+                  cell: str | None = None) -> dict[str, Any]:
+    """What a Tune trial receives: the architecture and recipe to train, and what the driver records of it (the seed among it)."""
+    return {"arch": arch.to_dict(), "recipe": recipe.model_dump(mode="json"), "cost": cost, "record": record | {"seed": seed}, "cell": cell}
 
 
 _STATE = "train_state.pt"  # in each Tune checkpoint: what train() needs to go on after the epoch
@@ -243,7 +245,7 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
         )
 
     try:
-        result = train(arch, data, split, recipe=space.recipe, budget=space.budget, seed=config["record"]["seed"], device=device,
+        result = train(arch, data, split, recipe=Recipe.model_validate(config["recipe"]), budget=space.budget, seed=config["record"]["seed"], device=device,
                        checkpoint=save, callback=report, resume=resume)
         failure, diverged = (result.message, True) if result.status == "diverged" else (None, False)
     except Exception as error:  # the architecture's or the recipe's failure, not the machine's: no retry
@@ -338,6 +340,7 @@ class _Proposer(Searcher):
             config = self._resumed.pop(0)
             proposal = self.study.ask()
             self.space.sample(proposal)  # the enqueued knobs become the trial's params
+            self.space.sample_recipe(proposal)
             if self.single:
                 for epoch, value in config["earlier"].items():
                     proposal.report(value, epoch)
@@ -347,14 +350,14 @@ class _Proposer(Searcher):
         while not self.exhausted:
             proposal = self.study.ask()
             try:
-                arch, cost = _fitted(self.space, proposal, self.target)
+                arch, recipe, cost = _fitted(self.space, proposal, self.target)
             except ConfigError as error:
                 proposal.set_user_attr(_REJECTED, str(error))
                 self.study.tell(proposal, state=optuna.trial.TrialState.FAIL)
                 self.rejected += 1
                 continue
             self._proposals[trial_id], self._costs[trial_id] = proposal, cost
-            return _trial_config(arch, cost, _fixed_values(self.space) | proposal.params, self.seed) | {"optuna_trial": proposal.number}
+            return _trial_config(arch, recipe, cost, _fixed_values(self.space) | proposal.params, self.seed) | {"optuna_trial": proposal.number}
         return Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -416,12 +419,12 @@ def _design_tags(experiment: Experiment) -> dict[str, str]:
 def _cell_config(space: Space, cell: Cell, target: _Target, seed: int) -> dict[str, Any]:
     """An ablation cell as a trial: its replicate offsets the seed."""
     try:
-        arch, cost = _fitted(space, optuna.trial.FixedTrial(cell.knobs), target)
+        arch, recipe, cost = _fitted(space, optuna.trial.FixedTrial(cell.knobs), target)
     except ConfigError as error:  # the experiment checked the cells before they were fitted to the data
         raise ConfigError(f"{space.source}: cell {cell.levels}: {error}") from None
     levels = {name: _level_param(level) for name, level in cell.levels.items()}
     record = _fixed_values(space) | cell.knobs | levels | {"replicate": cell.replicate}
-    return _trial_config(arch, cost, record, seed + cell.replicate, cell=cell.key)
+    return _trial_config(arch, recipe, cost, record, seed + cell.replicate, cell=cell.key)
 
 
 def concurrency(resources: dict[str, float], cpus_per_trial: float, gpus_per_trial: float) -> int:
@@ -493,6 +496,7 @@ class _Tracker(tune.Callback):
         tags = self.tags | ({Tags.CELL: config["cell"]} if config["cell"] else {})
         run_id = self.recorder.start_trial(trial.trial_id, config["record"], space_hash=self.space.digest, tags=tags)
         self.recorder.log_arch(run_id, Arch.from_dict(config["arch"]), config["cost"])
+        self.recorder.log_recipe(run_id, config["recipe"])
         return run_id
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -801,7 +805,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
             "dataset": space.dataset.name,
             "epochs": space.budget.epochs,
             "subset": space.dataset.subset,
-            "recipe": json.dumps(space.recipe.model_dump()),
+            Params.RECIPE: json.dumps(space.recipe.model_dump()),
             "budget": json.dumps(space.budget.model_dump()),
             **{f"split.{k}": v for k, v in split.describe().items()},
         },

@@ -17,6 +17,10 @@ may override them in its own section (``stages.2.dense.num_layers``). Each stage
 its family, so a mixed space chooses the family per stage, and a family's knobs are
 only sampled when a stage uses it. Sampling is define-by-run through anything with
 Optuna's ``suggest_*`` methods, so every Optuna sampler works. No torch here.
+
+The training recipe may hold knobs too (``recipe: {lr: {low: 0.01, high: 0.3, log: true},
+batch_size: [32, 64]}``): they are drawn with the architecture, named ``recipe.lr``, and
+each trial trains with its own recipe.
 """
 
 from __future__ import annotations
@@ -382,6 +386,10 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
 # The space ----------------------------------------------------------------------------------
 
 _SECTIONS = {"limits": Limits, "dataset": DatasetSpec, "budget": Budget, "recipe": Recipe, "search": SearchSpec}
+# What the machine decides, not what a study compares: never searched.
+_UNSEARCHED_RECIPE = ("precision", "compile", "zero_init_residual")
+# lr may be "auto" or absent, but a searched lr is a number.
+_RECIPE_FIELDS = {"lr": FieldInfo.from_annotation(Annotated[float, Field(gt=0)])}
 _FIXED_INTS = {"num_classes": 10, "input_size": 32, "in_channels": 3}
 _STAGE_KEYS = ("family", "stride")
 
@@ -409,9 +417,10 @@ class Space:
     limits: Limits
     dataset: DatasetSpec
     budget: Budget
-    recipe: Recipe
+    recipe: Recipe  # with the searched keys at their defaults: see sample_recipe
     search: SearchSpec
     objectives: tuple[Objective, ...] = (ACCURACY,)
+    recipe_knobs: dict[str, Knob] = dataclasses.field(default_factory=dict)  # the searched recipe keys, by key
 
     @property
     def sampler(self) -> str:
@@ -454,8 +463,15 @@ class Space:
         data = {"name": self.name, **self.fixed, "stem": fill(self.stem, "stem"), "head": fill(self.head, "head"), "stages": stages}
         return Arch.from_dict(data, source="")
 
+    def sample_recipe(self, trial: Suggester) -> Recipe:
+        """The recipe a trial trains with: the space's, with each searched key drawn (as ``recipe.KEY``)."""
+        drawn = {key: knob.suggest(trial, f"recipe.{key}") for key, knob in self.recipe_knobs.items()}
+        return self.recipe.model_copy(update=drawn) if drawn else self.recipe
+
     def override(self, **sections: dict[str, Any]) -> Space:
         """The space with values of its dataset, budget, recipe, limits or search sections replaced.
+
+        A replaced recipe key that the space searches is searched no more.
 
         Raises:
             ConfigError: a replaced value is invalid; the message names the section and key.
@@ -468,6 +484,8 @@ class Space:
             except ValidationError as error:
                 raise format_validation_error(error, self.source, prefix=section) from None
             space = dataclasses.replace(space, **{section: updated})
+            if section == "recipe":
+                space = dataclasses.replace(space, recipe_knobs={k: v for k, v in space.recipe_knobs.items() if k not in values})
         return space
 
     def knobs(self) -> dict[str, Knob]:
@@ -480,6 +498,7 @@ class Space:
             knobs[f"stages.{index}.stride"] = stage.stride
             for family, template in stage.overrides.items():
                 knobs.update(_flatten(template, f"stages.{index}.{family}"))
+        knobs.update({f"recipe.{key}": knob for key, knob in self.recipe_knobs.items()})
         return knobs
 
     def size(self) -> int | None:
@@ -492,7 +511,7 @@ class Space:
                 own = stage.overrides.get(family, {})
                 knobs += [stage.stride, *_flatten(own, "").values()]
                 shared |= {f"{family}.{key}": node for key, node in self.shared.get(family, {}).items() if key not in own}
-            count = _product([*knobs, *_flatten(shared, "").values()])
+            count = _product([*knobs, *_flatten(shared, "").values(), *self.recipe_knobs.values()])
             if count is None:
                 return None
             total += count
@@ -621,10 +640,17 @@ def _parse(doc: dict[str, Any], default_name: str) -> dict[str, Any]:
     for key, default in _FIXED_INTS.items():
         value = doc.get(key, default)
         fixed[key] = _check(_adapter(Arch.model_fields[key]), value, key)
+    raw_recipe = doc.get("recipe") or {}
+    if not isinstance(raw_recipe, dict):
+        raise _Bad("recipe", f"expected a mapping, got {raw_recipe!r}")
+    recipe_knobs = _recipe_knobs(raw_recipe)
+    raw_recipe = raw_recipe | {key: knob.value for key, knob in recipe_knobs.items() if isinstance(knob, Fixed)}
+    recipe_knobs = {key: knob for key, knob in recipe_knobs.items() if not isinstance(knob, Fixed)}
     sections = {}
     for key, section in _SECTIONS.items():
+        raw = {k: v for k, v in raw_recipe.items() if k not in recipe_knobs} if key == "recipe" else doc.get(key) or {}
         try:
-            sections[key] = section.model_validate(doc.get(key) or {})
+            sections[key] = section.model_validate(raw)
         except ValidationError as error:
             raise _Bad("", str(format_validation_error(error, "", prefix=key))) from None
     expected = sections["dataset"].num_classes
@@ -688,8 +714,22 @@ def _parse(doc: dict[str, Any], default_name: str) -> dict[str, Any]:
         "stages": tuple(stages),
         "shared": shared,
         "objectives": _objectives(doc.get("objectives")),
+        "recipe_knobs": recipe_knobs,
         **sections,
     }
+
+
+def _recipe_knobs(raw: dict[str, Any]) -> dict[str, Knob]:
+    """The recipe keys given as a list of choices or a range: searched, like an architecture's knobs (one choice is fixed)."""
+    knobs = {}
+    for key, value in raw.items():
+        field = Recipe.model_fields.get(key)
+        if field is None or not isinstance(value, (list, dict)) or _element_field(field) is not None:
+            continue  # a plain value, or a key Recipe refuses with its own message
+        if key in _UNSEARCHED_RECIPE:
+            raise _Bad(f"recipe.{key}", "the machine's choice, not searched: give one value")
+        knobs[key] = _parse_knob(value, _RECIPE_FIELDS.get(key, field), f"recipe.{key}")
+    return knobs
 
 
 def load_space(path: str | Path) -> Space:

@@ -23,13 +23,14 @@ from .config import Arch, ConfigError
 from .space import ACCURACY, Objective
 
 __all__ = [
-    "CHECKPOINT_FOLDER", "DEFAULT_TRACKING_URI", "PARETO", "REJECTED", "WEIGHTS_FILE", "Metrics", "Params", "Recorder", "Status", "StudyRecord", "Tags",
+    "CHECKPOINT_FOLDER", "DEFAULT_TRACKING_URI", "PARETO", "RECIPE_FILE", "REJECTED", "WEIGHTS_FILE", "Metrics", "Params", "Recorder", "Status", "StudyRecord", "Tags",
     "connect", "environment", "find_study", "trial_name",
 ]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 WEIGHTS_FILE = "weights.pt"  # a trial's state_dict, saved with torch.save: loads with weights_only=True
 CHECKPOINT_FOLDER = "checkpoint"
+RECIPE_FILE = "recipe.json"  # a trial's recipe, searched keys drawn (a study's is its parent's recipe param)
 INTERRUPTED = "interrupted by Ctrl-C; resuming the study goes on with it"
 REJECTED = "rejected"  # a study's rejected proposals, knobs and reason: rejected.json and rejected.csv
 PARETO = "pareto"  # a study's Pareto front over its objectives: pareto.csv
@@ -58,6 +59,7 @@ class Params:
     """Trial params that are not knobs."""
 
     PRECISION = "precision"  # what recipe.precision resolved to on the trial's device
+    RECIPE = "recipe"  # of a study: its recipe as JSON, searched keys at their defaults (each trial's is its recipe.json)
 
 
 class Status:
@@ -266,6 +268,10 @@ class Recorder:
         self.client.set_tag(run_id, Tags.ARCH_HASH, arch.digest)
         self._log_metrics(run_id, cost)
         self.client.log_text(run_id, yaml.safe_dump(arch.to_dict(), sort_keys=False), "arch.yaml")
+
+    def log_recipe(self, run_id: str, recipe: dict[str, Any]) -> None:
+        """The recipe the trial trains with (its searched keys drawn), as ``recipe.json``: what its export retrains with."""
+        self.client.log_dict(run_id, recipe, RECIPE_FILE)
 
     def log_weights(self, run_id: str, path: str | Path) -> None:
         """A trial's weights file, as ``checkpoint/weights.pt``."""

@@ -301,7 +301,7 @@ def train(
         model.load_state_dict(resume["model"])
     forward = torch.compile(model) if recipe.compile else model
     batch_args = dict(batch_size=recipe.batch_size, device=device, channels_last=channels_last)
-    train_batches = Batches(data, split.train, train=True, seed=seed, **batch_args)
+    train_batches = Batches(data, split.train, train=True, seed=seed, crop_padding=recipe.crop_padding, flip=recipe.flip, **batch_args)
     val_batches = Batches(data, split.val, train=False, **batch_args)  # larger batches run slower on CPU
     calibration = recipe.bn_recalibration_images and Batches(
         data, split.train[torch.randperm(len(split.train), generator=torch.Generator().manual_seed(seed))][: recipe.bn_recalibration_images],

@@ -197,3 +197,20 @@ def test_integer_levels_print_as_integers_though_a_trial_lacks_the_knob(ablation
 
     table = pivot(runs[runs["tags.cnnsearch.status"] == "completed"], "residual.num_blocks", None, "val_acc")
     assert list(table["residual.num_blocks"]) == [1, 2]  # numbers, not the strings "1" and "2"
+
+
+def test_a_recipe_knob_can_be_a_factor(tmp_path, cli):
+    import optuna
+
+    from cnnsearch.experiment import load_experiment
+
+    (tmp_path / "tiny.yaml").write_text(SPACE.replace("recipe: {batch_size: 64}", "recipe: {batch_size: 64, lr: {low: 0.01, high: 0.3, log: true}}"))
+    (tmp_path / "experiment.yaml").write_text(EXPERIMENT.replace("residual.num_blocks: [1, 2]", "recipe.lr: [0.02, 0.2]").replace(
+        "base: {stem.channels: 8}", "base: {stem.channels: 8, residual.num_blocks: 1}"))
+    experiment = load_experiment(tmp_path / "experiment.yaml")
+    assert len(experiment.cells) == 8
+    for cell in experiment.cells:
+        assert experiment.space.sample_recipe(optuna.trial.FixedTrial(cell.knobs)).lr == cell.levels["recipe.lr"]
+    (tmp_path / "experiment.yaml").write_text((tmp_path / "experiment.yaml").read_text().replace("[0.02, 0.2]", "[0.02, 0.5]"))
+    status, _, err = cli("ablate", tmp_path / "experiment.yaml", "--storage", tmp_path / "runs")
+    assert status == 2 and "factors.recipe.lr: recipe.lr: 0.5 is outside the space" in err, err

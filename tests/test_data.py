@@ -232,6 +232,18 @@ def test_augment_crops_and_flips_whole_batches():
     assert 16 < flips < 48 and shifts > 32
 
 
+def test_augment_without_flips_only_crops_and_without_padding_keeps_the_images():
+    images = torch.randint(1, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    assert torch.equal(augment(images, torch.Generator().manual_seed(0), padding=0, flip=False), images)
+    mirrored = augment(images, torch.Generator().manual_seed(0), padding=0)
+    assert 16 < sum(torch.equal(m, i.flip(2)) and not torch.equal(m, i) for m, i in zip(mirrored, images)) < 48
+    # The same draw either way: without flips, each image is the crop that a flip would have mirrored.
+    crops = augment(images, torch.Generator().manual_seed(1), padding=2, flip=False)
+    both = augment(images, torch.Generator().manual_seed(1), padding=2)
+    assert all(torch.equal(c, b) or torch.equal(c.flip(2), b) for c, b in zip(crops, both))
+    assert not torch.equal(crops, both)
+
+
 def reference_augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
     """augment as it was before it lost its host syncs: one slice assignment per drawn shift and flip."""
 

@@ -46,6 +46,11 @@ BAD_SPACES = {
                        "objectives.1.goal: Input should be 'max' or 'min', got 'smallest'"),
     "objectives without accuracy": (GOOD_SPACE + "objectives: [{metric: macs, goal: min}]\n", "objectives: val_acc with goal max must be one"),
     "classes against dataset": (GOOD_SPACE + "num_classes: 100\n", "num_classes: 100 does not match dataset cifar10"),
+    "searched precision": (GOOD_SPACE + "recipe: {precision: [bf16, fp32]}\n", "recipe.precision: the machine's choice, not searched"),
+    "recipe range on a category": (GOOD_SPACE + "recipe: {schedule: {low: 0, high: 1}}\n", "recipe.schedule: a range {low, high} needs a numeric knob"),
+    "searched lr out of range": (GOOD_SPACE + "recipe: {lr: {low: 0.0, high: 0.1}}\n", "recipe.lr.low: Input should be greater than 0"),
+    "recipe choice constraint": (GOOD_SPACE + "recipe: {label_smoothing: [0.1, 1.0]}\n", "recipe.label_smoothing: Input should be less than 1"),
+    "unknown recipe key": (GOOD_SPACE + "recipe: {optimizer: [sgd, adam]}\n", "recipe.optimizer"),
 }
 
 BAD_ARCHS = {

@@ -288,3 +288,49 @@ def test_an_image_folder_keeps_its_test_images_until_the_model_is_final(ray_sess
         assert status == 0, err
         (row,) = [line for line in stdout.splitlines() if line.strip().startswith(split)]
         assert ("seen in training" in row) == seen and ("held out" in row) != seen
+
+
+RECIPE_SPACE = SPACE.replace("name: tiny", "name: recipes").replace("width: [8, 16]", "width: 8").replace(
+    "recipe: {batch_size: 64}",
+    """recipe:
+  lr: {low: 0.01, high: 0.3, log: true}
+  batch_size: [32, 64]
+  weight_decay: [0.0, 0.0005]
+  label_smoothing: [0.0, 0.1]
+  warmup: [0.1, 0.3]
+  schedule: [onecycle, cosine]
+  crop_padding: [0, 2]
+  flip: [true, false]""",
+)
+
+
+def test_a_searched_recipe_is_each_trials_own_and_its_export_retrains_with_it(ray_session, tmp_path, cli):
+    (tmp_path / "recipes.yaml").write_text(RECIPE_SPACE)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    status, _, err = cli("run", tmp_path / "recipes.yaml", "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "3",
+                         "--epochs", "1", "--sampler", "random", "--scheduler", "none")
+    assert status == 0, err
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("recipes").experiment_id], "tags.`cnnsearch.trial_id` != ''")
+    assert len(runs) == 3
+    keys = ("lr", "batch_size", "weight_decay", "label_smoothing", "warmup", "schedule", "crop_padding", "flip")
+    drawn = []
+    for run in runs:
+        recipe = json.loads(Path(client.download_artifacts(run.info.run_id, "recipe.json", str(tmp_path / run.info.run_id))).read_text())
+        assert {key: str(recipe[key]) for key in keys} == {key: run.data.params[f"recipe.{key}"] for key in keys}
+        # The trial trained with its own learning rate: the peak the schedule reached.
+        assert run.data.metrics["peak_lr"] == pytest.approx(recipe["lr"])
+        drawn.append(tuple(recipe[key] for key in keys))
+    assert len(set(drawn)) == 3
+    status, out, err = cli("query", "recipes", "--rows", "recipe.batch_size", "--tracking-uri", uri, "--format", "json")
+    assert status == 0, err
+    rows = json.loads(out)
+    assert {row["recipe.batch_size"] for row in rows} <= {32, 64} and sum(row["n"] for row in rows) == 3
+
+    out_folder = tmp_path / "export"
+    status, _, err = cli("export", "recipes", "--retrain-epochs", "1", "--formats", "weights", "--out", out_folder, "--tracking-uri", uri,
+                         "--force")
+    assert status == 0, err
+    meta = json.loads((out_folder / "meta.json").read_text())
+    best = max(runs, key=lambda run: run.data.metrics["val_acc"])
+    assert {key: str(meta["trained_on"]["recipe"][key]) for key in keys} == {key: best.data.params[f"recipe.{key}"] for key in keys}

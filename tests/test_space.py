@@ -181,6 +181,38 @@ dense:
     assert 8 <= arch.stages[0].growth_rate <= 64 and arch.stages[0].compression == 0.5
 
 
+def test_recipe_knobs_are_drawn_with_the_architecture_and_a_flag_fixes_them(tmp_path):
+    space = load_space(
+        write(
+            tmp_path,
+            """
+family: dense
+stages: [{stride: 1}]
+dense: {num_layers: 2, growth_rate: [12, 24]}
+recipe:
+  lr: {low: 0.01, high: 0.3, log: true}
+  batch_size: [32, 64]
+  flip: [true, false]
+  weight_decay: [0.0005]
+  momentum: 0.8
+""",
+        )
+    )
+    knobs = space.knobs()
+    assert knobs["recipe.lr"] == FloatRange(0.01, 0.3, None, True) and knobs["recipe.batch_size"] == Choice((32, 64))
+    assert "recipe.weight_decay" not in knobs and space.recipe.weight_decay == 0.0005 and space.recipe.momentum == 0.8
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(8):
+        trial = study.ask()
+        space.sample(trial)
+        recipe = space.sample_recipe(trial)
+        assert set(trial.params) == {"dense.growth_rate", "recipe.lr", "recipe.batch_size", "recipe.flip"}
+        assert (recipe.lr, recipe.batch_size, recipe.flip) == (trial.params["recipe.lr"], trial.params["recipe.batch_size"], trial.params["recipe.flip"])
+        assert 0.01 <= recipe.lr <= 0.3 and recipe.momentum == 0.8
+    fixed = space.override(recipe={"lr": 0.05})
+    assert "recipe.lr" not in fixed.knobs() and fixed.sample_recipe(optuna.trial.FixedTrial({"recipe.batch_size": 32, "recipe.flip": True})).lr == 0.05
+
+
 def test_space_sections_are_validated_and_counts_read_like_people_write_them(tmp_path):
     space = load_space(
         write(
