@@ -8,6 +8,10 @@ efficiency: a small ResNet space (EFFICIENCY_SPACE) with a budget at which its b
             stopping, same trial count, 3 seeds each. Cost is counted in trial-epochs
             (epochs actually trained, summed over trials, in completion order).
 
+pareto:     the same space with two objectives (val_acc max, macs min): the hypervolume of
+            the front found by NSGA-II, by multi-objective TPE and by random search, each with
+            no early stopping and the same trials and epochs, 3 seeds each, over trial-epochs.
+
 bookkeeping: at least 300 trivial trials (a 4-channel network, 48 synthetic images, one
             epoch, random sampler, no early stopping), 2 at a time: the driver's own time per
             trial (cnnsearch's Tune callbacks and its Optuna proposer, Optuna's sampling
@@ -19,6 +23,7 @@ extracted; pass its train/ folder).
 Usage: python benchmarks/search.py bookkeeping [--trials 300]
        python benchmarks/search.py overhead /tmp/cifar/train
        python benchmarks/search.py efficiency /tmp/cifar/train [--seeds 3] [--trials 8]
+       python benchmarks/search.py pareto /tmp/cifar/train [--seeds 3] [--trials 8]
 """
 
 from __future__ import annotations
@@ -190,7 +195,8 @@ def _trials(tracking_uri: str, parent_run_id: str, experiment_id: str) -> list[d
     for run in runs:
         history = client.get_metric_history(run.info.run_id, "val_acc")
         rows.append({"end": run.info.end_time, "epochs": len(history), "val_acc": max((m.value for m in history), default=0.0),
-                     "status": run.data.tags["cnnsearch.status"]})
+                     "status": run.data.tags["cnnsearch.status"], "macs": run.data.metrics.get("macs"),
+                     "final_val_acc": run.data.metrics.get("val_acc")})  # what Optuna was told
     return rows
 
 
@@ -243,9 +249,83 @@ def efficiency(folder: str, seeds: int, trials: int, subset: int, epochs: int, k
           f"python benchmarks/search.py efficiency PATH/TO/cifar10/train --seeds {seeds} --trials {trials} --subset {subset} --epochs {epochs}")
 
 
+PARETO_OBJECTIVES = "objectives: [{metric: val_acc, goal: max}, {metric: macs, goal: min}]\n"
+# Chance, and the MACs of the space's largest network (stem 32, 3 blocks per stage at the widest): every point dominates it.
+PARETO_REFERENCE = {"val_acc": 0.1, "macs": None}
+
+
+def _hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """Area dominated by (val_acc, macs) points, val_acc up and macs down, within the reference point (val_acc, macs)."""
+    area, best = 0.0, reference[0]
+    for accuracy, macs in sorted(points, key=lambda point: point[1]):  # cheapest first: each adds what it is above the best cheaper one
+        if accuracy > best and macs < reference[1]:
+            area += (accuracy - best) * (reference[1] - macs)
+            best = accuracy
+    return area
+
+
+def pareto_benchmark(folder: str, seeds: int, trials: int, subset: int, epochs: int, keep: str | None) -> None:
+    from optuna.trial import FixedTrial
+
+    from cnnsearch.profile import profile
+
+    runs = {}
+    methods = ("nsga2", "tpe", "random")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(keep or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "pareto.yaml").write_text(EFFICIENCY_SPACE.replace("name: efficiency", "name: pareto") + PARETO_OBJECTIVES)
+        space = load_space(work / "pareto.yaml")
+        largest = {name: max(knob.choices) if hasattr(knob, "choices") else knob.value for name, knob in space.knobs().items()}
+        reference = (PARETO_REFERENCE["val_acc"], float(profile(space.sample(FixedTrial(largest))).macs))
+        for method in methods:
+            for seed in range(seeds):
+                named = dataclasses.replace(space, name=f"pareto-{method}-{seed}")
+                seconds, result = _study(named, folder, work, trials=trials, sampler=method, scheduler="none",
+                                         subset=subset, epochs=epochs, seed=seed, max_concurrent=2, val_fraction=0.02)
+                rows = _trials(result.tracking_uri, result.parent_run_id, result.experiment_id)
+                curve, spent, points = [], 0, []
+                for row in sorted(rows, key=lambda r: r["end"]):
+                    spent += row["epochs"]
+                    if row["status"] == "completed":
+                        points.append((row["final_val_acc"], row["macs"]))
+                    curve.append((spent, _hypervolume(points, reference)))
+                runs[(method, seed)] = {"seconds": seconds, "trials": rows, "curve": curve,
+                                        "best_val_acc": max((p[0] for p in points), default=None)}
+                print(f"{method} seed {seed}: {seconds:.0f} s, hypervolume {curve[-1][1] / 1e6:.2f}, best {runs[(method, seed)]['best_val_acc']}",
+                      file=sys.stderr, flush=True)
+    scale = 1e6  # hypervolume in accuracy x million MACs
+    lines = [
+        f"EFFICIENCY_SPACE with objectives val_acc max and macs min, {trials} trials of {epochs} epochs on {subset:,} CIFAR-10 images "
+        f"(1,000 held out), no early stopping, 2 trials at a time, CPU ({machine()}). Hypervolume of the front of completed trials, "
+        f"in accuracy x million MACs, against the fixed reference point val_acc {reference[0]:.0%} (chance) and "
+        f"{reference[1] / 1e6:.1f}M MACs (the space's largest network); NSGA-II's generations hold {min(50, max(4, trials // 4))} trials.\n",
+        "| seed | " + " | ".join(f"{m}: hypervolume | {m}: best val acc" for m in methods) + " |",
+        "| ---: |" + " ---: | ---: |" * len(methods),
+    ]
+    for seed in range(seeds):
+        cells = []
+        for method in methods:
+            run = runs[(method, seed)]
+            cells += [f"{run['curve'][-1][1] / scale:.2f}", "-" if run["best_val_acc"] is None else f"{run['best_val_acc']:.2%}"]
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    means = {m: statistics.mean(runs[(m, s)]["curve"][-1][1] for s in range(seeds)) / scale for m in methods}
+    lines.append("| mean | " + " | ".join(f"{means[m]:.2f} | " for m in methods) + "|")
+    for method in methods:
+        lines.append(f"\n{method} curves, (trial-epochs, hypervolume) after each trial:\n")
+        for seed in range(seeds):
+            lines.append(f"- seed {seed}: " + ", ".join(f"({spent}, {hv / scale:.2f})" for spent, hv in runs[(method, seed)]["curve"]))
+    mean_s = {m: statistics.mean(runs[(m, s)]["seconds"] for s in range(seeds)) for m in methods}
+    lines.append("\nMean wall time per study: " + ", ".join(f"{m} {mean_s[m]:.0f} s" for m in methods) + ".")
+    report = {"machine": machine(), "trials": trials, "subset": subset, "epochs": epochs, "reference": reference,
+              "runs": {f"{m}/{s}": v for (m, s), v in runs.items()}}
+    write("search_pareto", report, "\n".join(lines),
+          f"python benchmarks/search.py pareto PATH/TO/cifar10/train --seeds {seeds} --trials {trials} --subset {subset} --epochs {epochs}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["overhead", "efficiency", "bookkeeping"])
+    parser.add_argument("what", choices=["overhead", "efficiency", "pareto", "bookkeeping"])
     parser.add_argument("folder", nargs="?", help="CIFAR-10 training images in ImageFolder layout (not for bookkeeping)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=None, help="default: 8, or 300 for bookkeeping")
@@ -257,6 +337,8 @@ def main() -> None:
         bookkeeping(args.trials or 300)
     elif args.what == "overhead":
         overhead(args.folder, args.subset or 5000)
+    elif args.what == "pareto":
+        pareto_benchmark(args.folder, args.seeds, args.trials or 8, args.subset or 10000, args.epochs, args.keep)
     else:
         efficiency(args.folder, args.seeds, args.trials or 8, args.subset or 10000, args.epochs, args.keep)
 

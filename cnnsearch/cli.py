@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from .config import ConfigError, Interrupted, format_validation_error, list_presets, load_arch
+from .config import LONG_STEPS, SHORT_STEPS, ConfigError, Interrupted, format_validation_error, list_presets, load_arch
 from .profile import LATENCY_DEVICES, Cost, cheapest, profile, training_memory
 from .space import Choice, DatasetSpec, Fixed, Space, load_space
 
@@ -524,7 +524,7 @@ def _learning_rate(text: str) -> float | str:
 def _recipe_line(space: Space) -> str:
     """The recipe's batch, lr and precision, and each searched key as its knob."""
     r, searched = space.recipe, space.recipe_knobs
-    fixed = {"batch": r.batch_size, "lr": r.lr or f"{r.scaled_lr:g}"}
+    fixed = {"batch": r.batch_size, "lr": r.lr or f"{r.scaled_lr(SHORT_STEPS):g} to {r.scaled_lr(LONG_STEPS):g} by steps"}
     shown = [f"{name} {searched.get(key, value)}" for (name, value), key in zip(fixed.items(), ("batch_size", "lr"))]
     shown += [f"{key} {knob}" for key, knob in searched.items() if key not in ("batch_size", "lr")]
     return ", ".join([*shown, f"{r.precision} precision"])

@@ -375,6 +375,12 @@ def save_arch(arch: Arch, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(arch.to_dict(), sort_keys=False))
 
 
+# Where the default peak learning rate begins to grow and where it stops: measured at 235
+# steps (5,000 images x 3 epochs at batch 64), the lower rate learned more; at 2,109 steps
+# (45,000 x 3), the higher.
+SHORT_STEPS, LONG_STEPS = 250, 2000
+
+
 class Recipe(_Value):
     """How a trial trains: SGD with Nesterov momentum under a warm-up + decay schedule.
 
@@ -385,12 +391,17 @@ class Recipe(_Value):
     """
 
     lr: float | Literal["auto"] | None = Field(
-        None, description="peak learning rate; default lr_at_256 * sqrt(batch_size / 256); auto: a range test on the trial's own model"
+        None, description="peak learning rate; default: scaled_lr, from the batch size and the trial's steps; "
+        "auto: a range test on the trial's own model"
     )
     lr_at_256: float = Field(
-        0.2, gt=0.0, description="peak learning rate at batch 256, scaled to the batch when lr is not given: 0.1 at batch 64; "
-        "0.4 (0.2 at batch 64) took resnet20 to 73.7% in 3 full CIFAR-10 epochs where 0.1 reached 70.5%, but left resnet50, "
-        "resnet56 and resnet110 under 95% in 40 steps, and inception and VGG samples under 80% in 80 (tests/test_recipe.py)"
+        0.2, gt=0.0, description=f"peak learning rate at batch 256 for a trial of at most {SHORT_STEPS} steps, scaled to the batch "
+        "when lr is not given: 0.1 at batch 64. Twice that left resnet50, resnet56 and resnet110 under 95% in 40 steps, and "
+        "inception and VGG samples under 80% in 80 (tests/test_recipe.py)"
+    )
+    lr_at_256_long: float = Field(
+        0.4, gt=0.0, description=f"the same for a trial of at least {LONG_STEPS} steps (log-linear in between): 0.2 at batch 64 "
+        "took resnet20 to 73.7% in 3 full CIFAR-10 epochs, where 0.1 reached 70.5%"
     )
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(5e-4, ge=0.0, description="on conv and linear weights only, not on norms and biases")
@@ -430,12 +441,16 @@ class Recipe(_Value):
             raise ValueError(f"Input should be greater than 0, or auto, got {lr!r}")
         return float(lr)
 
-    @property
-    def scaled_lr(self) -> float:
-        """The peak learning rate when none is given, scaled with the square root of the batch.
+    def scaled_lr(self, steps: int) -> float:
+        """The peak learning rate when none is given, for a trial of ``steps`` steps, scaled with the square root of the batch.
 
         Square-root scaling (Krizhevsky 2014, arXiv:1404.5997; Hoffer et al. 2017,
         arXiv:1705.08741) rather than linear (Goyal et al. 2017): measured at a few dozen
         steps, linear scaling left small batches too slow to learn (BENCHMARKS.md, recipe).
+        The rate at 256 grows from lr_at_256 to lr_at_256_long, log-linearly in the steps
+        between SHORT_STEPS and LONG_STEPS: a short trial needs the lower rate to be stable,
+        a long one the higher to learn all it can (BENCHMARKS.md, short-budget section).
         """
-        return self.lr_at_256 * math.sqrt(self.batch_size / 256)
+        progress = min(1.0, max(0.0, math.log(max(steps, 1) / SHORT_STEPS) / math.log(LONG_STEPS / SHORT_STEPS)))
+        at_256 = self.lr_at_256 * (self.lr_at_256_long / self.lr_at_256) ** progress
+        return at_256 * math.sqrt(self.batch_size / 256)

@@ -122,7 +122,8 @@ def _sampler(name: str, space: Space, seed: int, trials: int) -> optuna.samplers
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
         return _Grid(space.grid(), seed=seed)
-    return optuna.samplers.NSGAIISampler(seed=seed)
+    # Optuna's population of 50 would leave a study of fewer trials one random generation.
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=min(50, max(4, trials // 4)))
 
 
 _REJECTED = "cnnsearch.rejected"  # an Optuna trial's user attribute: why the driver did not train its proposal

@@ -316,7 +316,7 @@ def train(
     elif recipe.lr == "auto":
         peak_lr = find_lr(model, train_batches, recipe, forward=forward, precision=precision)
     else:
-        peak_lr = recipe.lr or recipe.scaled_lr
+        peak_lr = recipe.lr or recipe.scaled_lr(total_steps)
     optimizer = _optimizer(model, recipe, peak_lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(recipe, total_steps))
     stepper = _Stepper(model, forward, optimizer, recipe, precision, device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import optuna
@@ -138,8 +139,12 @@ def test_warmup_has_a_floor_in_steps():
 
 
 def test_learning_rate_scales_with_the_batch_and_auto_runs_a_range_test():
-    assert Recipe(batch_size=1024, lr_at_256=0.1).scaled_lr == pytest.approx(0.2)
-    assert Recipe(batch_size=64, lr_at_256=0.2).scaled_lr == pytest.approx(0.1)
+    assert Recipe(batch_size=1024, lr_at_256=0.1).scaled_lr(100) == pytest.approx(0.2)
+    assert Recipe(batch_size=64, lr_at_256=0.2).scaled_lr(100) == pytest.approx(0.1)
+    # From SHORT_STEPS to LONG_STEPS the rate at 256 grows log-linearly from lr_at_256 to lr_at_256_long.
+    recipe = Recipe(batch_size=64)
+    assert recipe.scaled_lr(250) == pytest.approx(0.1) and recipe.scaled_lr(2000) == recipe.scaled_lr(50_000) == pytest.approx(0.2)
+    assert recipe.scaled_lr(math.isqrt(250 * 2000)) == pytest.approx(0.1 * math.sqrt(2), rel=1e-3)
     data = separable(16, count=400)
     split = split_dataset(data.labels, val_fraction=0.2, seed=0)
     arch = fit_to_data(load_arch("resnet20"), data)
