@@ -297,7 +297,7 @@ def pareto_benchmark(folder: str, seeds: int, trials: int, subset: int, epochs: 
     scale = 1e6  # hypervolume in accuracy x million MACs
     lines = [
         f"EFFICIENCY_SPACE with objectives val_acc max and macs min, {trials} trials of {epochs} epochs on {subset:,} CIFAR-10 images "
-        f"(1,000 held out), no early stopping, 2 trials at a time, CPU ({machine()}). Hypervolume of the front of completed trials, "
+        f"(2% of the rest validates), no early stopping, 2 trials at a time, CPU ({machine()}). Hypervolume of the front of completed trials, "
         f"in accuracy x million MACs, against the fixed reference point val_acc {reference[0]:.0%} (chance) and "
         f"{reference[1] / 1e6:.1f}M MACs (the space's largest network); NSGA-II's generations hold {min(50, max(4, trials // 4))} trials.\n",
         "| seed | " + " | ".join(f"{m}: hypervolume | {m}: best val acc" for m in methods) + " |",
