@@ -28,14 +28,15 @@ DEEP_BOTTLENECK = {"stem": {"channels": 16}, "stages": [
 NOT_SILENT = ("inverted_residual",)
 SILENT_RESIDUAL = ("residual", "inverted_residual")  # every residual stage
 BOTTLENECK_SILENT = ("bottleneck", "inverted_residual")  # residual stages of bottleneck blocks only
-# The earlier default scaled 0.2 per 256 images with the square root of the batch: 0.141 at 128, 0.1 at 64.
+# The earlier default scaled 0.2 per 256 images with the square root of the batch, whatever the steps: 0.141 at 128, 0.1 at 64.
 RECIPES = {
-    "batch128_lr0.141": Recipe(batch_size=128, lr_at_256=0.2, zero_init_residual=NOT_SILENT),
-    "batch64_lr0.1": Recipe(batch_size=64, lr_at_256=0.2, zero_init_residual=NOT_SILENT),
-    "batch32_lr0.071": Recipe(batch_size=32, lr_at_256=0.2, zero_init_residual=NOT_SILENT),
+    "default": Recipe(),  # 0.1 at batch 64 up to 250 steps, growing to 0.2 at 2,000
+    "batch128_lr0.141": Recipe(batch_size=128, lr_at_256=0.2, lr_at_256_long=0.2, zero_init_residual=NOT_SILENT),
+    "batch64_lr0.1": Recipe(batch_size=64, lr_at_256=0.2, lr_at_256_long=0.2, zero_init_residual=NOT_SILENT),
+    "batch32_lr0.071": Recipe(batch_size=32, lr_at_256=0.2, lr_at_256_long=0.2, zero_init_residual=NOT_SILENT),
     "batch64_lr0.2": Recipe(batch_size=64, lr=0.2, zero_init_residual=NOT_SILENT),
-    "batch64_lr0.1_zero_init": Recipe(batch_size=64, lr_at_256=0.2, zero_init_residual=SILENT_RESIDUAL),
-    "batch64_lr0.1_bottleneck_zero_init": Recipe(batch_size=64, lr_at_256=0.2, zero_init_residual=BOTTLENECK_SILENT),
+    "batch64_lr0.1_zero_init": Recipe(batch_size=64, lr_at_256=0.2, lr_at_256_long=0.2, zero_init_residual=SILENT_RESIDUAL),
+    "batch64_lr0.1_bottleneck_zero_init": Recipe(batch_size=64, lr_at_256=0.2, lr_at_256_long=0.2, zero_init_residual=BOTTLENECK_SILENT),
     "batch64_lr0.2_zero_init": Recipe(batch_size=64, lr=0.2, zero_init_residual=SILENT_RESIDUAL),
     "batch64_lr0.2_bottleneck_zero_init": Recipe(batch_size=64, lr=0.2, zero_init_residual=BOTTLENECK_SILENT),
 }
