@@ -10,8 +10,8 @@
     process, released together by a barrier once each has loaded the data and warmed up;
     aggregate = all images / (last end - first start), and each trial's peak GPU memory.
     Target: 4 trials >= 2x one.
-(c) time to accuracy on the 45,000/5,000 split: resnet20 at batch 512 (peak lr scaled from
-    lr_at_256) for as many epochs as fit about 60 s at the rate a short probe measures.
+(c) time to accuracy on the 45,000/5,000 split: resnet20 at batch 512 (the default peak lr, from
+    the batch and the steps) for as many epochs as fit about 60 s at the rate a short probe measures.
 
 Every measurement runs in a process of its own (a fresh CUDA context, no state carried
 from one model to the next); each part that fails or runs out of time records its error
@@ -653,7 +653,7 @@ def main() -> None:
     parser.add_argument("--parts", default="abcd", help="which parts to run: a (eager), b (concurrent), c (accuracy), d (compile)")
     parser.add_argument("--presets", default=",".join(BATCHES), help="presets of parts a and d, comma-separated")
     parser.add_argument("--tta-preset", default=TTA_PRESET, help=f"preset of part c (default {TTA_PRESET}; resnet56 is the other choice)")
-    parser.add_argument("--tta-batch", type=int, default=TTA_BATCH, help=f"batch size of part c (default {TTA_BATCH}; lr follows lr_at_256)")
+    parser.add_argument("--tta-batch", type=int, default=TTA_BATCH, help=f"batch size of part c (default {TTA_BATCH}; the default peak lr follows the batch and the steps)")
     parser.add_argument("--render", type=Path, metavar="REPORT", help="write BENCHMARKS.md's section from a report and exit")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from cnnsearch import load_arch
-from cnnsearch.config import Recipe
+from cnnsearch.config import SHORT_STEPS, Recipe
 from cnnsearch.data import Batches, load_dataset, split_dataset
 from cnnsearch.space import Budget
 from cnnsearch.train import _lr_factor, _optimizer, fit_to_data, train
@@ -50,7 +50,7 @@ def _plain_loop(folder: str, name: str, split, max_images: int | None, channels_
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(arch).to(memory_format=fmt)
     recipe = Recipe(batch_size=BATCH)
-    optimizer = _optimizer(model, recipe, recipe.scaled_lr)
+    optimizer = _optimizer(model, recipe, recipe.scaled_lr(steps=SHORT_STEPS))  # the rate does not change the speed
     steps = (max_images or len(split.train)) // BATCH + 1
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(recipe, steps))
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
