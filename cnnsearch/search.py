@@ -463,6 +463,9 @@ def _asha(max_epochs: int, earlier: list[dict[int, float]]) -> ASHAScheduler:
     return scheduler
 
 
+_HEARTBEAT_S = 30.0  # the longest the driver stays silent while trials train: an epoch can take minutes
+
+
 class _Tracker(tune.Callback):
     """Writes every trial to MLflow and prints a live view of the study.
 
@@ -479,7 +482,13 @@ class _Tracker(tune.Callback):
         self.best = next((row for row in done if row["status"] == Status.COMPLETED), None)
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.checkpoints: dict[str, Any] = {}  # Tune trial id -> its newest checkpoint
-        self.started = time.monotonic()
+        self.training: dict[str, int] = {}  # Tune trial id -> epochs it has reported; as many as run at once
+        self.epochs = 0  # reported in this session: the pace of the study
+        self.started = self.said = time.monotonic()
+
+    def _say(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+        self.said = time.monotonic()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id in self.runs:
@@ -491,6 +500,7 @@ class _Tracker(tune.Callback):
         else:
             self.recorder.resume_trial(run_id)
         self.runs[trial.trial_id] = run_id
+        self.training[trial.trial_id] = 0
 
     def _new_run(self, trial: Any) -> str:
         config = trial.config
@@ -503,13 +513,26 @@ class _Tracker(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "failed" not in result:
             self.recorder.log_epoch(self.runs[trial.trial_id], result, epoch=int(result["epoch"]))
-            print(f"[{_clock(time.monotonic() - self.started)}] {trial_name(trial.trial_id)} epoch {result['epoch']}/"
-                  f"{self.space.budget.epochs}: val_acc {result[Metrics.VAL_ACC]:.2%}, {result['train_images_per_s']:,.0f} img/s",
-                  file=sys.stderr, flush=True)
+            self.training[trial.trial_id] = int(result["epoch"])
+            self.epochs += 1
+            self._say(f"[{_clock(time.monotonic() - self.started)}] {trial_name(trial.trial_id)} epoch {result['epoch']}/"
+                      f"{self.space.budget.epochs}: val_acc {result[Metrics.VAL_ACC]:.2%}, {result['train_images_per_s']:,.0f} img/s")
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        """Between epochs: every _HEARTBEAT_S, which epoch each running trial is in, and the time left at the pace so far."""
+        now = time.monotonic()
+        if now - self.said < _HEARTBEAT_S or not self.training:
+            return
+        epochs = self.space.budget.epochs
+        line = f"[{_clock(now - self.started)}] training: " + ", ".join(
+            f"{trial_name(trial_id)} epoch {min(done + 1, epochs)}/{epochs}" for trial_id, done in self.training.items())
+        if self.epochs:
+            left = max(0, (self.total - sum(self.counts.values())) * epochs - sum(self.training.values()))
+            line += f"; at most {_clock((now - self.started) / self.epochs * left)} to go at the pace so far"
+        self._say(line)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        print(f"{trial_name(trial.trial_id)} lost its worker ({_error_of(trial)}); it goes on from its last checkpoint",
-              file=sys.stderr, flush=True)
+        self._say(f"{trial_name(trial.trial_id)} lost its worker ({_error_of(trial)}); it goes on from its last checkpoint")
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         if trial.trial_id not in self.checkpoints and trial.config.get("run_id"):
@@ -526,6 +549,7 @@ class _Tracker(tune.Callback):
             # Left unfinished in MLflow: a resumed study goes on from the checkpoint of its last epoch.
             self.recorder.note_interrupted(self.runs.pop(trial.trial_id))
             self.checkpoints.pop(trial.trial_id, None)
+            self.training.pop(trial.trial_id, None)
             self.interrupted += 1
         elif last.get("budget_spent"):
             self._finish(trial, Status.COMPLETED, val_acc=last[Metrics.VAL_ACC])
@@ -539,6 +563,7 @@ class _Tracker(tune.Callback):
     def _finish(self, trial: Any, status: str, reason: str = "", val_acc: float | None = None) -> None:
         run_id = self.runs.pop(trial.trial_id, None) or self._new_run(trial)  # none if its worker never started
         checkpoint = self.checkpoints.pop(trial.trial_id, None)
+        self.training.pop(trial.trial_id, None)
         if status in Status.SCORED and checkpoint is not None:
             # The last epoch's weights, so that `cnnsearch export --retrain-epochs 0` can use them.
             with checkpoint.as_directory() as folder:
@@ -550,18 +575,14 @@ class _Tracker(tune.Callback):
             shutil.rmtree(folder, ignore_errors=True)
         self.counts[status] += 1
         if status in (Status.FAILED, Status.DIVERGED):
-            print(f"{trial_name(trial.trial_id)} {status}: {reason}", file=sys.stderr, flush=True)
+            self._say(f"{trial_name(trial.trial_id)} {status}: {reason}")
         if val_acc is not None and (self.best is None or val_acc > self.best[Metrics.VAL_ACC]):
             self.best = {Metrics.VAL_ACC: val_acc, "knobs": trial.config["record"]}
         done = sum(self.counts.values())
         elapsed = time.monotonic() - self.started
         remaining = max(0, self.total - done)
-        print(
-            f"[{_clock(elapsed)}] {self.standing()}"
-            + (f"; ETA {_clock(elapsed / max(1, done - self.done_before) * remaining)}" if remaining else ""),
-            file=sys.stderr,
-            flush=True,
-        )
+        self._say(f"[{_clock(elapsed)}] {self.standing()}"
+                  + (f"; ETA {_clock(elapsed / max(1, done - self.done_before) * remaining)}" if remaining else ""))
 
     def interrupt_running(self) -> None:
         for run_id in self.runs.values():

@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -45,6 +46,9 @@ def study(client, name):
 
 def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli, monkeypatch):
     """Eight concurrent trials on the sqlite store: every run, param and per-epoch metric arrives."""
+    import cnnsearch.search
+
+    monkeypatch.setattr(cnnsearch.search, "_HEARTBEAT_S", 0.2)  # a line at least every 30 s, made testable
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(TINY)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -53,6 +57,8 @@ def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli, monkeypat
     assert status == 0, err
     assert "top 5" in out and f"mlflow ui --backend-store-uri {uri}" in out
     assert "8/8 trials done" in err and "locked" not in err
+    assert re.search(r"\] training: trial-\w+ epoch [12]/2", err), err
+    assert re.search(r"training: .*; at most \d+:\d\d:\d\d to go at the pace so far", err), err
 
     client = mlflow.MlflowClient(uri)
     experiment, parents = study(client, "tiny")
