@@ -150,6 +150,8 @@ def _train(args: argparse.Namespace) -> None:
         f"  {result.epochs:g} epochs, {result.images:,} images in {result.seconds:.1f} s, "
         f"{result.train_images_per_s:,.0f} training images/s on {result.device}"
     )
+    if recipe.compile:
+        print(f"  compiled in {result.compile_seconds:.1f} s of those, not counted in the images/s")
     print(f"  peak lr {result.lr:.4g}{' (range test)' if recipe.lr == 'auto' else ''}, {result.precision}")
     print(f"  split: {split.describe()}")
 

@@ -235,7 +235,8 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
         nonlocal epochs
         epochs = epoch.epoch
         metrics = {key: getattr(epoch, key) for key in Metrics.PER_EPOCH}
-        setup = {Metrics.PEAK_LR: epoch.peak_lr, Params.PRECISION: epoch.precision, Metrics.PEAK_RSS: _peak_memory_mib()}
+        setup = {Metrics.PEAK_LR: epoch.peak_lr, Params.PRECISION: epoch.precision, Metrics.PEAK_RSS: _peak_memory_mib(),
+                 Metrics.COMPILE_SECONDS: epoch.compile_seconds}
         # Tune copies the checkpoint into its storage before report returns: the folder can be reused.
         tune.report(
             {"epoch": epoch.epoch, "budget_spent": epoch.budget_spent, "train_images_per_s": epoch.train_images_per_s, **metrics, **setup},

@@ -50,6 +50,7 @@ class EpochReport:
     peak_lr: float  # of the schedule (chosen by the range test for lr: auto)
     precision: str  # bf16, fp16 or fp32
     budget_spent: bool  # the last epoch: the budget's epochs, images or seconds have run out
+    compile_seconds: float = 0.0  # spent compiling so far (torch.compile), not in train_images_per_s; a default: older checkpoints lack it
 
 
 @dataclass(frozen=True)
@@ -416,6 +417,7 @@ def train(
             peak_lr=peak_lr,
             precision=precision,
             budget_spent=out_of_budget or epoch == budget.epochs,
+            compile_seconds=compile_seconds,
         )
         history.append(report)
         # One such epoch may be a bad start that the next one repairs; two, or the last, are not.

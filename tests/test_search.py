@@ -95,6 +95,30 @@ def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli, monkeypat
         f"from n={len(runs)} trials\n({completed} completed, {len(runs) - completed} stopped early, at their last epoch)")
 
 
+def test_run_compiles_memory_efficient_dense_trials_and_records_the_compile_time(ray_session, tmp_path, cli):
+    """--compile in a Ray worker, Inductor and all, on a dense stage that recomputes in backward."""
+    space_file = tmp_path / "compiled.yaml"
+    space_file.write_text("""
+name: compiled
+family: dense
+stem: {style: cifar, channels: 8}
+stages: [{stride: 1}]
+dense: {growth_rate: [4, 8], num_layers: 2, bn_size: 2, memory_efficient: true}
+dataset: {name: synthetic, subset: 64}
+budget: {epochs: 1}
+recipe: {batch_size: 32}
+""")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    status, _, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "1", "--compile")
+    assert status == 0, err
+    client = mlflow.MlflowClient(uri)
+    experiment, (parent,) = study(client, "compiled")
+    assert json.loads(parent.data.params["recipe"])["compile"] is True
+    (run,) = children(client, experiment.experiment_id, parent.info.run_id)
+    assert run.data.tags["cnnsearch.status"] == "completed", run.data.tags.get("cnnsearch.reason")
+    assert run.data.params["dense.memory_efficient"] == "True" and run.data.metrics["compile_seconds"] > 0
+
+
 def optuna_trials(storage):
     journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage / "optuna.journal")))
     (summary,) = optuna.get_all_study_summaries(journal)
