@@ -92,7 +92,8 @@ class StudyResult:
     """A finished study: where MLflow holds it and its trials, best first.
 
     Each trial is a dict: trial_id, run_id (MLflow), status, val_acc, params, macs, flops, latency_ms, knobs.
-    ``rejected`` counts the proposals that the space's limits turned away, in every session.
+    ``rejected`` counts the proposals turned away before training (over the limits or the
+    memory, or not buildable), in every session.
     ``front``: with several objectives, the Pareto front of the completed trials (see
     :func:`cnnsearch.analysis.pareto`); None with one.
     """
@@ -439,7 +440,7 @@ def _fixed_values(space: Space) -> dict[str, Any]:
 
 
 def rejected_proposals(study: optuna.Study) -> list[dict[str, Any]]:
-    """Every proposal the study's limits turned away: its knobs and the reason."""
+    """Every proposal turned away before training (over the limits or the memory, or not buildable): its knobs and the reason."""
     return [
         trial.params | {"reason": trial.user_attrs[_REJECTED]}
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))

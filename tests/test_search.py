@@ -140,7 +140,7 @@ def test_cost_limits_reject_proposals_before_they_become_trials(ray_session, tmp
     for run in runs:
         assert run.data.tags["cnnsearch.status"] == "completed" and run.data.metrics["params"] <= 6000
     rejected = int(parent.data.metrics["rejected_proposals"])
-    assert rejected >= 1 and f"{rejected} proposals over the limits were not trained" in out
+    assert rejected >= 1 and f"{rejected} rejected proposals were not trained" in out
     table = json.loads(Path(client.download_artifacts(parent.info.run_id, "rejected.json", str(tmp_path))).read_text())
     assert len(table) == rejected
     for row in table:
@@ -149,6 +149,35 @@ def test_cost_limits_reject_proposals_before_they_become_trials(ray_session, tmp
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 4
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == rejected and all(t.value is None and "max_params" in t.user_attrs["cnnsearch.rejected"] for t in failed)
+
+
+def test_proposals_that_cannot_be_built_are_rejected_not_failed_trials(ray_session, tmp_path, cli):
+    """A pad shortcut cannot drop channels: a wider stem than the stage is refused by the builder. Such a
+    proposal is a row of the rejected table with the builder's reason, not a failed trial, and --trials 3 trains 3."""
+    space_file = tmp_path / "unbuildable.yaml"
+    space_file.write_text(TINY.replace("name: tiny", "name: unbuildable").replace("channels: [8, 16]", "channels: [8, 16, 32]")
+                          .replace("num_blocks: [1, 2], width: [8, 16]", "num_blocks: 1, width: [8, 16], shortcut: pad"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    status, out, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--sampler", "random",
+                           "--trials", "3", "--seed", "0", "--scheduler", "none", "--epochs", "1")
+    assert status == 0, err
+    client = mlflow.MlflowClient(uri)
+    experiment, (parent,) = study(client, "unbuildable")
+    runs = children(client, experiment.experiment_id, parent.info.run_id)
+    assert len(runs) == 3 and "failed" not in err
+    for run in runs:
+        assert run.data.tags["cnnsearch.status"] == "completed"
+        assert int(run.data.params["stem.channels"]) <= int(run.data.params["residual.width"])
+    table = json.loads(Path(client.download_artifacts(parent.info.run_id, "rejected.json", str(tmp_path))).read_text())
+    assert len(table) == int(parent.data.metrics["rejected_proposals"]) >= 1
+    assert f"{len(table)} rejected proposals were not trained" in out
+    for row in table:
+        assert row["stem.channels"] > row["residual.width"]
+        assert row["reason"] == (f"cannot be built: stages.0: a pad shortcut cannot go from {row['stem.channels']} "
+                                 f"to fewer ({row['residual.width']}) channels")
+    trials = optuna_trials(tmp_path / "runs")
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3
+    assert sum(t.state == optuna.trial.TrialState.FAIL and t.value is None for t in trials) == len(table)
 
 
 def test_limits_that_reject_nearly_everything_stop_the_search(ray_session, tmp_path, cli):
