@@ -73,11 +73,12 @@ def _show(args: argparse.Namespace) -> None:
         try:
             arch = space.sample_random(args.seed + index)
             cost = profile(arch)
+            memory = training_memory(arch, space.recipe.batch_size, precision).total
         except ConfigError as error:
             print(f"  #{index}: rejected: {error}")
             continue
         costs.append(cost)
-        memories.append(training_memory(arch, space.recipe.batch_size, precision).total)
+        memories.append(memory)
         over = limits.violation(cost.params, cost.macs)
         print(f"  #{index}: {_cost_line(cost)}, memory {memories[-1] / 2**30:.1f} GiB  {'over limits: ' + over if over else 'ok'}")
     if costs:

@@ -143,8 +143,8 @@ def _fitted(space: Space, draw: Any, target: _Target) -> tuple[Arch, dict[str, i
     """The architecture that ``draw`` (an Optuna trial or FixedTrial) samples from the space, fitted to the data, and its costs.
 
     Raises:
-        ConfigError: it cannot be built, it is over the space's limits, or a trial of it
-            needs more memory than any node has.
+        ConfigError: it cannot be built or cannot train at the recipe's batch size, it is
+            over the space's limits, or a trial of it needs more memory than any node has.
     """
     arch = fit_to_data(space.sample(draw), target.shape)
     try:
@@ -154,8 +154,10 @@ def _fitted(space: Space, draw: Any, target: _Target) -> tuple[Arch, dict[str, i
     violation = space.limits.violation(cost.params, cost.macs)
     if violation:
         raise ConfigError(violation)
+    # A training forward on the meta device: it fails here, not in a worker, where it cannot train.
+    estimate = training_memory(arch, space.recipe.batch_size, target.precision).total
     # On a GPU the activations live in its memory; the host keeps a worker's base.
-    memory = WORKER_BASE if target.memory is None else training_memory(arch, space.recipe.batch_size, target.precision).total
+    memory = WORKER_BASE if target.memory is None else estimate
     if target.memory is not None and memory > target.memory:
         raise ConfigError(
             f"a trial needs about {memory / 2**30:.1f} GiB of memory at batch {space.recipe.batch_size}, more than the "

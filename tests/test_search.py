@@ -151,12 +151,38 @@ def test_cost_limits_reject_proposals_before_they_become_trials(ray_session, tmp
     assert len(failed) == rejected and all(t.value is None and "max_params" in t.user_attrs["cnnsearch.rejected"] for t in failed)
 
 
-def test_proposals_that_cannot_be_built_are_rejected_not_failed_trials(ray_session, tmp_path, cli):
-    """A pad shortcut cannot drop channels: a wider stem than the stage is refused by the builder. Such a
-    proposal is a row of the rejected table with the builder's reason, not a failed trial, and --trials 3 trains 3."""
+# Five stride-2 steps take a 32x32 image to 1x1 with the mobilenet stem, to 2x2 with the cifar one.
+COLLAPSING = """
+name: {name}
+family: residual
+stem: {{style: [cifar, mobilenet], channels: 8}}
+stages: [{{stride: 2}}, {{stride: 2}}, {{stride: 2}}, {{stride: 2}}]
+residual: {{num_blocks: 1, width: 8}}
+dataset: {{name: synthetic, subset: {subset}, val_subset: 32}}
+budget: {{epochs: 1}}
+recipe: {{batch_size: {batch_size}, precision: fp32}}
+"""
+
+
+@pytest.mark.parametrize(
+    "space, rejected_when, reason",
+    [
+        # A pad shortcut cannot drop channels: the builder refuses a stem wider than the stage.
+        (TINY.replace("channels: [8, 16]", "channels: [8, 16, 32]").replace("num_blocks: [1, 2], width: [8, 16]", "num_blocks: 1, width: [8, 16], shortcut: pad"),
+         lambda row: row["stem.channels"] > row["residual.width"],
+         lambda row: f"cannot be built: stages.0: a pad shortcut cannot go from {row['stem.channels']} to fewer ({row['residual.width']}) channels"),
+        # Batch norm of a 1x1 map cannot train on batches of one image.
+        (COLLAPSING.format(name="tiny", subset=16, batch_size=1),
+         lambda row: row["stem.style"] == "mobilenet",
+         lambda row: "cannot train at batch 1: Expected more than 1 value per channel when training, got input size torch.Size([1, 8, 1, 1])"),
+    ],
+    ids=["builder", "training-forward"],
+)
+def test_proposals_that_cannot_be_built_or_trained_are_rejected_not_failed_trials(space, rejected_when, reason, ray_session, tmp_path, cli):
+    """Such a proposal is a row of the rejected table with the reason, found in the driver before Ray
+    sees it; not a failed trial, and --trials 3 trains 3."""
     space_file = tmp_path / "unbuildable.yaml"
-    space_file.write_text(TINY.replace("name: tiny", "name: unbuildable").replace("channels: [8, 16]", "channels: [8, 16, 32]")
-                          .replace("num_blocks: [1, 2], width: [8, 16]", "num_blocks: 1, width: [8, 16], shortcut: pad"))
+    space_file.write_text(space.replace("name: tiny", "name: unbuildable"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     status, out, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--sampler", "random",
                            "--trials", "3", "--seed", "0", "--scheduler", "none", "--epochs", "1")
@@ -166,15 +192,13 @@ def test_proposals_that_cannot_be_built_are_rejected_not_failed_trials(ray_sessi
     runs = children(client, experiment.experiment_id, parent.info.run_id)
     assert len(runs) == 3 and "failed" not in err
     for run in runs:
-        assert run.data.tags["cnnsearch.status"] == "completed"
-        assert int(run.data.params["stem.channels"]) <= int(run.data.params["residual.width"])
+        knobs = {name: int(value) if value.isdigit() else value for name, value in run.data.params.items()}
+        assert run.data.tags["cnnsearch.status"] == "completed" and not rejected_when(knobs)
     table = json.loads(Path(client.download_artifacts(parent.info.run_id, "rejected.json", str(tmp_path))).read_text())
     assert len(table) == int(parent.data.metrics["rejected_proposals"]) >= 1
     assert f"{len(table)} rejected proposals were not trained" in out
     for row in table:
-        assert row["stem.channels"] > row["residual.width"]
-        assert row["reason"] == (f"cannot be built: stages.0: a pad shortcut cannot go from {row['stem.channels']} "
-                                 f"to fewer ({row['residual.width']}) channels")
+        assert rejected_when(row) and row["reason"] == reason(row)
     trials = optuna_trials(tmp_path / "runs")
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3
     assert sum(t.state == optuna.trial.TrialState.FAIL and t.value is None for t in trials) == len(table)
