@@ -235,6 +235,27 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(ray_session, tmp_pat
     assert "diverged: training loss became" in err and "lost its worker" not in err  # its own failure: not retried
 
 
+def test_a_trial_whose_own_code_raises_is_failed_with_its_cause_not_retried(ray_session, tmp_path, cli):
+    """65 images at batch 64 end in a batch of one, which batch norm of a 1x1 map cannot train on; the
+    driver's check runs at batch 64 and passes. That trial fails with the error, the other completes."""
+    space_file = tmp_path / "raises.yaml"
+    space_file.write_text(COLLAPSING.format(name="raises", subset=65, batch_size=64))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    status, _, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--sampler", "grid", "--trials", "2")
+    assert status == 0, err
+    client = mlflow.MlflowClient(uri)
+    experiment, (parent,) = study(client, "raises")
+    runs = {run.data.params["stem.style"]: run for run in children(client, experiment.experiment_id, parent.info.run_id)}
+    assert runs["cifar"].data.tags["cnnsearch.status"] == "completed"
+    failed = runs["mobilenet"]
+    cause = "ValueError: Expected more than 1 value per channel when training, got input size torch.Size([1, 8, 1, 1])"
+    assert failed.data.tags["cnnsearch.status"] == "failed" and failed.info.status == "FAILED"
+    assert failed.data.tags["cnnsearch.reason"] == cause
+    assert f"failed: {cause}" in err and "lost its worker" not in err and "Traceback" not in err  # its own failure: not retried
+    (standing,) = [line for line in err.splitlines() if "2/2 trials done" in line]
+    assert "1 completed" in standing and "1 failed" in standing
+
+
 @pytest.mark.parametrize(
     "extra, expected",
     [
