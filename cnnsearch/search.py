@@ -93,7 +93,7 @@ class StudyResult:
 
     Each trial is a dict: trial_id, run_id (MLflow), status, val_acc, params, macs, flops, latency_ms, knobs.
     ``rejected`` counts the proposals turned away before training (over the limits or the
-    memory, or not buildable), in every session.
+    memory, or unable to build or to train at the batch size), in every session.
     ``front``: with several objectives, the Pareto front of the completed trials (see
     :func:`cnnsearch.analysis.pareto`); None with one.
     """
@@ -154,7 +154,8 @@ def _fitted(space: Space, draw: Any, target: _Target) -> tuple[Arch, dict[str, i
     violation = space.limits.violation(cost.params, cost.macs)
     if violation:
         raise ConfigError(violation)
-    # A training forward on the meta device: it fails here, not in a worker, where it cannot train.
+    # A training forward on the meta device: an architecture that cannot train at this batch
+    # size is rejected here rather than failed in a worker.
     estimate = training_memory(arch, space.recipe.batch_size, target.precision).total
     # On a GPU the activations live in its memory; the host keeps a worker's base.
     memory = WORKER_BASE if target.memory is None else estimate
@@ -442,7 +443,7 @@ def _fixed_values(space: Space) -> dict[str, Any]:
 
 
 def rejected_proposals(study: optuna.Study) -> list[dict[str, Any]]:
-    """Every proposal turned away before training (over the limits or the memory, or not buildable): its knobs and the reason."""
+    """Every proposal turned away before training (over the limits or the memory, or unable to build or train): its knobs and the reason."""
     return [
         trial.params | {"reason": trial.user_attrs[_REJECTED]}
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
