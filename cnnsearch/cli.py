@@ -224,7 +224,8 @@ def _run(args: argparse.Namespace) -> None:
     _say_how_to_resume(args)
     result = run_study(space, options)
     scored = [t for t in result.trials if t["val_acc"] is not None]
-    rejected = f" ({result.rejected} rejected proposals were not trained; the parent run's rejected.csv says why)" if result.rejected else ""
+    rejected = (f" ({result.rejected} rejected proposals were not trained; the parent run's rejected.csv says why)"
+                if result.rejected else "")
     print(f"\n{name}: {len(result.trials)} trials{rejected}; top {min(5, len(scored))} by validation accuracy:")
     print(f"  {'val_acc':>8}  {'params':>8}  {'MACs':>8}  {'status':<13}  {'trial':<14}  {'MLflow run id':<32}  architecture")
     for t in scored[:5]:

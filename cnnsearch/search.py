@@ -443,7 +443,8 @@ def _fixed_values(space: Space) -> dict[str, Any]:
 
 
 def rejected_proposals(study: optuna.Study) -> list[dict[str, Any]]:
-    """Every proposal turned away before training (over the limits or the memory, or unable to build or train): its knobs and the reason."""
+    """Every proposal turned away before training (over the limits or the memory, or unable to
+    build or train): its knobs and the reason."""
     return [
         trial.params | {"reason": trial.user_attrs[_REJECTED]}
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))

@@ -51,7 +51,7 @@ class Metrics:
     EPOCHS = "epochs"
     PEAK_LR = "peak_lr"  # the schedule's peak: scaled to the batch, or chosen by the range test
     COMPILE_SECONDS = "compile_seconds"  # spent in torch.compile so far (recipe.compile), apart from the training rate
-    REJECTED = "rejected_proposals"  # of a study: proposals over its limits or memory, or unable to build or train; never trained
+    REJECTED = "rejected_proposals"  # of a study: proposals never trained (over limits or memory, unable to build or train)
     PER_EPOCH = (VAL_ACC, VAL_LOSS, TRAIN_LOSS, LR)
 
 

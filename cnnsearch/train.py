@@ -50,7 +50,8 @@ class EpochReport:
     peak_lr: float  # of the schedule (chosen by the range test for lr: auto)
     precision: str  # bf16, fp16 or fp32
     budget_spent: bool  # the last epoch: the budget's epochs, images or seconds have run out
-    compile_seconds: float = 0.0  # spent compiling so far (torch.compile), not in train_images_per_s; a default: older checkpoints lack it
+    # Spent in torch.compile so far, not in train_images_per_s; defaulted: older checkpoints lack it.
+    compile_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
