@@ -75,11 +75,12 @@ def _show(args: argparse.Namespace) -> None:
         try:
             arch = space.sample_random(args.seed + index)
             cost = profile(arch)
+            memory = training_memory(arch, batch, precision).total
         except ConfigError as error:
             print(f"  #{index}: rejected: {error}")
             continue
         costs.append(cost)
-        memories.append(training_memory(arch, batch, precision).total)
+        memories.append(memory)
         over = limits.violation(cost.params, cost.macs)
         print(f"  #{index}: {_cost_line(cost)}, memory {memories[-1] / 2**30:.1f} GiB  {'over limits: ' + over if over else 'ok'}")
     if costs:
@@ -152,6 +153,8 @@ def _train(args: argparse.Namespace) -> None:
         f"  {result.epochs:g} epochs, {result.images:,} images in {result.seconds:.1f} s, "
         f"{result.train_images_per_s:,.0f} training images/s on {result.device}"
     )
+    if recipe.compile:
+        print(f"  compiled in {result.compile_seconds:.1f} s of those, not counted in the images/s")
     print(f"  peak lr {result.lr:.4g}{' (range test)' if recipe.lr == 'auto' else ''}, {result.precision}")
     print(f"  split: {split.describe()}")
 
@@ -223,7 +226,8 @@ def _run(args: argparse.Namespace) -> None:
     _say_how_to_resume(args)
     result = run_study(space, options)
     scored = [t for t in result.trials if t["val_acc"] is not None]
-    rejected = f" ({result.rejected} proposals over the limits were not trained)" if result.rejected else ""
+    rejected = (f" ({result.rejected} rejected proposals were not trained; the parent run's rejected.csv says why)"
+                if result.rejected else "")
     print(f"\n{name}: {len(result.trials)} trials{rejected}; top {min(5, len(scored))} by validation accuracy:")
     print(f"  {'val_acc':>8}  {'params':>8}  {'MACs':>8}  {'status':<13}  {'trial':<14}  {'MLflow run id':<32}  architecture")
     for t in scored[:5]:

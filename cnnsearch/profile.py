@@ -196,6 +196,10 @@ def training_memory(arch: Arch, batch_size: int, precision: str = "fp32") -> Mem
 
     On a GPU the activations and parameters live in device memory and a worker needs about
     WORKER_BASE of host memory.
+
+    Raises:
+        ConfigError: a training forward at ``batch_size`` fails, as batch norm does on a
+            1x1 feature map of one image.
     """
     with torch.device("meta"):
         model = build_model(arch).train()
@@ -206,8 +210,11 @@ def training_memory(arch: Arch, batch_size: int, precision: str = "fp32") -> Mem
         return tensor
 
     images = torch.empty(batch_size, arch.in_channels, arch.input_size, arch.input_size, device="meta")
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model(images)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model(images)
+    except (RuntimeError, ValueError) as error:
+        raise ConfigError(f"cannot train at batch {batch_size}: {str(error).strip().splitlines()[0]}") from None
     activations = sum(tensor.numel() * tensor.element_size() for tensor in saved.values())
     parameters = 3 * 4 * sum(p.numel() for p in model.parameters())
     total = WORKER_BASE + parameters + int(ACTIVATION_FACTOR[precision] * activations)

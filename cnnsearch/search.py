@@ -92,7 +92,8 @@ class StudyResult:
     """A finished study: where MLflow holds it and its trials, best first.
 
     Each trial is a dict: trial_id, run_id (MLflow), status, val_acc, params, macs, flops, latency_ms, knobs.
-    ``rejected`` counts the proposals that the space's limits turned away, in every session.
+    ``rejected`` counts the proposals turned away before training (over the limits or the
+    memory, or unable to build or to train at the batch size), in every session.
     ``front``: with several objectives, the Pareto front of the completed trials (see
     :func:`cnnsearch.analysis.pareto`); None with one.
     """
@@ -143,8 +144,8 @@ def _fitted(space: Space, draw: Any, target: _Target) -> tuple[Arch, Recipe, dic
     """The architecture and recipe that ``draw`` (an Optuna trial or FixedTrial) samples from the space, the architecture fitted to the data, and its costs.
 
     Raises:
-        ConfigError: it cannot be built, it is over the space's limits, or a trial of it
-            needs more memory than any node has.
+        ConfigError: it cannot be built or cannot train at the recipe's batch size, it is
+            over the space's limits, or a trial of it needs more memory than any node has.
     """
     arch = fit_to_data(space.sample(draw), target.shape)
     recipe = space.sample_recipe(draw)
@@ -155,8 +156,11 @@ def _fitted(space: Space, draw: Any, target: _Target) -> tuple[Arch, Recipe, dic
     violation = space.limits.violation(cost.params, cost.macs)
     if violation:
         raise ConfigError(violation)
+    # A training forward on the meta device: an architecture that cannot train at this batch
+    # size is rejected here rather than failed in a worker.
+    estimate = training_memory(arch, recipe.batch_size, target.precision).total
     # On a GPU the activations live in its memory; the host keeps a worker's base.
-    memory = WORKER_BASE if target.memory is None else training_memory(arch, recipe.batch_size, target.precision).total
+    memory = WORKER_BASE if target.memory is None else estimate
     if target.memory is not None and memory > target.memory:
         raise ConfigError(
             f"a trial needs about {memory / 2**30:.1f} GiB of memory at batch {recipe.batch_size}, more than the "
@@ -238,7 +242,8 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
         nonlocal epochs
         epochs = epoch.epoch
         metrics = {key: getattr(epoch, key) for key in Metrics.PER_EPOCH}
-        setup = {Metrics.PEAK_LR: epoch.peak_lr, Params.PRECISION: epoch.precision, Metrics.PEAK_RSS: _peak_memory_mib()}
+        setup = {Metrics.PEAK_LR: epoch.peak_lr, Params.PRECISION: epoch.precision, Metrics.PEAK_RSS: _peak_memory_mib(),
+                 Metrics.COMPILE_SECONDS: epoch.compile_seconds}
         # Tune copies the checkpoint into its storage before report returns: the folder can be reused.
         tune.report(
             {"epoch": epoch.epoch, "budget_spent": epoch.budget_spent, "train_images_per_s": epoch.train_images_per_s, **metrics, **setup},
@@ -442,7 +447,8 @@ def _fixed_values(space: Space) -> dict[str, Any]:
 
 
 def rejected_proposals(study: optuna.Study) -> list[dict[str, Any]]:
-    """Every proposal the study's limits turned away: its knobs and the reason."""
+    """Every proposal turned away before training (over the limits or the memory, or unable to
+    build or train): its knobs and the reason."""
     return [
         trial.params | {"reason": trial.user_attrs[_REJECTED]}
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))

@@ -51,7 +51,8 @@ class Metrics:
     PEAK_RSS = "peak_rss_mib"  # the trial's measured peak resident memory, after each epoch
     EPOCHS = "epochs"
     PEAK_LR = "peak_lr"  # the schedule's peak: scaled to the batch, or chosen by the range test
-    REJECTED = "rejected_proposals"  # of a study: proposals over its limits, never trained
+    COMPILE_SECONDS = "compile_seconds"  # spent in torch.compile so far (recipe.compile), apart from the training rate
+    REJECTED = "rejected_proposals"  # of a study: proposals never trained (over limits or memory, unable to build or train)
     PER_EPOCH = (VAL_ACC, VAL_LOSS, TRAIN_LOSS, LR)
 
 
@@ -278,8 +279,12 @@ class Recorder:
         self.client.log_artifact(run_id, str(path), CHECKPOINT_FOLDER)
 
     def log_epoch(self, run_id: str, metrics: dict[str, Any], epoch: int) -> None:
-        """An epoch's metrics; with the first, how the trial trains: its peak learning rate and precision."""
-        self._log_metrics(run_id, {key: metrics[key] for key in (*Metrics.PER_EPOCH, Metrics.PEAK_RSS) if key in metrics}, step=epoch)
+        """An epoch's metrics, and the compile time so far of a trial that compiles; with the first,
+        how the trial trains: its peak learning rate and precision."""
+        logged = {key: metrics[key] for key in (*Metrics.PER_EPOCH, Metrics.PEAK_RSS) if key in metrics}
+        if metrics.get(Metrics.COMPILE_SECONDS):
+            logged[Metrics.COMPILE_SECONDS] = metrics[Metrics.COMPILE_SECONDS]
+        self._log_metrics(run_id, logged, step=epoch)
         if epoch == 1 and Metrics.PEAK_LR in metrics:
             self._log_metrics(run_id, {Metrics.PEAK_LR: metrics[Metrics.PEAK_LR]})
             self._log_params(run_id, {Params.PRECISION: metrics[Params.PRECISION]})

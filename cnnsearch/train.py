@@ -50,6 +50,8 @@ class EpochReport:
     peak_lr: float  # of the schedule (chosen by the range test for lr: auto)
     precision: str  # bf16, fp16 or fp32
     budget_spent: bool  # the last epoch: the budget's epochs, images or seconds have run out
+    # Spent in torch.compile so far, not in train_images_per_s; defaulted: older checkpoints lack it.
+    compile_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -416,6 +418,7 @@ def train(
             peak_lr=peak_lr,
             precision=precision,
             budget_spent=out_of_budget or epoch == budget.epochs,
+            compile_seconds=compile_seconds,
         )
         history.append(report)
         # One such epoch may be a bad start that the next one repairs; two, or the last, are not.

@@ -26,7 +26,7 @@ def ray_session():
     """One Ray runtime for every test that needs it: starting Ray costs seconds."""
     import ray
 
-    # "local": a Ray of its own, though another runs on the machine (ray.init() would join the latest one started).
+    # "local": a Ray of its own, never the cluster that /tmp/ray/ray_current_cluster names (another session's).
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()

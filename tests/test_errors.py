@@ -113,6 +113,23 @@ def test_bad_command_line(args, expected, cli):
     assert status == 2 and expected in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "args, start, command",
+    [
+        (["run", "space.yaml", "--trails", "3"], "cnnsearch: error: unrecognized arguments: --trails 3", "cnnsearch"),
+        (["run", "space.yaml", "--sampler", "bayes"], "cnnsearch run: error: argument --sampler: invalid choice: 'bayes'", "cnnsearch run"),
+        (["train", "resnet20"], "cnnsearch train: error: the following arguments are required: --dataset", "cnnsearch train"),
+        (["train", "resnet20", "--dataset", "synthetic", "--epochs", "0"],
+         "cnnsearch train: error: argument --epochs: expected a positive integer, got '0'", "cnnsearch train"),
+        (["launch"], "cnnsearch: error: argument command: invalid choice: 'launch'", "cnnsearch"),
+    ],
+)
+def test_command_line_errors_are_one_line_without_the_usage_block(args, start, command, cli):
+    status, out, err = cli(*args)
+    assert status == 2 and out == "" and "usage:" not in err
+    assert err.startswith(start) and err.endswith(f" (see {command} --help)\n") and err.count("\n") == 1, err
+
+
 def test_installed_command_reports_without_traceback(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("family: dense\nstages: [{stride: 1}]\ndense: {num_layers: 4, growth_rate: {low: 32, high: 12}}\n")

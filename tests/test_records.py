@@ -227,7 +227,7 @@ def test_failed_trials_are_discarded_to_run_again_and_diverged_ones_stay(tmp_pat
 
 
 def test_a_trial_killed_mid_training_continues_from_its_checkpoint(ray_session, tmp_path):
-    """SIGKILL the driver after a trial's first epoch; --resume goes on in the same run from the epoch after its checkpoint."""
+    """SIGKILL the driver during a trial's second epoch; --resume goes on in the same run from epoch 2."""
     space = write_slow_space(tmp_path, "killed_mid_trial", "{epochs: 4}")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [sys.executable, "-m", "cnnsearch", "run", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "runs"),
@@ -245,7 +245,8 @@ def test_a_trial_killed_mid_training_continues_from_its_checkpoint(ray_session, 
             os.killpg(driver.pid, signal.SIGKILL)
     (run,) = trial_runs(uri, "killed_mid_trial")
     before = client.get_metric_history(run.info.run_id, "val_acc")
-    assert "cnnsearch.status" not in run.data.tags and 1 <= len(before) < 4
+    # The kill comes within a poll (0.2 s) of epoch 1's record; an epoch of this space takes seconds.
+    assert "cnnsearch.status" not in run.data.tags and [m.step for m in before] == [1]
 
     from cnnsearch.cli import main
 
@@ -255,8 +256,7 @@ def test_a_trial_killed_mid_training_continues_from_its_checkpoint(ray_session, 
     assert resumed.info.run_id == run.info.run_id and resumed.data.tags["cnnsearch.status"] == "completed"
     history = sorted(client.get_metric_history(run.info.run_id, "val_acc"), key=lambda m: m.step)
     assert [m.step for m in history] == [1, 2, 3, 4]  # no epoch trained twice
-    assert [m.timestamp for m in history[: len(before)]] == [m.timestamp for m in sorted(before, key=lambda m: m.step)]
-    assert all(m.timestamp > killed_at for m in history[len(before):])
+    assert history[0].timestamp == before[0].timestamp and all(m.timestamp > killed_at for m in history[1:])
     trials = optuna_trials(tmp_path / "runs")
     (complete,) = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(complete.intermediate_values) == [1, 2, 3, 4] and complete.params == trials[0].params
@@ -304,14 +304,19 @@ def test_a_lost_worker_is_retried_from_its_checkpoint(ray_session, tmp_path, cli
 
     def kill_the_worker_after_epoch_1() -> None:
         if wait_for_first_epoch(uri, "lost_worker", timeout=120):
-            killed.append(subprocess.run(["pkill", "-9", "-f", "ray::ImplicitFunc"]).returncode == 0)
+            # The trial's worker among this test's own Ray processes: other Rays on the machine are not ours.
+            workers = [pid for pid, name in _descendants(os.getpid()) if name.startswith("ray::ImplicitFu")]
+            if len(workers) == 1:
+                os.kill(workers[0], signal.SIGKILL)
+            killed.append(workers)
 
     killer = threading.Thread(target=kill_the_worker_after_epoch_1)
     killer.start()
     status, _, err = cli("run", space, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "1", "--scheduler", "none")
     killer.join()
     assert status == 0, err
-    assert killed == [True] and "lost its worker" in err and "Traceback" not in err
+    assert len(killed) == 1 and len(killed[0]) == 1, killed
+    assert "lost its worker" in err and "Traceback" not in err
     (run,) = trial_runs(uri, "lost_worker")
     assert run.data.tags["cnnsearch.status"] == "completed"
     history = mlflow.MlflowClient(uri).get_metric_history(run.info.run_id, "val_acc")

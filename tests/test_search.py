@@ -101,6 +101,30 @@ def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli, monkeypat
         f"from n={len(runs)} trials\n({completed} completed, {len(runs) - completed} stopped early, at their last epoch)")
 
 
+def test_run_compiles_memory_efficient_dense_trials_and_records_the_compile_time(ray_session, tmp_path, cli):
+    """--compile in a Ray worker, Inductor and all, on a dense stage that recomputes in backward."""
+    space_file = tmp_path / "compiled.yaml"
+    space_file.write_text("""
+name: compiled
+family: dense
+stem: {style: cifar, channels: 8}
+stages: [{stride: 1}]
+dense: {growth_rate: [4, 8], num_layers: 2, bn_size: 2, memory_efficient: true}
+dataset: {name: synthetic, subset: 64}
+budget: {epochs: 1}
+recipe: {batch_size: 32}
+""")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    status, _, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "1", "--compile")
+    assert status == 0, err
+    client = mlflow.MlflowClient(uri)
+    experiment, (parent,) = study(client, "compiled")
+    assert json.loads(parent.data.params["recipe"])["compile"] is True
+    (run,) = children(client, experiment.experiment_id, parent.info.run_id)
+    assert run.data.tags["cnnsearch.status"] == "completed", run.data.tags.get("cnnsearch.reason")
+    assert run.data.params["dense.memory_efficient"] == "True" and run.data.metrics["compile_seconds"] > 0
+
+
 def optuna_trials(storage):
     journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage / "optuna.journal")))
     (summary,) = optuna.get_all_study_summaries(journal)
@@ -122,7 +146,7 @@ def test_cost_limits_reject_proposals_before_they_become_trials(ray_session, tmp
     for run in runs:
         assert run.data.tags["cnnsearch.status"] == "completed" and run.data.metrics["params"] <= 6000
     rejected = int(parent.data.metrics["rejected_proposals"])
-    assert rejected >= 1 and f"{rejected} proposals over the limits were not trained" in out
+    assert rejected >= 1 and f"{rejected} rejected proposals were not trained" in out
     table = json.loads(Path(client.download_artifacts(parent.info.run_id, "rejected.json", str(tmp_path))).read_text())
     assert len(table) == rejected
     for row in table:
@@ -131,6 +155,59 @@ def test_cost_limits_reject_proposals_before_they_become_trials(ray_session, tmp
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 4
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == rejected and all(t.value is None and "max_params" in t.user_attrs["cnnsearch.rejected"] for t in failed)
+
+
+# Five stride-2 steps take a 32x32 image to 1x1 with the mobilenet stem, to 2x2 with the cifar one.
+COLLAPSING = """
+name: {name}
+family: residual
+stem: {{style: [cifar, mobilenet], channels: 8}}
+stages: [{{stride: 2}}, {{stride: 2}}, {{stride: 2}}, {{stride: 2}}]
+residual: {{num_blocks: 1, width: 8}}
+dataset: {{name: synthetic, subset: {subset}, val_subset: 32}}
+budget: {{epochs: 1}}
+recipe: {{batch_size: {batch_size}, precision: fp32}}
+"""
+
+
+@pytest.mark.parametrize(
+    "space, rejected_when, reason",
+    [
+        # A pad shortcut cannot drop channels: the builder refuses a stem wider than the stage.
+        (TINY.replace("channels: [8, 16]", "channels: [8, 16, 32]").replace("num_blocks: [1, 2], width: [8, 16]", "num_blocks: 1, width: [8, 16], shortcut: pad"),
+         lambda row: row["stem.channels"] > row["residual.width"],
+         lambda row: f"cannot be built: stages.0: a pad shortcut cannot go from {row['stem.channels']} to fewer ({row['residual.width']}) channels"),
+        # Batch norm of a 1x1 map cannot train on batches of one image.
+        (COLLAPSING.format(name="tiny", subset=16, batch_size=1),
+         lambda row: row["stem.style"] == "mobilenet",
+         lambda row: "cannot train at batch 1: Expected more than 1 value per channel when training, got input size torch.Size([1, 8, 1, 1])"),
+    ],
+    ids=["builder", "training-forward"],
+)
+def test_proposals_that_cannot_be_built_or_trained_are_rejected_not_failed_trials(space, rejected_when, reason, ray_session, tmp_path, cli):
+    """Such a proposal is a row of the rejected table with the reason, found in the driver before Ray
+    sees it; not a failed trial, and --trials 3 trains 3."""
+    space_file = tmp_path / "unbuildable.yaml"
+    space_file.write_text(space.replace("name: tiny", "name: unbuildable"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    status, out, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--sampler", "random",
+                           "--trials", "3", "--seed", "0", "--scheduler", "none", "--epochs", "1")
+    assert status == 0, err
+    client = mlflow.MlflowClient(uri)
+    experiment, (parent,) = study(client, "unbuildable")
+    runs = children(client, experiment.experiment_id, parent.info.run_id)
+    assert len(runs) == 3 and "failed" not in err
+    for run in runs:
+        knobs = {name: int(value) if value.isdigit() else value for name, value in run.data.params.items()}
+        assert run.data.tags["cnnsearch.status"] == "completed" and not rejected_when(knobs)
+    table = json.loads(Path(client.download_artifacts(parent.info.run_id, "rejected.json", str(tmp_path))).read_text())
+    assert len(table) == int(parent.data.metrics["rejected_proposals"]) >= 1
+    assert f"{len(table)} rejected proposals were not trained" in out
+    for row in table:
+        assert rejected_when(row) and row["reason"] == reason(row)
+    trials = optuna_trials(tmp_path / "runs")
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3
+    assert sum(t.state == optuna.trial.TrialState.FAIL and t.value is None for t in trials) == len(table)
 
 
 def test_limits_that_reject_nearly_everything_stop_the_search(ray_session, tmp_path, cli):
@@ -162,6 +239,27 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(ray_session, tmp_pat
         assert run.data.tags["cnnsearch.status"] == "diverged" and run.info.status == "FAILED"
         assert "training loss became" in run.data.tags["cnnsearch.reason"]
     assert "diverged: training loss became" in err and "lost its worker" not in err  # its own failure: not retried
+
+
+def test_a_trial_whose_own_code_raises_is_failed_with_its_cause_not_retried(ray_session, tmp_path, cli):
+    """65 images at batch 64 end in a batch of one, which batch norm of a 1x1 map cannot train on; the
+    driver's check runs at batch 64 and passes. That trial fails with the error, the other completes."""
+    space_file = tmp_path / "raises.yaml"
+    space_file.write_text(COLLAPSING.format(name="raises", subset=65, batch_size=64))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    status, _, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--sampler", "grid", "--trials", "2")
+    assert status == 0, err
+    client = mlflow.MlflowClient(uri)
+    experiment, (parent,) = study(client, "raises")
+    runs = {run.data.params["stem.style"]: run for run in children(client, experiment.experiment_id, parent.info.run_id)}
+    assert runs["cifar"].data.tags["cnnsearch.status"] == "completed"
+    failed = runs["mobilenet"]
+    cause = "ValueError: Expected more than 1 value per channel when training, got input size torch.Size([1, 8, 1, 1])"
+    assert failed.data.tags["cnnsearch.status"] == "failed" and failed.info.status == "FAILED"
+    assert failed.data.tags["cnnsearch.reason"] == cause
+    assert f"failed: {cause}" in err and "lost its worker" not in err and "Traceback" not in err  # its own failure: not retried
+    (standing,) = [line for line in err.splitlines() if "2/2 trials done" in line]
+    assert "1 completed" in standing and "1 failed" in standing
 
 
 @pytest.mark.parametrize(

@@ -136,3 +136,20 @@ def test_train_command_input_too_small_for_the_architecture(tmp_path, cli):
         Image.new("RGB", (2, 2)).save(tmp_path / "tiny" / name / "x.png")
     status, _, err = cli("train", "densenet_bc_100_k12", "--dataset", f"imagefolder:{tmp_path / 'tiny'}", "--cache-dir", tmp_path / "cache", "--val-fraction", "0.5")
     assert status == 2 and "stages.2.stride: a 2x2 input shrinks below 1x1" in err
+
+
+def test_train_command_compiles_once_and_reports_the_compile_time(tmp_path, cli):
+    """--compile: one graph for two epochs, though evaluation runs in eval mode and the last batch is smaller (100 = 3 x 32 + 4)."""
+    import torch._dynamo
+
+    arch = tmp_path / "tiny.yaml"
+    arch.write_text("stem: {channels: 8}\nstages: [{family: residual, num_blocks: 1, width: 8}]\n")
+    torch.compiler.reset()
+    torch._dynamo.utils.counters.clear()
+    status, out, err = cli("train", arch, "--dataset", "synthetic", "--subset", "100", "--batch-size", "32", "--epochs", "2", "--compile")
+    assert status == 0, err
+    counters = torch._dynamo.utils.counters
+    assert counters["stats"]["unique_graphs"] == 1 and counters["frames"]["total"] == 1, dict(counters)
+    compiled = float(out.split("compiled in ")[1].split(" s")[0])
+    seconds = float(out.split(" images in ")[1].split(" s")[0])
+    assert 0 < compiled < seconds and "not counted in the images/s" in out

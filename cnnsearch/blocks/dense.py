@@ -78,13 +78,18 @@ class _DenseLayer(nn.Module):
         if self.memory_efficient and torch.is_grad_enabled() and any(f.requires_grad for f in features):
             # The concatenation is the memory hog (quadratic in depth): keep only the inputs
             # and recompute it in backward (Pleiss et al. 2017, arXiv:1707.06990).
-            recompute = self._keep_running_stats if self.training else contextlib.nullcontext
-            out = checkpoint(
-                self._concat_norm_conv,
-                *features,
-                use_reentrant=False,
-                context_fn=lambda: (contextlib.nullcontext(), recompute()),
-            )
+            if torch.compiler.is_compiling():
+                # Compiled, the recomputation is part of the compiler's graph, which updates no
+                # buffer twice; there a context_fn may only give selective-checkpoint contexts.
+                out = checkpoint(self._concat_norm_conv, *features, use_reentrant=False)
+            else:
+                recompute = self._keep_running_stats if self.training else contextlib.nullcontext
+                out = checkpoint(
+                    self._concat_norm_conv,
+                    *features,
+                    use_reentrant=False,
+                    context_fn=lambda: (contextlib.nullcontext(), recompute()),
+                )
         else:
             out = self._concat_norm_conv(*features)
         if self.bottleneck:
