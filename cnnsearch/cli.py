@@ -92,7 +92,7 @@ def _show(args: argparse.Namespace) -> None:
             f"MACs {_human(macs[0])} to {_human(macs[-1])}, memory {min(memories) / 2**30:.1f} to {max(memories) / 2**30:.1f} GiB; "
             f"{within} of {args.samples} within limits"
         )
-    d, b, r, s = space.dataset, space.budget, space.recipe, space.search
+    d, b, s = space.dataset, space.budget, space.search
     print(
         f"\ndataset: {d.name}, {_test_split(d.name, d.test_fraction)}, {d.val_fraction:.0%} of the rest for validation"
         + (f", subset {d.subset:,}" if d.subset else "")
