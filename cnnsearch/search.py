@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import platform
 import posixpath
 import resource
 import shutil
@@ -218,10 +219,12 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
 
     A trial whose own code fails (an error, a diverging loss) reports ``failed`` and ends: Tune's
     retries are for trials whose worker was lost, and a retried trial goes on from its checkpoint.
+    Every report says on which node and host the trial runs.
     """
     torch.set_num_threads(threads)
     _release_memory()
     arch = Arch.from_dict(config["arch"])
+    node = {Tags.RAY_NODE: ray.get_runtime_context().get_node_id(), Tags.RAY_HOSTNAME: platform.node()}
     retried = tune.get_checkpoint()
     if retried is not None:
         with retried.as_directory() as saved:
@@ -245,7 +248,8 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
         setup = {Metrics.PEAK_LR: epoch.peak_lr, Params.PRECISION: epoch.precision, Metrics.PEAK_RSS: _peak_memory_mib()}
         # Tune copies the checkpoint into its storage before report returns: the folder can be reused.
         tune.report(
-            {"epoch": epoch.epoch, "budget_spent": epoch.budget_spent, "train_images_per_s": epoch.train_images_per_s, **metrics, **setup},
+            {"epoch": epoch.epoch, "budget_spent": epoch.budget_spent, "train_images_per_s": epoch.train_images_per_s, **metrics, **setup,
+             **node},
             checkpoint=tune.Checkpoint.from_directory(folder),
         )
 
@@ -259,7 +263,8 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
         shutil.rmtree(folder, ignore_errors=True)
     if failure is not None:
         # NaN, not 0.0: no scheduler rung or sampler may take a failure for a score.
-        tune.report({"epoch": epochs + 1, "failed": failure, "diverged": diverged, "budget_spent": False, Metrics.VAL_ACC: math.nan})
+        tune.report({"epoch": epochs + 1, "failed": failure, "diverged": diverged, "budget_spent": False, Metrics.VAL_ACC: math.nan,
+                     **node})
 
 
 def _last_checkpoint(storage: Storage, trial_dir: str | None) -> str | None:
@@ -484,6 +489,7 @@ class _Tracker(tune.Callback):
         self.best = next((row for row in done if row["status"] == Status.COMPLETED), None)
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.checkpoints: dict[str, Any] = {}  # Tune trial id -> its newest checkpoint
+        self.nodes: dict[str, dict[str, str]] = {}  # Tune trial id -> the node it runs on, as its run's tags say
         self.started = time.monotonic()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -505,6 +511,10 @@ class _Tracker(tune.Callback):
         return run_id
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        node = {tag: result[tag] for tag in (Tags.RAY_NODE, Tags.RAY_HOSTNAME)}
+        if self.nodes.get(trial.trial_id) != node:  # its first result, or its first on another node after a lost worker
+            self.recorder.set_tags(self.runs[trial.trial_id], node)
+            self.nodes[trial.trial_id] = node
         if "failed" not in result:
             self.recorder.log_epoch(self.runs[trial.trial_id], result, epoch=int(result["epoch"]))
             print(f"[{_clock(time.monotonic() - self.started)}] {trial_name(trial.trial_id)} epoch {result['epoch']}/"
@@ -542,6 +552,7 @@ class _Tracker(tune.Callback):
 
     def _finish(self, trial: Any, status: str, reason: str = "", val_acc: float | None = None) -> None:
         run_id = self.runs.pop(trial.trial_id, None) or self._new_run(trial)  # none if its worker never started
+        self.nodes.pop(trial.trial_id, None)
         checkpoint = self.checkpoints.pop(trial.trial_id, None)
         if status in Status.SCORED and checkpoint is not None:
             # The last epoch's weights, so that `cnnsearch export --retrain-epochs 0` can use them:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+import ray
 
 from cnnsearch import load_arch, load_space
 
@@ -67,6 +69,7 @@ def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli, monkeypat
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
         assert tags["cnnsearch.status"] in ("completed", "stopped early") and run.info.status == "FINISHED"
         assert tags["cnnsearch.family"] == "residual" and tags["cnnsearch.space_hash"] == space.digest
+        assert tags["ray.node_id"] == ray.get_runtime_context().get_node_id() and tags["ray.hostname"] == platform.node()
         assert {"residual.width", "residual.num_blocks", "stem.channels", "stages.1.stride"} <= set(params)
         assert metrics["residual.width"] == float(params["residual.width"])  # numeric knobs are metrics too
         assert metrics["params"] > 0 and metrics["flops"] == 2 * metrics["macs"]
