@@ -820,6 +820,8 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
         ray.init(
             # "local": a Ray of our own, never one that something else left on this machine.
             address=options.ray_address or "local",
+            # A cluster's workers get this cnnsearch from the driver: a node needs only its dependencies.
+            runtime_env={"py_modules": [str(Path(__file__).parent)], "excludes": ["__pycache__"]} if options.ray_address else None,
             include_dashboard=False,
             log_to_driver=options.verbose,
             logging_level=logging.INFO if options.verbose else logging.ERROR,
