@@ -697,10 +697,21 @@ def _check_storage(storage: Storage, digest: str, options: RunOptions) -> dict[s
 
 
 def _check_reachable(address: str) -> None:
-    """Fail in seconds on a Ray address nobody answers at: ray.init would wait for minutes."""
+    """Fail in seconds on a Ray address nobody answers at: ray.init would wait for minutes.
+
+    A Ray Client address (``ray://``) is refused: through it, ``Tuner.fit`` runs Tune's driver
+    loop, and with it this study's proposer and MLflow recorder, on the head node, where
+    the Optuna journal and a relative tracking store of this machine are out of reach.
+    """
+    if address.startswith("ray://"):
+        raise ConfigError(
+            f"Ray at {address}: a Ray Client address would run the study's driver on the head node, away from its MLflow "
+            "store and state; run cnnsearch on a node of the cluster with --ray-address HOST:PORT (the address `ray start "
+            "--head` printed, port 6379 by default), or submit it there with `ray job submit -- cnnsearch run ...`"
+        )
     if address in ("auto", "local"):
         return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
+    host, _, port = address.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except (OSError, ValueError) as error:

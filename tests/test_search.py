@@ -167,6 +167,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(ray_session, tmp_pat
         (["--tracking-uri", "http://127.0.0.1:9"], "tracking store http://127.0.0.1:9: cannot be reached"),
         (["--resume"], "no study to resume here"),
         (["--ray-address", "127.0.0.1:1"], "Ray at 127.0.0.1:1: cannot connect"),
+        (["--ray-address", "ray://127.0.0.1:10001"], "a Ray Client address would run the study's driver on the head node"),
         (["--storage", "nosuch://bucket/x"], "--storage nosuch://bucket/x: cannot be opened (Unrecognized filesystem type"),
         (["--dataset", "imagefolder:/no/such/folder"], "imagefolder:/no/such/folder: no such folder"),
         (["--sampler", "grid", "--trials", "100"], "a grid of 8 points cannot fill 100 trials"),
