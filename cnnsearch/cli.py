@@ -205,7 +205,19 @@ def _say(line: str) -> None:
 def _footer(result: StudyResult) -> None:
     print(f"\nQuery it: cnnsearch query {result.name} --rows KNOB [--cols KNOB] [--anova] [--compare]"
           + (f" --tracking-uri {result.tracking_uri}" if result.tracking_uri != "sqlite:///mlflow.db" else ""))
-    print(f"Browse it: mlflow ui --backend-store-uri {result.tracking_uri}   (or: cnnsearch ui)")
+    if _is_server(result.tracking_uri):
+        print(f"Browse it: {_server_ui(result.tracking_uri)}")
+    else:
+        print(f"Browse it: mlflow ui --backend-store-uri {result.tracking_uri}   (or: cnnsearch ui)")
+
+
+def _is_server(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def _server_ui(tracking_uri: str) -> str:
+    """Where a tracking server shows its runs: MLflow 3's UI opens on its GenAI view unless the URL picks model training."""
+    return f"{tracking_uri.rstrip('/')}/#/experiments?workflowType=machine_learning"
 
 
 def _say_how_to_resume(args: argparse.Namespace) -> None:
@@ -436,10 +448,12 @@ def _plot(args: argparse.Namespace) -> None:
 def _ui(args: argparse.Namespace) -> None:
     import shutil
 
+    if _is_server(args.tracking_uri):  # it serves its own UI
+        print(f"MLflow UI: {_server_ui(args.tracking_uri)}")
+        return
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     command = [mlflow, "ui", "--backend-store-uri", args.tracking_uri, "--host", args.host, "--port", str(args.port)]
-    # MLflow 3's UI opens on its GenAI view unless the URL (or a click) picks model training.
-    print(f"MLflow UI: http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning", file=sys.stderr)
+    print(f"MLflow UI: {_server_ui(f'http://{args.host}:{args.port}')}", file=sys.stderr)
     sys.stderr.flush()
     os.execv(mlflow, command)  # become the server: a signal to this process reaches it
 
@@ -699,7 +713,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=_positive, default=3)
     predict.set_defaults(run=_predict)
 
-    ui = commands.add_parser("ui", help="start the MLflow UI on the study store")
+    ui = commands.add_parser("ui", help="start the MLflow UI on the study store (of a tracking server: say where its own is)")
     ui.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store (default sqlite:///mlflow.db)")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=_positive, default=5000)
