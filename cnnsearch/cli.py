@@ -164,7 +164,7 @@ def _options(args: argparse.Namespace, name: str, **search: object) -> RunOption
 
     return RunOptions(
         name=name,
-        storage=Path(args.storage or Path("cnnsearch_runs") / name),
+        storage=args.storage or Path("cnnsearch_runs") / name,
         resume=args.resume,
         max_concurrent=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial,
@@ -189,16 +189,18 @@ def _options(args: argparse.Namespace, name: str, **search: object) -> RunOption
 
 
 def _pictures(result: StudyResult, options: RunOptions, rows: str | None = None, cols: str | None = None) -> None:
-    """Draw the study's pictures into its storage folder and attach them to its parent run."""
+    """Draw the study's pictures into its storage and attach them to its parent run."""
     from .plots import plot_study
+    from .storage import Storage
     from .tracking import find_study
 
     record = find_study(result.name, result.tracking_uri)
-    folder = options.storage / "plots"
-    paths = plot_study(record, folder, rows=rows, cols=cols, say=_say)
-    record.log_files(paths, "plots")
+    storage = Storage.open(options.storage)
+    with storage.local_folder("plots") as folder:
+        paths = plot_study(record, folder, rows=rows, cols=cols, say=_say)
+        record.log_files(paths, "plots")
     if paths:
-        print(f"Pictures: {folder}/ ({', '.join(p.name for p in paths)}), also in MLflow under plots/")
+        print(f"Pictures: {storage.describe(storage.path('plots'))}/ ({', '.join(p.name for p in paths)}), also in MLflow under plots/")
 
 
 def _say(line: str) -> None:
@@ -208,7 +210,19 @@ def _say(line: str) -> None:
 def _footer(result: StudyResult) -> None:
     print(f"\nQuery it: cnnsearch query {result.name} --rows KNOB [--cols KNOB] [--anova] [--compare]"
           + (f" --tracking-uri {result.tracking_uri}" if result.tracking_uri != "sqlite:///mlflow.db" else ""))
-    print(f"Browse it: mlflow ui --backend-store-uri {result.tracking_uri}   (or: cnnsearch ui)")
+    if _is_server(result.tracking_uri):
+        print(f"Browse it: {_server_ui(result.tracking_uri)}")
+    else:
+        print(f"Browse it: mlflow ui --backend-store-uri {result.tracking_uri}   (or: cnnsearch ui)")
+
+
+def _is_server(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def _server_ui(tracking_uri: str) -> str:
+    """Where a tracking server shows its runs: MLflow 3's UI opens on its GenAI view unless the URL picks model training."""
+    return f"{tracking_uri.rstrip('/')}/#/experiments?workflowType=machine_learning"
 
 
 def _say_how_to_resume(args: argparse.Namespace) -> None:
@@ -278,30 +292,31 @@ def _ablate(args: argparse.Namespace) -> None:
     if not runs.empty:
         print(f"\n{name}: {len(result.trials)} trials ({experiment.design}, {experiment.replicates} replicates per cell)")
         print(_format_table(pivot(runs, rows, cols, "val_acc"), rows, cols, "val_acc", "mean"))
-        _effects(record, runs, factors, options.storage / "analysis")
+        _effects(record, runs, factors, options.storage)
     _pictures(result, options, rows, cols)
     _footer(result)
 
 
-def _effects(record: StudyRecord, runs: pd.DataFrame, factors: list[str], folder: Path) -> None:
-    """An ablation's ANOVA and pairwise comparisons: printed, written as CSV and text into ``folder``
-    and attached to its parent run; one that the design cannot support says why instead."""
+def _effects(record: StudyRecord, runs: pd.DataFrame, factors: list[str], storage: str | Path) -> None:
+    """An ablation's ANOVA and pairwise comparisons: printed, written as CSV and text into the study's
+    storage (``analysis/``) and attached to its parent run; one that the design cannot support says why instead."""
     from .effects import anova, compare
+    from .storage import Storage
 
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, analyse, describe in (("anova", anova, _format_anova), ("comparisons", compare, _format_comparisons)):
-        try:
-            table = analyse(runs, factors, "val_acc", baseline=record.baseline)
-        except ConfigError as error:
-            print(f"\n{name}: not computed: {error}")
-            continue
-        text = describe(table, "val_acc")
-        print("\n" + text)
-        (folder / f"{name}.csv").write_text(table.to_csv(index=False))
-        (folder / f"{name}.txt").write_text(text + "\n")
-        paths += [folder / f"{name}.csv", folder / f"{name}.txt"]
-    record.log_files(paths, "analysis")
+    with Storage.open(storage).local_folder("analysis") as folder:
+        paths = []
+        for name, analyse, describe in (("anova", anova, _format_anova), ("comparisons", compare, _format_comparisons)):
+            try:
+                table = analyse(runs, factors, "val_acc", baseline=record.baseline)
+            except ConfigError as error:
+                print(f"\n{name}: not computed: {error}")
+                continue
+            text = describe(table, "val_acc")
+            print("\n" + text)
+            (folder / f"{name}.csv").write_text(table.to_csv(index=False))
+            (folder / f"{name}.txt").write_text(text + "\n")
+            paths += [folder / f"{name}.csv", folder / f"{name}.txt"]
+        record.log_files(paths, "analysis")
 
 
 def _format_table(table: pd.DataFrame, rows: str, cols: str | None, metric: str, agg: str) -> str:
@@ -439,10 +454,12 @@ def _plot(args: argparse.Namespace) -> None:
 def _ui(args: argparse.Namespace) -> None:
     import shutil
 
+    if _is_server(args.tracking_uri):  # it serves its own UI
+        print(f"MLflow UI: {_server_ui(args.tracking_uri)}")
+        return
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     command = [mlflow, "ui", "--backend-store-uri", args.tracking_uri, "--host", args.host, "--port", str(args.port)]
-    # MLflow 3's UI opens on its GenAI view unless the URL (or a click) picks model training.
-    print(f"MLflow UI: http://{args.host}:{args.port}/#/experiments?workflowType=machine_learning", file=sys.stderr)
+    print(f"MLflow UI: {_server_ui(f'http://{args.host}:{args.port}')}", file=sys.stderr)
     sys.stderr.flush()
     os.execv(mlflow, command)  # become the server: a signal to this process reaches it
 
@@ -564,7 +581,8 @@ def _study_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", help="join a Ray cluster (default: $RAY_ADDRESS, else start Ray here)")
     parser.add_argument("--experiment", help="MLflow experiment (default: the space's or experiment's name)")
     parser.add_argument("--tracking-uri", help="MLflow store (default sqlite:///mlflow.db)")
-    parser.add_argument("--storage", help="study state folder (default ./cnnsearch_runs/NAME)")
+    parser.add_argument("--storage", help="study state: a folder, or a URI that every node reaches, such as "
+                        "s3://BUCKET/PATH?endpoint_override=HOST:PORT (default ./cnnsearch_runs/NAME)")
     parser.add_argument("--name", help="study name (default: the space's or experiment's name)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted study with the settings it began with")
     parser.add_argument("--seed", type=int, help="seeds the sampler and every trial (default 0)")
@@ -710,7 +728,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=_positive, default=3)
     predict.set_defaults(run=_predict)
 
-    ui = commands.add_parser("ui", help="start the MLflow UI on the study store")
+    ui = commands.add_parser("ui", help="start the MLflow UI on the study store (of a tracking server: say where its own is)")
     ui.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store (default sqlite:///mlflow.db)")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=_positive, default=5000)

@@ -5,7 +5,9 @@ proposal into an architecture fitted to the data, checks it against the limits a
 measures its latency; a trial is a plain function of that architecture. With several
 objectives Optuna is told each, and no trial is stopped early. The data set is put in Ray's object
 store once and shared by every trial; the driver alone writes to MLflow, keeping the
-run ids and counts it needs so each event costs the same at any study size.
+run ids and counts it needs so each event costs the same at any study size. The study's
+state, Optuna's record and Ray Tune's checkpoints live in its storage (a folder, or a URI
+that every node of a cluster reaches: :mod:`cnnsearch.storage`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import io
 import json
 import logging
 import math
 import os
+import platform
+import posixpath
 import resource
 import shutil
 import signal
@@ -44,6 +49,7 @@ from .data import held_out_test_fraction, load_dataset, split_dataset
 from .experiment import Cell, Experiment
 from .profile import WORKER_BASE, cheapest, latency, latency_machine, profile, training_memory
 from .space import Fixed, Objective, Space
+from .storage import RecordLog, Storage
 from .tracking import DEFAULT_TRACKING_URI, WEIGHTS_FILE, Metrics, Params, Recorder, Status, Tags, connect, trial_name
 from .train import EpochReport, data_shape, fit_to_data, resolve_precision, train
 
@@ -58,7 +64,7 @@ class RunOptions:
     """How to run a study; every field has a command-line flag of the same name."""
 
     name: str
-    storage: Path
+    storage: str | Path  # a folder, or a URI that pyarrow.fs opens (cnnsearch.storage)
     resume: bool = False
     # Left as None, these take the value a resumed study was started with, else the default.
     trials: int | None = None  # default: the space's search.trials
@@ -215,21 +221,25 @@ def _release_memory() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threads: int, device: str) -> None:
+def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threads: int, device: str, storage: Storage) -> None:
     """One Ray Tune trial: train the architecture the driver proposed and checked, or go on with an interrupted one.
 
     A trial whose own code fails (an error, a diverging loss) reports ``failed`` and ends: Tune's
     retries are for trials whose worker was lost, and a retried trial goes on from its checkpoint.
+    Every report says on which node and host the trial runs.
     """
     torch.set_num_threads(threads)
     _release_memory()
     arch = Arch.from_dict(config["arch"])
+    node = {Tags.RAY_NODE: ray.get_runtime_context().get_node_id(), Tags.RAY_HOSTNAME: platform.node()}
     retried = tune.get_checkpoint()
     if retried is not None:
         with retried.as_directory() as saved:
             resume = torch.load(Path(saved) / _STATE, weights_only=True)
+    elif config.get("resume"):  # read from the study's storage, wherever this node is
+        resume = torch.load(io.BytesIO(storage.read_bytes(config["resume"])), weights_only=True)
     else:
-        resume = torch.load(config["resume"], weights_only=True) if config.get("resume") else None
+        resume = None
     folder = Path(tempfile.mkdtemp(prefix="cnnsearch-checkpoint-"))
     (folder / _CONFIG).write_text(json.dumps({key: value for key, value in config.items() if key not in _RESUME_KEYS}))
     epochs = resume["epoch"] if resume else 0
@@ -246,7 +256,8 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
                  Metrics.COMPILE_SECONDS: epoch.compile_seconds}
         # Tune copies the checkpoint into its storage before report returns: the folder can be reused.
         tune.report(
-            {"epoch": epoch.epoch, "budget_spent": epoch.budget_spent, "train_images_per_s": epoch.train_images_per_s, **metrics, **setup},
+            {"epoch": epoch.epoch, "budget_spent": epoch.budget_spent, "train_images_per_s": epoch.train_images_per_s, **metrics, **setup,
+             **node},
             checkpoint=tune.Checkpoint.from_directory(folder),
         )
 
@@ -260,14 +271,16 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
         shutil.rmtree(folder, ignore_errors=True)
     if failure is not None:
         # NaN, not 0.0: no scheduler rung or sampler may take a failure for a score.
-        tune.report({"epoch": epochs + 1, "failed": failure, "diverged": diverged, "budget_spent": False, Metrics.VAL_ACC: math.nan})
+        tune.report({"epoch": epochs + 1, "failed": failure, "diverged": diverged, "budget_spent": False, Metrics.VAL_ACC: math.nan,
+                     **node})
 
 
-def _last_checkpoint(trial_dir: str | None) -> Path | None:
-    """The newest complete checkpoint that a trial saved in ``trial_dir``, if any."""
-    folders = sorted(Path(trial_dir).glob("checkpoint_*"), reverse=True) if trial_dir else []
+def _last_checkpoint(storage: Storage, trial_dir: str | None) -> str | None:
+    """The newest complete checkpoint that a trial saved in ``trial_dir`` of the storage, if any."""
+    folders = [name for name in reversed(storage.listdir(trial_dir)) if name.startswith("checkpoint_")] if trial_dir else []
     # A kill while Tune copied the newest may have left it without one of its files.
-    return next((f for f in folders if (f / _STATE).exists() and (f / _CONFIG).exists() and (f / WEIGHTS_FILE).exists()), None)
+    paths = (posixpath.join(trial_dir, name) for name in folders)
+    return next((path for path in paths if {_STATE, _CONFIG, WEIGHTS_FILE} <= set(storage.listdir(path))), None)
 
 
 class _Stop(tune.Stopper):
@@ -479,9 +492,10 @@ class _Tracker(tune.Callback):
     the same at the thousandth trial as at the first; MLflow is read once, on resume.
     """
 
-    def __init__(self, recorder: Recorder, space: Space, tags: dict[str, str], total: int, done: list[dict[str, Any]],
+    def __init__(self, recorder: Recorder, storage: Storage, space: Space, tags: dict[str, str], total: int, done: list[dict[str, Any]],
                  proposer: _Proposer | None, stop: _Stop) -> None:
-        self.recorder, self.space, self.tags, self.total, self.proposer, self.stop = recorder, space, tags, total, proposer, stop
+        self.recorder, self.storage, self.space, self.tags, self.total = recorder, storage, space, tags, total
+        self.proposer, self.stop = proposer, stop
         self.interrupted = 0
         self.done_before = len(done)
         self.counts = Counter(row["status"] for row in done)
@@ -489,6 +503,7 @@ class _Tracker(tune.Callback):
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.checkpoints: dict[str, Any] = {}  # Tune trial id -> its newest checkpoint
         self.training: dict[str, int] = {}  # Tune trial id -> epochs it has reported; as many as run at once
+        self.nodes: dict[str, dict[str, str]] = {}  # Tune trial id -> the node it runs on, as its run's tags say
         self.epochs = 0  # reported in this session: the pace of the study
         self.started = self.said = time.monotonic()
 
@@ -517,6 +532,10 @@ class _Tracker(tune.Callback):
         return run_id
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        node = {tag: result[tag] for tag in (Tags.RAY_NODE, Tags.RAY_HOSTNAME)}
+        if self.nodes.get(trial.trial_id) != node:  # its first result, or its first on another node after a lost worker
+            self.recorder.set_tags(self.runs[trial.trial_id], node)
+            self.nodes[trial.trial_id] = node
         if "failed" not in result:
             self.recorder.log_epoch(self.runs[trial.trial_id], result, epoch=int(result["epoch"]))
             self.training[trial.trial_id] = int(result["epoch"])
@@ -568,17 +587,20 @@ class _Tracker(tune.Callback):
 
     def _finish(self, trial: Any, status: str, reason: str = "", val_acc: float | None = None) -> None:
         run_id = self.runs.pop(trial.trial_id, None) or self._new_run(trial)  # none if its worker never started
+        self.nodes.pop(trial.trial_id, None)
         checkpoint = self.checkpoints.pop(trial.trial_id, None)
         self.training.pop(trial.trial_id, None)
         if status in Status.SCORED and checkpoint is not None:
-            # The last epoch's weights, so that `cnnsearch export --retrain-epochs 0` can use them.
-            with checkpoint.as_directory() as folder:
-                self.recorder.log_weights(run_id, Path(folder) / WEIGHTS_FILE)
+            # The last epoch's weights, so that `cnnsearch export --retrain-epochs 0` can use them:
+            # the one file, not the training state beside it.
+            with self.storage.local_file(posixpath.join(checkpoint.path, WEIGHTS_FILE)) as weights:
+                self.recorder.log_weights(run_id, weights)
         self.recorder.finish_trial(run_id, status, reason)
         # Ended, a trial is never resumed: its training state (model and optimizer) need not stay.
-        resumed_from = [Path(trial.config["resume"]).parent] if trial.config.get("resume") else []
-        for folder in [*Path(trial.path).glob("checkpoint_*"), *resumed_from]:
-            shutil.rmtree(folder, ignore_errors=True)
+        resumed_from = [posixpath.dirname(trial.config["resume"])] if trial.config.get("resume") else []
+        checkpoints = [posixpath.join(trial.path, name) for name in self.storage.listdir(trial.path) if name.startswith("checkpoint_")]
+        for folder in [*checkpoints, *resumed_from]:
+            self.storage.delete(folder)
         self.counts[status] += 1
         if status in (Status.FAILED, Status.DIVERGED):
             self._say(f"{trial_name(trial.trial_id)} {status}: {reason}")
@@ -680,50 +702,90 @@ def _check_unchanged(space: Space, saved: dict[str, Any], settings: dict[str, An
             )
 
 
-def _check_storage(storage: Path, digest: str, options: RunOptions) -> dict[str, Any] | None:
-    """The saved study state, if any; refuses a folder that holds something else."""
-    state_file = storage / _STATE_FILE
-    state = json.loads(state_file.read_text()) if state_file.exists() else None
+def _check_storage(storage: Storage, digest: str, options: RunOptions) -> dict[str, Any] | None:
+    """The saved study state, if any; refuses a folder that holds something else.
+
+    Raises:
+        ConfigError: as above, or the storage cannot be reached (no such bucket, no credentials).
+    """
+    try:
+        state_file = storage.path(_STATE_FILE)
+        state = json.loads(storage.read_text(state_file)) if storage.exists(state_file) else None
+        others = storage.listdir(storage.root) if state is None else []
+    except OSError as error:
+        raise ConfigError(f"--storage {storage.uri}: cannot be read ({str(error).strip().splitlines()[0]})") from None
     if state is not None and state["space_hash"] != digest:
         raise ConfigError(
-            f"{storage}: holds study {state['name']!r} of another space or experiment (hash {state['space_hash']}, "
+            f"{storage.uri}: holds study {state['name']!r} of another space or experiment (hash {state['space_hash']}, "
             f"not {digest}); use another --storage or --name"
         )
     if options.resume and state is None:
-        raise ConfigError(f"{storage}: no study to resume here; run without --resume to start one")
-    if state is None and storage.exists() and any(storage.iterdir()):
-        raise ConfigError(f"{storage}: not empty and not a cnnsearch study; use another --storage or --name")
+        raise ConfigError(f"{storage.uri}: no study to resume here; run without --resume to start one")
+    if others:
+        raise ConfigError(f"{storage.uri}: not empty and not a cnnsearch study; use another --storage or --name")
     if state is not None and not state.get("finished") and not options.resume:
-        raise ConfigError(f"{storage}: study {state['name']!r} was interrupted; add --resume to continue it")
+        raise ConfigError(f"{storage.uri}: study {state['name']!r} was interrupted; add --resume to continue it")
     return state
 
 
 def _check_reachable(address: str) -> None:
-    """Fail in seconds on a Ray address nobody answers at: ray.init would wait for minutes."""
+    """Fail in seconds on a Ray address nobody answers at: ray.init would wait for minutes.
+
+    A Ray Client address (``ray://``) is refused: through it, ``Tuner.fit`` runs Tune's driver
+    loop, and with it this study's proposer and MLflow recorder, on the head node, where
+    the Optuna journal and a relative tracking store of this machine are out of reach.
+    """
+    if address.startswith("ray://"):
+        raise ConfigError(
+            f"Ray at {address}: a Ray Client address would run the study's driver on the head node, away from its MLflow "
+            "store and state; run cnnsearch on a node of the cluster with --ray-address HOST:PORT (the address `ray start "
+            "--head` printed, port 6379 by default), or submit it there with `ray job submit -- cnnsearch run ...`"
+        )
     if address in ("auto", "local"):
         return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
+    host, _, port = address.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except (OSError, ValueError) as error:
         raise ConfigError(f"Ray at {address}: cannot connect ({error}); expected HOST:PORT of a running cluster") from None
 
 
-def _save_state(storage: Path, **state: Any) -> None:
-    storage.mkdir(parents=True, exist_ok=True)
-    (storage / _STATE_FILE).write_text(json.dumps(state, indent=2))
+def _save_state(storage: Storage, **state: Any) -> None:
+    storage.write_text(storage.path(_STATE_FILE), json.dumps(state, indent=2))
 
 
-def _optuna_study(storage: Path, name: str, objectives: tuple[Objective, ...]) -> optuna.Study:
-    """The study's Optuna record, kept on disk so a resumed or extended study samples with its whole history.
+class _Journal(optuna.storages.journal.BaseJournalBackend):
+    """Optuna's journal as a :class:`RecordLog`, for storage that cannot append to a file (an object store).
 
-    Trials that a crash left running, or enqueued to resume and never started, are marked
-    failed: samplers ignore them, and the study goes on with them as new trials.
+    The study's driver is its only writer: it reads the log once and then keeps it in memory.
+    """
+
+    def __init__(self, log: RecordLog) -> None:
+        self.log = log
+
+    def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
+        return self.log.records[log_number_from:]
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        self.log.append(logs)
+
+
+def _optuna_study(storage: Storage, name: str, objectives: tuple[Objective, ...]) -> optuna.Study:
+    """The study's Optuna record, kept in its storage so a resumed or extended study samples with its whole history.
+
+    On this machine's filesystem it is Optuna's own journal file; on an object store, which
+    cannot append to a file, a folder of numbered objects (:class:`_Journal`), both named
+    ``optuna.journal``. Trials that a crash left running, or enqueued to resume and never
+    started, are marked failed: samplers ignore them, and the study goes on with them as new trials.
     """
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    journal = JournalStorage(JournalFileBackend(str(storage / "optuna.journal")))
+    path = storage.path("optuna.journal")
+    if storage.local:
+        journal = JournalStorage(JournalFileBackend(path))
+    else:
+        journal = JournalStorage(_Journal(RecordLog(storage, path)))
     study = optuna.create_study(storage=journal, study_name=name, directions=[objective.direction for objective in objectives],
                                 load_if_exists=True)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -745,7 +807,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
             storage folder that belongs to another study; all before any trial starts.
         Interrupted: Ctrl-C stopped the study before it finished; it can be resumed.
     """
-    storage = options.storage.resolve()
+    storage = Storage.open(options.storage)
     if experiment is not None:
         space = experiment.space
     digest = experiment.digest if experiment else space.digest
@@ -801,6 +863,8 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
         ray.init(
             # "local": a Ray of our own, never one that something else left on this machine.
             address=options.ray_address or "local",
+            # A cluster's workers get this cnnsearch from the driver: a node needs only its dependencies.
+            runtime_env={"py_modules": [str(Path(__file__).parent)], "excludes": ["__pycache__"]} if options.ray_address else None,
             include_dashboard=False,
             log_to_driver=options.verbose,
             logging_level=logging.INFO if options.verbose else logging.ERROR,
@@ -843,22 +907,24 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
         recorder.discard_failed()  # a failed cell runs again (a diverged one stands); a failed search trial stays a result of the search
     resumed, ended = [], []
     for run_id, trial_dir in recorder.unfinished().items():
-        checkpoint = _last_checkpoint(trial_dir)
+        checkpoint = _last_checkpoint(storage, trial_dir)
         if checkpoint is None:
             recorder.discard(run_id)  # interrupted before its first checkpoint: it runs again from the start
             continue
-        config = json.loads((checkpoint / _CONFIG).read_text())
-        history = torch.load(checkpoint / _STATE, weights_only=True, map_location="cpu")["history"]
+        config = json.loads(storage.read_text(posixpath.join(checkpoint, _CONFIG)))
+        state_file = posixpath.join(checkpoint, _STATE)
+        history = torch.load(io.BytesIO(storage.read_bytes(state_file)), weights_only=True, map_location="cpu")["history"]
         for epoch in history[recorder.logged_epochs(run_id):]:  # saved, but the driver died before recording them
             recorder.log_epoch(run_id, epoch, epoch=epoch["epoch"])
         config |= {"run_id": run_id, "earlier": {epoch["epoch"]: epoch["val_acc"] for epoch in history}}
         if history[-1]["budget_spent"]:  # interrupted after its last epoch, before it was recorded as ended
-            recorder.log_weights(run_id, checkpoint / WEIGHTS_FILE)
+            with storage.local_file(posixpath.join(checkpoint, WEIGHTS_FILE)) as weights:
+                recorder.log_weights(run_id, weights)
             recorder.finish_trial(run_id, Status.COMPLETED)
-            shutil.rmtree(checkpoint, ignore_errors=True)
+            storage.delete(checkpoint)
             ended.append(config)
         else:
-            resumed.append(config | {"resume": str(checkpoint / _STATE)})
+            resumed.append(config | {"resume": state_file})
     done = recorder.trials()
     study_state = {"name": options.name, "space_hash": digest, "experiment": experiment_name,
                    "parent_run_id": recorder.parent_run_id, "tracking_uri": tracking_uri, "settings": settings}
@@ -906,9 +972,10 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
             reuse_actors=reuse,
         )
     if missing > 0:
-        tracker = _Tracker(recorder, space, tags, trials, done, proposer, stop)
+        tracker = _Tracker(recorder, storage, space, tags, trials, done, proposer, stop)
         trainable = tune.with_resources(
-            tune.with_parameters(_trial, space=space, data=data, split=split, threads=max(1, int(cpus)), device="cuda" if gpus else "cpu"),
+            tune.with_parameters(_trial, space=space, data=data, split=split, threads=max(1, int(cpus)), device="cuda" if gpus else "cpu",
+                                 storage=storage),
             # Each trial reserves the memory it is expected to need: Ray starts no more at once than fit.
             lambda config: PlacementGroupFactory([
                 {"CPU": cpus, "GPU": gpus, "memory": int(config["cost"].get(Metrics.MEMORY_ESTIMATE, WORKER_BASE / 2**20) * 2**20)}
@@ -918,8 +985,10 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
             trainable,
             tune_config=tune_config,
             run_config=tune.RunConfig(
-                name=f"session-{len(list((storage / 'tune').glob('session-*')))}",
-                storage_path=str(storage / "tune"),
+                name=f"session-{sum(name.startswith('session-') for name in storage.listdir(storage.path('tune')))}",
+                # Trials on every node write their checkpoints there themselves.
+                storage_path=storage.path("tune"),
+                storage_filesystem=storage.filesystem,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 # A lost worker, node or raylet, or the out-of-memory killer: the trial goes on
                 # from its checkpoint. A trial's own errors end it as failed instead (see _trial).

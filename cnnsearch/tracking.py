@@ -90,6 +90,8 @@ class Tags:
     TRIAL_DIR = "cnnsearch.trial_dir"  # the trial's folder in Tune's storage: its checkpoints, to resume it
     OBJECTIVES = "cnnsearch.objectives"  # of a study: JSON list of {metric, goal}
     LATENCY_MACHINE = "cnnsearch.latency_machine"  # what measured latency_ms: device, processor, threads, runtime
+    RAY_NODE = "ray.node_id"  # the Ray node a trial trained on (after a lost worker, the node it went on on)
+    RAY_HOSTNAME = "ray.hostname"  # that node's host name
     PARENT = "mlflow.parentRunId"  # how the MLflow UI nests runs
     RUN_NAME = "mlflow.runName"
 
@@ -253,6 +255,11 @@ class Recorder:
 
     def set_trial_dir(self, run_id: str, path: str) -> None:
         self.client.set_tag(run_id, Tags.TRIAL_DIR, path)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
 
     def set_planned_trials(self, trials: int) -> None:
         self.client.set_tag(self.parent_run_id, Tags.TRIALS, str(trials))

@@ -41,3 +41,29 @@ def scratch_working_directory(tmp_path_factory):
     os.chdir(tmp_path_factory.mktemp("cwd"))
     yield
     os.chdir(previous)
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """moto's S3 server on 127.0.0.1 with an empty bucket, and credentials for it in the environment.
+
+    Ray processes started after this fixture inherit the credentials, as a cluster's nodes
+    would have their own. ``uri(path)`` is the bucket's ``path`` as ``--storage`` takes it.
+    """
+    from types import SimpleNamespace
+
+    import pyarrow.fs
+    from moto.server import ThreadedMotoServer
+
+    environment = pytest.MonkeyPatch()
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        environment.setenv(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    endpoint = f"127.0.0.1:{server.get_host_and_port()[1]}"
+    filesystem = pyarrow.fs.S3FileSystem(endpoint_override=endpoint, scheme="http", allow_bucket_creation=True)
+    filesystem.create_dir("studies")
+    yield SimpleNamespace(bucket="studies", filesystem=filesystem,
+                          uri=lambda path: f"s3://studies/{path}?endpoint_override={endpoint}&scheme=http")
+    server.stop()
+    environment.undo()

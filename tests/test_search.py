@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
+import ray
 
 from cnnsearch import load_arch, load_space
 
@@ -73,6 +75,7 @@ def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli, monkeypat
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
         assert tags["cnnsearch.status"] in ("completed", "stopped early") and run.info.status == "FINISHED"
         assert tags["cnnsearch.family"] == "residual" and tags["cnnsearch.space_hash"] == space.digest
+        assert tags["ray.node_id"] == ray.get_runtime_context().get_node_id() and tags["ray.hostname"] == platform.node()
         assert {"residual.width", "residual.num_blocks", "stem.channels", "stages.1.stride"} <= set(params)
         assert metrics["residual.width"] == float(params["residual.width"])  # numeric knobs are metrics too
         assert metrics["params"] > 0 and metrics["flops"] == 2 * metrics["macs"]
@@ -268,6 +271,8 @@ def test_a_trial_whose_own_code_raises_is_failed_with_its_cause_not_retried(ray_
         (["--tracking-uri", "http://127.0.0.1:9"], "tracking store http://127.0.0.1:9: cannot be reached"),
         (["--resume"], "no study to resume here"),
         (["--ray-address", "127.0.0.1:1"], "Ray at 127.0.0.1:1: cannot connect"),
+        (["--ray-address", "ray://127.0.0.1:10001"], "a Ray Client address would run the study's driver on the head node"),
+        (["--storage", "nosuch://bucket/x"], "--storage nosuch://bucket/x: cannot be opened (Unrecognized filesystem type"),
         (["--dataset", "imagefolder:/no/such/folder"], "imagefolder:/no/such/folder: no such folder"),
         (["--sampler", "grid", "--trials", "100"], "a grid of 8 points cannot fill 100 trials"),
         (["--precision", "fp16"], "precision fp16 needs a CUDA device, and these trials run on CPUs"),
