@@ -122,6 +122,10 @@ def build_model(arch: Arch, *, zero_init_residual: Collection[str] = ()) -> Netw
     pre_activation = get_family(arch.stages[-1].family).pre_activation
     model = Network(arch, stem, stages, _head(arch.head, channels, arch.num_classes, pre_activation))
     _init_weights(model)
+    if arch.batch_norm is not None:
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eps, module.momentum = arch.batch_norm.eps, arch.batch_norm.momentum
     for config, stage in zip(arch.stages, model.stages):
         bottleneck = getattr(config, "block", None) == "bottleneck"
         if config.family in zero_init_residual or (bottleneck and "bottleneck" in zero_init_residual):

@@ -10,7 +10,7 @@ from cnnsearch import Arch, ConfigError, build_model, list_presets, load_arch, p
 
 IMAGENET = [
     "densenet121", "densenet169", "resnet18", "resnet50", "googlenet", "mobilenet_v2",
-    "alexnet", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "vgg19_bn",
+    "mobilenet_v3_large", "mobilenet_v3_small", "alexnet", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "vgg19_bn",
 ]
 
 # Parameter counts as the papers print them, with the unit of their last digit.
