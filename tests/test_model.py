@@ -10,6 +10,7 @@ import torch
 
 from cnnsearch import Arch, ConfigError, build_model, load_arch, profile, save_arch
 from cnnsearch.config import Row
+from cnnsearch.model import TrainingOutput
 from cnnsearch.registry import get_family, list_families, register_family
 
 
@@ -210,6 +211,32 @@ def test_batch_norm_constants_reach_every_batch_norm():
     assert norms and all((m.eps, m.momentum) == (0.001, 0.01) for m in norms)
     assert all((m.eps, m.momentum) == (1e-5, 0.1) for m in build_model(arch).modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert tf_style.digest != arch.digest
+
+
+def small_googlenet(aux_classifiers: bool = True) -> Arch:
+    module = [8, 8, 8, 4, 4, 4]
+    return Arch.from_dict({"stem": {"channels": 16}, "stages": [
+        {"family": "inception", "modules": [module]},
+        {"family": "inception", "stride": 2, "aux_classifiers": aux_classifiers, "modules": [module] * 4}]})
+
+
+def test_aux_classifiers_run_in_training_only():
+    torch.manual_seed(0)
+    model = build_model(small_googlenet()).train()
+    images = torch.randn(2, 3, 32, 32)
+    output = model(images)
+    assert isinstance(output, TrainingOutput) and output.logits.shape == (2, 10)
+    assert [aux.shape for aux in output.aux_logits] == [(2, 10), (2, 10)]
+    (output.logits.sum() + sum(aux.sum() for aux in output.aux_logits)).backward()
+    assert all(p.grad is not None for p in model.aux_classifiers.parameters())
+    model.eval()
+    with torch.no_grad():
+        logits = model(images)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 10)
+    without = small_googlenet(aux_classifiers=False)
+    # Parameters count the classifiers; MACs count the eval forward, which leaves them out.
+    assert profile(small_googlenet()).params > profile(without).params
+    assert profile(small_googlenet()).macs == profile(without).macs
 
 
 def test_inception_without_batch_norm_uses_biases():

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from cnnsearch import Arch, load_arch
+from cnnsearch import Arch, build_model, load_arch
 from cnnsearch.config import Recipe
 from cnnsearch.data import load_dataset, split_dataset
 from cnnsearch.space import Budget
@@ -96,6 +96,23 @@ def test_one_exploded_epoch_that_the_next_repairs_is_not_divergence(data, split)
     result = train(fit_to_data(load_arch("resnet20"), data), data, split, recipe=UNGUARDED, budget=Budget(epochs=2))
     assert result.status == "completed", result.message
     assert result.history[0].val_loss > 1000 and result.history[1].val_loss < 9.21
+
+
+def test_aux_classifiers_train_on_their_loss_and_validation_sees_the_logits_alone(data, split):
+    """GoogLeNet's auxiliary classifiers get gradients from their own losses only: if they move, those losses count."""
+    module = [8, 8, 8, 4, 4, 4]
+    arch = fit_to_data(Arch.from_dict({"stem": {"channels": 16}, "stages": [
+        {"family": "inception", "modules": [module]},
+        {"family": "inception", "stride": 2, "aux_classifiers": True, "modules": [module] * 3}]}), data)
+    torch.manual_seed(0)
+    initial = build_model(arch).aux_classifiers.state_dict()
+    recipe = SMALL.model_copy(update={"bn_recalibration_images": 0})
+    result = train(arch, data, split, recipe=recipe, budget=Budget(epochs=1, max_images=128), seed=0)
+    assert result.status == "completed" and 0 <= result.val_acc <= 1
+    trained = result.model.aux_classifiers.state_dict()
+    assert len(result.model.aux_classifiers) == 2
+    assert all(not torch.equal(initial[key], trained[key]) for key in initial if key.endswith("fc2.weight"))
+    assert isinstance(result.model.eval()(torch.randn(2, 3, 32, 32)), torch.Tensor)
 
 
 def test_architecture_must_fit_the_data(data, split):
