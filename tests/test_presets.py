@@ -158,3 +158,9 @@ def test_preset_trains_one_step(name):
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
+
+def test_profile_command_counts_a_preset_at_its_own_input_size_and_channels(cli):
+    status, out, err = cli("profile", "lenet5")
+    assert status == 0, err
+    # 28x28x1: the first conv's 117,600 MACs are a third of what three channels would cost.
+    assert "28x28 input" in out and "61,706" in out and "416,520" in out

@@ -145,6 +145,18 @@ def test_train_command_bad_input(args, expected, cli):
     assert status == 2 and expected in err and "Traceback" not in err
 
 
+def test_train_command_fits_a_preset_to_the_data(cli):
+    """lenet5 is built for 28x28 grey images; synthetic data has 32x32 colour ones."""
+    status, out, err = cli("train", "lenet5", "--dataset", "synthetic", "--epochs", "1", "--subset", "128", "--json")
+    assert status == 0, err
+    assert json.loads(out)["status"] == "completed"
+
+
+def test_train_command_says_what_size_a_plain_network_needs(cli):
+    status, _, err = cli("train", "alexnet", "--dataset", "synthetic", "--epochs", "1")
+    assert status == 2 and "a 32x32 input shrinks below 1x1" in err and "needs inputs of at least 63x63" in err
+
+
 def test_train_command_input_too_small_for_the_architecture(tmp_path, cli):
     from PIL import Image
 
