@@ -35,6 +35,7 @@ from .registry import get_family, list_families
 
 __all__ = [
     "Arch",
+    "BatchNorm",
     "ConfigError",
     "Head",
     "Recipe",
@@ -236,6 +237,19 @@ class Head(_Value):
         return self
 
 
+class BatchNorm(_Value):
+    """Constants of every batch norm of a network, where they are not each layer's own.
+
+    Torch's are eps 1e-5 and momentum 0.1 (GoogLeNet's convs take eps 1e-3). MobileNetV3
+    takes TensorFlow's, eps 1e-3 and momentum 0.01, in all of its layers (torchvision's
+    ``mobilenetv3.py``); eps changes what a trained network computes, momentum how fast
+    the running statistics follow the weights.
+    """
+
+    eps: float = Field(gt=0.0)
+    momentum: float = Field(gt=0.0, le=1.0)
+
+
 class StageConfig(_Value):
     """The knobs of one stage, validated; each block family in :mod:`cnnsearch.blocks` subclasses it.
 
@@ -291,7 +305,7 @@ _LARGEST_INPUT = 4096  # the search for the smallest input a network takes stops
 
 
 class Arch(_Value):
-    """One concrete network: stem, stages (each of any family), head."""
+    """One concrete network: stem, stages (each of any family), head, and batch norm's constants where they are set."""
 
     name: str = "custom"
     num_classes: int = Field(10, ge=1)
@@ -300,6 +314,9 @@ class Arch(_Value):
     stem: Stem = Stem()
     stages: tuple[Stage, ...] = Field(min_length=1)
     head: Head = Head()
+    batch_norm: BatchNorm | None = Field(
+        None, description="eps and momentum of every batch norm; null: each layer's own", exclude_if=lambda value: value is None
+    )
 
     @model_validator(mode="after")
     def _input_survives(self) -> Arch:

@@ -1,9 +1,15 @@
-"""``build_model(arch)``: stem, stages, head. The only place that walks stages and tracks channels."""
+"""``build_model(arch)``: stem, stages, head. The only place that walks stages and tracks channels.
+
+A network with auxiliary classifiers (GoogLeNet's) returns a :class:`TrainingOutput` in
+training mode, the trainer adding their losses; in eval mode every network returns its
+logits alone, which is what profiling, validation and export see.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from functools import partial
+from typing import NamedTuple
 
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
@@ -12,7 +18,7 @@ from .blocks import get_family, inception, nin
 from .config import Arch, ConfigError, Head, Stem
 from .layers import ACTIVATIONS, activation
 
-__all__ = ["Network", "build_model"]
+__all__ = ["Network", "TrainingOutput", "build_model"]
 
 
 def _stem(stem: Stem, in_channels: int) -> nn.Sequential:
@@ -71,18 +77,55 @@ def _head(head: Head, in_channels: int, num_classes: int, pre_activation: bool) 
     return layers
 
 
-class Network(nn.Module):
-    """A CNN built from an :class:`Arch`; ``model.arch`` is the value it was built from."""
+def _aux_classifiers(arch: Arch) -> tuple[nn.ModuleList, dict[int, list[str]]]:
+    """GoogLeNet's auxiliary classifiers of the inception stages that ask for them, and the modules they read."""
+    classifiers, inputs = nn.ModuleList(), {}
+    for index, config in enumerate(arch.stages):
+        if isinstance(config, inception.InceptionStage) and (read := inception.aux_inputs(config)):
+            inputs[index] = [name for name, _ in read]
+            classifiers.extend(inception.InceptionAux(channels, arch.num_classes, config.batch_norm) for _, channels in read)
+    return classifiers, inputs
 
-    def __init__(self, arch: Arch, stem: nn.Module, stages: nn.Sequential, head: nn.Module) -> None:
+
+class TrainingOutput(NamedTuple):
+    """What a network with auxiliary classifiers returns in training mode."""
+
+    logits: Tensor
+    aux_logits: tuple[Tensor, ...]  # in the order of the modules they read
+
+
+class Network(nn.Module):
+    """A CNN built from an :class:`Arch`; ``model.arch`` is the value it was built from.
+
+    ``aux_inputs`` maps a stage's index to the names of its modules whose outputs the
+    ``aux_classifiers`` read, in order; they run in training mode only.
+    """
+
+    def __init__(self, arch: Arch, stem: nn.Module, stages: nn.Sequential, head: nn.Module,
+                 aux_classifiers: nn.ModuleList | None = None, aux_inputs: dict[int, list[str]] | None = None) -> None:
         super().__init__()
         self.arch = arch
         self.stem = stem
         self.stages = stages
+        # Registered between the stages and the head, where torchvision's GoogLeNet has its aux1 and aux2.
+        self.aux_classifiers = aux_classifiers or nn.ModuleList()
+        self.aux_inputs = aux_inputs or {}
         self.head = head
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.stages(self.stem(x)))
+    def forward(self, x: Tensor) -> Tensor | TrainingOutput:
+        x = self.stem(x)
+        if not (self.training and self.aux_inputs):
+            return self.head(self.stages(x))
+        aux_logits: list[Tensor] = []
+        for index, stage in enumerate(self.stages):
+            if index not in self.aux_inputs:
+                x = stage(x)
+                continue
+            for name, module in stage.named_children():
+                x = module(x)
+                if name in self.aux_inputs[index]:
+                    aux_logits.append(self.aux_classifiers[len(aux_logits)](x))
+        return TrainingOutput(self.head(x), tuple(aux_logits))
 
 
 def _init_weights(model: nn.Module) -> None:
@@ -120,8 +163,14 @@ def build_model(arch: Arch, *, zero_init_residual: Collection[str] = ()) -> Netw
             raise ConfigError(f"stages.{index}: {error}") from None
         stages.add_module(str(index), stage)
     pre_activation = get_family(arch.stages[-1].family).pre_activation
-    model = Network(arch, stem, stages, _head(arch.head, channels, arch.num_classes, pre_activation))
+    aux_classifiers, aux_inputs = _aux_classifiers(arch)
+    head = _head(arch.head, channels, arch.num_classes, pre_activation)
+    model = Network(arch, stem, stages, head, aux_classifiers, aux_inputs)
     _init_weights(model)
+    if arch.batch_norm is not None:
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eps, module.momentum = arch.batch_norm.eps, arch.batch_norm.momentum
     for config, stage in zip(arch.stages, model.stages):
         bottleneck = getattr(config, "block", None) == "bottleneck"
         if config.family in zero_init_residual or (bottleneck and "bottleneck" in zero_init_residual):

@@ -5,8 +5,10 @@ Counted with :class:`torch.utils.flop_counter.FlopCounterMode` on a forward pass
 image: convolutions (grouped and depthwise included) and matrix products (linear
 layers, squeeze-and-excitation). It counts FLOPs = 2 x MACs for these operations; batch
 norm, activations, pooling, element-wise additions and bias additions are not counted,
-as in torchvision's published GFLOPS (which are MACs). Architectures are profiled on
-the meta device: no weights are allocated and nothing is computed.
+as in torchvision's published GFLOPS (which are MACs). The pass is in eval mode, so
+auxiliary classifiers (GoogLeNet's), which run in training only, add parameters and no
+MACs. Architectures are profiled on the meta device: no weights are allocated and
+nothing is computed.
 
 Latency is measured, not counted: the median time of one eval-mode forward pass of one
 image on a real device (:func:`latency`), with a fixed thread count, warm-up and repeats.

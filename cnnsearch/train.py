@@ -21,7 +21,7 @@ from torch.optim.swa_utils import update_bn
 
 from .config import Arch, ConfigError, Recipe
 from .data import Batches, ImageData, Split, chance_level
-from .model import build_model
+from .model import TrainingOutput, build_model
 from .space import Budget
 
 __all__ = ["EpochReport", "TrainResult", "data_shape", "find_lr", "fit_to_data", "resolve_device", "resolve_precision", "train"]
@@ -33,6 +33,8 @@ CHANNELS_LAST_DEFAULT = True
 # accuracy is within CHANCE_MARGIN of the majority class's share, in its last epoch or in two.
 DIVERGED_LOSS_FACTOR = 4
 CHANCE_MARGIN = 0.05
+# GoogLeNet's auxiliary classifiers add their losses "with a discount weight" of 0.3 (Szegedy et al. 2015, section 5).
+AUX_LOSS_WEIGHT = 0.3
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class EpochReport:
 
     epoch: int
     images: int  # training images seen so far
-    train_loss: float
+    train_loss: float  # the loss minimized: with auxiliary classifiers, their weighted losses included
     val_loss: float
     val_acc: float
     lr: float  # at the end of the epoch
@@ -172,11 +174,18 @@ class _Stepper:
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
+    def loss(self, output: torch.Tensor | TrainingOutput, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss: the logits', plus AUX_LOSS_WEIGHT times each auxiliary classifier's."""
+        if isinstance(output, TrainingOutput):
+            aux = sum(self.criterion(logits, labels) for logits in output.aux_logits)
+            return self.criterion(output.logits, labels) + AUX_LOSS_WEIGHT * aux
+        return self.criterion(output, labels)
+
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # A compiled forward sees one batch shape: the smaller last batch runs eagerly, not recompiled.
         forward = self.forward if len(images) == self.batch_size else self.model
         with self.autocast():
-            loss = self.criterion(forward(images), labels)
+            loss = self.loss(forward(images), labels)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()

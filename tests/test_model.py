@@ -10,6 +10,7 @@ import torch
 
 from cnnsearch import Arch, ConfigError, build_model, load_arch, profile, save_arch
 from cnnsearch.config import Row
+from cnnsearch.model import TrainingOutput
 from cnnsearch.registry import get_family, list_families, register_family
 
 
@@ -25,9 +26,13 @@ def test_registry_refuses_duplicates_and_names_the_known_families():
         get_family("transformer")
 
 
+# Families that take one of two forms, none of whose knobs alone is required: the form the test builds.
+EITHER_FORM = {"inverted_residual": {"channels": 4}}  # channels, or a table of blocks
+
+
 def required_knobs(family: str) -> dict:
     """Small values for the knobs a family requires: 4 for a number, one row of 4s for a table."""
-    values = {}
+    values = dict(EITHER_FORM.get(family, {}))
     for name, field in get_family(family).knobs.model_fields.items():
         if field.is_required():
             row = next((arg for arg in get_args(field.annotation) if isinstance(arg, type) and issubclass(arg, Row)), None)
@@ -78,6 +83,15 @@ def test_digests_of_architectures_written_before_the_new_head_knobs_do_not_chang
     """Studies recorded before MLP and conv heads existed still find their architectures by digest."""
     assert load_arch("resnet20").digest == "dbeddac8e458fe0c"
     assert "hidden" not in load_arch("resnet20").to_dict()["head"]
+
+
+def test_digests_of_architectures_written_before_mobilenet_v3_and_aux_classifiers_do_not_change():
+    """Kernel size, activation, blocks, aux_classifiers and batch_norm stay out of files at their defaults."""
+    assert load_arch("mobilenet_v2").digest == "a160ca38d5bf8a2d"
+    assert load_arch("googlenet").digest == "89cc63db87fbce58"
+    assert load_arch("mobilenet_v2").to_dict()["stages"][0].keys() == {
+        "family", "stride", "expansion", "channels", "num_blocks", "width_multiplier", "squeeze_excitation"}
+    assert "batch_norm" not in load_arch("googlenet").to_dict()
 
 
 def test_model_carries_its_architecture():
@@ -173,6 +187,75 @@ def test_squeeze_excitation_adds_parameters_and_keeps_shapes():
     without, with_se = small(**stage), small(**stage, squeeze_excitation=True)
     assert profile(with_se).params > profile(without).params
     assert build_model(with_se)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_mobilenet_v3_knobs_shape_the_blocks():
+    stage = dict(family="inverted_residual", channels=24, num_blocks=2, stride=2)
+    plain, v3 = small(**stage), small(**stage, kernel_size=5, activation="hardswish", squeeze_excitation=True)
+    block = build_model(v3).stages[0][0]
+    assert block.conv[1][0].kernel_size == (5, 5) and isinstance(block.conv[1][2], torch.nn.Hardswish)
+    assert block.conv[2].fc1.out_channels == 24  # torchvision's squeeze width: make_divisible(96 // 4)
+    assert profile(v3).params > profile(plain).params
+    assert build_model(v3)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_table_of_blocks_gives_each_block_its_own_knobs_and_keeps_the_output_size_rule(stride):
+    rows = [[3, 16, 16, False, "relu", 1], [5, 72, 24, True, "hardswish", stride], [3, 88, 24, False, "relu6", 1]]
+    arch = Arch.from_dict({"stem": {"channels": 16}, "stages": [{"family": "inverted_residual", "blocks": rows}]})
+    model = build_model(arch)
+    first, second, third = model.stages[0]
+    assert len(first.conv) == 3  # an exp size equal to the input's width: no expansion conv
+    assert second.conv[0][0].out_channels == 72 and second.conv[1][0].stride == (stride, stride)
+    assert third.use_res_connect and isinstance(third.conv[0][2], torch.nn.ReLU6)
+    assert model.stages(model.stem(torch.randn(2, 3, 32, 32))).shape[-1] == arch.stages[0].output_size(32) == 32 // stride
+    saved = arch.to_dict()["stages"][0]
+    assert saved.keys() == {"family", "width_multiplier", "blocks"} and Arch.from_dict(arch.to_dict()) == arch
+
+
+def test_a_stage_takes_either_channels_or_blocks():
+    row = [3, 16, 16, False, "relu", 1]
+    with pytest.raises(ConfigError, match="stages.0: an inverted_residual stage needs channels"):
+        small(family="inverted_residual")
+    with pytest.raises(ConfigError, match="stages.0: blocks give each block's channels, num_blocks: leave the stage's out"):
+        small(family="inverted_residual", channels=16, num_blocks=2, blocks=[row])
+    with pytest.raises(ConfigError, match="stages.0.blocks.0.kernel_size: Input should be 3 or 5"):
+        small(family="inverted_residual", blocks=[[7, *row[1:]]])
+
+
+def test_batch_norm_constants_reach_every_batch_norm():
+    arch = load_arch("mobilenet_v2_cifar")
+    tf_style = Arch.from_dict(arch.to_dict() | {"batch_norm": {"eps": 0.001, "momentum": 0.01}})
+    norms = [m for m in build_model(tf_style).modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all((m.eps, m.momentum) == (0.001, 0.01) for m in norms)
+    assert all((m.eps, m.momentum) == (1e-5, 0.1) for m in build_model(arch).modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert tf_style.digest != arch.digest
+
+
+def small_googlenet(aux_classifiers: bool = True) -> Arch:
+    module = [8, 8, 8, 4, 4, 4]
+    return Arch.from_dict({"stem": {"channels": 16}, "stages": [
+        {"family": "inception", "modules": [module]},
+        {"family": "inception", "stride": 2, "aux_classifiers": aux_classifiers, "modules": [module] * 4}]})
+
+
+def test_aux_classifiers_run_in_training_only():
+    torch.manual_seed(0)
+    model = build_model(small_googlenet()).train()
+    images = torch.randn(2, 3, 32, 32)
+    output = model(images)
+    assert isinstance(output, TrainingOutput) and output.logits.shape == (2, 10)
+    assert [aux.shape for aux in output.aux_logits] == [(2, 10), (2, 10)]
+    (output.logits.sum() + sum(aux.sum() for aux in output.aux_logits)).backward()
+    assert all(p.grad is not None for p in model.aux_classifiers.parameters())
+    model.eval()
+    with torch.no_grad():
+        logits = model(images)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 10)
+    without = small_googlenet(aux_classifiers=False)
+    # Parameters count the classifiers; MACs count the eval forward, which leaves them out.
+    assert profile(small_googlenet()).params > profile(without).params
+    assert profile(small_googlenet()).macs == profile(without).macs
 
 
 def test_inception_without_batch_norm_uses_biases():

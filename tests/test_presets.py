@@ -7,10 +7,11 @@ import torch
 import torchvision
 
 from cnnsearch import Arch, ConfigError, build_model, list_presets, load_arch, profile
+from cnnsearch.model import TrainingOutput
 
 IMAGENET = [
-    "densenet121", "densenet169", "resnet18", "resnet50", "googlenet", "mobilenet_v2",
-    "alexnet", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "vgg19_bn",
+    "densenet121", "densenet169", "resnet18", "resnet50", "googlenet", "googlenet_aux", "mobilenet_v2",
+    "mobilenet_v3_large", "mobilenet_v3_small", "alexnet", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "vgg19_bn",
 ]
 
 # Parameter counts as the papers print them, with the unit of their last digit.
@@ -31,8 +32,10 @@ EXACT = {
 
 
 def torchvision_model(name: str, num_classes: int = 1000) -> torch.nn.Module:
-    extra = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
-    return getattr(torchvision.models, name)(num_classes=num_classes, **extra)
+    if name.startswith("googlenet"):
+        aux = name == "googlenet_aux"
+        return torchvision.models.googlenet(num_classes=num_classes, aux_logits=aux, init_weights=aux)
+    return getattr(torchvision.models, name)(num_classes=num_classes)
 
 
 def test_every_documented_preset_ships():
@@ -57,6 +60,30 @@ def test_imagenet_preset_computes_what_torchvision_computes(name):
     images = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         torch.testing.assert_close(model(images), reference(images), rtol=0, atol=1e-5)
+
+
+def test_googlenet_aux_has_the_issues_counts():
+    """torchvision.models.googlenet(aux_logits=True): the classifiers' parameters count, their MACs (training only) do not."""
+    cost = profile(load_arch("googlenet_aux"))
+    assert cost.params == 13_004_888 and round(cost.macs / 1e9, 2) == 1.50
+    assert cost.macs == profile(load_arch("googlenet")).macs
+
+
+def test_googlenet_aux_trains_as_torchvision_does():
+    """In training mode both return the logits and the two auxiliary classifiers' logits; the same seed
+    draws the same dropout masks in the same order."""
+    reference = torchvision_model("googlenet_aux").train()
+    model = build_model(load_arch("googlenet_aux")).train()
+    model.load_state_dict(dict(zip(model.state_dict(), reference.state_dict().values())))
+    images = torch.randn(2, 3, 64, 64)
+    torch.manual_seed(0)
+    theirs = reference(images)
+    torch.manual_seed(0)
+    ours = model(images)
+    assert isinstance(ours, TrainingOutput)
+    pairs = [(ours.logits, theirs.logits), (ours.aux_logits[0], theirs.aux_logits1), (ours.aux_logits[1], theirs.aux_logits2)]
+    for mine, its in pairs:
+        torch.testing.assert_close(mine, its, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(PAPERS))
@@ -124,7 +151,16 @@ def test_preset_trains_one_step(name):
     model = build_model(arch).train()
     size = next(size for size in (min(arch.input_size, 64), 96) if fits(arch, size))  # NiN needs more than 64
     images = torch.randn(2, arch.in_channels, size, size)
-    loss = torch.nn.functional.cross_entropy(model(images), torch.tensor([0, 1]))
+    output = model(images)
+    logits = output.logits if isinstance(output, TrainingOutput) else output
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1]))
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_profile_command_counts_a_preset_at_its_own_input_size_and_channels(cli):
+    status, out, err = cli("profile", "lenet5")
+    assert status == 0, err
+    # 28x28x1: the first conv's 117,600 MACs are a third of what three channels would cost.
+    assert "28x28 input" in out and "61,706" in out and "416,520" in out

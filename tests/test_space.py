@@ -53,7 +53,7 @@ def write(tmp_path, text: str):
 
 
 def test_every_space_is_shipped():
-    assert {p.stem for p in SPACES} >= {"densenet", "resnet", "inception", "mobilenetv2", "mixed"}
+    assert {p.stem for p in SPACES} >= {"densenet", "resnet", "inception", "mobilenetv2", "mobilenetv3", "mixed", "vgg"}
 
 
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from cnnsearch import Arch, load_arch
+from cnnsearch import Arch, build_model, load_arch
 from cnnsearch.config import Recipe
 from cnnsearch.data import load_dataset, split_dataset
 from cnnsearch.space import Budget
@@ -98,6 +98,23 @@ def test_one_exploded_epoch_that_the_next_repairs_is_not_divergence(data, split)
     assert result.history[0].val_loss > 1000 and result.history[1].val_loss < 9.21
 
 
+def test_aux_classifiers_train_on_their_loss_and_validation_sees_the_logits_alone(data, split):
+    """GoogLeNet's auxiliary classifiers get gradients from their own losses only: if they move, those losses count."""
+    module = [8, 8, 8, 4, 4, 4]
+    arch = fit_to_data(Arch.from_dict({"stem": {"channels": 16}, "stages": [
+        {"family": "inception", "modules": [module]},
+        {"family": "inception", "stride": 2, "aux_classifiers": True, "modules": [module] * 3}]}), data)
+    torch.manual_seed(0)
+    initial = build_model(arch).aux_classifiers.state_dict()
+    recipe = SMALL.model_copy(update={"bn_recalibration_images": 0})
+    result = train(arch, data, split, recipe=recipe, budget=Budget(epochs=1, max_images=128), seed=0)
+    assert result.status == "completed" and 0 <= result.val_acc <= 1
+    trained = result.model.aux_classifiers.state_dict()
+    assert len(result.model.aux_classifiers) == 2
+    assert all(not torch.equal(initial[key], trained[key]) for key in initial if key.endswith("fc2.weight"))
+    assert isinstance(result.model.eval()(torch.randn(2, 3, 32, 32)), torch.Tensor)
+
+
 def test_architecture_must_fit_the_data(data, split):
     with pytest.raises(Exception, match="built for 1000 classes"):
         train(load_arch("resnet18"), data, split)
@@ -126,6 +143,18 @@ def test_train_command_prints_json(cli):
 def test_train_command_bad_input(args, expected, cli):
     status, _, err = cli("train", "resnet20", *args)
     assert status == 2 and expected in err and "Traceback" not in err
+
+
+def test_train_command_fits_a_preset_to_the_data(cli):
+    """lenet5 is built for 28x28 grey images; synthetic data has 32x32 colour ones."""
+    status, out, err = cli("train", "lenet5", "--dataset", "synthetic", "--epochs", "1", "--subset", "128", "--json")
+    assert status == 0, err
+    assert json.loads(out)["status"] == "completed"
+
+
+def test_train_command_says_what_size_a_plain_network_needs(cli):
+    status, _, err = cli("train", "alexnet", "--dataset", "synthetic", "--epochs", "1")
+    assert status == 2 and "a 32x32 input shrinks below 1x1" in err and "needs inputs of at least 63x63" in err
 
 
 def test_train_command_input_too_small_for_the_architecture(tmp_path, cli):

@@ -1,6 +1,8 @@
-"""Inception modules: GoogLeNet (Szegedy et al. 2015, arXiv:1409.4842).
+"""Inception modules: GoogLeNet (Szegedy et al. 2015, arXiv:1409.4842), and its auxiliary classifiers.
 
 Module names and order follow torchvision's ``googlenet.py`` so that its weights load.
+The auxiliary classifiers read a stage's modules but :mod:`cnnsearch.model` holds them,
+after the stages, where torchvision's tensors have them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from torchvision.ops import Conv2dNormActivation
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..config import Row, StageConfig, Stride, window_out
 from ..registry import Family, register_family
@@ -46,6 +48,18 @@ class InceptionStage(StageConfig):
     modules: tuple[InceptionModule, ...] = Field(min_length=1)
     batch_norm: bool = Field(True, description="BN after every conv (torchvision); false is the 2014 paper")
     pool_kernel_size: int = Field(3, ge=2, description="kernel of the downsampling max-pool")
+    aux_classifiers: bool = Field(
+        False, description="an auxiliary classifier after the first module and one after the next-to-last (4a and 4d)",
+        exclude_if=lambda value: not value,
+    )
+
+    @model_validator(mode="after")
+    def _aux_classifiers_apart(self) -> InceptionStage:
+        if self.aux_classifiers and len(self.modules) < 3:
+            raise ValueError(
+                f"aux_classifiers read the first and the next-to-last module: give at least 3, got {len(self.modules)}"
+            )
+        return self
 
     def output_size(self, size: int) -> int:
         return window_out(size, self.pool_kernel_size, 2, ceil_mode=True) if self.stride == 2 else size
@@ -83,6 +97,35 @@ def build_stage(config: InceptionStage, in_channels: int) -> tuple[nn.Module, in
         layers.add_module(f"inception{index}", Inception(in_channels, widths, config.batch_norm))
         in_channels = widths.out_channels
     return layers, in_channels
+
+
+AUX_WIDTH, AUX_POOL_SIZE, AUX_HIDDEN, AUX_DROPOUT = 128, 4, 1024, 0.7  # torchvision's InceptionAux
+
+
+class InceptionAux(nn.Module):
+    """An auxiliary classifier (Szegedy et al. 2015, section 5): 4x4 average pool, 1x1 conv, two linear layers.
+
+    torchvision's ``InceptionAux``: the paper's 5x5/3 pool made adaptive, and 70% dropout.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, batch_norm: bool = True) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(AUX_POOL_SIZE)
+        self.conv = conv_block(in_channels, AUX_WIDTH, 1, batch_norm=batch_norm)
+        self.fc1 = nn.Linear(AUX_WIDTH * AUX_POOL_SIZE**2, AUX_HIDDEN)
+        self.dropout = nn.Dropout(AUX_DROPOUT)
+        self.fc2 = nn.Linear(AUX_HIDDEN, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.flatten(self.conv(self.pool(x)), 1)
+        return self.fc2(self.dropout(torch.relu(self.fc1(x))))
+
+
+def aux_inputs(config: InceptionStage) -> list[tuple[str, int]]:
+    """The stage's modules that its auxiliary classifiers read, by their name in the stage, with their channels."""
+    if not config.aux_classifiers:
+        return []
+    return [(f"inception{index}", config.modules[index].out_channels) for index in (0, len(config.modules) - 2)]
 
 
 register_family(Family(InceptionStage, build_stage))
