@@ -98,8 +98,17 @@ def _from_arrays(images: np.ndarray, labels: np.ndarray, *fields: Any) -> ImageD
 
 
 def _channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    sample = images[:: max(1, len(images) // 10000)].double() / 255  # every k-th image is plenty
-    return tuple(sample.mean((0, 2, 3)).tolist()), tuple(sample.std((0, 2, 3)).tolist())
+    sample = images[:: max(1, len(images) // 10000)]  # every k-th image is plenty
+    # Exact integer sums, 256K values at a time: the sample in float64 would be 8 times the images' own size.
+    total = squares = torch.zeros(images.shape[1], dtype=torch.int64)
+    rows = max(1, 2**18 // images[0].numel())
+    for start in range(0, len(sample), rows):
+        chunk = sample[start : start + rows].to(torch.int32)
+        total, squares = total + chunk.sum((0, 2, 3)), squares + chunk.square_().sum((0, 2, 3))
+    count = sample.numel() // images.shape[1]
+    mean = total.double() / count / 255
+    variance = (squares.double() / 255**2 - count * mean.square()) / (count - 1)  # unbiased, as Tensor.std
+    return tuple(mean.tolist()), tuple(variance.sqrt().tolist())
 
 
 def _synthetic(count: int = 2000, classes: int = 10, size: int = 32, seed: int = 0) -> tuple[Tensor, Tensor, list[str]]:
@@ -167,13 +176,21 @@ def _decode(path: str) -> Tensor:
 
 
 def _decode_folder(samples: list[tuple[str, int]]) -> tuple[Tensor, Tensor]:
+    first = _decode(samples[0][0])
+    # Each image is decoded straight into its row: at its peak, decoding holds one copy of the data set.
+    images = torch.empty((len(samples), *first.shape), dtype=torch.uint8)
+
+    def fill(index: int) -> None:
+        path = samples[index][0]
+        image = first if index == 0 else _decode(path)
+        if image.shape != first.shape:
+            raise ConfigError(f"{path}: image is {tuple(image.shape[1:])}, others are {tuple(first.shape[1:])}; all must be one size")
+        images[index] = image
+
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:  # Pillow releases the GIL while decoding
-        decoded = list(pool.map(_decode, (path for path, _ in samples), chunksize=256))
-    shape = decoded[0].shape
-    for (path, _), image in zip(samples, decoded):
-        if image.shape != shape:
-            raise ConfigError(f"{path}: image is {tuple(image.shape[1:])}, others are {tuple(shape[1:])}; all must be one size")
-    return torch.stack(decoded), torch.tensor([label for _, label in samples], dtype=torch.int64)
+        for _ in pool.map(fill, range(len(samples)), chunksize=256):
+            pass  # raises the first error
+    return images, torch.tensor([label for _, label in samples], dtype=torch.int64)
 
 
 def _folder_key(folder: Path, samples: list[tuple[str, int]]) -> str:

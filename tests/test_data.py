@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import numpy as np
@@ -344,3 +346,26 @@ def test_images_travel_out_of_band_so_trials_share_one_copy():
     assert torch.equal(loaded.images, data.images) and loaded.classes == data.classes and loaded.mean == data.mean
     addresses = {np.frombuffer(buffer.raw(), dtype=np.uint8).ctypes.data for buffer in buffers}
     assert loaded.images.data_ptr() in addresses  # read in place
+
+
+def test_decoding_a_folder_holds_one_copy_of_the_images_at_its_peak(tmp_path):
+    """The decoded images are the only full copy: no list beside a stacked tensor, no float copy for the statistics."""
+    for name, count, size in (("warm", 4, 16), ("images", 400, 192)):
+        ramp = np.arange(size)
+        for index in range(count):
+            (tmp_path / name / f"class{index % 2}").mkdir(parents=True, exist_ok=True)
+            pixels = np.repeat(((np.add.outer(ramp, ramp) + index) % 256).astype(np.uint8)[..., None], 3, axis=-1)
+            Image.fromarray(pixels).save(tmp_path / name / f"class{index % 2}" / f"{index}.jpg")
+    script = f"""
+from cnnsearch.data import load_dataset
+def status(key):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key)) * 1024
+load_dataset("imagefolder:{tmp_path / 'warm'}", cache_dir="{tmp_path / 'cache'}")  # imports, threads, Pillow
+open("/proc/self/clear_refs", "w").write("5")  # the peak starts again from here
+before = status("VmRSS:")
+data = load_dataset("imagefolder:{tmp_path / 'images'}", cache_dir="{tmp_path / 'cache'}")
+print(status("VmHWM:") - before, data.images.numel())
+"""
+    peak, size = map(int, subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout.split())
+    assert size == 400 * 3 * 192 * 192
+    assert peak < 1.6 * size, f"decoding peaked {peak / size:.2f}x the images' size"
