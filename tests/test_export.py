@@ -270,7 +270,9 @@ def test_an_image_folder_keeps_its_test_images_until_the_model_is_final(ray_sess
     assert (params["split.train_images"], params["split.val_images"], params["split.test_images"]) == ("36", "12", "0")
     meta = json.loads((out / "meta.json").read_text())
     assert meta["dataset"]["source"] == f"imagefolder:{(root / 'train').resolve()}" and meta["dataset"]["images"] == 48
+    recipe = meta["trained_on"].pop("recipe")  # the trial's own, as it recorded it
     assert meta["trained_on"] == {"splits": ["train", "val"], "images": 48, "epochs": 1, "how": "retrained"}
+    assert recipe["batch_size"] == 16 and recipe["lr"] is None
     test, val = meta["accuracies"]["test"], meta["accuracies"]["val"]
     assert test["images"] == 24 and test["images_from"] == f"imagefolder:{(root / 'test').resolve()}" and not test["seen_in_training"]
     assert val["images"] == 12 and val["seen_in_training"]
