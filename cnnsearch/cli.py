@@ -545,8 +545,8 @@ def _learning_rate(text: str) -> float | str:
 def _recipe_line(space: Space) -> str:
     """The recipe's batch, lr and precision, and each searched key as its knob."""
     r, searched = space.recipe, space.recipe_knobs
-    fixed = {"batch": r.batch_size, "lr": r.lr or f"{r.scaled_lr(SHORT_STEPS):g} to {r.scaled_lr(LONG_STEPS):g} by steps"}
-    shown = [f"{name} {searched.get(key, value)}" for (name, value), key in zip(fixed.items(), ("batch_size", "lr"))]
+    lr = r.lr or f"{r.scaled_lr(SHORT_STEPS):g} to {r.scaled_lr(LONG_STEPS):g} by steps"
+    shown = [f"batch {searched.get('batch_size', r.batch_size)}", f"lr {searched.get('lr', lr)}"]
     shown += [f"{key} {knob}" for key, knob in searched.items() if key not in ("batch_size", "lr")]
     return ", ".join([*shown, f"{r.precision} precision"])
 

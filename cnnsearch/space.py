@@ -387,7 +387,7 @@ def _objectives(raw: Any) -> tuple[Objective, ...]:
 
 _SECTIONS = {"limits": Limits, "dataset": DatasetSpec, "budget": Budget, "recipe": Recipe, "search": SearchSpec}
 # What the machine decides, not what a study compares: never searched.
-_UNSEARCHED_RECIPE = ("precision", "compile", "zero_init_residual")
+_UNSEARCHED_RECIPE = ("precision", "compile")
 # lr may be "auto" or absent, but a searched lr is a number.
 _RECIPE_FIELDS = {"lr": FieldInfo.from_annotation(Annotated[float, Field(gt=0)])}
 _FIXED_INTS = {"num_classes": 10, "input_size": 32, "in_channels": 3}
