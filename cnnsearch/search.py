@@ -182,6 +182,18 @@ def _fitted(space: Space, draw: Any, target: _Target) -> tuple[Arch, Recipe, dic
                   Metrics.MEMORY_ESTIMATE: memory / 2**20}
 
 
+# Tune reuses a finished trial's worker only for a trial that asks for exactly the same
+# resources: reservations rounded up to this grain keep workers alive across trials whose
+# estimates differ by a few MiB (a fresh worker costs about 2 s).
+_MEMORY_GRAIN = 256 * 2**20
+
+
+def _reservation(config: dict[str, Any]) -> int:
+    """The bytes of memory a trial reserves in Ray: its estimate rounded up to the grain."""
+    estimate = config["cost"].get(Metrics.MEMORY_ESTIMATE, WORKER_BASE / 2**20) * 2**20
+    return math.ceil(estimate / _MEMORY_GRAIN) * _MEMORY_GRAIN
+
+
 def _objective_values(objectives: tuple[Objective, ...], val_acc: float, cost: dict[str, float]) -> list[float]:
     """What Optuna is told of a finished trial: each objective's value, the costs exactly as the driver measured them."""
     return [val_acc if objective.metric == Metrics.VAL_ACC else cost[objective.metric] for objective in objectives]
@@ -977,9 +989,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
             tune.with_parameters(_trial, space=space, data=data, split=split, threads=max(1, int(cpus)), device="cuda" if gpus else "cpu",
                                  storage=storage),
             # Each trial reserves the memory it is expected to need: Ray starts no more at once than fit.
-            lambda config: PlacementGroupFactory([
-                {"CPU": cpus, "GPU": gpus, "memory": int(config["cost"].get(Metrics.MEMORY_ESTIMATE, WORKER_BASE / 2**20) * 2**20)}
-            ]),
+            lambda config: PlacementGroupFactory([{"CPU": cpus, "GPU": gpus, "memory": _reservation(config)}]),
         )
         tuner = tune.Tuner(
             trainable,
@@ -1020,8 +1030,13 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     recorder.finish_study(table, best, rejected, front)
     _save_state(storage, **study_state, finished=True)
     if proposer is not None and proposer.exhausted:
-        raise ConfigError(
-            f"{space.source}: its limits turned away {proposer.rejected} proposals in this session, so only "
-            f"{len(rows) - len(done)} of {missing} trials trained; raise limits.max_params or limits.max_macs, or narrow the space"
-        )
+        trained = f"so only {len(rows) - len(done)} of {missing} trials trained"
+        over_limits = [row["reason"] for row in rejected if "> max_" in row["reason"]]
+        if 2 * len(over_limits) >= len(rejected):
+            raise ConfigError(f"{space.source}: its limits turned away {proposer.rejected} proposals in this session, {trained}; "
+                              "raise limits.max_params or limits.max_macs, or narrow the space")
+        # Named by the reason's kind ("cannot be built", "cannot train at batch 128"), not one network's details.
+        kind, count = Counter(row["reason"].split(":")[0] for row in rejected).most_common(1)[0]
+        raise ConfigError(f"{space.source}: {proposer.rejected} proposals were turned away in this session ({count} of the study's "
+                          f"{len(rejected)}: {kind}), {trained}; narrow the space")
     return StudyResult(options.name, tracking_uri, recorder.experiment_id, recorder.parent_run_id, rows, len(rejected), front)

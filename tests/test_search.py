@@ -213,19 +213,34 @@ def test_proposals_that_cannot_be_built_or_trained_are_rejected_not_failed_trial
     assert sum(t.state == optuna.trial.TrialState.FAIL and t.value is None for t in trials) == len(table)
 
 
-def test_limits_that_reject_nearly_everything_stop_the_search(ray_session, tmp_path, cli):
+def _over_the_limits(space_file):
     from cnnsearch.profile import cheapest
 
-    space_file = tmp_path / "narrow.yaml"
     wide = TINY.replace("name: tiny", "name: narrow").replace("residual: {num_blocks: [1, 2], width: [8, 16]}",
                                                               "residual: {num_blocks: {low: 1, high: 8}, width: {low: 8, high: 64}}")
     space_file.write_text(wide)
     _, cost = cheapest(load_space(space_file))
-    space_file.write_text(wide + f"limits: {{max_params: {cost.params}}}\n")  # one point in 456 fits
+    return wide + f"limits: {{max_params: {cost.params}}}\n"  # one point in 456 fits
+
+
+def _unbuildable(space_file):
+    # A pad shortcut cannot drop channels: only the stem of 8 channels can be built, one point in 505.
+    return TINY.replace("name: tiny", "name: narrow").replace("channels: [8, 16]", "channels: {low: 8, high: 512}").replace(
+        "residual: {num_blocks: [1, 2], width: [8, 16]}", "residual: {num_blocks: 1, width: 8, shortcut: pad}")
+
+
+@pytest.mark.parametrize("space, message", [
+    (_over_the_limits, "its limits turned away 100 proposals in this session, so only 0 of 4 trials trained; raise limits.max_params"),
+    (_unbuildable, "100 proposals were turned away in this session (100 of the study's 100: cannot be built), so only 0 of 4 trials "
+                   "trained; narrow the space"),
+], ids=["limits", "builder"])
+def test_proposals_rejected_nearly_always_stop_the_search_with_the_reason(space, message, ray_session, tmp_path, cli):
+    space_file = tmp_path / "narrow.yaml"
+    space_file.write_text(space(space_file))
     status, _, err = cli("run", space_file, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", tmp_path / "runs",
-                         "--sampler", "random", "--trials", "4", "--scheduler", "none")
+                         "--sampler", "random", "--trials", "4", "--scheduler", "none", "--seed", "0")
     assert status == 2 and "Traceback" not in err
-    assert "its limits turned away 100 proposals" in err and "raise limits.max_params" in err
+    assert message in err
 
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(ray_session, tmp_path, cli):
