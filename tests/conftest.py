@@ -1,8 +1,20 @@
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from cnnsearch.cli import main
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function that returns a TCP port on 127.0.0.1 that nothing listens on now."""
+    def port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    return port
 
 
 @pytest.fixture

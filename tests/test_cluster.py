@@ -41,14 +41,8 @@ recipe: {{batch_size: 32}}
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, s3):
+def cluster(tmp_path_factory, s3, free_port):
     """Two Ray nodes (started after ``s3``: their workers have its credentials) and an MLflow server, on 127.0.0.1."""
     from ray.cluster_utils import Cluster
 

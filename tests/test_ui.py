@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,14 +34,8 @@ recipe: {batch_size: 64}
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def ui(ray_session, tmp_path_factory):
+def ui(ray_session, tmp_path_factory, free_port):
     """A two-trial study recorded in its own store, and `cnnsearch ui` serving it."""
     from cnnsearch.cli import main
 
@@ -55,7 +48,7 @@ def ui(ray_session, tmp_path_factory):
     server = subprocess.Popen([sys.executable, "-m", "cnnsearch", "ui", "--tracking-uri", uri, "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180  # a loaded machine: mlflow ui took over 90 s to answer
     while True:
         try:
             urllib.request.urlopen(f"{base}/health", timeout=2)
