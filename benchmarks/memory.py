@@ -1,11 +1,11 @@
-"""Peak resident memory of one CPU trial against cnnsearch's estimate; and of 1 and 2 concurrent trials, before and after.
+"""Peak resident memory of one CPU trial against cnnsearch's estimate; and of 1, 2 and 4 concurrent trials, before and after.
 
 Single trials: each case runs in its own process, as a trial does: the data set loaded
 (CIFAR-10 JPEGs, decoded once and cached), a few training steps, a BN re-estimation and a
 validation. Concurrent trials: `cnnsearch run` of a fixed ResNet-20-shaped space on the
 whole 45,000-image training split, with this checkout and with the code of --before, while
 every Ray worker's resident (RSS) and unique (USS) memory and the machine's used memory are
-sampled from /proc.
+sampled from /proc. 1, 2 and 4 trials at once: 4 share the 2 cores at half a CPU each.
 Usage: python benchmarks/memory.py PATH/TO/cifar10/train [--before COMMIT]
 """
 
@@ -97,15 +97,16 @@ def _workers() -> dict[int, tuple[int, int]]:
 
 
 def concurrent_case(folder: str, concurrent: int, code: str | None) -> dict:
-    """`cnnsearch run` of two trials, `concurrent` at a time, sampling memory every 0.2 s."""
+    """`cnnsearch run` of max(2, concurrent) trials, `concurrent` at a time, sampling memory every 0.2 s."""
     with tempfile.TemporaryDirectory() as scratch:
         space = Path(scratch) / "memory.yaml"
         space.write_text(SPACE.replace("FOLDER", folder))
         env = dict(os.environ, **({"PYTHONPATH": code} if code else {}))
         baseline = _meminfo_used()
         process = subprocess.Popen(
-            [sys.executable, "-m", "cnnsearch", "run", str(space), "--trials", "2", "--scheduler", "none",
-             "--max-concurrent", str(concurrent), "--sampler", "random"],
+            [sys.executable, "-m", "cnnsearch", "run", str(space), "--trials", str(max(2, concurrent)), "--scheduler", "none",
+             "--max-concurrent", str(concurrent), "--cpus-per-trial", str(min(1.0, (os.cpu_count() or 1) / concurrent)),
+             "--sampler", "random"],
             cwd=scratch, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         peak_rss = peak_uss = peak_used = 0
@@ -144,7 +145,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as before:
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "cnnsearch"], check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", before], input=archive, check=True)
-        concurrent = [concurrent_case(args.folder, count, code) for count in (1, 2) for code in (before, None)]
+        concurrent = [concurrent_case(args.folder, count, code) for count in (1, 2, 4) for code in (before, None)]
     for row in concurrent:
         print(row, file=sys.stderr, flush=True)
     lines = [
@@ -157,8 +158,8 @@ def main() -> None:
         *(f"| {r['preset']} | {r['precision']} | {r['activations_mib']:.0f} | {r['estimate_mib']:.0f} | {r['peak_rss_mib']:.0f} | "
           f"{r['estimate_mib'] / r['peak_rss_mib']:.2f} |" for r in singles),
         "",
-        f"`cnnsearch run` of two ResNet-20-shaped trials (batch 128, 3,840 images each) on the whole 45,000-image training split, "
-        f"1 or 2 at a time; before = commit {args.before} (each worker deserialized its own copy of the data set and copied its "
+        f"`cnnsearch run` of ResNet-20-shaped trials (batch 128, 3,840 images each) on the whole 45,000-image training split, "
+        f"1, 2 or 4 at a time (2, 2 and 4 trials; 4 at once share the {os.cpu_count()} cores); before = commit {args.before} (each worker deserialized its own copy of the data set and copied its "
         "training images), after = this checkout (one copy in Ray's object store, read in place). USS is a worker's own memory, "
         "RSS adds the shared pages it touched; the machine's used memory is MemTotal - MemAvailable above the level before the run.",
         "",
