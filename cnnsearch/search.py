@@ -1031,12 +1031,12 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     _save_state(storage, **study_state, finished=True)
     if proposer is not None and proposer.exhausted:
         trained = f"so only {len(rows) - len(done)} of {missing} trials trained"
-        over_limits = [row["reason"] for row in rejected if "> max_" in row["reason"]]
-        if 2 * len(over_limits) >= len(rejected):
+        # A reason's kind: "cannot be built", "cannot train at batch 128", or over a limit (Limits.violation's "... > max_params ...").
+        kinds = Counter("limits" if "> max_" in row["reason"] else row["reason"].split(":")[0] for row in rejected)
+        kind, count = kinds.most_common(1)[0]
+        if kind == "limits":
             raise ConfigError(f"{space.source}: its limits turned away {proposer.rejected} proposals in this session, {trained}; "
                               "raise limits.max_params or limits.max_macs, or narrow the space")
-        # Named by the reason's kind ("cannot be built", "cannot train at batch 128"), not one network's details.
-        kind, count = Counter(row["reason"].split(":")[0] for row in rejected).most_common(1)[0]
         raise ConfigError(f"{space.source}: {proposer.rejected} proposals were turned away in this session ({count} of the study's "
                           f"{len(rejected)}: {kind}), {trained}; narrow the space")
     return StudyResult(options.name, tracking_uri, recorder.experiment_id, recorder.parent_run_id, rows, len(rejected), front)
