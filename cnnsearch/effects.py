@@ -118,10 +118,14 @@ def compare(runs: pd.DataFrame, factors: list[str], metric: str = "val_acc", whe
             result = pairwise_tukeyhsd(frame["value"].to_numpy(dtype=float), frame[factor].to_numpy(), alpha=ALPHA)
             rows += [{"factor": factor, "level": pair["group_t"], "versus": pair["group_c"], "diff": pair["meandiff"],
                       "low": pair["lower"], "high": pair["upper"], "p_adj": pair["p-adj"], "test": TUKEY}
-                     for _, pair in result.summary_frame().iterrows()]
+                     for pair in result.summary_frame().to_dict("records")]  # not iterrows: it makes integer levels floats
         else:
             rows += _against_baseline(runs, factor, metric, baseline)
-    return pd.DataFrame(rows, columns=["factor", "level", "versus", "diff", "low", "high", "p_adj", "test"])
+    table = pd.DataFrame(rows, columns=["factor", "level", "versus", "diff", "low", "high", "p_adj", "test"])
+    # Levels of several factors share a column: as objects, growth rate 24 stays 24 beside compression 0.75.
+    for column in ("level", "versus"):
+        table[column] = pd.Series([row[column] for row in rows], dtype=object)
+    return table
 
 
 def _against_baseline(runs: pd.DataFrame, factor: str, metric: str, baseline: dict[str, str]) -> list[dict]:

@@ -148,6 +148,7 @@ def test_compare_equals_tukey_hsd_per_factor(factorial, cli):
         assert len(rows) == len(expected) == 3
         for row, (_, pair) in zip(rows, expected.iterrows()):
             assert (row["level"], row["versus"]) == (pair["group_t"], pair["group_c"]) and row["test"] == "Tukey HSD"
+            assert type(row["level"]) is type(row["versus"]) is int  # a growth rate of 24, not 24.0
             assert row["diff"] == pytest.approx(pair["meandiff"], rel=1e-9)
             assert [row["low"], row["high"]] == pytest.approx([pair["lower"], pair["upper"]], rel=1e-9)
             assert row["p_adj"] == pytest.approx(pair["p-adj"], rel=1e-9)
@@ -301,3 +302,17 @@ def test_a_search_without_importances_says_why(tmp_path, cli):
     assert status == 0, err
     assert "no knob importances: no searched knob varies among these trials" in err
     assert not (tmp_path / "plots" / "importances.png").exists()
+
+
+def test_compared_levels_keep_their_type_across_factors():
+    """An integer factor beside a fractional one: growth rate 24 is reported as 24, not 24.0."""
+    from cnnsearch.effects import compare
+
+    rng = np.random.default_rng(0)
+    cells = [(growth, compression) for growth in (12, 24) for compression in (0.5, 1.0) for _ in range(3)]
+    runs = pd.DataFrame({"params.dense.growth_rate": [str(g) for g, _ in cells],
+                         "params.dense.compression": [str(c) for _, c in cells],
+                         "metrics.val_acc": [0.4 + g / 1000 + rng.normal(0, 0.01) for g, _ in cells]})
+    table = compare(runs, ["dense.growth_rate", "dense.compression"])
+    assert [(row.level, row.versus) for row in table.itertuples()] == [(24, 12), (1.0, 0.5)]
+    assert [type(row.level) for row in table.itertuples()] == [int, float]
