@@ -310,7 +310,7 @@ def pareto_benchmark(folder: str, seeds: int, trials: int, subset: int, epochs: 
             cells += [f"{run['curve'][-1][1] / scale:.2f}", "-" if run["best_val_acc"] is None else f"{run['best_val_acc']:.2%}"]
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     means = {m: statistics.mean(runs[(m, s)]["curve"][-1][1] for s in range(seeds)) / scale for m in methods}
-    lines.append("| mean | " + " | ".join(f"{means[m]:.2f} | " for m in methods) + "|")
+    lines.append("| mean | " + " | ".join(f"{means[m]:.2f} | " for m in methods) + " |")
     for method in methods:
         lines.append(f"\n{method} curves, (trial-epochs, hypervolume) after each trial:\n")
         for seed in range(seeds):
