@@ -25,7 +25,8 @@ from scipy import stats
 
 from .config import ConfigError
 from .space import Choice, FloatRange, Fixed, IntRange, Objective, ObjectiveMetric, Space, count, load_space
-from .tracking import DEFAULT_TRACKING_URI, Status, StudyRecord, Tags, find_study, trial_name
+from .names import DEFAULT_TRACKING_URI, SCORED, Status, Tags
+from .tracking import StudyRecord, find_study, trial_name
 
 __all__ = [
     "AGGREGATES", "INTERVALS", "Importances", "completed", "importances", "levels", "meeting", "pareto", "pareto_front", "pivot", "query",
@@ -286,7 +287,7 @@ def importances(record: StudyRecord, metric: str = "val_acc", evaluator: str = "
     """
     runs = record.runs
     if not runs.empty:
-        runs = runs[runs[f"tags.{Tags.STATUS}"].isin(Status.SCORED)]
+        runs = runs[runs[f"tags.{Tags.STATUS}"].isin(SCORED)]
     if runs.empty or f"metrics.{metric}" not in runs:
         return [Importances("", {}, 0, 0, f"no trial has recorded {metric}")]
     with tempfile.TemporaryDirectory() as folder:

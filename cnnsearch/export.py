@@ -33,7 +33,8 @@ from .data import ImageData, Split, chance_level, held_out_test_fraction, load_d
 from .model import build_model
 from .profile import profile
 from .space import Budget, load_space
-from .tracking import CHECKPOINT_FOLDER, DEFAULT_TRACKING_URI, RECIPE_FILE, WEIGHTS_FILE, Params, Status, StudyRecord, Tags, find_study
+from .names import CHECKPOINT_FOLDER, DEFAULT_TRACKING_URI, RECIPE_FILE, WEIGHTS_FILE, Params, Status, Tags
+from .tracking import StudyRecord, find_study
 from .train import CHANCE_MARGIN, fit_to_data, train
 
 __all__ = ["FORMATS", "SPLITS", "Normalized", "evaluate", "export_front", "export_study", "load_exported", "predict"]
@@ -258,7 +259,7 @@ def export_study(
             seed = 0
             result = train(arch, data, both, recipe=candidate.recipe or recipe, budget=budget.model_copy(update={"epochs": epochs}),
                            seed=seed, device=device, progress=True)
-            if result.status == "diverged":
+            if result.status == Status.DIVERGED:
                 raise RuntimeError(f"retraining {candidate.run_name} diverged: {result.message}")
             model = result.model
             trained_on = {"splits": ["train", "val"], "images": len(both.train), "epochs": epochs, "how": "retrained",

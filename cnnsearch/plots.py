@@ -18,7 +18,8 @@ import pandas as pd  # noqa: E402
 
 from .analysis import INTERVALS, Importances, completed, importances, pareto, pareto_front, pivot  # noqa: E402
 from .space import Objective  # noqa: E402
-from .tracking import Status, StudyRecord, Tags, trial_name  # noqa: E402
+from .names import Status, Tags  # noqa: E402
+from .tracking import StudyRecord, trial_name  # noqa: E402
 
 __all__ = ["plot_study"]
 

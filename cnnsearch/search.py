@@ -50,7 +50,8 @@ from .experiment import Cell, Experiment
 from .profile import WORKER_BASE, cheapest, latency, latency_machine, profile, training_memory
 from .space import Fixed, Objective, Space
 from .storage import RecordLog, Storage
-from .tracking import DEFAULT_TRACKING_URI, WEIGHTS_FILE, Metrics, Params, Recorder, Status, Tags, connect, trial_name
+from .names import DEFAULT_TRACKING_URI, SCORED, WEIGHTS_FILE, Metrics, Params, Status, Tags
+from .tracking import Recorder, connect, trial_name
 from .train import EpochReport, data_shape, fit_to_data, resolve_precision, train
 
 __all__ = ["RunOptions", "StudyResult", "concurrency", "rejected_proposals", "run_study", "searched_knobs", "with_overrides"]
@@ -276,7 +277,7 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
     try:
         result = train(arch, data, split, recipe=Recipe.model_validate(config["recipe"]), budget=space.budget, seed=config["record"]["seed"], device=device,
                        checkpoint=save, callback=report, resume=resume)
-        failure, diverged = (result.message, True) if result.status == "diverged" else (None, False)
+        failure, diverged = (result.message, True) if result.status == Status.DIVERGED else (None, False)
     except Exception as error:  # the architecture's or the recipe's failure, not the machine's: no retry
         failure, diverged = ": ".join([type(error).__name__, *str(error).strip().splitlines()[:1]]), False
     finally:
@@ -602,7 +603,7 @@ class _Tracker(tune.Callback):
         self.nodes.pop(trial.trial_id, None)
         checkpoint = self.checkpoints.pop(trial.trial_id, None)
         self.training.pop(trial.trial_id, None)
-        if status in Status.SCORED and checkpoint is not None:
+        if status in SCORED and checkpoint is not None:
             # The last epoch's weights, so that `cnnsearch export --retrain-epochs 0` can use them:
             # the one file, not the training state beside it.
             with self.storage.local_file(posixpath.join(checkpoint.path, WEIGHTS_FILE)) as weights:
@@ -971,7 +972,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
         proposer = _Proposer(study, space, target, seed, max_rejections=max(100, 10 * missing), stop=stop,
                              resumed=resumed, ended=ended)
         if scheduler_name == "asha":
-            earlier = [recorder.accuracies(row["run_id"]) for row in done if row["status"] in Status.SCORED]
+            earlier = [recorder.accuracies(row["run_id"]) for row in done if row["status"] in SCORED]
             scheduler = _asha(space.budget.epochs, earlier)
         else:
             scheduler = FIFOScheduler()

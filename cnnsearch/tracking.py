@@ -20,80 +20,12 @@ from typing import Any
 import yaml
 
 from .config import Arch, ConfigError
+from .names import CHECKPOINT_FOLDER, DEFAULT_TRACKING_URI, PARETO, RECIPE_FILE, REJECTED, SCORED, WEIGHTS_FILE, Metrics, Params, Status, Tags
 from .space import ACCURACY, Objective
 
-__all__ = [
-    "CHECKPOINT_FOLDER", "DEFAULT_TRACKING_URI", "PARETO", "RECIPE_FILE", "REJECTED", "WEIGHTS_FILE", "Metrics", "Params", "Recorder", "Status", "StudyRecord", "Tags",
-    "connect", "environment", "find_study", "trial_name",
-]
+__all__ = ["Recorder", "StudyRecord", "connect", "environment", "find_study", "trial_name"]
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-WEIGHTS_FILE = "weights.pt"  # a trial's state_dict, saved with torch.save: loads with weights_only=True
-CHECKPOINT_FOLDER = "checkpoint"
-RECIPE_FILE = "recipe.json"  # a trial's recipe, searched keys drawn (a study's is its parent's recipe param)
 INTERRUPTED = "interrupted by Ctrl-C; resuming the study goes on with it"
-REJECTED = "rejected"  # a study's rejected proposals, knobs and reason: rejected.json and rejected.csv
-PARETO = "pareto"  # a study's Pareto front over its objectives: pareto.csv
-
-
-class Metrics:
-    """Metric names, defined once. Per-epoch ones are logged with step = epoch."""
-
-    VAL_ACC = "val_acc"
-    VAL_LOSS = "val_loss"
-    TRAIN_LOSS = "train_loss"
-    LR = "lr"
-    PARAMS = "params"
-    MACS = "macs"
-    FLOPS = "flops"
-    LATENCY = "latency_ms"  # median of one eval-mode forward of one image, measured by the driver before training
-    MEMORY_ESTIMATE = "memory_estimate_mib"  # a trial's expected peak resident memory: what it reserves in Ray
-    PEAK_RSS = "peak_rss_mib"  # the trial's measured peak resident memory, after each epoch
-    EPOCHS = "epochs"
-    PEAK_LR = "peak_lr"  # the schedule's peak: scaled to the batch, or chosen by the range test
-    COMPILE_SECONDS = "compile_seconds"  # spent in torch.compile so far (recipe.compile), apart from the training rate
-    REJECTED = "rejected_proposals"  # of a study: proposals never trained (over limits or memory, unable to build or train)
-    PER_EPOCH = (VAL_ACC, VAL_LOSS, TRAIN_LOSS, LR)
-
-
-class Params:
-    """Trial params that are not knobs."""
-
-    PRECISION = "precision"  # what recipe.precision resolved to on the trial's device
-    RECIPE = "recipe"  # of a study: its recipe as JSON, searched keys at their defaults (each trial's is its recipe.json)
-
-
-class Status:
-    """How a trial ended: the value of its ``cnnsearch.status`` tag."""
-
-    COMPLETED = "completed"  # trained for its whole budget: epochs, max_images or max_seconds
-    STOPPED_EARLY = "stopped early"  # stopped by the scheduler before its budget ran out
-    FAILED = "failed"  # raised, or lost its worker more often than Tune retries
-    DIVERGED = "diverged"  # its loss became NaN, or exploded while it stayed at chance: the reason holds the values
-    SCORED = (COMPLETED, STOPPED_EARLY)  # have a validation accuracy
-
-
-class Tags:
-    STUDY = "cnnsearch.study"
-    TRIAL = "cnnsearch.trial_id"
-    STATUS = "cnnsearch.status"  # a Status
-    REASON = "cnnsearch.reason"
-    CELL = "cnnsearch.cell"  # an ablation trial's cell: its levels and replicate
-    ABLATION = "cnnsearch.ablation"  # the experiment an ablation study runs
-    DESIGN = "cnnsearch.design"  # an ablation's design: full_factorial or one_at_a_time
-    BASELINE = "cnnsearch.baseline"  # one factor at a time: JSON of each factor's baseline level, as its trials' params hold it
-    SPACE_FILE = "cnnsearch.space_file"
-    TRIALS = "cnnsearch.trials"  # planned trials: a tag, as an extended study changes it
-    FAMILY = "cnnsearch.family"
-    SPACE_HASH = "cnnsearch.space_hash"
-    ARCH_HASH = "cnnsearch.arch_hash"
-    TRIAL_DIR = "cnnsearch.trial_dir"  # the trial's folder in Tune's storage: its checkpoints, to resume it
-    OBJECTIVES = "cnnsearch.objectives"  # of a study: JSON list of {metric, goal}
-    LATENCY_MACHINE = "cnnsearch.latency_machine"  # what measured latency_ms: device, processor, threads, runtime
-    RAY_NODE = "ray.node_id"  # the Ray node a trial trained on (after a lost worker, the node it went on on)
-    RAY_HOSTNAME = "ray.hostname"  # that node's host name
-    PARENT = "mlflow.parentRunId"  # how the MLflow UI nests runs
-    RUN_NAME = "mlflow.runName"
 
 
 def trial_name(trial_id: str) -> str:
@@ -320,7 +252,7 @@ class Recorder:
                     "run_id": run.info.run_id,
                     "status": status,
                     "cell": run.data.tags.get(Tags.CELL),
-                    Metrics.VAL_ACC: metrics.get(Metrics.VAL_ACC) if status in Status.SCORED else None,
+                    Metrics.VAL_ACC: metrics.get(Metrics.VAL_ACC) if status in SCORED else None,
                     Metrics.PARAMS: metrics.get(Metrics.PARAMS),
                     Metrics.MACS: metrics.get(Metrics.MACS),
                     Metrics.FLOPS: metrics.get(Metrics.FLOPS),

@@ -22,6 +22,7 @@ from torch.optim.swa_utils import update_bn
 from .config import Arch, ConfigError, Recipe
 from .data import Batches, ImageData, Split, chance_level
 from .model import TrainingOutput, build_model
+from .names import Status
 from .space import Budget
 
 __all__ = ["EpochReport", "TrainResult", "data_shape", "find_lr", "fit_to_data", "resolve_device", "resolve_precision", "train"]
@@ -58,7 +59,7 @@ class EpochReport:
 
 @dataclass(frozen=True)
 class TrainResult:
-    status: Literal["completed", "stopped", "diverged"]
+    status: Status
     val_acc: float | None
     val_loss: float | None
     train_loss: float | None
@@ -356,7 +357,7 @@ def train(
         bar = tqdm(
             total=total_steps * recipe.batch_size, unit="img", unit_scale=True, leave=False, dynamic_ncols=True, file=sys.stderr
         )
-    status, message = "completed", ""
+    status, message = Status.COMPLETED, ""
     # Learned nothing: a validation loss this far above a uniform guess's ln(classes), at chance.
     loss_bound = DIVERGED_LOSS_FACTOR * math.log(max(2, len(data.classes)))
     chance = chance_level(data.labels[split.val])
@@ -388,7 +389,7 @@ def train(
             if step % 25 == 0 or step == total_steps:
                 current = loss.item()  # a sync: only every few steps
                 if not math.isfinite(current):
-                    status, message = "diverged", f"training loss became {current} at step {step} (epoch {epoch})"
+                    status, message = Status.DIVERGED, f"training loss became {current} at step {step} (epoch {epoch})"
                     break
                 if bar is not None:
                     bar.set_postfix(epoch=f"{epoch}/{budget.epochs}", loss=f"{current:.3f}", refresh=False)
@@ -399,11 +400,11 @@ def train(
         epoch_seconds = time.perf_counter() - epoch_start
         train_seconds += epoch_seconds
         images_seen += epoch_images
-        if status == "diverged":
+        if status == Status.DIVERGED:
             break
         train_loss = loss_sum.item() / max(1, epoch_images)
         if not math.isfinite(train_loss):
-            status, message = "diverged", f"training loss became {train_loss} in epoch {epoch}"
+            status, message = Status.DIVERGED, f"training loss became {train_loss} in epoch {epoch}"
             break
         # Eager, not compiled: eval mode would otherwise compile a second graph.
         if calibration:
@@ -432,7 +433,7 @@ def train(
         history.append(report)
         # One such epoch may be a bad start that the next one repairs; two, or the last, are not.
         if learned_nothing and (report.budget_spent or explosions):
-            status = "diverged"
+            status = Status.DIVERGED
             message = (f"validation loss {val_loss:.4g} (bound {loss_bound:.3g} = {DIVERGED_LOSS_FACTOR} ln {len(data.classes)}) "
                        f"at accuracy {val_acc:.2%} (chance {chance:.2%}) after epoch {epoch}")
             break
@@ -453,7 +454,7 @@ def train(
             }
             checkpoint(state, report)
         if callback is not None and callback(report):
-            status = "stopped"
+            status = Status.STOPPED
             break
     if bar is not None:
         bar.close()

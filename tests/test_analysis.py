@@ -22,7 +22,8 @@ from cnnsearch.effects import anova
 from cnnsearch.experiment import load_experiment
 from cnnsearch.profile import profile
 from cnnsearch.search import _design_tags
-from cnnsearch.tracking import Recorder, Status, Tags, find_study
+from cnnsearch.names import Status, Tags
+from cnnsearch.tracking import Recorder, find_study
 
 SPACE = """
 name: tiny

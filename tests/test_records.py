@@ -22,7 +22,8 @@ from cnnsearch import load_arch
 from cnnsearch.model import build_model
 from cnnsearch.profile import profile
 from cnnsearch.search import concurrency
-from cnnsearch.tracking import Recorder, Status
+from cnnsearch.names import Status
+from cnnsearch.tracking import Recorder
 
 SPACE = """
 name: {name}
