@@ -100,8 +100,8 @@ class Report:
     EPOCH = "epoch"
     BUDGET_SPENT = "budget_spent"  # the trial has trained for its whole budget
     TRAIN_IMAGES_PER_S = "train_images_per_s"
-    FAILED = "failed"  # present when the trial's own code failed: the reason
-    DIVERGED = "diverged"  # with FAILED: the failure is a diverged loss
+    FAILED = "failure"  # present when the trial's own code failed: the reason
+    DIVERGED = "loss_diverged"  # with FAILED: the failure is a diverged loss
 
 
 # Artifacts of studies and trials in MLflow.
