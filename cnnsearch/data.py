@@ -442,7 +442,11 @@ class Batches:
         data: the data set. On CPU its images are read in place, a chunk at a time; on a GPU
             the ``indices``' images are copied there once.
         indices: which images to use (a :class:`Split`'s ``train`` or ``val``).
-        batch_size: images per batch; the last, smaller batch is kept.
+        batch_size: images per batch; the last, smaller batch is kept unless it has fewer
+            than ``min_batch`` images.
+        min_batch: the smallest last batch to keep. Batches that run a network in training
+            mode (training, BN re-estimation) take 2: batch norm needs two values per channel,
+            which a network that reaches 1x1 before a norm lacks in a batch of one image.
         train: shuffle and augment (crop + flip) every epoch.
         crop_padding, flip: the augmentation, as :func:`augment` takes it.
         seed: seed of the shuffling and augmentation.
@@ -462,6 +466,7 @@ class Batches:
         channels_last: bool = False,
         crop_padding: int = 4,
         flip: bool = True,
+        min_batch: int = 1,
     ) -> None:
         self.device = torch.device(device)
         self.crop_padding, self.flip = crop_padding, flip
@@ -472,6 +477,9 @@ class Batches:
             self.images, self.rows = data.images[indices].to(self.device).contiguous(memory_format=self.memory_format), None
         self.labels = data.labels[indices].to(self.device)
         self.batch_size = batch_size
+        # A remainder too small to keep is left out: in training it is a different few images each epoch.
+        self.count = len(self.labels) - (remainder if 0 < (remainder := len(self.labels) % batch_size) < min_batch
+                                         and len(self.labels) > batch_size else 0)
         self.train = train
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.dtype = dtype
@@ -484,16 +492,16 @@ class Batches:
         self.mean, self.inv_std = mean.to(dtype), inv_std.to(dtype)
 
     def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
+        return -(-self.count // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        count = len(self.labels)
+        count = self.count
         if not self.train:
             for start in range(0, count, self.batch_size):
                 batch = slice(start, start + self.batch_size)
                 yield self._normalize(self._take(batch)), self.labels[batch]
             return
-        order = torch.randperm(count, generator=self.generator, device=self.device)
+        order = torch.randperm(len(self.labels), generator=self.generator, device=self.device)[:count]
         # Augment a few thousand images at a time: few, large tensor operations, bounded memory.
         chunk = max(self.batch_size, _AUGMENT_CHUNK // self.batch_size * self.batch_size)
         for chunk_start in range(0, count, chunk):
