@@ -3,8 +3,9 @@
 A knob is a fixed value (:class:`Fixed`), a list of choices (:class:`Choice`) or a range
 (:class:`IntRange`, :class:`FloatRange`). Each draws its value through a
 :class:`Suggester`, anything with Optuna's ``suggest_*`` methods, so every Optuna sampler
-works. Two suggesters of our own serve previews without Optuna: :class:`RandomTrial`
-draws uniformly, :class:`CornerTrial` walks the cheapest corners of a space. No torch here.
+works. Two suggesters of our own serve without Optuna: :class:`RandomTrial` draws at
+random (previews and tests), :class:`CornerTrial` walks the cheapest corners of a space
+(candidates for its cheapest point). No torch here.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class Suggester(Protocol):
 
 @dataclass(frozen=True)
 class Fixed:
+    """A value that is not searched."""
+
     value: Any
 
     def suggest(self, trial: Suggester, name: str) -> Any:
@@ -43,6 +46,8 @@ class Fixed:
 
 @dataclass(frozen=True)
 class Choice:
+    """One of a list of values."""
+
     choices: tuple[Any, ...]
 
     def suggest(self, trial: Suggester, name: str) -> Any:
@@ -58,6 +63,8 @@ class Choice:
 
 @dataclass(frozen=True)
 class IntRange:
+    """An integer from low to high, both included, in steps of ``step`` or on a log scale."""
+
     low: int
     high: int
     step: int = 1
@@ -76,6 +83,8 @@ class IntRange:
 
 @dataclass(frozen=True)
 class FloatRange:
+    """A number from low to high, continuous unless it has a step, or on a log scale."""
+
     low: float
     high: float
     step: float | None = None
@@ -107,7 +116,7 @@ def knob_values(knob: Knob) -> list[Any]:
 
 
 class RandomTrial:
-    """Draws every knob uniformly from a seeded generator."""
+    """Draws every knob at random from a seeded generator: uniformly, or log-uniformly on a log range."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
