@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from .config import LONG_STEPS, SHORT_STEPS, ConfigError, Interrupted, format_validation_error, list_presets, load_arch
-from .profile import LATENCY_DEVICES, Cost, cheapest, profile, training_memory
+from .costs import LATENCY_DEVICES, Cost, cheapest, profile, training_memory
 from .space import Choice, DatasetSpec, Fixed, Space, load_space
 
 if TYPE_CHECKING:  # the heavy modules load only for the commands that need them

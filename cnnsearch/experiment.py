@@ -23,7 +23,7 @@ from optuna.trial import FixedTrial
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import ConfigError, format_validation_error, load_yaml
-from .profile import profile
+from .costs import profile
 from .space import Choice, FloatRange, Fixed, IntRange, Knob, Space, load_space
 
 __all__ = ["Cell", "Experiment", "Factor", "load_experiment"]

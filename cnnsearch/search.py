@@ -47,7 +47,7 @@ from .analysis import completed, pareto
 from .config import Arch, ConfigError, Interrupted, Recipe
 from .data import held_out_test_fraction, load_dataset, split_dataset
 from .experiment import Cell, Experiment
-from .profile import WORKER_BASE, cheapest, latency, latency_machine, profile, training_memory
+from .costs import WORKER_BASE, cheapest, latency, latency_machine, profile, training_memory
 from .space import Fixed, Objective, Space
 from .storage import RecordLog, Storage
 from .names import DEFAULT_TRACKING_URI, SCORED, WEIGHTS_FILE, Metrics, Params, Status, Tags
