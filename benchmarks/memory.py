@@ -39,7 +39,7 @@ def one_case(folder: str, preset: str, precision: str, batch_size: int, steps: i
     from cnnsearch import load_arch
     from cnnsearch.config import Recipe
     from cnnsearch.data import load_dataset, split_dataset
-    from cnnsearch.profile import training_memory
+    from cnnsearch.costs import training_memory
     from cnnsearch.space import Budget
     from cnnsearch.train import fit_to_data, train
 

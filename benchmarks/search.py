@@ -267,7 +267,7 @@ def _hypervolume(points: list[tuple[float, float]], reference: tuple[float, floa
 def pareto_benchmark(folder: str, seeds: int, trials: int, subset: int, epochs: int, keep: str | None) -> None:
     from optuna.trial import FixedTrial
 
-    from cnnsearch.profile import profile
+    from cnnsearch.costs import profile
 
     runs = {}
     methods = ("nsga2", "tpe", "random")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from .config import LONG_STEPS, SHORT_STEPS, ConfigError, Interrupted, format_validation_error, list_presets, load_arch
-from .profile import LATENCY_DEVICES, Cost, cheapest, profile, training_memory
+from .costs import LATENCY_DEVICES, Cost, cheapest, over_limits, profile, training_memory
 from .space import Choice, DatasetSpec, Fixed, Space, load_space
 
 if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
@@ -81,12 +81,12 @@ def _show(args: argparse.Namespace) -> None:
             continue
         costs.append(cost)
         memories.append(memory)
-        over = limits.violation(cost.params, cost.macs)
+        over = over_limits(limits, cost)
         print(f"  #{index}: {_cost_line(cost)}, memory {memories[-1] / 2**30:.1f} GiB  {'over limits: ' + over if over else 'ok'}")
     if costs:
         params = sorted(cost.params for cost in costs)
         macs = sorted(cost.macs for cost in costs)
-        within = sum(limits.violation(cost.params, cost.macs) is None for cost in costs)
+        within = sum(over_limits(limits, cost) is None for cost in costs)
         print(
             f"range: params {_human(params[0])} to {_human(params[-1])}, "
             f"MACs {_human(macs[0])} to {_human(macs[-1])}, memory {min(memories) / 2**30:.1f} to {max(memories) / 2**30:.1f} GiB; "

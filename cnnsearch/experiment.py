@@ -23,7 +23,7 @@ from optuna.trial import FixedTrial
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import ConfigError, format_validation_error, load_yaml
-from .profile import profile
+from .costs import over_limits, profile
 from .space import Choice, FloatRange, Fixed, IntRange, Knob, Space, load_space
 
 __all__ = ["Cell", "Experiment", "Factor", "load_experiment"]
@@ -142,7 +142,7 @@ def _cells(space: Space, factors: dict[str, Factor], base: dict[str, Any], desig
             if isinstance(error, ConfigError):
                 raise ConfigError(f"{source}: cell {dict(zip(names, combo))}: {error}") from None
             raise ConfigError(f"{source}: base: {missing} (give every searched knob that is not a factor a value)") from None
-        violation = space.limits.violation(cost.params, cost.macs)
+        violation = over_limits(space.limits, cost)
         if violation:
             raise ConfigError(f"{source}: cell {dict(zip(names, combo))}: {violation}; raise the limits in the experiment file")
         for replicate in range(replicates):

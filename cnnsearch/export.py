@@ -31,7 +31,7 @@ from .analysis import completed, meeting, pareto, study_trials
 from .config import Arch, ConfigError, Recipe, load_arch, save_arch
 from .data import ImageData, Split, chance_level, held_out_test_fraction, load_dataset, load_test_split, split_dataset
 from .model import build_model
-from .profile import profile
+from .costs import profile
 from .space import Budget, load_space
 from .names import CHECKPOINT_FOLDER, DEFAULT_TRACKING_URI, RECIPE_FILE, WEIGHTS_FILE, Params, Status, Tags
 from .tracking import StudyRecord, find_study

@@ -47,7 +47,7 @@ from .analysis import completed, pareto
 from .config import Arch, ConfigError, Interrupted, Recipe
 from .data import held_out_test_fraction, load_dataset, split_dataset
 from .experiment import Cell, Experiment
-from .profile import WORKER_BASE, cheapest, latency, latency_machine, profile, training_memory
+from .costs import WORKER_BASE, cheapest, latency, latency_machine, over_limits, profile, training_memory
 from .space import Fixed, Objective, Space
 from .storage import RecordLog, Storage
 from .names import DEFAULT_TRACKING_URI, SCORED, WEIGHTS_FILE, Metrics, Params, Status, Tags
@@ -82,7 +82,7 @@ class RunOptions:
     batch_size: int | None = None  # default: the space's recipe.batch_size
     precision: str | None = None  # default: the space's recipe.precision
     compile: bool | None = None  # default: the space's recipe.compile
-    latency_device: str | None = None  # default: cpu; what measures each trial's latency_ms (cnnsearch.profile.latency)
+    latency_device: str | None = None  # default: cpu; what measures each trial's latency_ms (cnnsearch.costs.latency)
     max_concurrent: int | None = None  # default: as many as the CPUs allow
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -160,7 +160,7 @@ def _fitted(space: Space, draw: Any, target: _Target) -> tuple[Arch, Recipe, dic
         cost = profile(arch)  # on the meta device: nothing is allocated
     except (RuntimeError, ValueError) as error:  # e.g. a feature map shrunk to nothing
         raise ConfigError(f"cannot be built: {str(error).strip().splitlines()[0]}") from None
-    violation = space.limits.violation(cost.params, cost.macs)
+    violation = over_limits(space.limits, cost)
     if violation:
         raise ConfigError(violation)
     # A training forward on the meta device: an architecture that cannot train at this batch
@@ -1032,7 +1032,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     _save_state(storage, **study_state, finished=True)
     if proposer is not None and proposer.exhausted:
         trained = f"so only {len(rows) - len(done)} of {missing} trials trained"
-        # A reason's kind: "cannot be built", "cannot train at batch 128", or over a limit (Limits.violation's "... > max_params ...").
+        # A reason's kind: "cannot be built", "cannot train at batch 128", or over a limit (over_limits's "... > max_params ...").
         kinds = Counter("limits" if "> max_" in row["reason"] else row["reason"].split(":")[0] for row in rejected)
         kind, count = kinds.most_common(1)[0]
         if kind == "limits":

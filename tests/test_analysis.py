@@ -20,7 +20,7 @@ from cnnsearch.analysis import BOOTSTRAP_SEED, importances, summarize
 from cnnsearch.config import ConfigError
 from cnnsearch.effects import anova
 from cnnsearch.experiment import load_experiment
-from cnnsearch.profile import profile
+from cnnsearch.costs import profile
 from cnnsearch.search import _design_tags
 from cnnsearch.names import Status, Tags
 from cnnsearch.tracking import Recorder, find_study

@@ -11,7 +11,7 @@ import mlflow
 import pytest
 
 from cnnsearch import load_arch
-from cnnsearch.profile import WORKER_BASE, training_memory
+from cnnsearch.costs import WORKER_BASE, training_memory
 
 MEASURE = """
 import json, sys, torch

@@ -310,7 +310,7 @@ def test_profile_needs_no_weights():
 def test_latency_is_positive_repeatable_and_ordered_by_cost(device):
     """Two measurements of one network agree within a factor of 1.5 (a loaded machine's noise; the median of
     10 repeats absorbs a preemption), and a network of ~29x the MACs is measured slower."""
-    from cnnsearch.profile import latency
+    from cnnsearch.costs import latency
 
     tiny = Arch.from_dict({"name": "tiny", "stem": {"style": "cifar", "channels": 8},
                            "stages": [{"family": "residual", "num_blocks": 1, "width": 8}]}, source="")
@@ -322,7 +322,7 @@ def test_latency_is_positive_repeatable_and_ordered_by_cost(device):
 
 
 def test_latency_leaves_threads_and_random_state_alone():
-    from cnnsearch.profile import latency
+    from cnnsearch.costs import latency
 
     threads, state = torch.get_num_threads(), torch.random.get_rng_state()
     latency(load_arch("resnet20"), repeats=1, warmup=0)

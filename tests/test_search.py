@@ -214,7 +214,7 @@ def test_proposals_that_cannot_be_built_or_trained_are_rejected_not_failed_trial
 
 
 def _over_the_limits(space_file):
-    from cnnsearch.profile import cheapest
+    from cnnsearch.costs import cheapest
 
     wide = TINY.replace("name: tiny", "name: narrow").replace("residual: {num_blocks: [1, 2], width: [8, 16]}",
                                                               "residual: {num_blocks: {low: 1, high: 8}, width: {low: 8, high: 64}}")

@@ -1,7 +1,8 @@
-"""Parameters, multiply-accumulates and FLOPs of an architecture or a model, and the memory
-a trial of it needs.
+"""What an architecture costs: parameters, multiply-accumulates and FLOPs (:func:`profile`),
+latency, the memory a trial of it needs, the one check of costs against a space's limits
+(:func:`over_limits`), and the cheapest architecture of a space that meets them.
 
-Counted with :class:`torch.utils.flop_counter.FlopCounterMode` on a forward pass of one
+MACs and FLOPs are counted with :class:`torch.utils.flop_counter.FlopCounterMode` on a forward pass of one
 image: convolutions (grouped and depthwise included) and matrix products (linear
 layers, squeeze-and-excitation). It counts FLOPs = 2 x MACs for these operations; batch
 norm, activations, pooling, element-wise additions and bias additions are not counted,
@@ -35,9 +36,20 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .config import Arch, ConfigError
 from .model import build_model
-from .space import Space
+from .space import Limits, Space
 
-__all__ = ["LATENCY_DEVICES", "Cost", "Memory", "cheapest", "latency", "latency_machine", "profile", "training_memory"]
+__all__ = [
+    "LATENCY_DEVICES",
+    "WORKER_BASE",
+    "Cost",
+    "Memory",
+    "cheapest",
+    "latency",
+    "latency_machine",
+    "over_limits",
+    "profile",
+    "training_memory",
+]
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,15 @@ def profile(arch_or_model: Arch | nn.Module, *, input_size: int | None = None, i
     model.train(was_training)
     flops = counter.get_total_flops()
     return Cost(params=params, macs=flops // 2, flops=flops)
+
+
+def over_limits(limits: Limits, cost: Cost) -> str | None:
+    """Why a network of this cost is over the limits (params first, then MACs), or None when it meets them."""
+    if limits.max_params is not None and cost.params > limits.max_params:
+        return f"{cost.params:,} params > max_params {limits.max_params:,}"
+    if limits.max_macs is not None and cost.macs > limits.max_macs:
+        return f"{cost.macs:,} MACs > max_macs {limits.max_macs:,}"
+    return None
 
 
 LATENCY_DEVICES = ("cpu", "cuda", "onnxruntime")
@@ -243,7 +264,7 @@ def cheapest(space: Space) -> tuple[Arch, Cost] | None:
         except ConfigError as error:
             errors.append(error)
     for arch, cost in sorted(costed, key=lambda item: (item[1].params, item[1].macs)):
-        if space.limits.violation(cost.params, cost.macs) is None:
+        if over_limits(space.limits, cost) is None:
             return arch, cost
     if not complete:
         return None

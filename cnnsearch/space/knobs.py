@@ -1,0 +1,161 @@
+"""Knobs of a search space and what samples them.
+
+A knob is a fixed value (:class:`Fixed`), a list of choices (:class:`Choice`) or a range
+(:class:`IntRange`, :class:`FloatRange`). Each draws its value through a
+:class:`Suggester`, anything with Optuna's ``suggest_*`` methods, so every Optuna sampler
+works. Two suggesters of our own serve without Optuna: :class:`RandomTrial` draws at
+random (previews and tests), :class:`CornerTrial` walks the cheapest corners of a space
+(candidates for its cheapest point). No torch here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["Choice", "CornerTrial", "Fixed", "FloatRange", "IntRange", "Knob", "RandomTrial", "Suggester", "knob_values"]
+
+
+class Suggester(Protocol):
+    """What :meth:`Space.sample` needs from a trial: :class:`optuna.trial.Trial` has it."""
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any: ...
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float: ...
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A value that is not searched."""
+
+    value: Any
+
+    def suggest(self, trial: Suggester, name: str) -> Any:
+        return self.value
+
+    @property
+    def size(self) -> int:
+        return 1
+
+    def __str__(self) -> str:
+        return json.dumps(self.value)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a list of values."""
+
+    choices: tuple[Any, ...]
+
+    def suggest(self, trial: Suggester, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.choices))
+
+    @property
+    def size(self) -> int:
+        return len(self.choices)
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(json.dumps(c) for c in self.choices)
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """An integer from low to high, both included, in steps of ``step`` or on a log scale."""
+
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+    def suggest(self, trial: Suggester, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high, step=self.step, log=self.log)
+
+    @property
+    def size(self) -> int:
+        return (self.high - self.low) // self.step + 1
+
+    def __str__(self) -> str:
+        return f"int {self.low}..{self.high}" + (f" step {self.step}" if self.step != 1 else "") + (" log" if self.log else "")
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A number from low to high, continuous unless it has a step, or on a log scale."""
+
+    low: float
+    high: float
+    step: float | None = None
+    log: bool = False
+
+    def suggest(self, trial: Suggester, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+    @property
+    def size(self) -> int | None:
+        return None if self.step is None else int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+
+    def __str__(self) -> str:
+        return f"float {self.low}..{self.high}" + (f" step {self.step}" if self.step else "") + (" log" if self.log else "")
+
+
+Knob = Fixed | Choice | IntRange | FloatRange
+
+
+def knob_values(knob: Knob) -> list[Any]:
+    """Every value a discrete knob may take (a float range needs a step)."""
+    if isinstance(knob, Fixed):
+        return [knob.value]
+    if isinstance(knob, Choice):
+        return list(knob.choices)
+    if isinstance(knob, IntRange):
+        return list(range(knob.low, knob.high + 1, knob.step))
+    return [round(knob.low + i * knob.step, 12) for i in range(knob.size)]  # no 0.30000000000000004
+
+
+class RandomTrial:
+    """Draws every knob at random from a seeded generator: uniformly, or log-uniformly on a log range."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        return self.rng.choice(choices)
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        if log:
+            return int(round(math.exp(self.rng.uniform(math.log(low), math.log(high)))))
+        return low + step * self.rng.randint(0, (high - low) // step)
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
+        if step:
+            return low + step * self.rng.randint(0, int(math.floor((high - low) / step + 1e-9)))
+        if log:
+            return math.exp(self.rng.uniform(math.log(low), math.log(high)))
+        return self.rng.uniform(low, high)
+
+
+class CornerTrial:
+    """Smallest value of every numeric knob; walks the categorical ones like an odometer."""
+
+    def __init__(self, prefix: list[int]) -> None:
+        self.prefix = prefix
+        self.taken: list[int] = []
+        self.arities: list[int] = []
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices)
+        if numeric and not name.endswith(".stride"):
+            return min(choices)
+        index = self.prefix[len(self.taken)] if len(self.taken) < len(self.prefix) else 0
+        self.taken.append(index)
+        self.arities.append(len(choices))
+        return choices[index]
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        return low
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
+        return low
