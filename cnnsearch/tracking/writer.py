@@ -260,16 +260,16 @@ class Recorder:
         self.client.set_terminated(self.parent_run_id, "FINISHED")
 
 
-def register_model(record: StudyRecord, network: nn.Module, sample: Tensor, expected: Tensor, *, trial_run_id: str,
-                   params: dict[str, Any], metrics: dict[str, float]) -> dict[str, Any]:
-    """Log ``network`` to an export run under the study's parent run, with ``params``, ``metrics`` and
-    a signature inferred from ``sample`` and its ``expected`` logits, and register it as its
-    experiment's champion; returns the registered model's name, version, alias, run id and URI."""
+def register_model(record: StudyRecord, network: nn.Module, sample: Tensor, expected: Tensor, *, run_name: str,
+                   trial_run_id: str, params: dict[str, Any], metrics: dict[str, float]) -> dict[str, Any]:
+    """Log ``network`` to an export run ``run_name`` under the study's parent run, with ``params``,
+    ``metrics`` and a signature inferred from ``sample`` and its ``expected`` logits, and register it
+    as its experiment's champion; returns the registered model's name, version, alias, run id and URI."""
     import mlflow
     from mlflow.models import infer_signature
 
     experiment = record.client.get_experiment(record.experiment_id).name
-    with mlflow.start_run(experiment_id=record.experiment_id, run_name=f"export-{record.name}",
+    with mlflow.start_run(experiment_id=record.experiment_id, run_name=run_name,
                           tags={Tags.PARENT: record.parent.info.run_id, "cnnsearch.export": trial_run_id}) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
