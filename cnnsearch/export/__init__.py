@@ -15,8 +15,8 @@ says which images it comes from and whether the model trained on them.
 Modules: :mod:`.select` (the study's setup, its candidates, re-evaluating the top ones),
 :mod:`.retrain` (retraining the winner, or its checkpoint), :mod:`.formats` (the files of an
 export, and loading one back), :mod:`.evaluation` (accuracies, :func:`evaluate`,
-:func:`predict`) and :mod:`.study` (:func:`export_study`, :func:`export_front`). Every
-MLflow read and write goes through :mod:`cnnsearch.tracking`.
+:func:`predict`) and :mod:`.study` (:func:`export_study`, :func:`export_front`). None imports
+MLflow: they read studies and register models through :mod:`cnnsearch.tracking`.
 """
 
 from .evaluation import SPLITS, evaluate, predict

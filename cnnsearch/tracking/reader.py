@@ -1,5 +1,8 @@
 """Reading a study back from MLflow: :func:`find_study`, the :class:`StudyRecord` that queries,
 plots and exports read, and its trial runs as plain values (:func:`trial_runs`).
+
+A StudyRecord writes one thing: :meth:`StudyRecord.log_files` attaches a query's plots and
+tables to the study's parent run.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Writing a study to MLflow: the :class:`Recorder` of its parent run and a child run per trial,
 the environment a result depends on, and an exported model's run and registered version.
 
-Trial and study runs are written with explicit experiment and run ids through
-:class:`mlflow.MlflowClient` (no global active run). All writes come from the driver process,
-so many concurrent trials never contend for the sqlite store.
+A study's runs are written with explicit experiment and run ids through
+:class:`mlflow.MlflowClient` (no global active run), all from the driver process, so many
+concurrent trials never contend for the sqlite store. An export's run is the one active run:
+``mlflow.pytorch.log_model`` logs to the active run.
 """
 
 from __future__ import annotations
