@@ -150,7 +150,7 @@ def main() -> None:
         print(row, file=sys.stderr, flush=True)
     lines = [
         f"One trial in its own process, CIFAR-10 JPEGs, batch {args.batch_size}, {args.steps} steps + BN re-estimation + "
-        f"validation of 1,024 images ({machine()}). The estimate is `cnnsearch.profile.training_memory`, from a meta-device "
+        f"validation of 1,024 images ({machine()}). The estimate is `cnnsearch.costs.training_memory`, from a meta-device "
         "forward; it includes a Ray worker's base, 150-250 MiB more than this bare process holds.",
         "",
         "| preset | precision | activations saved (MiB, fp32) | estimate (MiB) | measured peak RSS (MiB) | estimate / measured |",

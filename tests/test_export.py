@@ -229,7 +229,8 @@ def write_image_folder(root: Path, per_class: dict[str, int]) -> None:
 def test_an_image_folder_keeps_its_test_images_until_the_model_is_final(ray_session, tmp_path, cli, monkeypatch):
     """PATH/train is searched, re-evaluated and retrained on; PATH/test is read once, after retraining; evaluate says what was seen."""
     import cnnsearch.data
-    import cnnsearch.export
+    import cnnsearch.export.retrain
+    import cnnsearch.export.select
     import cnnsearch.search
 
     root = tmp_path / "images"
@@ -247,9 +248,10 @@ def test_an_image_folder_keeps_its_test_images_until_the_model_is_final(ray_sess
 
         monkeypatch.setattr(module, name, recorded)
 
-    for module in (cnnsearch.data, cnnsearch.search, cnnsearch.export):  # each module's own reference to it
+    for module in (cnnsearch.data, cnnsearch.search, cnnsearch.export.select):  # each module's own reference to it
         spy(module, "load_dataset", lambda name, train=True, **_: f"load {'train' if train else 'test'}")
-    spy(cnnsearch.export, "train", lambda *args, **kwargs: "train")
+    for module in (cnnsearch.export.select, cnnsearch.export.retrain):  # re-evaluation, then retraining
+        spy(module, "train", lambda *args, **kwargs: "train")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cache = ["--cache-dir", tmp_path / "cache"]
     status, _, err = cli("run", tmp_path / "folder.yaml", "--tracking-uri", uri, "--storage", tmp_path / "runs", "--sampler", "grid",

@@ -1,62 +1,36 @@
-"""MLflow records of studies and trials: the only module that imports mlflow.
+"""Writing a study to MLflow: the :class:`Recorder` of its parent run and a child run per trial,
+the environment a result depends on, and an exported model's run and registered version.
 
-One parent run per study and one nested child run per trial, written with explicit
-experiment and run ids through :class:`mlflow.MlflowClient` (no global active run).
-All writes come from the driver process, so many concurrent trials never contend for
-the sqlite store.
+A study's runs are written with explicit experiment and run ids through
+:class:`mlflow.MlflowClient` (no global active run), all from the driver process, so many
+concurrent trials never contend for the sqlite store. An export's run is the one active run:
+``mlflow.pytorch.log_model`` logs to the active run.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .config import Arch, ConfigError
-from .names import CHECKPOINT_FOLDER, DEFAULT_TRACKING_URI, PARETO, RECIPE_FILE, REJECTED, SCORED, WEIGHTS_FILE, Metrics, Params, Status, Tags
-from .space import ACCURACY, Objective
+from ..config import Arch
+from ..names import CHECKPOINT_FOLDER, PARETO, RECIPE_FILE, REJECTED, SCORED, Metrics, Params, Status, Tags
+from .reader import StudyRecord, record_of
+from .store import TRIALS_OF, trial_name
 
-__all__ = ["Recorder", "StudyRecord", "connect", "environment", "find_study", "trial_name"]
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+__all__ = ["Recorder", "environment", "register_model"]
 
 INTERRUPTED = "interrupted by Ctrl-C; resuming the study goes on with it"
-
-
-def trial_name(trial_id: str) -> str:
-    """What a trial is called everywhere: progress lines, tables, plots and its MLflow run."""
-    return f"trial-{trial_id}"
-
-
-_TRIALS_OF = f"tags.`{Tags.PARENT}` = '{{parent}}' and tags.`{Tags.TRIAL}` != ''"
 _RUN_STATE = {Status.COMPLETED: "FINISHED", Status.STOPPED_EARLY: "FINISHED", Status.FAILED: "FAILED", Status.DIVERGED: "FAILED"}
-
-
-def connect(tracking_uri: str) -> Any:
-    """A client for ``tracking_uri``, after checking that the store answers.
-
-    Raises:
-        ConfigError: the server cannot be reached or the store cannot be opened.
-    """
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if tracking_uri.startswith(("http://", "https://")):
-        # Fail in seconds, not after MLflow's default minutes of retries.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        client.search_experiments(max_results=1)
-    except Exception as error:  # any failure to reach the store is the user's to fix
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
-        raise ConfigError(f"tracking store {tracking_uri}: cannot be reached ({first_line})") from None
-    return client
 
 
 def environment() -> dict[str, str]:
@@ -199,7 +173,7 @@ class Recorder:
     def _children(self) -> list[Any]:
         """The study's trial runs (an export run is a child too, but not a trial)."""
         return self.client.search_runs(
-            [self.experiment_id], filter_string=_TRIALS_OF.format(parent=self.parent_run_id), max_results=50000
+            [self.experiment_id], filter_string=TRIALS_OF.format(parent=self.parent_run_id), max_results=50000
         )
 
     def log_arch(self, run_id: str, arch: Arch, cost: dict[str, int]) -> None:
@@ -264,7 +238,7 @@ class Recorder:
 
     def record(self) -> StudyRecord:
         """The study as MLflow holds it now: what queries read."""
-        return _record(self.client, self.client.get_run(self.parent_run_id))
+        return record_of(self.client, self.client.get_run(self.parent_run_id))
 
     def finish_study(self, table: list[dict[str, Any]], best: dict[str, Any] | None, rejected: list[dict[str, Any]] = (),
                      front: Any = None) -> None:
@@ -287,79 +261,25 @@ class Recorder:
         self.client.set_terminated(self.parent_run_id, "FINISHED")
 
 
-@dataclass(frozen=True)
-class StudyRecord:
-    """What MLflow holds of one study: its parent run and its trial runs as a DataFrame.
-
-    ``runs`` is :func:`mlflow.search_runs`'s own frame (columns ``params.*``, ``metrics.*``,
-    ``tags.*``), one row per trial.
-    """
-
-    client: Any
-    experiment_id: str
-    parent: Any
-    runs: Any
-
-    @property
-    def objectives(self) -> tuple[Objective, ...]:
-        """The study's objectives; a study recorded before objectives had validation accuracy alone."""
-        text = self.parent.data.tags.get(Tags.OBJECTIVES)
-        return tuple(Objective.model_validate(item) for item in json.loads(text)) if text else (ACCURACY,)
-
-    @property
-    def baseline(self) -> dict[str, str] | None:
-        """A one-factor-at-a-time ablation's baseline level of each factor, as its trials' params
-        record it; None for any other study."""
-        text = self.parent.data.tags.get(Tags.BASELINE)
-        return json.loads(text) if text else None
-
-    def space_file(self, folder: str | Path) -> Path | None:
-        """Download the study's space file into ``folder``."""
-        name = self.parent.data.tags.get(Tags.SPACE_FILE)
-        return Path(self.client.download_artifacts(self.parent.info.run_id, name, str(folder))) if name else None
-
-    def history(self, run_id: str, metric: str) -> list[tuple[int, float]]:
-        return [(m.step, m.value) for m in sorted(self.client.get_metric_history(run_id, metric), key=lambda m: m.step)]
-
-    def log_files(self, paths: list[Path], folder: str) -> None:
-        for path in paths:
-            self.client.log_artifact(self.parent.info.run_id, str(path), folder)
-
-
-def find_study(name: str, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: str | None = None) -> StudyRecord:
-    """The study called ``name`` (the newest, if several experiments hold one) and its trial runs.
-
-    Raises:
-        ConfigError: the store does not exist or cannot be reached, or holds no such study.
-    """
+def register_model(record: StudyRecord, network: nn.Module, sample: Tensor, expected: Tensor, *, run_name: str,
+                   trial_run_id: str, params: dict[str, Any], metrics: dict[str, float]) -> dict[str, Any]:
+    """Log ``network`` to an export run ``run_name`` under the study's parent run, with ``params``,
+    ``metrics`` and a signature inferred from ``sample`` and its ``expected`` logits, and register it
+    as its experiment's champion; returns the registered model's name, version, alias, run id and URI."""
     import mlflow
+    from mlflow.models import infer_signature
 
-    if tracking_uri.startswith("sqlite:///"):
-        # Opening a missing sqlite store would create an empty one where the user ran the command.
-        database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
-        if not database.exists():
-            raise ConfigError(f"tracking store {tracking_uri}: no database at {database}; pass the study's --tracking-uri")
-    client = connect(tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
-    if experiment is not None:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            raise ConfigError(f"{tracking_uri}: no experiment named {experiment!r}")
-        ids = [found.experiment_id]
-    else:
-        ids = [e.experiment_id for e in client.search_experiments(max_results=50000)]
-    parents = client.search_runs(ids, filter_string=f"tags.`{Tags.STUDY}` = '{name}'", order_by=["attributes.start_time DESC"])
-    if not parents:
-        known = sorted({r.data.tags[Tags.STUDY] for r in client.search_runs(ids, filter_string=f"tags.`{Tags.STUDY}` != ''")})
-        raise ConfigError(f"{tracking_uri}: no study named {name!r}" + (f" (studies: {', '.join(known)})" if known else ""))
-    return _record(client, parents[0])
-
-
-def _record(client: Any, parent: Any) -> StudyRecord:
-    import mlflow
-
-    mlflow.set_tracking_uri(client.tracking_uri)  # search_runs, which returns the frame, reads the global store
-    runs = mlflow.search_runs(
-        [parent.info.experiment_id], filter_string=_TRIALS_OF.format(parent=parent.info.run_id), max_results=50000
-    )
-    return StudyRecord(client, parent.info.experiment_id, parent, runs)
+    experiment = record.client.get_experiment(record.experiment_id).name
+    with mlflow.start_run(experiment_id=record.experiment_id, run_name=run_name,
+                          tags={Tags.PARENT: record.parent.info.run_id, "cnnsearch.export": trial_run_id}) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        info = mlflow.pytorch.log_model(
+            network, name="model", registered_model_name=experiment,
+            signature=infer_signature(sample.numpy(), expected.numpy()), input_example=sample[:2].numpy(),
+            serialization_format="pt2",
+        )
+    version = info.registered_model_version
+    record.client.set_registered_model_alias(experiment, "champion", version)
+    return {"name": experiment, "version": int(version), "alias": "champion", "run_id": run.info.run_id,
+            "uri": f"models:/{experiment}@champion"}

@@ -1,0 +1,164 @@
+"""Exporting a study: :func:`export_study` walks select -> retrain -> measure on the test split ->
+write the formats; :func:`export_front` does so for every point of a study's Pareto front.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from .. import __version__
+from ..analysis import pareto, study_trials
+from ..config import ConfigError, save_arch
+from ..data import ImageData, load_test_split
+from ..names import DEFAULT_TRACKING_URI
+from ..costs import Cost, profile
+from ..tracking import find_study
+from .evaluation import accuracy, count_correct
+from .formats import FORMATS, Normalized, write_formats
+from .retrain import Trained, from_checkpoint, retrained
+from .select import Estimate, Setup, find_candidates, reevaluate, refuse_at_chance, study_setup
+
+__all__ = ["export_front", "export_study"]
+
+
+def export_study(
+    name: str,
+    out: str | Path,
+    *,
+    top: int = 1,
+    seeds: int = 1,
+    retrain_epochs: int | None = None,
+    formats: tuple[str, ...] = FORMATS,
+    tracking_uri: str = DEFAULT_TRACKING_URI,
+    experiment: str | None = None,
+    dataset: str | None = None,
+    cache_dir: str | None = None,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    force: bool = False,
+    where: Sequence[str] = (),
+    run_id: str | None = None,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Pick, retrain and export the best architecture of study ``name``; returns meta.json's content.
+
+    Candidates are the completed trials, or those whose metrics meet every condition of
+    ``where`` (``macs<=50M``, ``latency_ms<=2``: see :func:`cnnsearch.analysis.meeting`), or
+    the one trial whose MLflow run is ``run_id``.
+
+    With ``top`` > 1 or ``seeds`` > 1 the top trials are each retrained with ``seeds``
+    seeds on the study's split and budget, and the best mean validation accuracy wins,
+    so that one lucky short trial does not. The winner is then retrained on training
+    plus validation images for ``retrain_epochs`` (default: the study's epochs), or with
+    0 its trial's own checkpoint is exported. A winner whose validation accuracy is within
+    CHANCE_MARGIN of chance learned nothing, and is refused unless ``force``. Then, once,
+    the exported model is measured on the test split (:func:`cnnsearch.data.load_test_split`).
+
+    Raises:
+        ConfigError: no such study, no usable trial, a condition that names no metric or that
+            no trial meets, no checkpoint where one is needed, or data that is not the study's.
+    """
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ConfigError(f"--formats: unknown {', '.join(sorted(unknown))}; choose from {', '.join(FORMATS)}")
+    record = find_study(name, tracking_uri, experiment)
+    with tempfile.TemporaryDirectory() as tmp:
+        candidates = find_candidates(record, Path(tmp), say, where, run_id)
+        setup = study_setup(record, dataset, cache_dir, data_dir)
+        candidates, estimate = reevaluate(setup, candidates, top=top, seeds=seeds, device=device, say=say)
+        refuse_at_chance(name, setup, estimate, force=force)
+        epochs = setup.budget.epochs if retrain_epochs is None else retrain_epochs
+        if epochs == 0:
+            trained, estimate = from_checkpoint(name, setup, candidates, estimate, Path(tmp), say)
+        else:
+            trained = retrained(setup, candidates[0], epochs, device=device, say=say)
+    return _save(name, setup, trained, estimate, Path(out), formats, cache_dir=cache_dir, data_dir=data_dir)
+
+
+def _save(name: str, setup: Setup, trained: Trained, estimate: Estimate, out: Path, formats: tuple[str, ...], *,
+          cache_dir: str | None, data_dir: str | None) -> dict[str, Any]:
+    """Write the trained model's architecture, measure it once on the test split, and write its formats and meta.json."""
+    model = trained.model.to("cpu", memory_format=torch.contiguous_format).eval()
+    network = Normalized(model, setup.data.mean, setup.data.std).eval()
+    cost = profile(trained.arch)
+    out.mkdir(parents=True, exist_ok=True)
+    save_arch(trained.arch, out / "arch.yaml")
+    # The model is final: now, and only now, the test images are read.
+    test_data, test_indices = load_test_split(setup.dataset, setup.data, setup.split, cache_dir=cache_dir, data_dir=data_dir)
+    accuracies = _accuracies(network, setup, (test_data, test_indices), trained, estimate)
+    meta = _meta(name, setup, trained, cost, accuracies)
+    sample = setup.data.images[setup.split.val[:16]].float() / 255
+    return write_formats(setup.record, network, sample, out, formats, meta)
+
+
+def _accuracies(network: Normalized, setup: Setup, test: tuple[ImageData, Tensor], trained: Trained,
+                estimate: Estimate) -> dict[str, Any]:
+    """The exported model's accuracy on the test and validation splits, and the estimate that picked it."""
+    test_data, test_indices = test
+    split = setup.split
+    return {
+        "test": accuracy("test", count_correct(network, test_data, test_indices), len(test_indices), seen=False,
+                         of="the exported model", images_from=test_data.source),
+        "val": accuracy("val", count_correct(network, setup.data, split.val), len(split.val), seen="val" in trained.trained_on["splits"],
+                        of="the exported model"),
+        # The estimate that picked the model: optimistic, as the best of several always is.
+        "search": {"accuracy": estimate.val_acc, "interval": None, "split": "val", "images": estimate.images,
+                   "seen_in_training": False, "of": estimate.source, "seeds": estimate.seeds},
+    }
+
+
+def _meta(name: str, setup: Setup, trained: Trained, cost: Cost, accuracies: dict[str, Any]) -> dict[str, Any]:
+    """meta.json's content, its formats still to be written."""
+    arch, data = trained.arch, setup.data
+    return {
+        "name": arch.name,
+        "study": name,
+        "trial": trained.candidate.run_name,
+        "trial_run_id": trained.candidate.run_id,
+        "class_names": list(data.classes),
+        "input": {"shape": ["batch", arch.in_channels, arch.input_size, arch.input_size], "dtype": "float32", "range": [0.0, 1.0],
+                  "layout": "NCHW"},
+        "input_size": arch.input_size,
+        "normalization": {"mean": list(data.mean), "std": list(data.std), "inside_graph": True},
+        "accuracies": accuracies,
+        "trained_on": trained.trained_on,
+        "params": cost.params,
+        "macs": cost.macs,
+        "dataset": data.describe() | {"name": setup.dataset},
+        "split": setup.split.describe(),
+        "seed": trained.seed,
+        "cnnsearch_version": __version__,
+        "torch_version": torch.__version__,
+        "formats": [],
+    }
+
+
+def export_front(name: str, out: str | Path, *, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: str | None = None,
+                 formats: tuple[str, ...] = FORMATS, say: Callable[[str], None] = print, **options: Any) -> list[dict[str, Any]]:
+    """Export every point of study ``name``'s Pareto front (over its objectives) into ``out``/TRIAL/; returns their meta.json contents.
+
+    ``options`` are :func:`export_study`'s. A point that export_study refuses (at chance,
+    no checkpoint) is said and skipped. No point is registered in MLflow: one registered
+    model has one champion, and a front has several answers.
+
+    Raises:
+        ConfigError: no such study, no completed trial, or no point could be exported.
+    """
+    record = find_study(name, tracking_uri, experiment)
+    front = pareto(study_trials(record), record.objectives)
+    exported = []
+    for _, point in front.iterrows():
+        try:
+            exported.append(export_study(name, Path(out) / point["trial"], run_id=point["run_id"], tracking_uri=tracking_uri,
+                                         experiment=experiment, formats=tuple(f for f in formats if f != "mlflow"), say=say, **options))
+        except ConfigError as error:
+            say(f"{point['trial']}: not exported: {error}")
+    if not exported:
+        raise ConfigError(f"study {name!r}: none of the {len(front)} points of its Pareto front could be exported")
+    return exported

@@ -1,0 +1,23 @@
+"""MLflow records of studies and trials: the only package that imports mlflow.
+
+One parent run per study and one nested child run per trial. :mod:`.writer` writes them (the
+:class:`Recorder`, the environment, an export's registered model); :mod:`.reader` reads them
+back (:func:`find_study`, :class:`StudyRecord`, :func:`trial_runs`); :mod:`.store` holds what
+both share (:func:`connect`, :func:`trial_name`).
+"""
+
+from .reader import StudyRecord, TrialRun, find_study, trial_runs
+from .store import connect, trial_name
+from .writer import Recorder, environment, register_model
+
+__all__ = [
+    "Recorder",
+    "StudyRecord",
+    "TrialRun",
+    "connect",
+    "environment",
+    "find_study",
+    "register_model",
+    "trial_name",
+    "trial_runs",
+]

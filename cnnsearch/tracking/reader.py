@@ -1,0 +1,139 @@
+"""Reading a study back from MLflow: :func:`find_study`, the :class:`StudyRecord` that queries,
+plots and exports read, and its trial runs as plain values (:func:`trial_runs`).
+
+A StudyRecord writes one thing: :meth:`StudyRecord.log_files` attaches a query's plots and
+tables to the study's parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import ConfigError
+from ..names import DEFAULT_TRACKING_URI, Metrics, Tags
+from ..space import ACCURACY, Objective
+from .store import TRIALS_OF, connect
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["StudyRecord", "TrialRun", "find_study", "record_of", "trial_runs"]
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """What MLflow holds of one study: its parent run and its trial runs as a DataFrame.
+
+    ``runs`` is :func:`mlflow.search_runs`'s own frame (columns ``params.*``, ``metrics.*``,
+    ``tags.*``), one row per trial.
+    """
+
+    client: Any
+    experiment_id: str
+    parent: Any
+    runs: Any
+
+    @property
+    def name(self) -> str:
+        """The study's name."""
+        return self.parent.data.tags[Tags.STUDY]
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The study's params: its settings, split, recipe and budget, as strings."""
+        return self.parent.data.params
+
+    @property
+    def objectives(self) -> tuple[Objective, ...]:
+        """The study's objectives; a study recorded before objectives had validation accuracy alone."""
+        text = self.parent.data.tags.get(Tags.OBJECTIVES)
+        return tuple(Objective.model_validate(item) for item in json.loads(text)) if text else (ACCURACY,)
+
+    @property
+    def baseline(self) -> dict[str, str] | None:
+        """A one-factor-at-a-time ablation's baseline level of each factor, as its trials' params
+        record it; None for any other study."""
+        text = self.parent.data.tags.get(Tags.BASELINE)
+        return json.loads(text) if text else None
+
+    def space_file(self, folder: str | Path) -> Path | None:
+        """Download the study's space file into ``folder``."""
+        name = self.parent.data.tags.get(Tags.SPACE_FILE)
+        return Path(self.client.download_artifacts(self.parent.info.run_id, name, str(folder))) if name else None
+
+    def download(self, run_id: str, path: str, folder: str | Path) -> Path:
+        """Download the artifact ``path`` of run ``run_id`` into ``folder``; raises what MLflow raises when it is missing."""
+        return Path(self.client.download_artifacts(run_id, path, str(folder)))
+
+    def history(self, run_id: str, metric: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in sorted(self.client.get_metric_history(run_id, metric), key=lambda m: m.step)]
+
+    def log_files(self, paths: list[Path], folder: str) -> None:
+        for path in paths:
+            self.client.log_artifact(self.parent.info.run_id, str(path), folder)
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """One trial run as plain values."""
+
+    run_id: str
+    name: str  # its run name: trial-ID, and its status after it when it did not complete
+    status: str | None  # a Status; None while it has not finished
+    val_acc: float  # its last validation accuracy; NaN where it recorded none
+
+
+def trial_runs(runs: pd.DataFrame, *, best_first: bool = False) -> list[TrialRun]:
+    """The trial runs of a :attr:`StudyRecord.runs` frame (or of part of it), in its order or, with
+    ``best_first``, by validation accuracy, highest first."""
+    column = f"metrics.{Metrics.VAL_ACC}"
+    if best_first and column in runs:
+        runs = runs.sort_values(column, ascending=False)
+    return [
+        TrialRun(run["run_id"], run[f"tags.{Tags.RUN_NAME}"], run.get(f"tags.{Tags.STATUS}"), float(run.get(column, math.nan)))
+        for _, run in runs.iterrows()
+    ]
+
+
+def find_study(name: str, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: str | None = None) -> StudyRecord:
+    """The study called ``name`` (the newest, if several experiments hold one) and its trial runs.
+
+    Raises:
+        ConfigError: the store does not exist or cannot be reached, or holds no such study.
+    """
+    import mlflow
+
+    if tracking_uri.startswith("sqlite:///"):
+        # Opening a missing sqlite store would create an empty one where the user ran the command.
+        database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+        if not database.exists():
+            raise ConfigError(f"tracking store {tracking_uri}: no database at {database}; pass the study's --tracking-uri")
+    client = connect(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise ConfigError(f"{tracking_uri}: no experiment named {experiment!r}")
+        ids = [found.experiment_id]
+    else:
+        ids = [e.experiment_id for e in client.search_experiments(max_results=50000)]
+    parents = client.search_runs(ids, filter_string=f"tags.`{Tags.STUDY}` = '{name}'", order_by=["attributes.start_time DESC"])
+    if not parents:
+        known = sorted({r.data.tags[Tags.STUDY] for r in client.search_runs(ids, filter_string=f"tags.`{Tags.STUDY}` != ''")})
+        raise ConfigError(f"{tracking_uri}: no study named {name!r}" + (f" (studies: {', '.join(known)})" if known else ""))
+    return record_of(client, parents[0])
+
+
+def record_of(client: Any, parent: Any) -> StudyRecord:
+    """The study whose parent run is ``parent``, with its trial runs as MLflow holds them now."""
+    import mlflow
+
+    mlflow.set_tracking_uri(client.tracking_uri)  # search_runs, which returns the frame, reads the global store
+    runs = mlflow.search_runs(
+        [parent.info.experiment_id], filter_string=TRIALS_OF.format(parent=parent.info.run_id), max_results=50000
+    )
+    return StudyRecord(client, parent.info.experiment_id, parent, runs)

@@ -1,0 +1,43 @@
+"""What the writer and the reader of MLflow records share: connecting to the store, a trial's
+name, and the filter that finds a study's trial runs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..config import ConfigError
+from ..names import Tags
+
+__all__ = ["TRIALS_OF", "connect", "trial_name"]
+
+# A study's trial runs: children of its parent run that carry a trial id (an export run is a child too, but not a trial).
+TRIALS_OF = f"tags.`{Tags.PARENT}` = '{{parent}}' and tags.`{Tags.TRIAL}` != ''"
+
+
+def trial_name(trial_id: str) -> str:
+    """What a trial is called everywhere: progress lines, tables, plots and its MLflow run."""
+    return f"trial-{trial_id}"
+
+
+def connect(tracking_uri: str) -> Any:
+    """A client for ``tracking_uri``, after checking that the store answers.
+
+    Raises:
+        ConfigError: the server cannot be reached or the store cannot be opened.
+    """
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if tracking_uri.startswith(("http://", "https://")):
+        # Fail in seconds, not after MLflow's default minutes of retries.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as error:  # any failure to reach the store is the user's to fix
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
+        raise ConfigError(f"tracking store {tracking_uri}: cannot be reached ({first_line})") from None
+    return client
