@@ -230,7 +230,7 @@ def test_an_image_folder_keeps_its_test_images_until_the_model_is_final(ray_sess
     """PATH/train is searched, re-evaluated and retrained on; PATH/test is read once, after retraining; evaluate says what was seen."""
     import cnnsearch.data
     import cnnsearch.export
-    import cnnsearch.search
+    import cnnsearch.study.settings
 
     root = tmp_path / "images"
     write_image_folder(root, {"train": 16, "test": 8})
@@ -247,7 +247,7 @@ def test_an_image_folder_keeps_its_test_images_until_the_model_is_final(ray_sess
 
         monkeypatch.setattr(module, name, recorded)
 
-    for module in (cnnsearch.data, cnnsearch.search, cnnsearch.export):  # each module's own reference to it
+    for module in (cnnsearch.data, cnnsearch.study.settings, cnnsearch.export):  # each module's own reference to it
         spy(module, "load_dataset", lambda name, train=True, **_: f"load {'train' if train else 'test'}")
     spy(cnnsearch.export, "train", lambda *args, **kwargs: "train")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
