@@ -44,7 +44,7 @@ from .record import CONFIG_FILE, RESUME_KEYS, STATE_FILE, Tracker
 from .reject import reservation
 from .settings import Plan, RunOptions
 
-__all__ = ["Stop", "launch", "start"]
+__all__ = ["Stop", "run_trials", "start"]
 
 _RETRIES = 2  # of a trial whose worker was lost
 
@@ -282,8 +282,8 @@ def _tune_config(plan: Plan, stop: Stop, missing: int, proposals: Proposals | No
     )
 
 
-def launch(plan: Plan, tracker: Tracker, stop: Stop, missing: int, *, proposals: Proposals | None = None,
-           configs: list[dict[str, Any]] = (), earlier: list[dict[int, float]] = ()) -> None:
+def run_trials(plan: Plan, tracker: Tracker, stop: Stop, missing: int, *, proposals: Proposals | None = None,
+               configs: list[dict[str, Any]] = (), earlier: list[dict[int, float]] = ()) -> None:
     """Run ``missing`` trials, a search's ``proposals`` or an ablation's cell ``configs``, until they are done or Ctrl-C stops them.
 
     ``earlier`` holds the per-epoch accuracies of the study's scored trials, for ASHA's rungs.

@@ -58,7 +58,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
         progress = Progress(plan.space, plan.trials, done, rejected=lambda: proposals.rejected if proposals else 0)
         tracker = Tracker(recorder, plan.storage, plan.space, tags, progress)
         earlier = earlier_accuracies(recorder, done) if proposals and plan.settings["scheduler"] == "asha" else []
-        launch.launch(plan, tracker, stop, missing, proposals=proposals, configs=configs, earlier=earlier)
+        launch.run_trials(plan, tracker, stop, missing, proposals=proposals, configs=configs, earlier=earlier)
         if stop.requested and (progress.interrupted or sum(progress.counts.values()) < plan.trials):
             recorder.interrupt_study()
             running = f"; {progress.interrupted} interrupted trials go on from their last epoch" if progress.interrupted else ""
