@@ -42,7 +42,7 @@ import torch
 from _report import machine, write
 from cnnsearch import load_arch, load_space
 from cnnsearch.data import load_dataset, split_dataset
-from cnnsearch.search import RunOptions, run_study, with_overrides
+from cnnsearch.study import RunOptions, run_study, with_overrides
 from cnnsearch.train import fit_to_data, train
 
 OVERHEAD_SPACE = """
@@ -127,7 +127,7 @@ recipe: {batch_size: 16, precision: fp32, bn_recalibration_images: 0}
 
 
 def bookkeeping(trials: int) -> None:
-    import cnnsearch.search as search
+    from cnnsearch.study import launch, record
 
     spent = {"driver": 0.0}
     ends: list[tuple[float, float]] = []  # (wall clock, driver seconds so far) at each trial's end
@@ -141,17 +141,17 @@ def bookkeeping(trials: int) -> None:
                 spent["driver"] += time.perf_counter() - start
         return wrapper
 
-    for cls, names in ((search._Tracker, ("on_trial_start", "on_trial_result", "on_checkpoint", "on_trial_complete")),
-                       (search._Proposer, ("suggest", "on_trial_result", "on_trial_complete"))):
+    for cls, names in ((launch._Events, ("on_trial_start", "on_trial_result", "on_checkpoint", "on_trial_complete")),
+                       (launch._Proposer, ("suggest", "on_trial_result", "on_trial_complete"))):
         for name in names:
             setattr(cls, name, timed(getattr(cls, name)))
-    finish = search._Tracker._finish
+    finish = record.Tracker._finish
 
     def finished(self, *args, **kwargs):
         finish(self, *args, **kwargs)
         ends.append((time.perf_counter(), spent["driver"]))
 
-    search._Tracker._finish = finished
+    record.Tracker._finish = finished
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "bookkeeping.yaml").write_text(BOOKKEEPING_SPACE)

@@ -1,11 +1,11 @@
 """Answers from a study's MLflow records: pivot tables with the interval that belongs to each
-aggregate, Pareto fronts and parameter importances.
+aggregate, and Pareto fronts (knob importances, which need Optuna, are
+:func:`cnnsearch.study.importances`).
 
 Every number comes from :func:`mlflow.search_runs`' frame of the study's trial runs (a
 metric's value there is its last logged one: the final epoch's), so a query agrees with
 anyone who reads MLflow directly. Pivots count only completed trials: a trial stopped early
-measured fewer epochs, a rejected or failed one none. Importances also count the trials
-stopped early, at the epoch they reached (see :func:`importances`).
+measured fewer epochs, a rejected or failed one none.
 """
 
 from __future__ import annotations
@@ -13,23 +13,20 @@ from __future__ import annotations
 import math
 import operator
 import re
-import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, get_args
+from typing import get_args
 
 import numpy as np
-import optuna
 import pandas as pd
 from scipy import stats
 
 from .config import ConfigError
-from .space import Choice, FloatRange, Fixed, IntRange, Objective, ObjectiveMetric, Space, count, load_space
-from .names import DEFAULT_TRACKING_URI, SCORED, Status, Tags
+from .space import Objective, ObjectiveMetric, count
+from .names import DEFAULT_TRACKING_URI, Status, Tags
 from .tracking import StudyRecord, find_study, trial_name
 
 __all__ = [
-    "AGGREGATES", "INTERVALS", "Importances", "completed", "importances", "levels", "meeting", "pareto", "pareto_front", "pivot", "query",
+    "AGGREGATES", "INTERVALS", "completed", "levels", "meeting", "pareto", "pareto_front", "pivot", "query",
     "select",
     "study_trials", "summarize",
 ]
@@ -44,7 +41,6 @@ INTERVALS: dict[str, str | None] = {
     "max": None,
 }
 AGGREGATES = tuple(INTERVALS)
-MIN_IMPORTANCE_TRIALS = 3  # fANOVA's forest needs a few trials to split on
 OBJECTIVE_METRICS = get_args(ObjectiveMetric)
 _WHERE = re.compile(r"^\s*([\w.\-]+)\s*(<=|>=|!=|==|=|<|>)\s*(.+?)\s*$")
 _ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}  # a --where condition's comparisons
@@ -247,89 +243,3 @@ def meeting(runs: pd.DataFrame, where: Sequence[str]) -> pd.DataFrame:
             raise ConfigError(f"--where {condition!r}: no completed trial meets it ({name} of the completed trials: {span})")
         runs = runs[keep]
     return runs
-
-
-def _distribution(knob: Any) -> optuna.distributions.BaseDistribution | None:
-    if isinstance(knob, Choice):
-        return optuna.distributions.CategoricalDistribution(list(knob.choices))
-    if isinstance(knob, IntRange):
-        return optuna.distributions.IntDistribution(knob.low, knob.high, log=knob.log, step=knob.step)
-    if isinstance(knob, FloatRange):
-        return optuna.distributions.FloatDistribution(knob.low, knob.high, log=knob.log, step=knob.step)
-    return None
-
-
-def _value(knob: Any, text: str) -> Any:
-    if isinstance(knob, Choice):
-        return next(c for c in knob.choices if str(c) == text)
-    return int(text) if isinstance(knob, IntRange) else float(text)
-
-
-@dataclass(frozen=True)
-class Importances:
-    """Knob importances of one group of trials: the whole study, or one family's trials."""
-
-    family: str  # the trials' families (their cnnsearch.family tag), or "" for every trial of the study
-    scores: dict[str, float]  # knob -> share of the variance it explains, largest first; empty when ``why`` says why
-    completed: int
-    stopped_early: int  # counted at the validation accuracy of the last epoch they reached
-    why: str = ""
-
-
-def importances(record: StudyRecord, metric: str = "val_acc", evaluator: str = "fanova") -> list[Importances]:
-    """Each searched knob's importance for ``metric`` (Optuna's fANOVA or PED-ANOVA).
-
-    Trials stopped early count at the last epoch they reached: leaving them out would
-    score only the trials the scheduler let through, whose knobs vary least in quality.
-    In a space that mixes families, trials of different families have different knobs,
-    and fANOVA needs one search space: each family's trials are scored on their own.
-    A group without scores says why.
-    """
-    runs = record.runs
-    if not runs.empty:
-        runs = runs[runs[f"tags.{Tags.STATUS}"].isin(SCORED)]
-    if runs.empty or f"metrics.{metric}" not in runs:
-        return [Importances("", {}, 0, 0, f"no trial has recorded {metric}")]
-    with tempfile.TemporaryDirectory() as folder:
-        path = record.space_file(folder)
-        space: Space | None = load_space(path) if path else None
-    if space is None:
-        return [Importances("", {}, 0, 0, "the study's space file is not on record")]
-    families = runs[f"tags.{Tags.FAMILY}"].fillna("") if f"tags.{Tags.FAMILY}" in runs else pd.Series("", index=runs.index)
-    if families.nunique() == 1:
-        return [_importances("", runs, space, metric, evaluator)]
-    return [_importances(family, part, space, metric, evaluator) for family, part in runs.groupby(families, sort=True)]
-
-
-def _importances(family: str, runs: pd.DataFrame, space: Space, metric: str, evaluator: str) -> Importances:
-    status = runs[f"tags.{Tags.STATUS}"]
-    counts = {"completed": int((status == Status.COMPLETED).sum()), "stopped_early": int((status == Status.STOPPED_EARLY).sum())}
-    runs = runs[runs[f"metrics.{metric}"].notna()]
-    if len(runs) < MIN_IMPORTANCE_TRIALS:
-        return Importances(family, {}, **counts, why=f"{len(runs)} scored trials; importances need at least {MIN_IMPORTANCE_TRIALS}")
-    # The knobs every trial of the group has and that take more than one value among them.
-    varying = {
-        name: knob for name, knob in space.knobs().items()
-        if not isinstance(knob, Fixed) and f"params.{name}" in runs
-        and runs[f"params.{name}"].notna().all() and runs[f"params.{name}"].nunique() > 1
-    }
-    if not varying:
-        return Importances(family, {}, **counts, why="no searched knob varies among these trials")
-    distributions = {name: _distribution(knob) for name, knob in varying.items()}
-    study = optuna.create_study(direction="maximize")
-    for _, run in runs.iterrows():
-        study.add_trial(optuna.trial.create_trial(
-            params={name: _value(knob, run[f"params.{name}"]) for name, knob in varying.items()},
-            distributions=distributions,
-            value=float(run[f"metrics.{metric}"]),
-        ))
-    chosen = (
-        optuna.importance.FanovaImportanceEvaluator(seed=0)
-        if evaluator == "fanova"
-        else optuna.importance.PedAnovaImportanceEvaluator()
-    )
-    try:
-        scores = optuna.importance.get_param_importances(study, evaluator=chosen, params=list(varying))
-    except (ValueError, RuntimeError) as error:
-        return Importances(family, {}, **counts, why=f"Optuna could not score them ({error})")
-    return Importances(family, scores, **counts)

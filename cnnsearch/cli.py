@@ -21,7 +21,7 @@ from .space import Choice, DatasetSpec, Fixed, Space, load_space
 if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
     import pandas as pd
 
-    from .search import RunOptions, StudyResult
+    from .study import RunOptions, StudyResult
     from .tracking import StudyRecord
 
 _DESCRIPTION = "Neural-architecture search and ablations of convolutional networks: Optuna proposes, Ray Tune runs, MLflow records."
@@ -160,7 +160,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _options(args: argparse.Namespace, name: str, **search: object) -> RunOptions:
-    from .search import RunOptions
+    from .study import RunOptions
 
     return RunOptions(
         name=name,
@@ -231,7 +231,7 @@ def _say_how_to_resume(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from .search import run_study, searched_knobs
+    from .study import run_study, searched_knobs
     from .tracking import trial_name
 
     space = load_space(args.space)
@@ -275,7 +275,7 @@ def _format_front(front: pd.DataFrame) -> str:
 def _ablate(args: argparse.Namespace) -> None:
     from .analysis import completed, pivot
     from .experiment import load_experiment
-    from .search import run_study
+    from .study import run_study
     from .tracking import find_study
 
     experiment = load_experiment(args.experiment_file)

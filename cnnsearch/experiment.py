@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from optuna.trial import FixedTrial
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import ConfigError, format_validation_error, load_yaml
 from .costs import over_limits, profile
 from .space import Choice, FloatRange, Fixed, IntRange, Knob, Space, load_space
 
-__all__ = ["Cell", "Experiment", "Factor", "load_experiment"]
+__all__ = ["Cell", "Experiment", "Factor", "FixedSuggester", "load_experiment"]
 
 
 class Factor(BaseModel):
@@ -41,6 +40,28 @@ class Factor(BaseModel):
         if isinstance(level, list):
             return dict(zip(self.knobs, level))
         return {knob: level for knob in self.knobs}
+
+
+class FixedSuggester:
+    """A :class:`~cnnsearch.space.Suggester` that draws the given value of each knob: a cell's architecture from its knob values."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def _value(self, name: str) -> Any:
+        if name not in self.values:
+            # Optuna's FixedTrial's words, which this suggester replaced: the user reads them after "base: ".
+            raise ValueError(f"The value of the parameter '{name}' is not found. Please set it at the construction of the FixedTrial object.")
+        return self.values[name]
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        return self._value(name)
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        return int(self._value(name))
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
+        return self._value(name)
 
 
 class _File(BaseModel):
@@ -136,8 +157,8 @@ def _cells(space: Space, factors: dict[str, Factor], base: dict[str, Any], desig
         for n, level in zip(names, combo):
             values |= factors[n].values(level)
         try:
-            cost = profile(space.sample(FixedTrial(values)))
-        except ValueError as error:  # FixedTrial: a searched knob with no value; ConfigError: an invalid network
+            cost = profile(space.sample(FixedSuggester(values)))
+        except ValueError as error:  # FixedSuggester: a searched knob with no value; ConfigError: an invalid network
             missing = str(error)
             if isinstance(error, ConfigError):
                 raise ConfigError(f"{source}: cell {dict(zip(names, combo))}: {error}") from None

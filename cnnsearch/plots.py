@@ -16,7 +16,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .analysis import INTERVALS, Importances, completed, importances, pareto, pareto_front, pivot  # noqa: E402
+from .analysis import INTERVALS, completed, pareto, pareto_front, pivot  # noqa: E402
+from .study import Importances, importances  # noqa: E402
 from .space import Objective  # noqa: E402
 from .names import Status, Tags  # noqa: E402
 from .tracking import StudyRecord, trial_name  # noqa: E402

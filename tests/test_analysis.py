@@ -16,12 +16,13 @@ from statsmodels.stats.anova import anova_lm
 from statsmodels.stats.multicomp import pairwise_tukeyhsd
 from statsmodels.stats.multitest import multipletests
 
-from cnnsearch.analysis import BOOTSTRAP_SEED, importances, summarize
+from cnnsearch.analysis import BOOTSTRAP_SEED, summarize
 from cnnsearch.config import ConfigError
 from cnnsearch.effects import anova
 from cnnsearch.experiment import load_experiment
 from cnnsearch.costs import profile
-from cnnsearch.search import _design_tags
+from cnnsearch.study import importances
+from cnnsearch.study.record import design_tags
 from cnnsearch.names import Status, Tags
 from cnnsearch.tracking import Recorder, find_study
 
@@ -63,7 +64,7 @@ def write_ablation(folder, name: str, design: str = "full_factorial", replicates
     )
     experiment = load_experiment(folder / f"{name}.yaml")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    tags = _design_tags(experiment)
+    tags = design_tags(experiment)
     recorder = Recorder.open(mlflow.MlflowClient(uri), experiment=name, study=name, space_hash=experiment.digest, tags=tags,
                              files=[folder / "tiny.yaml", folder / f"{name}.yaml"])
     noise = np.random.default_rng(seed)

@@ -152,7 +152,7 @@ def test_a_study_spreads_over_two_nodes_records_on_a_server_and_keeps_its_state_
         assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == ["checkpoint/weights.pt"]
     assert len(list((cluster.folder / "artifacts").rglob("weights.pt"))) == 6
     # The workers imported the driver's cnnsearch, which reached them through the job's runtime_env.
-    assert list((cluster.session / "runtime_resources").rglob("cnnsearch/search.py"))
+    assert list((cluster.session / "runtime_resources").rglob("cnnsearch/study/run.py"))
     # The study's own state and pictures are in S3, and its trials' checkpoints are gone from there once recorded.
     assert study_state(cluster, "spread")["finished"] is True
     assert optuna_states(cluster, "spread").count(optuna.trial.TrialState.COMPLETE) == 6

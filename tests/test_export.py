@@ -231,7 +231,7 @@ def test_an_image_folder_keeps_its_test_images_until_the_model_is_final(ray_sess
     import cnnsearch.data
     import cnnsearch.export.retrain
     import cnnsearch.export.select
-    import cnnsearch.search
+    import cnnsearch.study.settings
 
     root = tmp_path / "images"
     write_image_folder(root, {"train": 16, "test": 8})
@@ -248,7 +248,7 @@ def test_an_image_folder_keeps_its_test_images_until_the_model_is_final(ray_sess
 
         monkeypatch.setattr(module, name, recorded)
 
-    for module in (cnnsearch.data, cnnsearch.search, cnnsearch.export.select):  # each module's own reference to it
+    for module in (cnnsearch.data, cnnsearch.study.settings, cnnsearch.export.select):  # each module's own reference to it
         spy(module, "load_dataset", lambda name, train=True, **_: f"load {'train' if train else 'test'}")
     for module in (cnnsearch.export.select, cnnsearch.export.retrain):  # re-evaluation, then retraining
         spy(module, "train", lambda *args, **kwargs: "train")

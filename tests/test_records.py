@@ -21,7 +21,7 @@ from PIL import Image
 from cnnsearch import load_arch
 from cnnsearch.model import build_model
 from cnnsearch.costs import profile
-from cnnsearch.search import concurrency
+from cnnsearch.study import concurrency
 from cnnsearch.names import Status
 from cnnsearch.tracking import Recorder
 

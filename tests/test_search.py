@@ -48,9 +48,9 @@ def study(client, name):
 
 def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli, monkeypatch):
     """Eight concurrent trials on the sqlite store: every run, param and per-epoch metric arrives."""
-    import cnnsearch.search
+    import cnnsearch.study.progress
 
-    monkeypatch.setattr(cnnsearch.search, "_HEARTBEAT_S", 0.2)  # a line at least every 30 s, made testable
+    monkeypatch.setattr(cnnsearch.study.progress, "_HEARTBEAT_S", 0.2)  # a line at least every 30 s, made testable
     space_file = tmp_path / "tiny.yaml"
     space_file.write_text(TINY)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -1,0 +1,325 @@
+"""Launching a study's trials on Ray Tune: the only module of cnnsearch that imports Ray.
+
+It holds the trainable (:func:`_trial`, one trial in a Ray worker), Ray's start, the Tune
+Searchers that hand Tune the proposals of :mod:`.propose` or an ablation's cells, ASHA,
+the Tuner with each trial's reservation of CPUs, GPUs and memory, the Tune callback that
+forwards each event to :mod:`.record`, and Ctrl-C. The data set is put in Ray's object
+store once and shared by every trial; trials on every node write their checkpoints into
+the study's storage themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import io
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+from ray.tune import PlacementGroupFactory
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher
+
+from ..config import Arch, ConfigError, Recipe
+from ..names import WEIGHTS_FILE, Metrics, Params, Status, Tags
+from ..space import Space
+from ..storage import Storage
+from ..train import EpochReport, train
+from .propose import Proposals
+from .record import CONFIG_FILE, RESUME_KEYS, STATE_FILE, Tracker
+from .reject import reservation
+from .settings import Plan, RunOptions
+
+__all__ = ["Stop", "run_trials", "start"]
+
+_RETRIES = 2  # of a trial whose worker was lost
+
+
+def start(options: RunOptions) -> tuple[dict[str, float], float]:
+    """Start a Ray of our own, or join the cluster at ``options.ray_address``; its resources and its largest node's memory, in bytes.
+
+    Raises:
+        ConfigError: Ray cannot be reached there.
+    """
+    if not options.verbose:
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+        # Tune logs each lost worker's traceback; the tracker prints one line per trial instead.
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    try:
+        ray.init(
+            # "local": a Ray of our own, never one that something else left on this machine.
+            address=options.ray_address or "local",
+            # A cluster's workers get this cnnsearch from the driver: a node needs only its dependencies.
+            runtime_env={"py_modules": [str(Path(__file__).parents[1])], "excludes": ["__pycache__"]} if options.ray_address else None,
+            include_dashboard=False,
+            log_to_driver=options.verbose,
+            logging_level=logging.INFO if options.verbose else logging.ERROR,
+            ignore_reinit_error=True,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise ConfigError(f"Ray at {options.ray_address}: cannot connect ({error})") from None
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    return ray.cluster_resources(), max(node.get("memory", 0) for node in nodes)
+
+
+def _peak_memory_mib() -> float:
+    """This process's peak resident memory since :func:`_release_memory` (Linux), else since it started."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _release_memory() -> None:
+    """Start a trial in a reused worker with the memory of a fresh one, and its peak counted afresh.
+
+    glibc keeps the heap that an earlier trial freed; measured, a DenseNet trial in a reused
+    worker peaked 46% above the same trial in a new one. ``malloc_trim`` hands it back.
+    Linux resets the peak (VmHWM) on request.
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _resume_state(config: dict[str, Any], storage: Storage) -> dict[str, Any] | None:
+    """What a retried or resumed trial goes on from: its own newest checkpoint, else the one it was resumed from."""
+    retried = tune.get_checkpoint()
+    if retried is not None:
+        with retried.as_directory() as saved:
+            return torch.load(Path(saved) / STATE_FILE, weights_only=True)
+    if config.get("resume"):  # read from the study's storage, wherever this node is
+        return torch.load(io.BytesIO(storage.read_bytes(config["resume"])), weights_only=True)
+    return None
+
+
+def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threads: int, device: str, storage: Storage) -> None:
+    """One Ray Tune trial: train the architecture the driver proposed and checked, or go on with an interrupted one.
+
+    A trial whose own code fails (an error, a diverging loss) reports ``failed`` and ends: Tune's
+    retries are for trials whose worker was lost, and a retried trial goes on from its checkpoint.
+    Every report says on which node and host the trial runs.
+    """
+    torch.set_num_threads(threads)
+    _release_memory()
+    arch = Arch.from_dict(config["arch"])
+    node = {Tags.RAY_NODE: ray.get_runtime_context().get_node_id(), Tags.RAY_HOSTNAME: platform.node()}
+    resume = _resume_state(config, storage)
+    folder = Path(tempfile.mkdtemp(prefix="cnnsearch-checkpoint-"))
+    (folder / CONFIG_FILE).write_text(json.dumps({key: value for key, value in config.items() if key not in RESUME_KEYS}))
+    epochs = resume["epoch"] if resume else 0
+
+    def save(state: dict[str, Any], epoch: EpochReport) -> None:
+        torch.save(state, folder / STATE_FILE)
+        torch.save({key: value.detach().cpu() for key, value in state["model"].items()}, folder / WEIGHTS_FILE)
+
+    def report(epoch: EpochReport) -> None:
+        nonlocal epochs
+        epochs = epoch.epoch
+        metrics = {key: getattr(epoch, key) for key in Metrics.PER_EPOCH}
+        setup = {Metrics.PEAK_LR: epoch.peak_lr, Params.PRECISION: epoch.precision, Metrics.PEAK_RSS: _peak_memory_mib(),
+                 Metrics.COMPILE_SECONDS: epoch.compile_seconds}
+        # Tune copies the checkpoint into its storage before report returns: the folder can be reused.
+        tune.report(
+            {"epoch": epoch.epoch, "budget_spent": epoch.budget_spent, "train_images_per_s": epoch.train_images_per_s, **metrics, **setup,
+             **node},
+            checkpoint=tune.Checkpoint.from_directory(folder),
+        )
+
+    try:
+        result = train(arch, data, split, recipe=Recipe.model_validate(config["recipe"]), budget=space.budget, seed=config["record"]["seed"], device=device,
+                       checkpoint=save, callback=report, resume=resume)
+        failure, diverged = (result.message, True) if result.status == Status.DIVERGED else (None, False)
+    except Exception as error:  # the architecture's or the recipe's failure, not the machine's: no retry
+        failure, diverged = ": ".join([type(error).__name__, *str(error).strip().splitlines()[:1]]), False
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if failure is not None:
+        # NaN, not 0.0: no scheduler rung or sampler may take a failure for a score.
+        tune.report({"epoch": epochs + 1, "failed": failure, "diverged": diverged, "budget_spent": False, Metrics.VAL_ACC: math.nan,
+                     **node})
+
+
+class Stop(tune.Stopper):
+    """Ctrl-C, seen by every part of the driver: the first stops launching trials and ends the
+    running ones after their current epoch (its checkpoint saved); the second stops them at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def request(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: no new trials; the running ones stop after their current epoch and can be resumed. "
+              "Ctrl-C again stops them now.", file=sys.stderr, flush=True)
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return self.requested and not result.get("budget_spent")
+
+    def stop_all(self) -> bool:
+        return False
+
+
+class _Proposer(Searcher):
+    """Tune's side of a search: it asks :class:`~.propose.Proposals` for each trial and tells it each result, until Ctrl-C."""
+
+    def __init__(self, proposals: Proposals, stop: Stop) -> None:
+        super().__init__(metric=Metrics.VAL_ACC, mode="max")
+        self.proposals, self.stop = proposals, stop
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True  # the metric and mode are fixed above; the space is ours, not Tune's
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.stop.requested:
+            return Searcher.FINISHED
+        config = self.proposals.suggest(trial_id)
+        return Searcher.FINISHED if config is None else config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.proposals.result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result and not error:
+            self.proposals.result(trial_id, result)  # Tune withholds the result on which its scheduler stops a trial
+        self.proposals.complete(trial_id, result, error, stopping=self.stop.requested)
+
+
+class _Cells(Searcher):
+    """An ablation's missing cells, handed to Tune one by one: each gets the full budget."""
+
+    def __init__(self, configs: list[dict[str, Any]], stop: Stop) -> None:
+        super().__init__(metric=Metrics.VAL_ACC, mode="max")
+        self.configs, self.stop = list(reversed(configs)), stop
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        return self.configs.pop() if self.configs and not self.stop.requested else Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass  # a designed experiment learns nothing while it runs
+
+
+def _asha(max_epochs: int, earlier: list[dict[int, float]]) -> ASHAScheduler:
+    """ASHA on per-epoch accuracy, its rungs holding the accuracies of the study's ``earlier``
+    trials: a resumed or extended study judges a trial against all of them, not only this session's."""
+    scheduler = ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=1, reduction_factor=3)
+    # Ray has no public way to seed a rung: record each value as the rung's on_result would have.
+    for index, accuracies in enumerate(earlier):
+        for bracket in scheduler._brackets:
+            for milestone, recorded in bracket._rungs:
+                if milestone in accuracies:
+                    recorded[f"earlier-{index}"] = accuracies[milestone]
+    return scheduler
+
+
+class _Events(tune.Callback):
+    """Tune's events, each forwarded to the :class:`~.record.Tracker`."""
+
+    def __init__(self, tracker: Tracker, stop: Stop) -> None:
+        self.tracker, self.stop = tracker, stop
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.tracker.start(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.tracker.result(trial, result)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.tracker.progress.heartbeat()
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.tracker.recovered(trial)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        self.tracker.checkpoint(trial, checkpoint)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.tracker.complete(trial, stopping=self.stop.requested)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.tracker.error(trial)
+
+
+def _tune_config(plan: Plan, stop: Stop, missing: int, proposals: Proposals | None, configs: list[dict[str, Any]],
+                 earlier: list[dict[int, float]]) -> tune.TuneConfig:
+    """An ablation's cells as they come, or a search's proposals under ASHA or none, at most ``plan.concurrent`` at once."""
+    # A trial in a running worker starts in milliseconds, a new worker in seconds. Compiled
+    # trials get fresh workers: torch.compile's caches would pile up and hit its recompile limit.
+    reuse = not plan.space.recipe.compile
+    if proposals is None:
+        return tune.TuneConfig(search_alg=ConcurrencyLimiter(_Cells(configs, stop), max_concurrent=plan.concurrent), num_samples=missing,
+                               reuse_actors=reuse)
+    scheduler = _asha(plan.space.budget.epochs, earlier) if plan.settings["scheduler"] == "asha" else FIFOScheduler()
+    return tune.TuneConfig(
+        search_alg=ConcurrencyLimiter(_Proposer(proposals, stop), max_concurrent=plan.concurrent),
+        scheduler=scheduler,
+        metric=Metrics.VAL_ACC,
+        mode="max",
+        num_samples=missing,
+        reuse_actors=reuse,
+    )
+
+
+def run_trials(plan: Plan, tracker: Tracker, stop: Stop, missing: int, *, proposals: Proposals | None = None,
+               configs: list[dict[str, Any]] = (), earlier: list[dict[int, float]] = ()) -> None:
+    """Run ``missing`` trials, a search's ``proposals`` or an ablation's cell ``configs``, until they are done or Ctrl-C stops them.
+
+    ``earlier`` holds the per-epoch accuracies of the study's scored trials, for ASHA's rungs.
+    The first Ctrl-C sets ``stop.requested``; the second stops the running trials at once.
+    """
+    storage, cpus, gpus = plan.storage, plan.cpus, plan.gpus
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, space=plan.space, data=plan.data, split=plan.split, threads=max(1, int(cpus)),
+                             device="cuda" if gpus else "cpu", storage=storage),
+        # Each trial reserves the memory it is expected to need: Ray starts no more at once than fit.
+        lambda config: PlacementGroupFactory([{"CPU": cpus, "GPU": gpus, "memory": reservation(config)}]),
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=_tune_config(plan, stop, missing, proposals, configs, earlier),
+        run_config=tune.RunConfig(
+            name=f"session-{sum(name.startswith('session-') for name in storage.listdir(storage.path('tune')))}",
+            # Trials on every node write their checkpoints there themselves.
+            storage_path=storage.path("tune"),
+            storage_filesystem=storage.filesystem,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # A lost worker, node or raylet, or the out-of-memory killer: the trial goes on
+            # from its checkpoint. A trial's own errors end it as failed instead (see _trial).
+            failure_config=tune.FailureConfig(max_failures=_RETRIES),
+            callbacks=[_Events(tracker, stop)],
+            stop=stop,
+            verbose=1 if plan.options.verbose else 0,
+        ),
+    )
+    # Tune's own Ctrl-C handler would end the study as if it had finished.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    previous = signal.signal(signal.SIGINT, stop.request)
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:  # the second Ctrl-C: the running trials were stopped where they were
+        stop.requested = True
+        tracker.interrupt_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)

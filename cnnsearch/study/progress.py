@@ -1,0 +1,116 @@
+"""A study's console output: the opening line, each epoch, a heartbeat with the time left, and the standing after each trial.
+
+:class:`Progress` keeps the counts it prints (trials done by status, the best so far, the
+epochs of the running trials), so each line costs the same at any study size. Everything
+goes to stderr. Imports neither Ray nor Optuna nor MLflow.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from ..names import Metrics, Status
+from ..space import Fixed, Space
+from ..tracking import trial_name
+from .settings import Plan
+
+__all__ = ["Progress", "announce", "searched_knobs"]
+
+_HEARTBEAT_S = 30.0  # the longest the driver stays silent while trials train: an epoch can take minutes
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def searched_knobs(space: Space, knobs: dict[str, Any]) -> str:
+    """The knobs that the space searches, as ``name=value`` pairs."""
+    names = [name for name, knob in space.knobs().items() if not isinstance(knob, Fixed) and name in knobs]
+    return " ".join(f"{name}={knobs[name]}" for name in names)
+
+
+def announce(plan: Plan, memory: float | None) -> None:
+    """The study's opening line: its data, its trials and what each may use of ``memory``, the largest node's (None on GPUs)."""
+    split, trials, cpus, gpus = plan.split, plan.trials, plan.cpus, plan.gpus
+    test = f"{len(split.test):,} test images held out" if len(split.test) else "its own test images set aside"
+    print(f"{plan.options.name}: {len(split.train):,} training and {len(split.val):,} validation images of {plan.data.source} ({test}); "
+          f"{trials} trials, up to {plan.concurrent} at a time ({cpus:g} CPUs" + (f", {gpus:g} GPUs" if gpus else "") + " each"
+          + ("" if gpus else f", and the memory each is expected to need, of the {memory / 2**30:.1f} GiB the largest node offers")
+          + ")", file=sys.stderr, flush=True)
+
+
+class Progress:
+    """Where a study stands, and the lines that say so as its trials train and end."""
+
+    def __init__(self, space: Space, total: int, done: list[dict[str, Any]], rejected: Callable[[], int] = lambda: 0) -> None:
+        self.space, self.total, self.rejected = space, total, rejected
+        self.interrupted = 0  # trials Ctrl-C stopped before their budget, to go on when the study resumes
+        self.done_before = len(done)
+        self.counts = Counter(row["status"] for row in done)
+        self.best = next((row for row in done if row["status"] == Status.COMPLETED), None)
+        self.training: dict[str, int] = {}  # Tune trial id -> epochs it has reported; as many as run at once
+        self.epochs = 0  # reported in this session: the pace of the study
+        self.started = self.said = time.monotonic()
+
+    def _say(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+        self.said = time.monotonic()
+
+    def started_trial(self, trial_id: str) -> None:
+        self.training[trial_id] = 0
+
+    def epoch(self, trial_id: str, result: dict[str, Any]) -> None:
+        """A trial's epoch, reported: its accuracy and pace."""
+        self.training[trial_id] = int(result["epoch"])
+        self.epochs += 1
+        self._say(f"[{_clock(time.monotonic() - self.started)}] {trial_name(trial_id)} epoch {result['epoch']}/"
+                  f"{self.space.budget.epochs}: val_acc {result[Metrics.VAL_ACC]:.2%}, {result['train_images_per_s']:,.0f} img/s")
+
+    def heartbeat(self) -> None:
+        """Between epochs: every _HEARTBEAT_S, which epoch each running trial is in, and the time left at the pace so far."""
+        now = time.monotonic()
+        if now - self.said < _HEARTBEAT_S or not self.training:
+            return
+        epochs = self.space.budget.epochs
+        line = f"[{_clock(now - self.started)}] training: " + ", ".join(
+            f"{trial_name(trial_id)} epoch {min(done + 1, epochs)}/{epochs}" for trial_id, done in self.training.items())
+        if self.epochs:
+            left = max(0, (self.total - sum(self.counts.values())) * epochs - sum(self.training.values()))
+            line += f"; at most {_clock((now - self.started) / self.epochs * left)} to go at the pace so far"
+        self._say(line)
+
+    def lost_worker(self, trial_id: str, error: str) -> None:
+        self._say(f"{trial_name(trial_id)} lost its worker ({error}); it goes on from its last checkpoint")
+
+    def interrupted_trial(self, trial_id: str) -> None:
+        self.training.pop(trial_id, None)
+        self.interrupted += 1
+
+    def finished(self, trial_id: str, status: str, reason: str, val_acc: float | None, knobs: dict[str, Any]) -> None:
+        """A trial's end, recorded: a failure's reason, and the study's standing with the time left."""
+        self.training.pop(trial_id, None)
+        self.counts[status] += 1
+        if status in (Status.FAILED, Status.DIVERGED):
+            self._say(f"{trial_name(trial_id)} {status}: {reason}")
+        if val_acc is not None and (self.best is None or val_acc > self.best[Metrics.VAL_ACC]):
+            self.best = {Metrics.VAL_ACC: val_acc, "knobs": knobs}
+        done = sum(self.counts.values())
+        elapsed = time.monotonic() - self.started
+        remaining = max(0, self.total - done)
+        self._say(f"[{_clock(elapsed)}] {self.standing()}"
+                  + (f"; ETA {_clock(elapsed / max(1, done - self.done_before) * remaining)}" if remaining else ""))
+
+    def standing(self) -> str:
+        """Where the study stands: trials done by status, rejected proposals, the best trial."""
+        counts = [f"{n} {s}" for s, n in self.counts.items() if n]
+        if self.rejected():
+            counts.append(f"{self.rejected()} proposals rejected")
+        return (
+            f"{sum(self.counts.values())}/{self.total} trials done (" + ", ".join(counts) + ")"
+            + (f"; best val_acc {self.best[Metrics.VAL_ACC]:.2%} ({searched_knobs(self.space, self.best['knobs'])})" if self.best else "")
+        )

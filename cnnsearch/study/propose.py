@@ -1,0 +1,307 @@
+"""Proposing trials, and reading a finished study's knob importances: the only module of cnnsearch that imports Optuna.
+
+It holds the samplers (by the names in :data:`cnnsearch.names.SAMPLERS`), the study's
+Optuna record (a journal in the study's storage), and :class:`Proposals`: Optuna's ask
+and tell, with each proposal fitted and checked by :mod:`.reject` before it is handed on.
+Ray Tune's Searcher that asks it for trials lives in :mod:`.launch`. :func:`importances`
+scores a finished study's knobs with Optuna's fANOVA or PED-ANOVA.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from ..config import ConfigError
+from ..names import SAMPLERS, SCORED, Metrics, Status, Tags
+from ..space import Choice, FloatRange, Fixed, IntRange, Objective, Space, load_space
+from ..storage import RecordLog, Storage
+from ..tracking import StudyRecord
+from .reject import Target, fitted, fixed_values, trial_config
+from .settings import Plan
+
+__all__ = ["MIN_IMPORTANCE_TRIALS", "Importances", "Proposals", "importances", "rejected_proposals"]
+
+_REJECTED = "cnnsearch.rejected"  # an Optuna trial's user attribute: why the driver did not train its proposal
+
+
+class _Grid(optuna.samplers.GridSampler):
+    """Optuna's grid without its stop signal, which only Study.optimize can take: Tune runs this study, and --trials bounds it."""
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState, values: Any) -> None:
+        pass
+
+
+def _sampler(name: str, space: Space, seed: int, trials: int) -> optuna.samplers.BaseSampler:
+    """The sampler of each name in :data:`~cnnsearch.names.SAMPLERS`.
+
+    Raises:
+        ValueError: ``name`` is none of them; the command line and the space file admit only those.
+    """
+    if name == "tpe":
+        # Optuna's default of 10 random startup trials would leave a short search purely random;
+        # constant_liar keeps concurrent trials from being proposed the same point.
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, trials // 4)), constant_liar=True)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return _Grid(space.grid(), seed=seed)
+    if name == "nsga2":
+        # Optuna's population of 50 would leave a study of fewer trials one random generation.
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=min(50, max(4, trials // 4)))
+    raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+
+
+def _objective_values(objectives: tuple[Objective, ...], val_acc: float, cost: dict[str, float]) -> list[float]:
+    """What Optuna is told of a finished trial: each objective's value, the costs exactly as the driver measured them."""
+    return [val_acc if objective.metric == Metrics.VAL_ACC else cost[objective.metric] for objective in objectives]
+
+
+class Proposals:
+    """Optuna's ask and tell for a search, with the space's limits applied first.
+
+    Each proposal is fitted to the data and profiled on the meta device here, in the driver.
+    One that cannot be built or is over the limits is told to Optuna as failed, which its
+    samplers ignore, with the reason as a user attribute; it never reaches Ray and is not a
+    trial. A trial that the scheduler stopped is told as pruned, with its per-epoch
+    accuracies as intermediate values: TPE ranks every pruned trial below the complete ones,
+    so an early accuracy is never compared with full-budget ones as an equal. With several
+    objectives a completed trial is told each objective's value; Optuna takes no
+    intermediate values there, and no trial is stopped early.
+    """
+
+    def __init__(self, study: optuna.Study, space: Space, target: Target, seed: int, max_rejections: int,
+                 resumed: list[dict[str, Any]] = (), ended: list[dict[str, Any]] = ()) -> None:
+        self.study, self.space, self.target, self.seed = study, space, target, seed
+        self.max_rejections = max_rejections
+        self.objectives = space.objectives
+        self.single = len(self.objectives) == 1
+        trials = study.get_trials(deepcopy=False)
+        # Interrupted trials that had used their budget: told complete now, unless they were.
+        for config in ended:
+            interrupted = trials[config["optuna_trial"]]
+            if interrupted.state != optuna.trial.TrialState.COMPLETE:
+                accuracy = config["earlier"][max(config["earlier"])]
+                study.add_trial(optuna.trial.create_trial(
+                    params=interrupted.params, distributions=interrupted.distributions,
+                    values=_objective_values(self.objectives, accuracy, config["cost"]),
+                    intermediate_values=config["earlier"] if self.single else None,
+                ))
+        # The others go on first, each as a new Optuna trial of the same knobs (enqueued in
+        # this order) that inherits the accuracies saved before the interruption.
+        self._resumed = list(resumed)
+        for config in resumed:
+            study.enqueue_trial(trials[config["optuna_trial"]].params)
+        self.rejected = 0  # in this session
+        self._proposals: dict[str, optuna.trial.Trial] = {}
+        self._costs: dict[str, dict[str, float]] = {}  # each running trial's costs, to tell Optuna with its accuracy
+        self._reported: dict[str, int] = {}  # the last epoch each running trial reported to Optuna
+
+    @classmethod
+    def open(cls, plan: Plan, target: Target, missing: int, resumed: list[dict[str, Any]], ended: list[dict[str, Any]]) -> Proposals:
+        """The plan's search, on its Optuna record, with the sampler its settings name; ``missing`` trials are to run."""
+        study = _optuna_study(plan.storage, plan.options.name, plan.space.objectives)
+        seed = plan.settings["seed"]
+        # Each session draws new points: the same seed again would repeat the first session's.
+        study.sampler = _sampler(plan.settings["sampler"], plan.space, seed + len(study.trials), plan.trials)
+        return cls(study, plan.space, target, seed, max_rejections=max(100, 10 * missing), resumed=resumed, ended=ended)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.rejected >= self.max_rejections
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """The config of Tune's trial ``trial_id``: an interrupted trial's first, then new proposals; None when too many were rejected."""
+        if self._resumed:
+            return self._resume(trial_id, self._resumed.pop(0))
+        while not self.exhausted:
+            proposal = self.study.ask()
+            try:
+                arch, recipe, cost = fitted(self.space, proposal, self.target)
+            except ConfigError as error:
+                proposal.set_user_attr(_REJECTED, str(error))
+                self.study.tell(proposal, state=optuna.trial.TrialState.FAIL)
+                self.rejected += 1
+                continue
+            self._proposals[trial_id], self._costs[trial_id] = proposal, cost
+            return trial_config(arch, recipe, cost, fixed_values(self.space) | proposal.params, self.seed) | {"optuna_trial": proposal.number}
+        return None
+
+    def _resume(self, trial_id: str, config: dict[str, Any]) -> dict[str, Any]:
+        proposal = self.study.ask()
+        self.space.sample(proposal)  # the enqueued knobs become the trial's params
+        self.space.sample_recipe(proposal)
+        if self.single:
+            for epoch, value in config["earlier"].items():
+                proposal.report(value, epoch)
+        self._proposals[trial_id], self._reported[trial_id] = proposal, max(config["earlier"])
+        self._costs[trial_id] = config["cost"]
+        return config | {"optuna_trial": proposal.number}
+
+    def result(self, trial_id: str, result: dict) -> None:
+        """A trial's epoch: its accuracy, an intermediate value with one objective."""
+        epoch = int(result["epoch"])
+        if self.single and epoch > self._reported.get(trial_id, 0) and "failed" not in result:
+            self._proposals[trial_id].report(result[Metrics.VAL_ACC], epoch)
+            self._reported[trial_id] = epoch
+
+    def complete(self, trial_id: str, result: dict | None, error: bool, stopping: bool) -> None:
+        """A trial's end, told to Optuna; one that Ctrl-C (``stopping``) interrupted stays running there, to go on when the study resumes."""
+        proposal, cost = self._proposals.pop(trial_id), self._costs.pop(trial_id)
+        self._reported.pop(trial_id, None)
+        failed = error or not result or "failed" in result
+        if stopping and not failed and not result.get("budget_spent"):
+            return
+        if failed:
+            self.study.tell(proposal, state=optuna.trial.TrialState.FAIL)
+        elif result.get("budget_spent"):
+            self.study.tell(proposal, _objective_values(self.objectives, result[Metrics.VAL_ACC], cost))
+        else:
+            self.study.tell(proposal, state=optuna.trial.TrialState.PRUNED)
+
+
+def rejected_proposals(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every proposal turned away before training (over the limits or the memory, or unable to
+    build or train): its knobs and the reason."""
+    return [
+        trial.params | {"reason": trial.user_attrs[_REJECTED]}
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        if _REJECTED in trial.user_attrs
+    ]
+
+
+class _Journal(optuna.storages.journal.BaseJournalBackend):
+    """Optuna's journal as a :class:`RecordLog`, for storage that cannot append to a file (an object store).
+
+    The study's driver is its only writer: it reads the log once and then keeps it in memory.
+    """
+
+    def __init__(self, log: RecordLog) -> None:
+        self.log = log
+
+    def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
+        return self.log.records[log_number_from:]
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        self.log.append(logs)
+
+
+def _optuna_study(storage: Storage, name: str, objectives: tuple[Objective, ...]) -> optuna.Study:
+    """The study's Optuna record, kept in its storage so a resumed or extended study samples with its whole history.
+
+    On this machine's filesystem it is Optuna's own journal file; on an object store, which
+    cannot append to a file, a folder of numbered objects (:class:`_Journal`), both named
+    ``optuna.journal``. Trials that a crash left running, or enqueued to resume and never
+    started, are marked failed: samplers ignore them, and the study goes on with them as new trials.
+    """
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = storage.path("optuna.journal")
+    if storage.local:
+        journal = JournalStorage(JournalFileBackend(path))
+    else:
+        journal = JournalStorage(_Journal(RecordLog(storage, path)))
+    study = optuna.create_study(storage=journal, study_name=name, directions=[objective.direction for objective in objectives],
+                                load_if_exists=True)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    for _ in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # Optuna tells only a trial it has handed out
+    return study
+
+
+# Importances ------------------------------------------------------------------------------
+
+MIN_IMPORTANCE_TRIALS = 3  # fANOVA's forest needs a few trials to split on
+
+
+def _distribution(knob: Any) -> optuna.distributions.BaseDistribution | None:
+    if isinstance(knob, Choice):
+        return optuna.distributions.CategoricalDistribution(list(knob.choices))
+    if isinstance(knob, IntRange):
+        return optuna.distributions.IntDistribution(knob.low, knob.high, log=knob.log, step=knob.step)
+    if isinstance(knob, FloatRange):
+        return optuna.distributions.FloatDistribution(knob.low, knob.high, log=knob.log, step=knob.step)
+    return None
+
+
+def _value(knob: Any, text: str) -> Any:
+    if isinstance(knob, Choice):
+        return next(c for c in knob.choices if str(c) == text)
+    return int(text) if isinstance(knob, IntRange) else float(text)
+
+
+@dataclass(frozen=True)
+class Importances:
+    """Knob importances of one group of trials: the whole study, or one family's trials."""
+
+    family: str  # the trials' families (their cnnsearch.family tag), or "" for every trial of the study
+    scores: dict[str, float]  # knob -> share of the variance it explains, largest first; empty when ``why`` says why
+    completed: int
+    stopped_early: int  # counted at the validation accuracy of the last epoch they reached
+    why: str = ""
+
+
+def importances(record: StudyRecord, metric: str = "val_acc", evaluator: str = "fanova") -> list[Importances]:
+    """Each searched knob's importance for ``metric`` (Optuna's fANOVA or PED-ANOVA).
+
+    Trials stopped early count at the last epoch they reached: leaving them out would
+    score only the trials the scheduler let through, whose knobs vary least in quality.
+    In a space that mixes families, trials of different families have different knobs,
+    and fANOVA needs one search space: each family's trials are scored on their own.
+    A group without scores says why.
+    """
+    runs = record.runs
+    if not runs.empty:
+        runs = runs[runs[f"tags.{Tags.STATUS}"].isin(SCORED)]
+    if runs.empty or f"metrics.{metric}" not in runs:
+        return [Importances("", {}, 0, 0, f"no trial has recorded {metric}")]
+    with tempfile.TemporaryDirectory() as folder:
+        path = record.space_file(folder)
+        space: Space | None = load_space(path) if path else None
+    if space is None:
+        return [Importances("", {}, 0, 0, "the study's space file is not on record")]
+    families = runs[f"tags.{Tags.FAMILY}"].fillna("") if f"tags.{Tags.FAMILY}" in runs else pd.Series("", index=runs.index)
+    if families.nunique() == 1:
+        return [_importances("", runs, space, metric, evaluator)]
+    return [_importances(family, part, space, metric, evaluator) for family, part in runs.groupby(families, sort=True)]
+
+
+def _importances(family: str, runs: pd.DataFrame, space: Space, metric: str, evaluator: str) -> Importances:
+    status = runs[f"tags.{Tags.STATUS}"]
+    counts = {"completed": int((status == Status.COMPLETED).sum()), "stopped_early": int((status == Status.STOPPED_EARLY).sum())}
+    runs = runs[runs[f"metrics.{metric}"].notna()]
+    if len(runs) < MIN_IMPORTANCE_TRIALS:
+        return Importances(family, {}, **counts, why=f"{len(runs)} scored trials; importances need at least {MIN_IMPORTANCE_TRIALS}")
+    # The knobs every trial of the group has and that take more than one value among them.
+    varying = {
+        name: knob for name, knob in space.knobs().items()
+        if not isinstance(knob, Fixed) and f"params.{name}" in runs
+        and runs[f"params.{name}"].notna().all() and runs[f"params.{name}"].nunique() > 1
+    }
+    if not varying:
+        return Importances(family, {}, **counts, why="no searched knob varies among these trials")
+    distributions = {name: _distribution(knob) for name, knob in varying.items()}
+    study = optuna.create_study(direction="maximize")
+    for _, run in runs.iterrows():
+        study.add_trial(optuna.trial.create_trial(
+            params={name: _value(knob, run[f"params.{name}"]) for name, knob in varying.items()},
+            distributions=distributions,
+            value=float(run[f"metrics.{metric}"]),
+        ))
+    chosen = (
+        optuna.importance.FanovaImportanceEvaluator(seed=0)
+        if evaluator == "fanova"
+        else optuna.importance.PedAnovaImportanceEvaluator()
+    )
+    try:
+        scores = optuna.importance.get_param_importances(study, evaluator=chosen, params=list(varying))
+    except (ValueError, RuntimeError) as error:
+        return Importances(family, {}, **counts, why=f"Optuna could not score them ({error})")
+    return Importances(family, scores, **counts)

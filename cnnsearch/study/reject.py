@@ -1,0 +1,135 @@
+"""Rejecting a proposal before it becomes a trial: fitting it to the data and checking it against the limits.
+
+A proposal (an Optuna trial, or an ablation's cell) becomes an architecture fitted to the
+data's classes, image size and channels; it is profiled on the meta device, checked
+against the space's limits and the largest node's memory, and its latency is measured on
+the driver. What passes becomes a trial's config, with the memory it reserves in Ray.
+Imports neither Ray nor Optuna.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..config import Arch, ConfigError, Recipe
+from ..experiment import Cell, FixedSuggester
+from ..names import Metrics
+from ..costs import WORKER_BASE, latency, over_limits, profile, training_memory
+from ..space import Fixed, Space, Suggester
+from ..train import data_shape, fit_to_data, resolve_precision
+from .settings import Plan
+
+__all__ = ["Target", "cell_config", "exhausted", "fitted", "fixed_values", "level_param", "reservation", "target", "trial_config"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What each proposal is fitted to and checked against before it becomes a trial."""
+
+    shape: dict[str, int]  # of the data: classes, image size, channels
+    memory: float | None  # the largest Ray node's memory resource, in bytes; None when trials train on GPUs
+    precision: str  # recipe.precision as a CPU trial resolves it: its activations' size follows it
+    latency_device: str  # what measures latency_ms: cpu, cuda or onnxruntime
+
+
+def target(plan: Plan) -> Target:
+    """What the plan's proposals are fitted to and checked against."""
+    return Target(data_shape(plan.data), None if plan.gpus else plan.memory,
+                  resolve_precision(plan.space.recipe.precision, torch.device("cpu")), plan.settings["latency_device"])
+
+
+def fitted(space: Space, draw: Suggester, target: Target) -> tuple[Arch, Recipe, dict[str, int]]:
+    """The architecture and recipe that ``draw`` (an Optuna trial, or a cell's fixed values) samples from the space, the architecture fitted to the data, and its costs.
+
+    Raises:
+        ConfigError: it cannot be built or cannot train at the recipe's batch size, it is
+            over the space's limits, or a trial of it needs more memory than any node has.
+    """
+    arch = fit_to_data(space.sample(draw), target.shape)
+    recipe = space.sample_recipe(draw)
+    try:
+        cost = profile(arch)  # on the meta device: nothing is allocated
+    except (RuntimeError, ValueError) as error:  # e.g. a feature map shrunk to nothing
+        raise ConfigError(f"cannot be built: {str(error).strip().splitlines()[0]}") from None
+    violation = over_limits(space.limits, cost)
+    if violation:
+        raise ConfigError(violation)
+    # A training forward on the meta device: an architecture that cannot train at this batch
+    # size is rejected here rather than failed in a worker.
+    estimate = training_memory(arch, recipe.batch_size, target.precision).total
+    # On a GPU the activations live in its memory; the host keeps a worker's base.
+    memory = WORKER_BASE if target.memory is None else estimate
+    if target.memory is not None and memory > target.memory:
+        raise ConfigError(
+            f"a trial needs about {memory / 2**30:.1f} GiB of memory at batch {recipe.batch_size}, more than the "
+            f"{target.memory / 2**30:.1f} GiB of the largest Ray node; lower recipe.batch_size or narrow the space"
+        )
+    try:
+        # Here, not in the trial: one machine measures every trial, and the value is known
+        # before training, as MACs are, to the sampler and to a resumed trial's config.
+        milliseconds = latency(arch, target.latency_device)
+    except Exception as error:  # e.g. an operation the ONNX exporter lacks: the network cannot run there
+        raise ConfigError(f"its latency cannot be measured on {target.latency_device}: {str(error).strip().splitlines()[0]}") from None
+    return arch, recipe, {Metrics.PARAMS: cost.params, Metrics.MACS: cost.macs, Metrics.FLOPS: cost.flops, Metrics.LATENCY: milliseconds,
+                          Metrics.MEMORY_ESTIMATE: memory / 2**20}
+
+
+# Tune reuses a finished trial's worker only for a trial that asks for exactly the same
+# resources: reservations rounded up to this grain keep workers alive across trials whose
+# estimates differ by a few MiB (a fresh worker costs about 2 s).
+MEMORY_GRAIN = 256 * 2**20
+
+
+def reservation(config: dict[str, Any]) -> int:
+    """The bytes of memory a trial reserves in Ray: its estimate rounded up to the grain."""
+    estimate = config["cost"].get(Metrics.MEMORY_ESTIMATE, WORKER_BASE / 2**20) * 2**20
+    return math.ceil(estimate / MEMORY_GRAIN) * MEMORY_GRAIN
+
+
+def trial_config(arch: Arch, recipe: Recipe, cost: dict[str, int], record: dict[str, Any], seed: int,
+                 cell: str | None = None) -> dict[str, Any]:
+    """What a Tune trial receives: the architecture and recipe to train, and what the driver records of it (the seed among it)."""
+    return {"arch": arch.to_dict(), "recipe": recipe.model_dump(mode="json"), "cost": cost, "record": record | {"seed": seed}, "cell": cell}
+
+
+def fixed_values(space: Space) -> dict[str, Any]:
+    """The knobs that the space fixes: recorded with every trial, though never searched."""
+    return {name: knob.value for name, knob in space.knobs().items() if isinstance(knob, Fixed)}
+
+
+def level_param(level: Any) -> Any:
+    """A factor's level as a trial's param: a level that sets several knobs is a JSON list."""
+    return json.dumps(level) if isinstance(level, list) else level
+
+
+def cell_config(space: Space, cell: Cell, target: Target, seed: int) -> dict[str, Any]:
+    """An ablation cell as a trial: its replicate offsets the seed."""
+    try:
+        arch, recipe, cost = fitted(space, FixedSuggester(cell.knobs), target)
+    except ConfigError as error:  # the experiment checked the cells before they were fitted to the data
+        raise ConfigError(f"{space.source}: cell {cell.levels}: {error}") from None
+    levels = {name: level_param(level) for name, level in cell.levels.items()}
+    record = fixed_values(space) | cell.knobs | levels | {"replicate": cell.replicate}
+    return trial_config(arch, recipe, cost, record, seed + cell.replicate, cell=cell.key)
+
+
+def exhausted(space: Space, turned_away: int, rejected: list[dict[str, Any]], trained: int, missing: int) -> ConfigError:
+    """The error of a search whose proposals were turned away ``turned_away`` times in this session, so that too few trials trained.
+
+    ``rejected`` holds the study's rejected proposals, each with its reason.
+    """
+    trained_line = f"so only {trained} of {missing} trials trained"
+    # A reason's kind: "cannot be built", "cannot train at batch 128", or over a limit (over_limits's "... > max_params ...").
+    kinds = Counter("limits" if "> max_" in row["reason"] else row["reason"].split(":")[0] for row in rejected)
+    kind, count = kinds.most_common(1)[0]
+    if kind == "limits":
+        return ConfigError(f"{space.source}: its limits turned away {turned_away} proposals in this session, {trained_line}; "
+                           "raise limits.max_params or limits.max_macs, or narrow the space")
+    return ConfigError(f"{space.source}: {turned_away} proposals were turned away in this session ({count} of the study's "
+                       f"{len(rejected)}: {kind}), {trained_line}; narrow the space")

@@ -1,0 +1,70 @@
+"""A study from start to finish: :func:`run_study` walks settings, propose, reject, launch and record.
+
+Optuna proposes (:mod:`.propose`), each proposal is fitted to the data and checked before
+it becomes a trial (:mod:`.reject`), Ray Tune schedules the trials and stops them early
+(:mod:`.launch`), and MLflow records them (:mod:`.record`). With several objectives Optuna
+is told each, and no trial is stopped early. The study's state, Optuna's record and Ray
+Tune's checkpoints live in its storage (a folder, or a URI that every node of a cluster
+reaches: :mod:`cnnsearch.storage`).
+"""
+
+from __future__ import annotations
+
+from ..config import Interrupted
+from ..experiment import Experiment
+from ..space import Space
+from .progress import Progress, announce
+from .propose import Proposals, rejected_proposals
+from .record import StudyResult, Tracker, earlier_accuracies, finish, open_study, recover, study_tags
+from .reject import cell_config, exhausted, target
+from .settings import RunOptions, resolve, save_state
+
+__all__ = ["run_study"]
+
+
+def run_study(space: Space, options: RunOptions, *, experiment: Experiment | None = None) -> StudyResult:
+    """Run, resume or extend a study of ``space``, or the cells of an ablation ``experiment``.
+
+    MLflow is the record of which trials are done: a resumed study goes on with the trials
+    that a crash or Ctrl-C left unfinished from their last checkpoints (and runs again the
+    ones that saved none), then runs as many new trials as are missing.
+
+    Raises:
+        ConfigError: an invalid space, an unreachable tracking store or Ray address, or a
+            storage folder that belongs to another study; all before any trial starts.
+        Interrupted: Ctrl-C stopped the study before it finished; it can be resumed.
+    """
+    from . import launch  # Ray takes a second to import: only a study that runs pays for it
+
+    plan = resolve(space, options, experiment, launch.start)
+    tags = study_tags(plan)
+    recorder = open_study(plan, tags)
+    resumed, ended = recover(recorder, plan.storage)
+    done = recorder.trials()
+    save_state(plan, recorder.parent_run_id, finished=False)
+    recorder.set_planned_trials(max(plan.trials, len(done)))
+    fit_to = target(plan)
+    announce(plan, fit_to.memory)
+    stop, proposals, configs = launch.Stop(), None, []
+    if experiment is not None:
+        finished = {row["cell"] for row in done} | {config["cell"] for config in resumed}
+        seed = plan.settings["seed"]
+        configs = resumed + [cell_config(plan.space, cell, fit_to, seed) for cell in experiment.cells if cell.key not in finished]
+        missing = len(configs)
+    else:
+        missing = max(plan.trials - len(done), len(resumed))
+        proposals = Proposals.open(plan, fit_to, missing, resumed, ended)
+    if missing > 0:
+        progress = Progress(plan.space, plan.trials, done, rejected=lambda: proposals.rejected if proposals else 0)
+        tracker = Tracker(recorder, plan.storage, plan.space, tags, progress)
+        earlier = earlier_accuracies(recorder, done) if proposals and plan.settings["scheduler"] == "asha" else []
+        launch.run_trials(plan, tracker, stop, missing, proposals=proposals, configs=configs, earlier=earlier)
+        if stop.requested and (progress.interrupted or sum(progress.counts.values()) < plan.trials):
+            recorder.interrupt_study()
+            running = f"; {progress.interrupted} interrupted trials go on from their last epoch" if progress.interrupted else ""
+            raise Interrupted(f"study {options.name!r} interrupted with {progress.standing()}{running}")
+    rejected = rejected_proposals(proposals.study) if proposals else []
+    result = finish(plan, recorder, rejected)
+    if proposals is not None and proposals.exhausted:
+        raise exhausted(plan.space, proposals.rejected, rejected, len(result.trials) - len(done), missing)
+    return result

@@ -1,0 +1,297 @@
+"""A study's settings: the options it runs with, their resolution, and every check that can refuse it.
+
+:func:`resolve` takes the options, the space (or an ablation's experiment) and the state
+that an earlier session saved in the study's storage, and returns a :class:`Plan`: the
+resolved settings, the connected tracking store, the loaded data and the cluster's share
+of each trial. Every refusal (a storage that holds another study, settings that would not
+compare with a resumed study's, an unreachable tracking store or Ray address, a precision
+the trials' devices lack) raises :class:`~cnnsearch.config.ConfigError` there, before
+anything is written to MLflow or to the study's storage. This module also reads and writes
+the study's state file. It imports neither Ray nor Optuna: Ray is started through the
+function that :func:`resolve` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ConfigError
+from ..data import held_out_test_fraction, load_dataset, split_dataset
+from ..experiment import Experiment
+from ..names import DEFAULT_TRACKING_URI
+from ..costs import cheapest
+from ..space import Space
+from ..storage import Storage
+from ..tracking import connect
+
+__all__ = ["Plan", "RunOptions", "concurrency", "resolve", "save_state", "with_overrides"]
+
+_STATE_FILE = "cnnsearch.json"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a study; every field has a command-line flag of the same name."""
+
+    name: str
+    storage: str | Path  # a folder, or a URI that pyarrow.fs opens (cnnsearch.storage)
+    resume: bool = False
+    # Left as None, these take the value a resumed study was started with, else the default.
+    trials: int | None = None  # default: the space's search.trials
+    sampler: str | None = None  # default: the space's search.sampler, else tpe, or nsga2 for several objectives
+    scheduler: str | None = None  # default: asha
+    seed: int | None = None  # default: 0
+    dataset: str | None = None  # default: the space's dataset.name
+    epochs: int | None = None  # default: the space's budget.epochs
+    subset: int | None = None  # default: the space's dataset.subset
+    val_fraction: float | None = None  # default: the space's dataset.val_fraction
+    test_fraction: float | None = None  # default: the space's dataset.test_fraction
+    val_subset: int | None = None  # default: the space's dataset.val_subset
+    lr: float | str | None = None  # default: the space's recipe.lr ("auto" runs a range test per trial)
+    batch_size: int | None = None  # default: the space's recipe.batch_size
+    precision: str | None = None  # default: the space's recipe.precision
+    compile: bool | None = None  # default: the space's recipe.compile
+    latency_device: str | None = None  # default: cpu; what measures each trial's latency_ms (cnnsearch.profile.latency)
+    max_concurrent: int | None = None  # default: as many as the CPUs allow
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    ray_address: str | None = None
+    experiment: str | None = None  # default: the space's name
+    tracking_uri: str | None = None  # default: a resumed study's, else sqlite:///mlflow.db
+    verbose: bool = False
+    cache_dir: str | None = None
+    data_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A study that every check let through: what :func:`resolve` found, for the rest of the driver."""
+
+    options: RunOptions
+    storage: Storage
+    space: Space  # with the options' overrides applied; an ablation's experiment's space
+    experiment: Experiment | None
+    digest: str  # of the space, or of the experiment
+    state: dict[str, Any] | None  # what an earlier session saved, if any
+    settings: dict[str, Any]  # every setting, resolved: the options, else the saved ones, else the defaults
+    experiment_name: str  # MLflow's
+    tracking_uri: str
+    client: Any  # MLflow's, connected
+    data: Any
+    split: Any
+    cpus: float  # of each trial
+    gpus: float  # of each trial: none where the cluster has none
+    concurrent: int
+    memory: float  # the largest Ray node's memory resource, in bytes
+
+    @property
+    def trials(self) -> int:
+        return self.settings["trials"]
+
+
+_DATASET_SETTINGS = ("dataset", "subset", "val_fraction", "test_fraction", "val_subset")
+_OVERRIDES = (*_DATASET_SETTINGS, "epochs", "lr", "batch_size", "precision", "compile")
+_SETTINGS = ("trials", "sampler", "scheduler", "seed", "latency_device", *_OVERRIDES)
+
+
+def with_overrides(
+    space: Space,
+    *,
+    dataset: str | None = None,
+    epochs: int | None = None,
+    subset: int | None = None,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
+    val_subset: int | None = None,
+    lr: float | str | None = None,
+    batch_size: int | None = None,
+    precision: str | None = None,
+    compile: bool | None = None,
+) -> Space:
+    """``space`` with its dataset, epoch budget, subsets, validation or test fraction or recipe values replaced, validated as in a space file."""
+    changes = {
+        "dataset": {"name": dataset, "subset": subset, "val_fraction": val_fraction, "test_fraction": test_fraction, "val_subset": val_subset},
+        "budget": {"epochs": epochs},
+        "recipe": {"lr": lr, "batch_size": batch_size, "precision": precision, "compile": compile},
+    }
+    changes = {section: {k: v for k, v in values.items() if v is not None} for section, values in changes.items()}
+    return space.override(**{section: values for section, values in changes.items() if values})
+
+
+def concurrency(resources: dict[str, float], cpus_per_trial: float, gpus_per_trial: float) -> int:
+    """How many trials fit at once in a cluster's ``resources``: the scarcer of CPUs and GPUs decides."""
+    fits = [resources.get("CPU", 1) / cpus_per_trial]
+    if gpus_per_trial:
+        fits.append(resources.get("GPU", 0) / gpus_per_trial)
+    return max(1, int(min(fits) + 1e-9))  # 1 / 0.1 is 9.999...
+
+
+def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
+            start_ray: Callable[[RunOptions], tuple[dict[str, float], float]]) -> Plan:
+    """Resolve the study's settings and run every check that can refuse it, in the order their messages are seen.
+
+    Args:
+        space: the space to search; an ``experiment`` brings its own.
+        options: the command line's.
+        experiment: an ablation's design, or None for a search.
+        start_ray: starts or joins Ray and returns its cluster resources and its largest node's memory.
+
+    Raises:
+        ConfigError: the storage holds another study or cannot be read, the settings differ
+            from a resumed study's, the space or a setting is invalid, the tracking store, the
+            data or Ray cannot be reached, or the trials' devices lack the precision.
+    """
+    storage = Storage.open(options.storage)
+    if experiment is not None:
+        space = experiment.space
+    digest = experiment.digest if experiment else space.digest
+    state = _check_storage(storage, digest, options)
+    space, settings = _settings(space, options, experiment, state)
+    if not options.verbose:
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+    tracking_uri = options.tracking_uri or (state["tracking_uri"] if state else DEFAULT_TRACKING_URI)
+    client = connect(tracking_uri)
+    data = load_dataset(space.dataset.name, cache_dir=options.cache_dir, data_dir=options.data_dir)
+    split = split_dataset(data.labels, val_fraction=space.dataset.val_fraction, seed=space.dataset.split_seed, subset=space.dataset.subset,
+                          val_subset=space.dataset.val_subset,
+                          test_fraction=held_out_test_fraction(space.dataset.name, space.dataset.test_fraction))
+    if options.ray_address:
+        _check_reachable(options.ray_address)
+    resources, memory = start_ray(options)
+    # A GPU request where there is none would leave every trial pending forever.
+    gpus = options.gpus_per_trial if resources.get("GPU", 0) > 0 else 0.0
+    if space.recipe.precision == "fp16" and not gpus:
+        raise ConfigError("precision fp16 needs a CUDA device, and these trials run on CPUs; use bf16 or fp32")
+    concurrent = options.max_concurrent or concurrency(resources, options.cpus_per_trial, gpus)
+    experiment_name = options.experiment or (state["experiment"] if state else experiment.name if experiment else space.name)
+    return Plan(options, storage, space, experiment, digest, state, settings, experiment_name, tracking_uri, client, data, split,
+                options.cpus_per_trial, gpus, concurrent, memory)
+
+
+def _settings(space: Space, options: RunOptions, experiment: Experiment | None,
+              state: dict[str, Any] | None) -> tuple[Space, dict[str, Any]]:
+    """The space with the settings' overrides, and every setting resolved; refuses the ones that cannot work together."""
+    saved = state["settings"] if state else {}
+    settings = {key: saved.get(key) if getattr(options, key) is None else getattr(options, key) for key in _SETTINGS}
+    if state:
+        _check_unchanged(space, saved, settings, state["name"])
+    space = with_overrides(space, **{key: settings[key] for key in _OVERRIDES})
+    cheapest(space)
+    trials = len(experiment.cells) if experiment else settings["trials"] or space.search.trials
+    sampler = "grid" if experiment else settings["sampler"] or space.sampler
+    # Every cell of a designed ablation gets the full budget; so does every trial of a study
+    # with several objectives (README, "Several objectives": ASHA ranks by accuracy alone,
+    # and would stop the cheap, less accurate trials that belong on the front).
+    several = len(space.objectives) > 1
+    scheduler = "none" if experiment else settings["scheduler"] or ("none" if several else "asha")
+    if several and scheduler == "asha":
+        raise ConfigError(
+            f"{space.source}: --scheduler asha stops trials by accuracy alone, which would cut the cheap end of the front "
+            f"of {len(space.objectives)} objectives; leave --scheduler out (none) for a study with several objectives"
+        )
+    seed = settings["seed"] or 0
+    if state and options.latency_device and options.latency_device != saved.get("latency_device", "cpu"):
+        raise ConfigError(
+            f"study {state['name']!r} was run with --latency-device {saved.get('latency_device', 'cpu')}, not {options.latency_device}: "
+            "its latencies would not compare; leave --latency-device out to go on with it, or use --name to start a new study"
+        )
+    latency_device = settings["latency_device"] or "cpu"
+    if latency_device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--latency-device cuda: the driver's machine has no CUDA device; use cpu or onnxruntime")
+    settings |= {"trials": trials, "sampler": sampler, "scheduler": scheduler, "seed": seed, "latency_device": latency_device}
+    if sampler == "grid" and not experiment and (space.size() or 0) < trials:
+        raise ConfigError(f"{space.source}: a grid of {space.size()} points cannot fill {trials} trials")
+    return space, settings
+
+
+def _setting(space: Space, key: str) -> Any:
+    """The value a study setting resolves to in ``space``."""
+    section = space.dataset if key in _DATASET_SETTINGS else space.budget if key == "epochs" else space.recipe
+    return getattr(section, "name" if key == "dataset" else key)
+
+
+def _check_unchanged(space: Space, saved: dict[str, Any], settings: dict[str, Any], study: str) -> None:
+    """Refuse to go on with a study under other data, budget or recipe: its trials would not compare."""
+    if "test_fraction" not in saved:  # saved by a version that held out no test split
+        raise ConfigError(
+            f"study {study!r} began before a test split was held out: its trials may have trained on what is now test images; "
+            "use --name to start a new study"
+        )
+    before = with_overrides(space, **{key: saved.get(key) for key in _OVERRIDES})
+    after = with_overrides(space, **{key: settings[key] for key in _OVERRIDES})
+    for key in _OVERRIDES:
+        old, new = _setting(before, key), _setting(after, key)
+        if old != new:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"study {study!r} was run with {flag} {old}, not {new}: its trials would not compare; "
+                f"leave {flag} out to go on with it, or use --name to start a new study"
+            )
+
+
+def _load_state(storage: Storage) -> dict[str, Any] | None:
+    """The study state that an earlier session saved in ``storage``, if any."""
+    state_file = storage.path(_STATE_FILE)
+    return json.loads(storage.read_text(state_file)) if storage.exists(state_file) else None
+
+
+def _check_storage(storage: Storage, digest: str, options: RunOptions) -> dict[str, Any] | None:
+    """The saved study state, if any; refuses a folder that holds something else.
+
+    Raises:
+        ConfigError: as above, or the storage cannot be reached (no such bucket, no credentials).
+    """
+    try:
+        state = _load_state(storage)
+        others = storage.listdir(storage.root) if state is None else []
+    except OSError as error:
+        raise ConfigError(f"--storage {storage.uri}: cannot be read ({str(error).strip().splitlines()[0]})") from None
+    if state is not None and state["space_hash"] != digest:
+        raise ConfigError(
+            f"{storage.uri}: holds study {state['name']!r} of another space or experiment (hash {state['space_hash']}, "
+            f"not {digest}); use another --storage or --name"
+        )
+    if options.resume and state is None:
+        raise ConfigError(f"{storage.uri}: no study to resume here; run without --resume to start one")
+    if others:
+        raise ConfigError(f"{storage.uri}: not empty and not a cnnsearch study; use another --storage or --name")
+    if state is not None and not state.get("finished") and not options.resume:
+        raise ConfigError(f"{storage.uri}: study {state['name']!r} was interrupted; add --resume to continue it")
+    return state
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on a Ray address nobody answers at: ray.init would wait for minutes.
+
+    A Ray Client address (``ray://``) is refused: through it, ``Tuner.fit`` runs Tune's driver
+    loop, and with it this study's proposer and MLflow recorder, on the head node, where
+    the Optuna journal and a relative tracking store of this machine are out of reach.
+    """
+    if address.startswith("ray://"):
+        raise ConfigError(
+            f"Ray at {address}: a Ray Client address would run the study's driver on the head node, away from its MLflow "
+            "store and state; run cnnsearch on a node of the cluster with --ray-address HOST:PORT (the address `ray start "
+            "--head` printed, port 6379 by default), or submit it there with `ray job submit -- cnnsearch run ...`"
+        )
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"Ray at {address}: cannot connect ({error}); expected HOST:PORT of a running cluster") from None
+
+
+def save_state(plan: Plan, parent_run_id: str, *, finished: bool) -> None:
+    """Write the study's state into its storage: what a later session checks and goes on with."""
+    state = {"name": plan.options.name, "space_hash": plan.digest, "experiment": plan.experiment_name, "parent_run_id": parent_run_id,
+             "tracking_uri": plan.tracking_uri, "settings": plan.settings, "finished": finished}
+    plan.storage.write_text(plan.storage.path(_STATE_FILE), json.dumps(state, indent=2))
