@@ -35,7 +35,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from ..config import Arch, ConfigError, Recipe
-from ..names import WEIGHTS_FILE, Metrics, Params, Status, Tags
+from ..names import WEIGHTS_FILE, Metrics, Params, Report, Status, Tags
 from ..space import Space
 from ..storage import Storage
 from ..train import EpochReport, train
@@ -139,7 +139,7 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
                  Metrics.COMPILE_SECONDS: epoch.compile_seconds}
         # Tune copies the checkpoint into its storage before report returns: the folder can be reused.
         tune.report(
-            {"epoch": epoch.epoch, "budget_spent": epoch.budget_spent, "train_images_per_s": epoch.train_images_per_s, **metrics, **setup,
+            {Report.EPOCH: epoch.epoch, Report.BUDGET_SPENT: epoch.budget_spent, Report.TRAIN_IMAGES_PER_S: epoch.train_images_per_s, **metrics, **setup,
              **node},
             checkpoint=tune.Checkpoint.from_directory(folder),
         )
@@ -154,7 +154,7 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
         shutil.rmtree(folder, ignore_errors=True)
     if failure is not None:
         # NaN, not 0.0: no scheduler rung or sampler may take a failure for a score.
-        tune.report({"epoch": epochs + 1, "failed": failure, "diverged": diverged, "budget_spent": False, Metrics.VAL_ACC: math.nan,
+        tune.report({Report.EPOCH: epochs + 1, Report.FAILED: failure, Report.DIVERGED: diverged, Report.BUDGET_SPENT: False, Metrics.VAL_ACC: math.nan,
                      **node})
 
 
@@ -173,7 +173,7 @@ class Stop(tune.Stopper):
               "Ctrl-C again stops them now.", file=sys.stderr, flush=True)
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        return self.requested and not result.get("budget_spent")
+        return self.requested and not result.get(Report.BUDGET_SPENT)
 
     def stop_all(self) -> bool:
         return False
@@ -224,7 +224,7 @@ class _Cells(Searcher):
 def _asha(max_epochs: int, earlier: list[dict[int, float]]) -> ASHAScheduler:
     """ASHA on per-epoch accuracy, its rungs holding the accuracies of the study's ``earlier``
     trials: a resumed or extended study judges a trial against all of them, not only this session's."""
-    scheduler = ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=1, reduction_factor=3)
+    scheduler = ASHAScheduler(time_attr=Report.EPOCH, max_t=max_epochs, grace_period=1, reduction_factor=3)
     # Ray has no public way to seed a rung: record each value as the rung's on_result would have.
     for index, accuracies in enumerate(earlier):
         for bracket in scheduler._brackets:

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from ..names import Metrics, Status
+from ..names import Metrics, Report, Status
 from ..space import Fixed, Space
 from ..tracking import trial_name
 from .settings import Plan
@@ -66,10 +66,10 @@ class Progress:
 
     def epoch(self, trial_id: str, result: dict[str, Any]) -> None:
         """A trial's epoch, reported: its accuracy and pace."""
-        self.training[trial_id] = int(result["epoch"])
+        self.training[trial_id] = int(result[Report.EPOCH])
         self.epochs += 1
-        self._say(f"[{_clock(time.monotonic() - self.started)}] {trial_name(trial_id)} epoch {result['epoch']}/"
-                  f"{self.space.budget.epochs}: val_acc {result[Metrics.VAL_ACC]:.2%}, {result['train_images_per_s']:,.0f} img/s")
+        self._say(f"[{_clock(time.monotonic() - self.started)}] {trial_name(trial_id)} epoch {result[Report.EPOCH]}/"
+                  f"{self.space.budget.epochs}: val_acc {result[Metrics.VAL_ACC]:.2%}, {result[Report.TRAIN_IMAGES_PER_S]:,.0f} img/s")
 
     def heartbeat(self) -> None:
         """Between epochs: every _HEARTBEAT_S, which epoch each running trial is in, and the time left at the pace so far."""

@@ -17,7 +17,7 @@ import optuna
 import pandas as pd
 
 from ..config import ConfigError
-from ..names import SAMPLERS, SCORED, Metrics, Status, Tags
+from ..names import SAMPLERS, SCORED, Metrics, Report, Status, Tags
 from ..space import Choice, FloatRange, Fixed, IntRange, Objective, Space, load_space
 from ..storage import RecordLog, Storage
 from ..tracking import StudyRecord
@@ -144,8 +144,8 @@ class Proposals:
 
     def result(self, trial_id: str, result: dict) -> None:
         """A trial's epoch: its accuracy, an intermediate value with one objective."""
-        epoch = int(result["epoch"])
-        if self.single and epoch > self._reported.get(trial_id, 0) and "failed" not in result:
+        epoch = int(result[Report.EPOCH])
+        if self.single and epoch > self._reported.get(trial_id, 0) and Report.FAILED not in result:
             self._proposals[trial_id].report(result[Metrics.VAL_ACC], epoch)
             self._reported[trial_id] = epoch
 
@@ -153,12 +153,12 @@ class Proposals:
         """A trial's end, told to Optuna; one that Ctrl-C (``stopping``) interrupted stays running there, to go on when the study resumes."""
         proposal, cost = self._proposals.pop(trial_id), self._costs.pop(trial_id)
         self._reported.pop(trial_id, None)
-        failed = error or not result or "failed" in result
-        if stopping and not failed and not result.get("budget_spent"):
+        failed = error or not result or Report.FAILED in result
+        if stopping and not failed and not result.get(Report.BUDGET_SPENT):
             return
         if failed:
             self.study.tell(proposal, state=optuna.trial.TrialState.FAIL)
-        elif result.get("budget_spent"):
+        elif result.get(Report.BUDGET_SPENT):
             self.study.tell(proposal, _objective_values(self.objectives, result[Metrics.VAL_ACC], cost))
         else:
             self.study.tell(proposal, state=optuna.trial.TrialState.PRUNED)
@@ -275,7 +275,7 @@ def importances(record: StudyRecord, metric: str = "val_acc", evaluator: str = "
 
 def _importances(family: str, runs: pd.DataFrame, space: Space, metric: str, evaluator: str) -> Importances:
     status = runs[f"tags.{Tags.STATUS}"]
-    counts = {"completed": int((status == Status.COMPLETED).sum()), "stopped_early": int((status == Status.STOPPED_EARLY).sum())}
+    counts = {Status.COMPLETED.value: int((status == Status.COMPLETED).sum()), "stopped_early": int((status == Status.STOPPED_EARLY).sum())}
     runs = runs[runs[f"metrics.{metric}"].notna()]
     if len(runs) < MIN_IMPORTANCE_TRIALS:
         return Importances(family, {}, **counts, why=f"{len(runs)} scored trials; importances need at least {MIN_IMPORTANCE_TRIALS}")

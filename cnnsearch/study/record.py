@@ -23,7 +23,7 @@ import torch
 from ..analysis import completed, pareto
 from ..config import Arch
 from ..experiment import Experiment
-from ..names import SCORED, WEIGHTS_FILE, Metrics, Params, Status, Tags
+from ..names import SCORED, WEIGHTS_FILE, Metrics, Params, Report, Status, Tags
 from ..costs import latency_machine
 from ..space import Space
 from ..storage import Storage
@@ -152,8 +152,8 @@ def _error_of(trial: Any) -> str:
     path = getattr(trial, "error_file", None)
     if path and os.path.exists(path):
         text = Path(path).read_text().strip()
-        return text.splitlines()[-1] if text else "failed"
-    return "failed"
+        return text.splitlines()[-1] if text else Status.FAILED
+    return Status.FAILED
 
 
 class Tracker:
@@ -190,8 +190,8 @@ class Tracker:
         if self.nodes.get(trial.trial_id) != node:  # its first result, or its first on another node after a lost worker
             self.recorder.set_tags(self.runs[trial.trial_id], node)
             self.nodes[trial.trial_id] = node
-        if "failed" not in result:
-            self.recorder.log_epoch(self.runs[trial.trial_id], result, epoch=int(result["epoch"]))
+        if Report.FAILED not in result:
+            self.recorder.log_epoch(self.runs[trial.trial_id], result, epoch=int(result[Report.EPOCH]))
             self.progress.epoch(trial.trial_id, result)
 
     def recovered(self, trial: Any) -> None:
@@ -207,14 +207,14 @@ class Tracker:
     def complete(self, trial: Any, stopping: bool) -> None:
         """A trial's end; one that Ctrl-C (``stopping``) ended before its budget stays unfinished, to go on when the study resumes."""
         last = trial.last_result or {}
-        if "failed" in last:
-            self._finish(trial, Status.DIVERGED if last.get("diverged") else Status.FAILED, last["failed"])
-        elif stopping and not last.get("budget_spent"):
+        if Report.FAILED in last:
+            self._finish(trial, Status.DIVERGED if last.get(Report.DIVERGED) else Status.FAILED, last[Report.FAILED])
+        elif stopping and not last.get(Report.BUDGET_SPENT):
             # Left unfinished in MLflow: a resumed study goes on from the checkpoint of its last epoch.
             self.recorder.note_interrupted(self.runs.pop(trial.trial_id))
             self.checkpoints.pop(trial.trial_id, None)
             self.progress.interrupted_trial(trial.trial_id)
-        elif last.get("budget_spent"):
+        elif last.get(Report.BUDGET_SPENT):
             self._finish(trial, Status.COMPLETED, val_acc=last[Metrics.VAL_ACC])
         else:
             self._finish(trial, Status.STOPPED_EARLY, "stopped by the scheduler")
