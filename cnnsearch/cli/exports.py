@@ -16,13 +16,15 @@ from .render import accuracy_table, human, say
 
 def add_export(commands: argparse._SubParsersAction) -> None:
     """The ``export`` command and its flags."""
+    from ..export import FORMATS
+
     export = commands.add_parser("export", help="export a study's best architecture as a trained model")
     export.add_argument("study", help="study name")
     export.add_argument("--top", type=positive, default=1, help="re-evaluate the top K trials (default 1)")
     export.add_argument("--seeds", type=positive, default=1, help="seeds per re-evaluated trial (default 1)")
     export.add_argument("--retrain-epochs", type=int, help="epochs on train+val (default: the study's); 0 reuses the trial's checkpoint")
     export.add_argument("--out", help="output folder (default ./exports/STUDY)")
-    export.add_argument("--formats", default="pt2,onnx,weights,mlflow", help="any of pt2,onnx,weights,mlflow (default all)")
+    export.add_argument("--formats", default=",".join(FORMATS), help=f"any of {','.join(FORMATS)} (default all)")
     export.add_argument("--dataset", help="the study's data set, if it moved (e.g. imagefolder:PATH)")
     export.add_argument("--cache-dir", help="where decoded data sets are cached")
     export.add_argument("--data-dir", help="where torchvision's CIFAR files are")

@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # pandas loads only for the commands that read records
 
 def add_query(commands: argparse._SubParsersAction) -> None:
     """The ``query`` command and its flags."""
+    from ..analysis import AGGREGATES
+
     query = commands.add_parser("query", help="pivot a study's MLflow records: aggregate, its interval, replicates; ANOVA")
     query.add_argument("study", help="study name (a space's or experiment's name, or the --name it ran under)")
     query.add_argument("--rows", help="knob or factor for the rows, e.g. dense.growth_rate (required but with --pareto)")
@@ -28,7 +30,7 @@ def add_query(commands: argparse._SubParsersAction) -> None:
                        help="the Pareto front of the completed trials over the study's objectives: each point's objectives and run id")
     query.add_argument("--cols", help="knob or factor for the columns")
     query.add_argument("--metric", default="val_acc", help="metric to aggregate (default val_acc)")
-    query.add_argument("--agg", choices=["mean", "median", "max"], default="mean",
+    query.add_argument("--agg", choices=AGGREGATES, default="mean",
                        help="mean (t-interval), median (bootstrap interval) or max (no interval)")
     query.add_argument("--where", action="append", help="keep runs with KNOB=VALUE (or !=, <, <=, >, >=); repeatable")
     query.add_argument("--anova", action="store_true",
@@ -43,12 +45,14 @@ def add_query(commands: argparse._SubParsersAction) -> None:
 
 def add_plot(commands: argparse._SubParsersAction) -> None:
     """The ``plot`` command and its flags."""
+    from ..analysis import AGGREGATES
+
     plot = commands.add_parser("plot", help="draw a study's pictures (heatmap, interaction, Pareto, curves, importances)")
     plot.add_argument("study", help="study name")
     plot.add_argument("--rows", help="knob or factor for the heatmap's rows and the interaction plot's x axis")
     plot.add_argument("--cols", help="knob or factor for the heatmap's columns and the interaction plot's lines")
     plot.add_argument("--metric", default="val_acc")
-    plot.add_argument("--agg", choices=["mean", "median", "max"], default="mean")
+    plot.add_argument("--agg", choices=AGGREGATES, default="mean")
     plot.add_argument("--out", default="plots", help="folder for the PNG files (default ./plots)")
     plot.add_argument("--log", action="store_true", help="also attach them to the study's parent run in MLflow")
     add_store_flags(plot)
