@@ -1,6 +1,6 @@
 """The entry point: the parser of every command, built from each command's own builder, and
 :func:`main`, which runs one command and turns its errors into one line and an exit status
-(2 for bad input, 130 for an interrupted study, with the command that resumes it).
+(2 for bad input; 130 when interrupted, after the command that resumes an interrupted study).
 """
 
 from __future__ import annotations

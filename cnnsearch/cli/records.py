@@ -1,5 +1,6 @@
-"""The commands that read a study's MLflow records: ``query`` (pivot tables, ANOVA, comparisons,
-the Pareto front), ``plot`` (the study's pictures) and ``ui`` (the MLflow UI on the store).
+"""The commands on a study's MLflow store: ``query`` (pivot tables, ANOVA, comparisons, the Pareto
+front), ``plot`` (the study's pictures) and ``ui`` (the MLflow UI on the store), and where a
+tracking server shows its own UI.
 """
 
 from __future__ import annotations
