@@ -42,9 +42,9 @@ INTERVALS: dict[str, str | None] = {
 }
 AGGREGATES = tuple(INTERVALS)
 OBJECTIVE_METRICS = get_args(ObjectiveMetric)
-_WHERE = re.compile(r"^\s*([\w.\-]+)\s*(<=|>=|!=|==|=|<|>)\s*(.+?)\s*$")
-_ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}  # a --where condition's comparisons
-_EQUALITY = {"=": operator.eq, "==": operator.eq, "!=": operator.ne}
+_WHERE = re.compile(r"^\s*([\w.\-]+)\s*(<=|>=|!=|==|=|<|>)\s*(.+?)\s*$")  # a --where condition: NAME OP VALUE
+_COMPARISONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+                "=": operator.eq, "==": operator.eq, "!=": operator.ne}
 
 
 def completed(record: StudyRecord) -> pd.DataFrame:
@@ -71,29 +71,54 @@ def _column(runs: pd.DataFrame, name: str, what: str) -> str:
     return column
 
 
+@dataclass(frozen=True)
+class _Condition:
+    """One ``--where`` condition, ``NAME OP VALUE``: a knob or metric, a comparison and a value."""
+
+    text: str  # as written, for messages
+    name: str
+    op: str
+    value: str
+
+    def compare(self, values: pd.Series, against: Any) -> pd.Series:
+        """Which of ``values`` meet the condition's comparison with ``against``."""
+        return _COMPARISONS[self.op](values, against)
+
+    def error(self, problem: str) -> ConfigError:
+        """An error that quotes the condition."""
+        return ConfigError(f"--where {self.text!r}: {problem}")
+
+
+def _parse_where(text: str, expected: str) -> _Condition:
+    """The one grammar of ``--where``, for knobs and metrics alike: ``NAME OP VALUE``, OP one of
+    ``=``, ``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``; ``expected`` says what the caller takes when ``text`` is none."""
+    match = _WHERE.match(text)
+    if not match:
+        raise ConfigError(f"--where {text!r}: expected {expected}")
+    return _Condition(text, *match.groups())
+
+
 def select(runs: pd.DataFrame, where: list[str] | tuple[str, ...]) -> pd.DataFrame:
     """The runs that meet every ``KNOB=VALUE`` (or ``!=``, ``<``, ``<=``, ``>``, ``>=``) condition.
 
     Raises:
         ConfigError: a malformed condition, an unknown knob, or a level no run has.
     """
-    for condition in where:
-        match = _WHERE.match(condition)
-        if not match:
-            raise ConfigError(f"--where {condition!r}: expected KNOB=VALUE (or !=, <, <=, >, >=)")
-        name, op, text = match.groups()
+    for text in where:
+        condition = _parse_where(text, "KNOB=VALUE (or !=, <, <=, >, >=)")
+        name, op, level = condition.name, condition.op, condition.value
         values = runs[_column(runs, name, "--where")]
-        numbers, number = pd.to_numeric(values, errors="coerce"), pd.to_numeric(pd.Series([text]), errors="coerce")[0]
+        numbers, number = pd.to_numeric(values, errors="coerce"), pd.to_numeric(pd.Series([level]), errors="coerce")[0]
         if op in ("=", "==", "!="):
-            equal = (numbers == number) if not math.isnan(number) and numbers.notna().all() else (values == text)
+            equal = (numbers == number) if not math.isnan(number) and numbers.notna().all() else (values == level)
             if not equal.any():  # a typo, or a level no completed trial has: say what there is
                 present = sorted(values.dropna().unique(), key=lambda value: (pd.to_numeric(value, errors="coerce"), value))
-                raise ConfigError(f"--where {condition!r}: no completed trial has {name}={text}; values present: {', '.join(present)}")
+                raise condition.error(f"no completed trial has {name}={level}; values present: {', '.join(present)}")
             keep = equal if op != "!=" else ~equal
         else:
             if math.isnan(number):
-                raise ConfigError(f"--where {condition!r}: {op} needs a number")
-            keep = _ORDER[op](numbers, number)
+                raise condition.error(f"{op} needs a number")
+            keep = condition.compare(numbers, number)
         runs = runs[keep.fillna(False)]
     return runs
 
@@ -224,22 +249,22 @@ def meeting(runs: pd.DataFrame, where: Sequence[str]) -> pd.DataFrame:
     Raises:
         ConfigError: a malformed condition, one that names no recorded metric, or one no run meets.
     """
-    for condition in where:
-        match = _WHERE.match(condition)
-        number = count(match.group(3)) if match else None
-        if not match or not isinstance(number, (int, float)):
-            raise ConfigError(f"--where {condition!r}: expected METRIC<=VALUE (or <, >, >=, =, !=), "
-                              f"a value such as 50M or 2.5, and a metric such as {', '.join(OBJECTIVE_METRICS)}")
-        name, op, _ = match.groups()
-        column = f"metrics.{name}"
+    expected = (f"METRIC<=VALUE (or <, >, >=, =, !=), a value such as 50M or 2.5, "
+                f"and a metric such as {', '.join(OBJECTIVE_METRICS)}")
+    for text in where:
+        condition = _parse_where(text, expected)
+        bound = count(condition.value)
+        if not isinstance(bound, (int, float)):
+            raise condition.error(f"expected {expected}")
+        column = f"metrics.{condition.name}"
         if column not in runs:
             known = sorted(c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics."))
-            raise ConfigError(f"--where {condition!r}: {name!r} is no metric of this study's trials (metrics: {', '.join(known)})")
+            raise condition.error(f"{condition.name!r} is no metric of this study's trials (metrics: {', '.join(known)})")
         values = runs[column].astype(float)
-        keep = (_ORDER | _EQUALITY)[op](values, number)
+        keep = condition.compare(values, bound)
         if not keep.any():
             present = values.dropna()
             span = f"from {present.min():.4g} to {present.max():.4g}" if len(present) else "none recorded"
-            raise ConfigError(f"--where {condition!r}: no completed trial meets it ({name} of the completed trials: {span})")
+            raise condition.error(f"no completed trial meets it ({condition.name} of the completed trials: {span})")
         runs = runs[keep]
     return runs

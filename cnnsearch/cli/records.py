@@ -1,0 +1,158 @@
+"""The commands on a study's MLflow store: ``query`` (pivot tables, ANOVA, comparisons, the Pareto
+front), ``plot`` (the study's pictures) and ``ui`` (the MLflow UI on the store), and where a
+tracking server shows its own UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..config import ConfigError
+from .flags import add_store_flags, add_tracking_uri, positive, tracking_uri
+from .render import format_anova, format_comparisons, format_front, format_table, records, say
+
+if TYPE_CHECKING:  # pandas loads only for the commands that read records
+    import pandas as pd
+
+
+def add_query(commands: argparse._SubParsersAction) -> None:
+    """The ``query`` command and its flags."""
+    from ..analysis import AGGREGATES
+
+    query = commands.add_parser("query", help="pivot a study's MLflow records: aggregate, its interval, replicates; ANOVA")
+    query.add_argument("study", help="study name (a space's or experiment's name, or the --name it ran under)")
+    query.add_argument("--rows", help="knob or factor for the rows, e.g. dense.growth_rate (required but with --pareto)")
+    query.add_argument("--pareto", action="store_true",
+                       help="the Pareto front of the completed trials over the study's objectives: each point's objectives and run id")
+    query.add_argument("--cols", help="knob or factor for the columns")
+    query.add_argument("--metric", default="val_acc", help="metric to aggregate (default val_acc)")
+    query.add_argument("--agg", choices=AGGREGATES, default="mean",
+                       help="mean (t-interval), median (bootstrap interval) or max (no interval)")
+    query.add_argument("--where", action="append", help="keep runs with KNOB=VALUE (or !=, <, <=, >, >=); repeatable")
+    query.add_argument("--anova", action="store_true",
+                       help="analysis of variance of the metric by --rows (and --cols, with their interaction), Type II")
+    query.add_argument("--compare", action="store_true",
+                       help="pairwise differences between levels: Tukey HSD; against the baseline, Holm-corrected, one factor at a time")
+    query.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                       help="with --anova, --compare or --pareto, json is one object and csv that table")
+    add_store_flags(query)
+    query.set_defaults(run=_query)
+
+
+def add_plot(commands: argparse._SubParsersAction) -> None:
+    """The ``plot`` command and its flags."""
+    from ..analysis import AGGREGATES
+
+    plot = commands.add_parser("plot", help="draw a study's pictures (heatmap, interaction, Pareto, curves, importances)")
+    plot.add_argument("study", help="study name")
+    plot.add_argument("--rows", help="knob or factor for the heatmap's rows and the interaction plot's x axis")
+    plot.add_argument("--cols", help="knob or factor for the heatmap's columns and the interaction plot's lines")
+    plot.add_argument("--metric", default="val_acc")
+    plot.add_argument("--agg", choices=AGGREGATES, default="mean")
+    plot.add_argument("--out", default="plots", help="folder for the PNG files (default ./plots)")
+    plot.add_argument("--log", action="store_true", help="also attach them to the study's parent run in MLflow")
+    add_store_flags(plot)
+    plot.set_defaults(run=_plot)
+
+
+def add_ui(commands: argparse._SubParsersAction) -> None:
+    """The ``ui`` command and its flags."""
+    ui = commands.add_parser("ui", help="start the MLflow UI on the study store (of a tracking server: say where its own is)")
+    add_tracking_uri(ui)
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=positive, default=5000)
+    ui.set_defaults(run=_ui)
+
+
+def _query(args: argparse.Namespace) -> None:
+    from ..analysis import pareto, pivot, study_trials
+    from ..effects import anova, compare
+    from ..tracking import find_study
+
+    record = find_study(args.study, tracking_uri(args), args.experiment)
+    runs = study_trials(record)
+    if args.pareto:
+        front = pareto(runs, record.objectives)
+        if args.format == "json":
+            print(json.dumps({"pareto": records(front)}, indent=2))
+        elif args.format == "csv":
+            print(front.to_csv(index=False), end="")
+        else:
+            print(format_front(front))
+        return
+    if args.rows is None:
+        raise ConfigError("query needs --rows KNOB, or --pareto")
+    factors = [args.rows] + ([args.cols] if args.cols else [])
+    where = args.where or []
+    if args.format == "csv" and args.anova and args.compare:
+        raise ConfigError("--format csv writes one table: ask for --anova or --compare, not both")
+    table = pivot(runs, args.rows, args.cols, args.metric, args.agg, where)
+    tests = compare(runs, factors, args.metric, where, baseline=record.baseline) if args.compare else None
+    variance = anova(runs, factors, args.metric, where, baseline=record.baseline) if args.anova else None
+    if args.format == "csv":
+        print(next((t for t in (variance, tests) if t is not None), table).to_csv(index=False), end="")
+    elif args.format == "json" and (args.anova or args.compare):
+        print(json.dumps(_analyses(variance, tests), indent=2))
+    elif args.format == "json":
+        print(table.to_json(orient="records", indent=2))
+    else:
+        print(format_table(table, args.rows, args.cols, args.metric, args.agg))
+        for analysed, describe in ((variance, format_anova), (tests, format_comparisons)):
+            if analysed is not None:
+                print("\n" + describe(analysed, args.metric))
+
+
+def _analyses(variance: pd.DataFrame | None, tests: pd.DataFrame | None) -> dict[str, object]:
+    """The ANOVA (its terms, then the residual apart) and the comparisons that were asked for, for JSON."""
+    from ..effects import RESIDUAL
+
+    answer: dict[str, object] = {}
+    if variance is not None:
+        terms = variance["term"] != RESIDUAL
+        answer["anova"] = records(variance[terms])
+        (residual,) = records(variance.loc[~terms, ["sum_sq", "df"]])
+        answer["residual"] = residual
+    if tests is not None:
+        answer["compare"] = records(tests)
+    return answer
+
+
+def _plot(args: argparse.Namespace) -> None:
+    from ..plots import plot_study
+    from ..tracking import find_study
+
+    record = find_study(args.study, tracking_uri(args), args.experiment)
+    paths = plot_study(record, args.out, rows=args.rows, cols=args.cols, metric=args.metric, agg=args.agg, say=say)
+    if args.log:
+        record.log_files(paths, "plots")
+    for path in paths:
+        print(path)
+
+
+def is_server(uri: str) -> bool:
+    """Whether an MLflow store is a tracking server, which serves its own UI."""
+    return uri.startswith(("http://", "https://"))
+
+
+def server_ui(uri: str) -> str:
+    """Where a tracking server shows its runs: MLflow 3's UI opens on its GenAI view unless the URL picks model training."""
+    return f"{uri.rstrip('/')}/#/experiments?workflowType=machine_learning"
+
+
+def _ui(args: argparse.Namespace) -> None:
+    import shutil
+
+    store = tracking_uri(args)
+    if is_server(store):  # it serves its own UI
+        print(f"MLflow UI: {server_ui(store)}")
+        return
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    command = [mlflow, "ui", "--backend-store-uri", store, "--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI: {server_ui(f'http://{args.host}:{args.port}')}", file=sys.stderr)
+    sys.stderr.flush()
+    os.execv(mlflow, command)  # become the server: a signal to this process reaches it

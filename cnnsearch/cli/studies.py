@@ -1,0 +1,178 @@
+"""The commands that run a study: ``run`` searches a space and ``ablate`` runs a designed ablation.
+Both say how to resume first, then print the best trials (or the ablation's table, ANOVA and
+comparisons), draw the study's pictures and say how to query and browse it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..config import ConfigError
+from ..names import DEFAULT_TRACKING_URI, SAMPLERS, SCHEDULERS, Status
+from ..space import load_space
+from .flags import add_study_flags, positive, recipe_overrides
+from .records import is_server, server_ui
+from .render import format_anova, format_comparisons, format_front, format_table, human, say
+
+if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
+    import pandas as pd
+
+    from ..study import RunOptions, StudyResult
+    from ..tracking import StudyRecord
+
+
+def add_run(commands: argparse._SubParsersAction) -> None:
+    """The ``run`` command and its flags."""
+    run = commands.add_parser("run", help="search a space: Optuna proposes, Ray Tune schedules, MLflow records")
+    run.add_argument("space", help="search space YAML file")
+    run.add_argument("--trials", type=positive, help="number of trials (default: the space's search.trials)")
+    run.add_argument("--sampler", choices=SAMPLERS, help="default: the space's, else tpe")
+    run.add_argument("--scheduler", choices=SCHEDULERS, help="early stopping (default asha)")
+    add_study_flags(run)
+    run.set_defaults(run=_run)
+
+
+def add_ablate(commands: argparse._SubParsersAction) -> None:
+    """The ``ablate`` command and its flags."""
+    ablate = commands.add_parser("ablate", help="run a designed ablation: every cell of an experiment, replicated")
+    ablate.add_argument("experiment_file", metavar="EXPERIMENT", help="experiment YAML file (see experiments/)")
+    ablate.add_argument("--seeds", type=positive, help="replicates per cell (default: the file's replicates)")
+    add_study_flags(ablate)
+    ablate.set_defaults(run=_ablate)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from ..study import run_study, searched_knobs
+    from ..tracking import trial_name
+
+    space = load_space(args.space)
+    name = args.name or space.name
+    options = _options(args, name, trials=args.trials, sampler=args.sampler, scheduler=args.scheduler)
+    _say_how_to_resume(args)
+    result = run_study(space, options)
+    scored = [t for t in result.trials if t["val_acc"] is not None]
+    rejected = (f" ({result.rejected} rejected proposals were not trained; the parent run's rejected.csv says why)"
+                if result.rejected else "")
+    print(f"\n{name}: {len(result.trials)} trials{rejected}; top {min(5, len(scored))} by validation accuracy:")
+    print(f"  {'val_acc':>8}  {'params':>8}  {'MACs':>8}  {'status':<13}  {'trial':<14}  {'MLflow run id':<32}  architecture")
+    for t in scored[:5]:
+        print(
+            f"  {t['val_acc']:>8.2%}  {human(int(t['params'])):>8}  {human(int(t['macs'])):>8}  {t['status']:<13}  "
+            f"{trial_name(t['trial_id']):<14}  {t['run_id']:<32}  {searched_knobs(space, t['knobs'])}"
+        )
+    if result.front is not None:
+        print(f"\nPareto front of the {sum(t['status'] == Status.COMPLETED for t in result.trials)} completed trials "
+              f"({', '.join(f'{o.metric} {o.goal}' for o in space.objectives)}), {len(result.front)} points:")
+        print(format_front(result.front))
+    _pictures(result, options)
+    _footer(result)
+
+
+def _ablate(args: argparse.Namespace) -> None:
+    from ..analysis import completed, pivot
+    from ..experiment import load_experiment
+    from ..study import run_study
+    from ..tracking import find_study
+
+    experiment = load_experiment(args.experiment_file)
+    if args.seeds:
+        experiment = experiment.with_replicates(args.seeds)
+    name = args.name or experiment.name
+    options = _options(args, name)
+    _say_how_to_resume(args)
+    result = run_study(experiment.space, options, experiment=experiment)
+    factors = list(experiment.factors)
+    rows, cols = factors[0], factors[1] if len(factors) > 1 else None
+    record = find_study(result.name, result.tracking_uri)
+    runs = completed(record)
+    if not runs.empty:
+        print(f"\n{name}: {len(result.trials)} trials ({experiment.design}, {experiment.replicates} replicates per cell)")
+        print(format_table(pivot(runs, rows, cols, "val_acc"), rows, cols, "val_acc", "mean"))
+        _effects(record, runs, factors, options.storage)
+    _pictures(result, options, rows, cols)
+    _footer(result)
+
+
+def _options(args: argparse.Namespace, name: str, **search: object) -> RunOptions:
+    from ..study import RunOptions
+
+    return RunOptions(
+        name=name,
+        storage=args.storage or Path("cnnsearch_runs") / name,
+        resume=args.resume,
+        max_concurrent=args.max_concurrent,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        ray_address=args.ray_address or os.environ.get("RAY_ADDRESS"),
+        experiment=args.experiment,
+        tracking_uri=args.tracking_uri,  # None: a resumed study's own store, else the default (run_study decides)
+        seed=args.seed,
+        dataset=args.dataset,
+        epochs=args.epochs,
+        subset=args.subset,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        val_subset=args.val_subset,
+        latency_device=args.latency_device,
+        **recipe_overrides(args),
+        verbose=args.verbose,
+        cache_dir=args.cache_dir,
+        data_dir=args.data_dir,
+        **search,
+    )
+
+
+def _say_how_to_resume(args: argparse.Namespace) -> None:
+    # Said first: if Ray itself is lost (its raylet killed for memory), Ray ends this process.
+    print(f"Should the study stop (Ctrl-C, a lost machine), this goes on with it: {args.resume_command}", file=sys.stderr, flush=True)
+
+
+def _effects(record: StudyRecord, runs: pd.DataFrame, factors: list[str], storage: str | Path) -> None:
+    """An ablation's ANOVA and pairwise comparisons: printed, written as CSV and text into the study's
+    storage (``analysis/``) and attached to its parent run; one that the design cannot support says why instead."""
+    from ..effects import anova, compare
+    from ..storage import Storage
+
+    with Storage.open(storage).local_folder("analysis") as folder:
+        paths = []
+        for name, analyse, describe in (("anova", anova, format_anova), ("comparisons", compare, format_comparisons)):
+            try:
+                table = analyse(runs, factors, "val_acc", baseline=record.baseline)
+            except ConfigError as error:
+                print(f"\n{name}: not computed: {error}")
+                continue
+            text = describe(table, "val_acc")
+            print("\n" + text)
+            (folder / f"{name}.csv").write_text(table.to_csv(index=False))
+            (folder / f"{name}.txt").write_text(text + "\n")
+            paths += [folder / f"{name}.csv", folder / f"{name}.txt"]
+        record.log_files(paths, "analysis")
+
+
+def _pictures(result: StudyResult, options: RunOptions, rows: str | None = None, cols: str | None = None) -> None:
+    """Draw the study's pictures into its storage and attach them to its parent run."""
+    from ..plots import plot_study
+    from ..storage import Storage
+    from ..tracking import find_study
+
+    record = find_study(result.name, result.tracking_uri)
+    storage = Storage.open(options.storage)
+    with storage.local_folder("plots") as folder:
+        paths = plot_study(record, folder, rows=rows, cols=cols, say=say)
+        record.log_files(paths, "plots")
+    if paths:
+        print(f"Pictures: {storage.describe(storage.path('plots'))}/ ({', '.join(p.name for p in paths)}), also in MLflow under plots/")
+
+
+def _footer(result: StudyResult) -> None:
+    """How to query the study and where to browse it."""
+    print(f"\nQuery it: cnnsearch query {result.name} --rows KNOB [--cols KNOB] [--anova] [--compare]"
+          + (f" --tracking-uri {result.tracking_uri}" if result.tracking_uri != DEFAULT_TRACKING_URI else ""))
+    if is_server(result.tracking_uri):
+        print(f"Browse it: {server_ui(result.tracking_uri)}")
+    else:
+        print(f"Browse it: mlflow ui --backend-store-uri {result.tracking_uri}   (or: cnnsearch ui)")
