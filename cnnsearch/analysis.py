@@ -14,7 +14,8 @@ import math
 import operator
 import re
 from collections.abc import Sequence
-from typing import get_args
+from dataclasses import dataclass
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd

@@ -20,7 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from ..config import Arch, ConfigError, Recipe, format_validation_error
 from ..names import DATASETS, SAMPLERS, Metrics
-from .knobs import Choice, CornerTrial, Fixed, FloatRange, Knob, RandomTrial, Suggester, knob_values
+from .knobs import CornerTrial, Fixed, FloatRange, Knob, RandomTrial, Suggester, knob_values
 
 __all__ = [
     "ACCURACY",
