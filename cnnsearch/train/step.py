@@ -1,5 +1,5 @@
-"""The training step and what it is built from: the device and precision a recipe resolves to, the optimizer,
-the learning-rate schedule, and :class:`_Stepper`, one optimizer step under autocast."""
+"""The training step and what it is built from: the device and precision to train in, the optimizer, the
+learning-rate schedule, and :class:`_Stepper`, one optimizer step under autocast."""
 
 from __future__ import annotations
 
