@@ -27,18 +27,17 @@ from .names import DEFAULT_TRACKING_URI, Status, Tags
 from .tracking import StudyRecord, find_study, trial_name
 
 __all__ = [
-    "AGGREGATES", "INTERVALS", "completed", "levels", "meeting", "pareto", "pareto_front", "pivot", "query",
+    "AGGREGATES", "INTERVALS", "median_interval", "completed", "levels", "meeting", "pareto", "pareto_front", "pivot", "query",
     "select",
     "study_trials", "summarize",
 ]
 
 CONFIDENCE = 0.95
-BOOTSTRAP_SEED = 0  # the median's bootstrap interval is the same at every query
 # The interval each aggregate is shown with; None: the aggregate has none (the maximum of a
 # few replicates is an order statistic with no interval worth drawing).
 INTERVALS: dict[str, str | None] = {
     "mean": "95% t-interval of the mean",
-    "median": "95% bootstrap interval of the median (BCa, seeded)",
+    "median": "95% order-statistic interval of the median (distribution-free; none below 6 replicates)",
     "max": None,
 }
 AGGREGATES = tuple(INTERVALS)
@@ -129,7 +128,7 @@ def summarize(values: pd.Series, agg: str = "mean") -> dict[str, float]:
     :data:`INTERVALS`; NaN where there is none) and their count.
 
     A single replicate has no interval, nor do replicates that are all equal: there is no
-    spread to make one of (a zero-width interval would claim certainty; BCa is undefined).
+    spread to make one of (a zero-width interval would claim certainty).
     """
     values = values.dropna().astype(float)
     n = len(values)
@@ -138,10 +137,26 @@ def summarize(values: pd.Series, agg: str = "mean") -> dict[str, float]:
         if agg == "mean":
             low, high = stats.t.interval(CONFIDENCE, n - 1, loc=values.mean(), scale=stats.sem(values))
         elif agg == "median":
-            interval = stats.bootstrap((values.to_numpy(),), np.median, confidence_level=CONFIDENCE,
-                                       rng=np.random.default_rng(BOOTSTRAP_SEED)).confidence_interval
-            low, high = interval.low, interval.high
+            low, high = median_interval(values.to_numpy())
     return {agg: getattr(values, agg)(), "ci_low": low, "ci_high": high, "n": n}
+
+
+def median_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The distribution-free interval of the median between two order statistics, or NaNs.
+
+    The median lies between the j-th smallest and the j-th largest of n values with
+    probability P(j <= B <= n - j), B ~ Binomial(n, 1/2), whatever the distribution
+    (Conover, *Practical Nonparametric Statistics*, 3.2). The interval is the narrowest
+    such pair whose probability reaches ``confidence``. Below 6 values none does (the
+    range of 5 covers 93.75%; of 3, 75%), and the interval is NaN rather than a range
+    that claims more than it holds, as a bootstrap of so few values would.
+    """
+    n = len(values)
+    ordered = np.sort(values)
+    for j in range(n // 2, 0, -1):  # from the narrowest pair outwards
+        if stats.binom.cdf(n - j, n, 0.5) - stats.binom.cdf(j - 1, n, 0.5) >= confidence:
+            return float(ordered[j - 1]), float(ordered[n - j])
+    return math.nan, math.nan
 
 
 def study_trials(record: StudyRecord) -> pd.DataFrame:

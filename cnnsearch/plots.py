@@ -79,7 +79,7 @@ def interaction(table: pd.DataFrame, rows: str, cols: str | None, metric: str, a
             low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
         shown = ~np.isnan(low)
         if shown.any():
-            # Lengths from the interval's own ends, clipped at 0: a bootstrap interval need not contain its median.
+            # Lengths from the interval's own ends: an order-statistic interval need not be symmetric about its median.
             lengths = np.clip(np.vstack([y - low, high - y]), 0, None)[:, shown] * scale
             axes.errorbar(x[shown], y[shown] * scale, yerr=lengths, fmt="none", capsize=4, ecolor=line.get_color())
     axes.set_xlabel(rows)

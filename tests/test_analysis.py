@@ -16,7 +16,7 @@ from statsmodels.stats.anova import anova_lm
 from statsmodels.stats.multicomp import pairwise_tukeyhsd
 from statsmodels.stats.multitest import multipletests
 
-from cnnsearch.analysis import BOOTSTRAP_SEED, summarize
+from cnnsearch.analysis import median_interval, summarize
 from cnnsearch.config import ConfigError
 from cnnsearch.effects import anova
 from cnnsearch.experiment import load_experiment
@@ -218,16 +218,26 @@ def test_each_aggregate_has_its_own_interval():
     mean = summarize(values, "mean")
     assert [mean["ci_low"], mean["ci_high"]] == pytest.approx(stats.t.interval(0.95, 4, loc=values.mean(), scale=stats.sem(values)))
     median = summarize(values, "median")
-    expected = stats.bootstrap((values.to_numpy(),), np.median, rng=np.random.default_rng(BOOTSTRAP_SEED)).confidence_interval
-    assert median["median"] == 0.42 and [median["ci_low"], median["ci_high"]] == pytest.approx([expected.low, expected.high])
-    assert median["ci_low"] <= median["median"] <= median["ci_high"]
-    assert summarize(values, "median") == median  # seeded: the same at every query
+    # Five values cannot hold the median at 95% (their range covers 93.75%): no interval, not the range.
+    assert median["median"] == 0.42 and np.isnan(median["ci_low"]) and np.isnan(median["ci_high"])
+    nine = pd.Series([0.40, 0.42, 0.47, 0.41, 0.52, 0.44, 0.39, 0.45, 0.43])
+    median = summarize(nine, "median")
+    # Of nine, the 2nd smallest and the 2nd largest: P(2 <= Binomial(9, 1/2) <= 7) = 0.961.
+    assert median["median"] == 0.43 and [median["ci_low"], median["ci_high"]] == pytest.approx([0.40, 0.47])
     assert np.isnan(summarize(values, "max")["ci_low"])  # the maximum has none
     for degenerate in ([0.5], [0.5, 0.5], [0.5, 0.5, 0.5]):  # one replicate, or no spread: never a zero-width interval
         for agg in ("mean", "median"):
             cell = summarize(pd.Series(degenerate), agg)
             assert np.isnan(cell["ci_low"]) and np.isnan(cell["ci_high"]) and cell["n"] == len(degenerate)
-    assert summarize(pd.Series([0.4, 0.5]), "median")["ci_low"] == pytest.approx(0.4)  # n=2 is no crash
+    for n in (2, 3):  # the range of 2 or 3 replicates covers the median 50% or 75% of the time: no "95%" interval
+        assert np.isnan(summarize(pd.Series(np.linspace(0.4, 0.5, n)), "median")["ci_low"])
+
+
+def test_the_median_interval_covers_the_median_as_often_as_it_says():
+    draws = np.random.default_rng(0).exponential(size=(4000, 7))  # skewed; its median is ln 2
+    intervals = np.array([median_interval(row) for row in draws])
+    covered = (intervals[:, 0] <= np.log(2)) & (np.log(2) <= intervals[:, 1])
+    assert covered.mean() >= 0.95 - 3 * np.sqrt(0.95 * 0.05 / len(draws))
 
 
 def test_tables_show_n1_cells_without_an_interval_and_say_which_interval(unreplicated, factorial, cli):
@@ -236,7 +246,7 @@ def test_tables_show_n1_cells_without_an_interval_and_say_which_interval(unrepli
     assert status == 0, err
     assert "(n=1)" in out and "±" not in out.split("\n", 1)[1] and "none for n=1 or replicates all equal" in out
     status, out, _ = cli("query", "factorial", "--rows", "residual.width", "--agg", "median", "--tracking-uri", factorial)
-    assert "bootstrap interval of the median" in out and "[" in out.split("\n", 1)[1]
+    assert "order-statistic interval of the median" in out and "[" in out.split("\n", 1)[1]
     status, out, _ = cli("query", "factorial", "--rows", "residual.width", "--agg", "max", "--tracking-uri", factorial)
     assert out.startswith("max val_acc (%), no interval for max") and "[" not in out and "±" not in out
 
@@ -256,6 +266,8 @@ def test_plot_draws_each_aggregates_interval_or_none(factorial, cli, tmp_path, m
     bars = [container for container in axes.containers if container.has_yerr]
     if agg == "max":
         assert not bars and "no interval for max" in axes.get_ylabel()
+    elif agg == "median":
+        assert not bars  # 3 replicates a cell: no 95% interval of the median exists, and none is drawn
     else:
         assert len(bars) == 3  # one set per line, each bar from the interval's own ends
         table = pd.DataFrame(json_answer(cli, "factorial", "--rows", "residual.width", "--cols", "residual.num_blocks",

@@ -334,6 +334,19 @@ def test_batches_cover_every_image_once_per_epoch():
     assert abs(first.mean().item()) < 0.1 and abs(first.std().item() - 1) < 0.1
 
 
+def test_a_last_batch_smaller_than_min_batch_is_left_out_of_training_not_of_validation():
+    data = load_dataset("synthetic")
+    split = split_dataset(data.labels, subset=65)
+    assert len(split.train) == 65
+    training = Batches(data, split.train, batch_size=64, train=True, seed=0, min_batch=2)
+    sizes = [len(labels) for _, labels in training]
+    assert sizes == [64] and len(training) == 1
+    validation = Batches(data, split.train, batch_size=64, train=False)
+    assert [len(labels) for _, labels in validation] == [64, 1]
+    two = Batches(data, split_dataset(data.labels, subset=66).train, batch_size=64, train=True, seed=0, min_batch=2)
+    assert [len(labels) for _, labels in two] == [64, 2]  # two images make a batch that batch norm can normalize
+
+
 def test_images_travel_out_of_band_so_trials_share_one_copy():
     """Pickled as Ray pickles (protocol 5, out-of-band buffers), the images are a buffer read in place, not a copy."""
     import pickle

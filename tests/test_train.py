@@ -152,6 +152,14 @@ def test_train_command_fits_a_preset_to_the_data(cli):
     assert json.loads(out)["status"] == "completed"
 
 
+@pytest.mark.parametrize("preset", ["mobilenet_v1", "resnet18"])
+def test_a_remainder_of_one_image_does_not_crash_a_network_that_reaches_1x1(preset, cli):
+    # 65 = 64 + 1: batch norm after a 1x1 feature map cannot normalize one image.
+    status, out, err = cli("train", preset, "--dataset", "synthetic", "--epochs", "1", "--subset", "65", "--json")
+    assert status == 0, err
+    assert json.loads(out)["status"] == "completed"
+
+
 def test_train_command_says_what_size_a_plain_network_needs(cli):
     status, _, err = cli("train", "alexnet", "--dataset", "synthetic", "--epochs", "1")
     assert status == 2 and "a 32x32 input shrinks below 1x1" in err and "needs inputs of at least 63x63" in err

@@ -32,7 +32,7 @@ def add_query(commands: argparse._SubParsersAction) -> None:
     query.add_argument("--cols", help="knob or factor for the columns")
     query.add_argument("--metric", default="val_acc", help="metric to aggregate (default val_acc)")
     query.add_argument("--agg", choices=AGGREGATES, default="mean",
-                       help="mean (t-interval), median (bootstrap interval) or max (no interval)")
+                       help="mean (t-interval), median (order-statistic interval) or max (no interval)")
     query.add_argument("--where", action="append", help="keep runs with KNOB=VALUE (or !=, <, <=, >, >=); repeatable")
     query.add_argument("--anova", action="store_true",
                        help="analysis of variance of the metric by --rows (and --cols, with their interaction), Type II")

@@ -86,14 +86,19 @@ class _State:
 
 def _batches(data: ImageData, split: Split, recipe: Recipe, seed: int, device: torch.device,
              channels_last: bool) -> tuple[Batches, Batches, Batches | None]:
-    """The training, validation and BN re-estimation batches."""
+    """The training, validation and BN re-estimation batches.
+
+    Those that run the network in training mode leave out a last batch of one image, which
+    batch norm cannot normalize where a network reaches 1x1 before it; validation keeps every image.
+    """
     batch_args = dict(batch_size=recipe.batch_size, device=device, channels_last=channels_last)
-    train_batches = Batches(data, split.train, train=True, seed=seed, crop_padding=recipe.crop_padding, flip=recipe.flip, **batch_args)
+    train_batches = Batches(data, split.train, train=True, seed=seed, crop_padding=recipe.crop_padding, flip=recipe.flip,
+                            min_batch=2, **batch_args)
     val_batches = Batches(data, split.val, train=False, **batch_args)  # larger batches run slower on CPU
     calibration = None
     if recipe.bn_recalibration_images:
         shuffled = split.train[torch.randperm(len(split.train), generator=torch.Generator().manual_seed(seed))]
-        calibration = Batches(data, shuffled[: recipe.bn_recalibration_images], train=False, **batch_args)
+        calibration = Batches(data, shuffled[: recipe.bn_recalibration_images], train=False, min_batch=2, **batch_args)
     return train_batches, val_batches, calibration
 
 
