@@ -402,3 +402,18 @@ def test_a_lost_ray_ends_the_study_with_status_1_and_no_traceback_and_resume_fin
         main([*args, "--resume"])
     runs = trial_runs(uri, "ray_lost")
     assert len(runs) == 2 and {run.data.tags["cnnsearch.status"] for run in runs} == {"completed"}
+
+
+def test_study_names_with_quotes_are_found_and_a_missing_one_is_one_line(tmp_path, cli, capsys):
+    from cnnsearch.tracking import find_study
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    names = ["it's", 'say "hi"', """both ' and \""""]
+    for name in names:
+        Recorder.open(client, experiment="quotes", study=name, space_hash="0")
+    for name in names:
+        assert find_study(name, uri).parent.data.tags["cnnsearch.study"] == name
+    capsys.readouterr()  # MLflow's own lines of creating the store
+    status, _, err = cli("query", "isn't", "--tracking-uri", uri)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "no study named \"isn't\"" in err, err

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import ConfigError
 from ..names import DEFAULT_TRACKING_URI, Metrics, Tags
 from ..space import ACCURACY, Objective
-from .store import TRIALS_OF, connect
+from .store import TRIALS_OF, connect, filter_value
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -121,7 +121,12 @@ def find_study(name: str, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: 
         ids = [found.experiment_id]
     else:
         ids = [e.experiment_id for e in client.search_experiments(max_results=50000)]
-    parents = client.search_runs(ids, filter_string=f"tags.`{Tags.STUDY}` = '{name}'", order_by=["attributes.start_time DESC"])
+    literal = filter_value(name)
+    if literal is None:  # a name no filter can hold: every study's parent, sorted out here
+        studies = client.search_runs(ids, filter_string=f"tags.`{Tags.STUDY}` != ''", order_by=["attributes.start_time DESC"])
+        parents = [run for run in studies if run.data.tags[Tags.STUDY] == name]
+    else:
+        parents = client.search_runs(ids, filter_string=f"tags.`{Tags.STUDY}` = {literal}", order_by=["attributes.start_time DESC"])
     if not parents:
         known = sorted({r.data.tags[Tags.STUDY] for r in client.search_runs(ids, filter_string=f"tags.`{Tags.STUDY}` != ''")})
         raise ConfigError(f"{tracking_uri}: no study named {name!r}" + (f" (studies: {', '.join(known)})" if known else ""))

@@ -10,10 +10,21 @@ from typing import Any
 from ..config import ConfigError
 from ..names import Tags
 
-__all__ = ["TRIALS_OF", "connect", "trial_name"]
+__all__ = ["TRIALS_OF", "connect", "filter_value", "trial_name"]
 
 # A study's trial runs: children of its parent run that carry a trial id (an export run is a child too, but not a trial).
 TRIALS_OF = f"tags.`{Tags.PARENT}` = '{{parent}}' and tags.`{Tags.TRIAL}` != ''"
+
+
+def filter_value(value: str) -> str | None:
+    """``value`` as a string literal of an MLflow filter, or None where none can hold it.
+
+    MLflow's filter grammar has no escapes: a value with a single quote goes in double
+    quotes, and one with both kinds of quote cannot be written at all.
+    """
+    if "'" not in value:
+        return f"'{value}'"
+    return f'"{value}"' if '"' not in value else None
 
 
 def trial_name(trial_id: str) -> str:
