@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,20 @@ def test_installed_command_reports_without_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr == f"cnnsearch: error: {path}: dense.growth_rate: low 32 > high 12\n"
+
+
+@pytest.mark.parametrize("flags", [["--name", "B"], ["--name", "A", "--experiment", "other"]])
+def test_a_folder_that_holds_a_study_refuses_another(flags, tmp_path, cli):
+    import json
+
+    from cnnsearch import load_space
+
+    space = Path(__file__).parent.parent / "spaces" / "resnet.yaml"
+    folder = tmp_path / "study"
+    folder.mkdir()
+    state = {"name": "A", "space_hash": load_space(space).digest, "experiment": "resnet", "parent_run_id": "0",
+             "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "settings": {}, "finished": True}
+    (folder / "cnnsearch.json").write_text(json.dumps(state))
+    status, _, err = cli("run", space, *flags, "--storage", folder, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert status == 2 and "holds study 'A' (experiment 'resnet')" in err.strip().splitlines()[-1], err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["study"] and [p.name for p in folder.iterdir()] == ["cnnsearch.json"]

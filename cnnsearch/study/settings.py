@@ -259,6 +259,12 @@ def _check_storage(storage: Storage, digest: str, options: RunOptions) -> dict[s
             f"{storage.uri}: holds study {state['name']!r} of another space or experiment (hash {state['space_hash']}, "
             f"not {digest}); use another --storage or --name"
         )
+    if state is not None and (options.name != state["name"] or options.experiment not in (None, state["experiment"])):
+        # A folder holds one study: another's trials would land under this one's parent run.
+        raise ConfigError(
+            f"{storage.uri}: holds study {state['name']!r} (experiment {state['experiment']!r}); go on with it under that "
+            "--name and --experiment, or give this study another --storage"
+        )
     if options.resume and state is None:
         raise ConfigError(f"{storage.uri}: no study to resume here; run without --resume to start one")
     if others:
