@@ -156,3 +156,15 @@ def test_a_folder_that_holds_a_study_refuses_another(flags, tmp_path, cli):
     status, _, err = cli("run", space, *flags, "--storage", folder, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert status == 2 and "holds study 'A' (experiment 'resnet')" in err.strip().splitlines()[-1], err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["study"] and [p.name for p in folder.iterdir()] == ["cnnsearch.json"]
+
+
+@pytest.mark.parametrize("command", ["export", "plot"])
+def test_out_refuses_a_folder_with_files_unless_forced(command, tmp_path, cli):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"someone's model")
+    status, _, err = cli(command, "nosuch", "--out", out, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert status == 2 and f"--out {out}: not empty; add --force" in err, err
+    assert (out / "model.onnx").read_bytes() == b"someone's model"
+    status, _, err = cli(command, "nosuch", "--out", out, "--force", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert status == 2 and "no database" in err, err  # past the folder check, to the missing study

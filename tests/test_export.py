@@ -177,7 +177,7 @@ def test_a_best_trial_without_checkpoint_falls_back_to_the_next(study, tmp_path,
         assert json.loads((out / "meta.json").read_text())["trial_run_id"] == second.info.run_id
         second_checkpoint = Path(urlparse(second.info.artifact_uri).path) / "checkpoint"
         shutil.move(second_checkpoint, tmp_path / "moved2")
-        status, _, err = cli("export", "tiny", "--retrain-epochs", "0", "--out", out, "--tracking-uri", uri)
+        status, _, err = cli("export", "tiny", "--retrain-epochs", "0", "--out", out, "--force", "--tracking-uri", uri)
         assert status == 2 and "no candidate trial has a checkpoint; use --retrain-epochs N" in err
         shutil.move(tmp_path / "moved2", second_checkpoint)
     finally:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from ..config import ConfigError
-from .flags import add_store_flags, positive, tracking_uri
+from .flags import add_store_flags, output_folder, positive, tracking_uri
 from .render import accuracy_table, human, say
 
 
@@ -29,7 +29,8 @@ def add_export(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--cache-dir", help="where decoded data sets are cached")
     export.add_argument("--data-dir", help="where torchvision's CIFAR files are")
     export.add_argument("--device", default="cpu", help="device for re-evaluation and retraining")
-    export.add_argument("--force", action="store_true", help="export a best trial that sat at chance level all the same")
+    export.add_argument("--force", action="store_true",
+                        help="write over a non-empty --out folder, and export a best trial that sat at chance level all the same")
     export.add_argument("--where", action="append", default=[],
                         help="only trials whose metric meets METRIC<=VALUE (or <, >, >=, =, !=), e.g. macs<=50M, latency_ms<=2; repeatable")
     export.add_argument("--pareto", action="store_true", help="export every point of the study's Pareto front, each into OUT/TRIAL/")
@@ -65,7 +66,7 @@ def _export(args: argparse.Namespace) -> None:
     from ..export import export_front, export_study
 
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
-    out = Path(args.out or Path("exports") / args.study)
+    out = output_folder(args.out or Path("exports") / args.study, args.force)
     common = dict(retrain_epochs=args.retrain_epochs, formats=formats, tracking_uri=tracking_uri(args), experiment=args.experiment,
                   dataset=args.dataset, cache_dir=args.cache_dir, data_dir=args.data_dir, device=args.device, force=args.force, say=say)
     if args.pareto:

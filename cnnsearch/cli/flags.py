@@ -6,9 +6,10 @@ and the flags of a study that ``run`` and ``ablate`` take.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import get_args
 
-from ..config import Recipe
+from ..config import ConfigError, Recipe
 from ..names import DATASETS, DEFAULT_TRACKING_URI
 from ..costs import LATENCY_DEVICES
 
@@ -57,6 +58,14 @@ def add_tracking_uri(parser: argparse.ArgumentParser) -> None:
 def tracking_uri(args: argparse.Namespace) -> str:
     """The MLflow store that a command reads: ``--tracking-uri``, else the default one."""
     return DEFAULT_TRACKING_URI if args.tracking_uri is None else args.tracking_uri
+
+
+def output_folder(folder: str | Path, force: bool) -> Path:
+    """``--out``'s folder, refused where it already holds files, unless ``--force`` says to write over them."""
+    folder = Path(folder)
+    if not force and folder.is_dir() and any(folder.iterdir()):
+        raise ConfigError(f"--out {folder}: not empty; add --force to write over what is there, or choose another folder")
+    return folder
 
 
 def add_store_flags(parser: argparse.ArgumentParser) -> None:

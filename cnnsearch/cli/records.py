@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import ConfigError
-from .flags import add_store_flags, add_tracking_uri, positive, tracking_uri
+from .flags import add_store_flags, add_tracking_uri, output_folder, positive, tracking_uri
 from .render import format_anova, format_comparisons, format_front, format_table, records, say
 
 if TYPE_CHECKING:  # pandas loads only for the commands that read records
@@ -55,6 +55,7 @@ def add_plot(commands: argparse._SubParsersAction) -> None:
     plot.add_argument("--metric", default="val_acc")
     plot.add_argument("--agg", choices=AGGREGATES, default="mean")
     plot.add_argument("--out", default="plots", help="folder for the PNG files (default ./plots)")
+    plot.add_argument("--force", action="store_true", help="write over a non-empty --out folder")
     plot.add_argument("--log", action="store_true", help="also attach them to the study's parent run in MLflow")
     add_store_flags(plot)
     plot.set_defaults(run=_plot)
@@ -126,8 +127,9 @@ def _plot(args: argparse.Namespace) -> None:
     from ..plots import plot_study
     from ..tracking import find_study
 
+    out = output_folder(args.out, args.force)
     record = find_study(args.study, tracking_uri(args), args.experiment)
-    paths = plot_study(record, args.out, rows=args.rows, cols=args.cols, metric=args.metric, agg=args.agg, say=say)
+    paths = plot_study(record, out, rows=args.rows, cols=args.cols, metric=args.metric, agg=args.agg, say=say)
     if args.log:
         record.log_files(paths, "plots")
     for path in paths:
