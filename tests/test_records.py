@@ -417,3 +417,25 @@ def test_study_names_with_quotes_are_found_and_a_missing_one_is_one_line(tmp_pat
     capsys.readouterr()  # MLflow's own lines of creating the store
     status, _, err = cli("query", "isn't", "--tracking-uri", uri)
     assert status == 2 and len(err.strip().splitlines()) == 1 and "no study named \"isn't\"" in err, err
+
+
+def test_provenance_is_cnnsearch_s_own_not_the_working_directory_s(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    import cnnsearch
+    from cnnsearch.tracking import environment
+
+    other = tmp_path / "users_repo"
+    other.mkdir()
+    git = ["git", "-c", "user.name=u", "-c", "user.email=u@example.com"]
+    subprocess.run(["git", "init", "-q", other], check=True)
+    subprocess.run([*git, "-C", other, "commit", "-q", "--allow-empty", "-m", "theirs"], check=True)
+    theirs = subprocess.run(["git", "-C", other, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    monkeypatch.chdir(other)
+    recorded = environment()
+    package = Path(cnnsearch.__file__).parent
+    ours = subprocess.run(["git", "-C", package, "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert recorded["git_commit"] != theirs
+    if ours.returncode == 0:  # run from a checkout, as CI does
+        assert recorded["git_commit"].removesuffix("+dirty") == ours.stdout.strip()
+    assert recorded["version.cnnsearch"] == metadata.version("cnnsearch") == cnnsearch.__version__

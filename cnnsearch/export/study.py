@@ -18,7 +18,7 @@ from ..config import ConfigError, save_arch
 from ..data import ImageData, load_test_split
 from ..names import DEFAULT_TRACKING_URI
 from ..costs import Cost, profile
-from ..tracking import find_study
+from ..tracking import find_study, source_commit
 from .evaluation import accuracy, count_correct
 from .formats import FORMATS, Normalized, write_formats
 from .retrain import Trained, from_checkpoint, retrained
@@ -134,6 +134,7 @@ def _meta(name: str, setup: Setup, trained: Trained, cost: Cost, accuracies: dic
         "split": setup.split.describe(),
         "seed": trained.seed,
         "cnnsearch_version": __version__,
+        "cnnsearch_commit": source_commit(),
         "torch_version": torch.__version__,
         "formats": [],
     }

@@ -8,7 +8,7 @@ both share (:func:`connect`, :func:`trial_name`).
 
 from .reader import StudyRecord, TrialRun, find_study, trial_runs
 from .store import connect, trial_name
-from .writer import Recorder, environment, register_model
+from .writer import Recorder, environment, register_model, source_commit
 
 __all__ = [
     "Recorder",
@@ -18,6 +18,7 @@ __all__ = [
     "environment",
     "find_study",
     "register_model",
+    "source_commit",
     "trial_name",
     "trial_runs",
 ]

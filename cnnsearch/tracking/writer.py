@@ -27,26 +27,41 @@ from .store import TRIALS_OF, trial_name
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-__all__ = ["Recorder", "environment", "register_model"]
+__all__ = ["Recorder", "environment", "register_model", "source_commit"]
 
 INTERRUPTED = "interrupted by Ctrl-C; resuming the study goes on with it"
 _RUN_STATE = {Status.COMPLETED: "FINISHED", Status.STOPPED_EARLY: "FINISHED", Status.FAILED: "FAILED", Status.DIVERGED: "FAILED"}
 
 
 def environment() -> dict[str, str]:
-    """Versions of the packages a result depends on, and the git commit when there is one."""
+    """Versions of the packages a result depends on, and the commit of cnnsearch's own source."""
     versions = {}
     for package in ("cnnsearch", "torch", "torchvision", "optuna", "ray", "mlflow"):
         try:
             versions[f"version.{package}"] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[f"version.{package}"] = "not installed"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
-        versions["git_commit"] = commit.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        versions["git_commit"] = "none"
+    versions["git_commit"] = source_commit()
     return versions
+
+
+def source_commit() -> str:
+    """The git commit of the checkout this cnnsearch runs from (``+dirty`` with uncommitted changes to it), or ``none``.
+
+    Asked of the package's own folder, not of the working directory: a user's own repository
+    says nothing of the code that trained. An installed copy, in no checkout, has none.
+    """
+    package = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+
+    try:
+        git("ls-files", "--error-unmatch", "__init__.py")  # tracked here: the package is this checkout's source
+        commit = git("rev-parse", "HEAD")
+        return commit + ("+dirty" if git("status", "--porcelain", "--", ".") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "none"
 
 
 @dataclass
