@@ -25,7 +25,7 @@ import optuna
 import pyarrow.fs
 import pytest
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 SPACE = """
 name: {name}

@@ -72,6 +72,7 @@ def study_runs(uri: str, name: str) -> tuple:
     return client, parent, children
 
 
+@pytest.mark.slow
 def test_a_trial_larger_than_any_node_is_rejected_before_training_with_the_reason(ray_session, tmp_path, cli):
     """A 4096-channel stem at batch 2048 needs far more than the machine has: rejected, never trained; the 8-channel one trains."""
     space = tmp_path / "huge.yaml"
@@ -95,6 +96,7 @@ main(sys.argv[2:])
 """
 
 
+@pytest.mark.slow
 def test_trials_that_do_not_fit_in_memory_together_run_one_at_a_time(tmp_path):
     """Two CPUs but memory for one trial: Ray starts the second when the first has ended."""
     space = tmp_path / "one.yaml"
