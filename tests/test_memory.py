@@ -32,6 +32,7 @@ print(next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if 
 """
 
 
+@pytest.mark.slow  # trains in a fresh process that imports Ray: half a minute to a minute and a half on two cores
 @pytest.mark.parametrize("preset, batch", [("resnet20", 128), ("densenet_bc_100_k12", 24)])
 def test_the_estimate_is_near_the_measured_peak(preset, batch):
     """Three training steps, a BN re-estimation and a validation in a fresh process, against the meta-device estimate.
