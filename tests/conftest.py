@@ -1,10 +1,54 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
 from cnnsearch.cli import main
+
+
+# The tests' tiny residual space: 8 architectures of a few thousand parameters, on the synthetic images.
+TINY_SPACE = {
+    "name": "tiny",
+    "family": "residual",
+    "stem": {"style": "cifar", "channels": [8, 16]},
+    "stages": [{"stride": 1}, {"stride": 2}],
+    "residual": {"num_blocks": [1, 2], "width": [8, 16]},
+    "dataset": {"name": "synthetic", "subset": 256},
+    "budget": {"epochs": 2},
+    "recipe": {"batch_size": 64},
+}
+
+
+def _changed(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` merged in, mapping into mapping; a change to None removes the key."""
+    merged = dict(base)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _changed(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.fixture(scope="session")
+def tiny_space():
+    """A function that writes the tiny residual space, or a variant of it, as ``folder/NAME.yaml``, and returns the path.
+
+    ``tiny_space(folder, name="tiny", **changes)``: each change is a top-level section merged into the
+    space's own (``dataset={"subset": 128}`` keeps its name), a list replaces the space's, None removes.
+    """
+    import yaml
+
+    def write(folder, name: str = "tiny", **changes) -> Path:
+        path = Path(folder) / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(_changed(TINY_SPACE, {"name": name, **changes}), sort_keys=False, default_flow_style=None))
+        return path
+
+    return write
 
 
 @pytest.fixture(scope="session")

@@ -12,18 +12,7 @@ from scipy import stats
 
 from cnnsearch.analysis import query
 
-SPACE = """
-name: tiny
-family: residual
-stem: {style: cifar, channels: [8, 16]}
-stages:
-  - {stride: 1}
-  - {stride: 2}
-residual: {num_blocks: [1, 2], width: [8, 16]}
-dataset: {name: synthetic, subset: 128}
-budget: {epochs: 1}
-recipe: {batch_size: 64}
-"""
+SPACE = {"dataset": {"subset": 128}, "budget": {"epochs": 1}}  # conftest.py's tiny space, one epoch of 128 images
 
 EXPERIMENT = """
 name: width_vs_depth
@@ -37,12 +26,12 @@ replicates: 2
 
 
 @pytest.fixture(scope="module")
-def ablation(ray_session, tmp_path_factory):
+def ablation(ray_session, tmp_path_factory, tiny_space):
     """One small ablation, shared by the tests that read it."""
     from cnnsearch.cli import main
 
     folder = tmp_path_factory.mktemp("ablation")
-    (folder / "tiny.yaml").write_text(SPACE)
+    tiny_space(folder, **SPACE)
     (folder / "experiment.yaml").write_text(EXPERIMENT)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     storage = folder / "runs"
@@ -55,6 +44,7 @@ def trial_runs(uri):
     return mlflow.search_runs(search_all_experiments=True, filter_string="tags.`cnnsearch.ablation` = 'width_vs_depth' and tags.`mlflow.parentRunId` != ''")
 
 
+@pytest.mark.slow
 def test_every_cell_runs_with_its_replicates(ablation):
     _, uri, _ = ablation
     runs = trial_runs(uri)
@@ -67,6 +57,7 @@ def test_every_cell_runs_with_its_replicates(ablation):
     assert set(runs["tags.cnnsearch.status"]) == {"completed"}
 
 
+@pytest.mark.slow
 def test_query_equals_mlflow_search_runs_with_pandas(ablation, cli):
     _, uri, _ = ablation
     runs = trial_runs(uri)
@@ -101,6 +92,7 @@ def test_query_equals_mlflow_search_runs_with_pandas(ablation, cli):
     assert status == 0 and "(n=2)" in out and "95% t-interval of the mean" in out
 
 
+@pytest.mark.slow
 def test_pictures_are_written_and_logged(ablation):
     _, uri, storage = ablation
     pictures = {p.name for p in (storage / "plots").iterdir()}
@@ -115,6 +107,7 @@ def test_pictures_are_written_and_logged(ablation):
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"tiny.yaml", "experiment.yaml"}
 
 
+@pytest.mark.slow
 def test_the_anova_and_comparisons_are_printed_and_logged_to_the_parent_run(ablation):
     _, uri, storage = ablation
     client = mlflow.MlflowClient(uri)
@@ -130,6 +123,7 @@ def test_the_anova_and_comparisons_are_printed_and_logged_to_the_parent_run(abla
     assert set(pd.read_csv(storage / "analysis" / "comparisons.csv")["test"]) == {"Tukey HSD"}
 
 
+@pytest.mark.slow
 def test_more_seeds_extend_the_ablation(ablation, cli):
     folder, uri, storage = ablation
     status, out, err = cli("ablate", folder / "experiment.yaml", "--tracking-uri", uri, "--storage", storage, "--seeds", "3")
@@ -139,6 +133,7 @@ def test_more_seeds_extend_the_ablation(ablation, cli):
     assert sorted(runs["params.replicate"]).count("2") == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, expected",
     [
@@ -171,8 +166,8 @@ def test_query_refuses_bad_questions(ablation, cli, args, expected):
         (("name: width_vs_depth", "name: width_vs_depth\nfactor: {}"), "factor: unknown key"),
     ],
 )
-def test_bad_experiment_files_are_refused(tmp_path, cli, change, expected):
-    (tmp_path / "tiny.yaml").write_text(SPACE)
+def test_bad_experiment_files_are_refused(tmp_path, cli, change, expected, tiny_space):
+    tiny_space(tmp_path, **SPACE)
     (tmp_path / "experiment.yaml").write_text(EXPERIMENT.replace(*change))
     status, _, err = cli("ablate", tmp_path / "experiment.yaml", "--storage", tmp_path / "runs")
     assert status == 2 and expected in err and "Traceback" not in err, err
@@ -186,6 +181,7 @@ def test_reading_a_store_that_does_not_exist_creates_none(command, tmp_path, cli
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_integer_levels_print_as_integers_though_a_trial_lacks_the_knob(ablation, cli):
     _, uri, _ = ablation
     status, out, err = cli("query", "width_vs_depth", "--rows", "residual.num_blocks", "--format", "json", "--tracking-uri", uri)
@@ -199,12 +195,12 @@ def test_integer_levels_print_as_integers_though_a_trial_lacks_the_knob(ablation
     assert list(table["residual.num_blocks"]) == [1, 2]  # numbers, not the strings "1" and "2"
 
 
-def test_a_recipe_knob_can_be_a_factor(tmp_path, cli):
+def test_a_recipe_knob_can_be_a_factor(tmp_path, cli, tiny_space):
     import optuna
 
     from cnnsearch.experiment import load_experiment
 
-    (tmp_path / "tiny.yaml").write_text(SPACE.replace("recipe: {batch_size: 64}", "recipe: {batch_size: 64, lr: {low: 0.01, high: 0.3, log: true}}"))
+    tiny_space(tmp_path, **SPACE, recipe={"lr": {"low": 0.01, "high": 0.3, "log": True}})
     (tmp_path / "experiment.yaml").write_text(EXPERIMENT.replace("residual.num_blocks: [1, 2]", "recipe.lr: [0.02, 0.2]").replace(
         "base: {stem.channels: 8}", "base: {stem.channels: 8, residual.num_blocks: 1}"))
     experiment = load_experiment(tmp_path / "experiment.yaml")

@@ -26,17 +26,8 @@ from cnnsearch.study.record import design_tags
 from cnnsearch.names import Status, Tags
 from cnnsearch.tracking import Recorder, find_study
 
-SPACE = """
-name: tiny
-family: residual
-stem: {style: cifar, channels: [8, 16]}
-stages:
-  - {stride: 1}
-  - {stride: 2}
-residual: {num_blocks: [1, 2, 3], width: [8, 16, 32]}
-dataset: {name: synthetic, subset: 128}
-budget: {epochs: 1}
-"""
+# conftest.py's tiny space with three levels of each factor, one epoch of 128 images, the default recipe.
+SPACE = {"residual": {"num_blocks": [1, 2, 3], "width": [8, 16, 32]}, "dataset": {"subset": 128}, "budget": {"epochs": 1}, "recipe": None}
 
 MIXED = """
 name: mixed_tiny
@@ -54,9 +45,9 @@ WIDTH_EFFECT = {8: 0.40, 16: 0.45, 32: 0.50}
 NOISE = 0.01
 
 
-def write_ablation(folder, name: str, design: str = "full_factorial", replicates: int = 3, seed: int = 0) -> str:
+def write_ablation(folder, tiny_space, name: str, design: str = "full_factorial", replicates: int = 3, seed: int = 0) -> str:
     """An ablation of residual.width x residual.num_blocks, its metrics synthetic, logged as `ablate` logs them."""
-    (folder / "tiny.yaml").write_text(SPACE)
+    tiny_space(folder, **SPACE)
     base = "{stem.channels: 8}" if design == "full_factorial" else "{stem.channels: 8, residual.width: 16, residual.num_blocks: 2}"
     (folder / f"{name}.yaml").write_text(
         f"name: {name}\nspace: tiny.yaml\nbase: {base}\ndesign: {design}\nreplicates: {replicates}\n"
@@ -91,18 +82,18 @@ def search_runs(uri: str, name: str) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def factorial(tmp_path_factory):
-    return write_ablation(tmp_path_factory.mktemp("factorial"), "factorial")
+def factorial(tmp_path_factory, tiny_space):
+    return write_ablation(tmp_path_factory.mktemp("factorial"), tiny_space, "factorial")
 
 
 @pytest.fixture(scope="module")
-def one_at_a_time(tmp_path_factory):
-    return write_ablation(tmp_path_factory.mktemp("oaat"), "oaat", design="one_at_a_time")
+def one_at_a_time(tmp_path_factory, tiny_space):
+    return write_ablation(tmp_path_factory.mktemp("oaat"), tiny_space, "oaat", design="one_at_a_time")
 
 
 @pytest.fixture(scope="module")
-def unreplicated(tmp_path_factory):
-    return write_ablation(tmp_path_factory.mktemp("single"), "single", replicates=1)
+def unreplicated(tmp_path_factory, tiny_space):
+    return write_ablation(tmp_path_factory.mktemp("single"), tiny_space, "single", replicates=1)
 
 
 def json_answer(cli, *args):

@@ -25,24 +25,10 @@ import optuna
 import pyarrow.fs
 import pytest
 
-pytestmark = pytest.mark.cluster
-
-SPACE = """
-name: {name}
-family: residual
-stem: {{style: cifar, channels: [8, 16]}}
-stages:
-  - {{stride: 1}}
-  - {{stride: 2}}
-residual: {{num_blocks: [1, 2], width: [8, 16]}}
-dataset: {{name: synthetic, subset: {subset}}}
-budget: {{epochs: {epochs}}}
-recipe: {{batch_size: 32}}
-"""
-
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, s3, free_port):
+def cluster(tmp_path_factory, s3, free_port, tiny_space):
     """Two Ray nodes (started after ``s3``: their workers have its credentials) and an MLflow server, on 127.0.0.1."""
     from ray.cluster_utils import Cluster
 
@@ -71,7 +57,7 @@ def cluster(tmp_path_factory, s3, free_port):
                     assert time.monotonic() < deadline and server.poll() is None, "the MLflow server did not start"
                     time.sleep(0.5)
             yield SimpleNamespace(
-                address=nodes.address, tracking=tracking, folder=folder, filesystem=s3.filesystem, bucket=s3.bucket, storage=s3.uri,
+                address=nodes.address, tracking=tracking, folder=folder, tiny_space=tiny_space, filesystem=s3.filesystem, bucket=s3.bucket, storage=s3.uri,
                 node_ids={nodes.head_node.node_id, *(node.node_id for node in nodes.worker_nodes)},
                 session=Path(nodes.head_node.get_session_dir_path()),
             )
@@ -88,8 +74,7 @@ def cluster(tmp_path_factory, s3, free_port):
 
 def start(cluster, name: str, *extra: str, subset: int = 256, epochs: int = 2) -> tuple[list[str], subprocess.Popen]:
     """`cnnsearch run` of a small space against the cluster, the server and S3, in a process of its own."""
-    space = cluster.folder / f"{name}.yaml"
-    space.write_text(SPACE.format(name=name, subset=subset, epochs=epochs))
+    space = cluster.tiny_space(cluster.folder, name, dataset={"subset": subset}, budget={"epochs": epochs}, recipe={"batch_size": 32})
     args = [sys.executable, "-m", "cnnsearch", "run", str(space), "--ray-address", cluster.address, "--tracking-uri", cluster.tracking,
             "--storage", cluster.storage(name), "--scheduler", "none", *extra]
     return args, subprocess.Popen(args, cwd=cluster.folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -23,26 +23,18 @@ from cnnsearch.export import Normalized, load_exported
 
 README = Path(__file__).parents[1] / "README.md"
 
-SPACE = """
-name: tiny
-family: residual
-stem: {style: cifar, channels: 8}
-stages:
-  - {stride: 1}
-  - {stride: 2}
-residual: {num_blocks: 1, width: [8, 16]}
-dataset: {name: synthetic, subset: 512}
-budget: {epochs: 2}
-recipe: {batch_size: 64}
-"""
+pytestmark = pytest.mark.slow  # every test here runs a study through Ray
+
+# conftest.py's tiny space narrowed to its two widths, on 512 images.
+SPACE = {"stem": {"channels": 8}, "residual": {"num_blocks": 1}, "dataset": {"subset": 512}}
 
 
 @pytest.fixture(scope="module")
-def study(ray_session, tmp_path_factory):
+def study(ray_session, tmp_path_factory, tiny_space):
     from cnnsearch.cli import main
 
     folder = tmp_path_factory.mktemp("export")
-    (folder / "tiny.yaml").write_text(SPACE)
+    tiny_space(folder, **SPACE)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     main(["run", str(folder / "tiny.yaml"), "--tracking-uri", uri, "--storage", str(folder / "runs"),
           "--sampler", "grid", "--trials", "2", "--scheduler", "none", "--val-subset", "80"])
@@ -199,9 +191,9 @@ def test_export_refuses_bad_input(study, cli, args, expected):
     assert status == 2 and expected in err and "Traceback" not in err
 
 
-def test_a_best_trial_at_chance_is_refused_unless_forced(ray_session, tmp_path, cli):
+def test_a_best_trial_at_chance_is_refused_unless_forced(ray_session, tmp_path, cli, tiny_space):
     """A study whose best trial learned nothing (a learning rate of 1e-9): export refuses it in one line; --force exports it."""
-    (tmp_path / "still.yaml").write_text(SPACE.replace("name: tiny", "name: still").replace("width: [8, 16]", "width: 8"))
+    tiny_space(tmp_path, "still", **SPACE | {"residual": {"num_blocks": 1, "width": 8}})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     status, _, err = cli("run", tmp_path / "still.yaml", "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "1",
                          "--epochs", "1", "--lr", "1e-9")
@@ -226,7 +218,7 @@ def write_image_folder(root: Path, per_class: dict[str, int]) -> None:
                 Image.fromarray(image.numpy()).save(root / part / name / f"{i}.{'png' if i % 2 else 'jpg'}")
 
 
-def test_an_image_folder_keeps_its_test_images_until_the_model_is_final(ray_session, tmp_path, cli, monkeypatch):
+def test_an_image_folder_keeps_its_test_images_until_the_model_is_final(ray_session, tmp_path, cli, monkeypatch, tiny_space):
     """PATH/train is searched, re-evaluated and retrained on; PATH/test is read once, after retraining; evaluate says what was seen."""
     import cnnsearch.data
     import cnnsearch.export.retrain
@@ -235,8 +227,8 @@ def test_an_image_folder_keeps_its_test_images_until_the_model_is_final(ray_sess
 
     root = tmp_path / "images"
     write_image_folder(root, {"train": 16, "test": 8})
-    space = SPACE.replace("name: tiny", "name: folder").replace("{name: synthetic, subset: 512}", f'{{name: "imagefolder:{root}", val_fraction: 0.25}}')
-    (tmp_path / "folder.yaml").write_text(space.replace("batch_size: 64", "batch_size: 16"))
+    tiny_space(tmp_path, "folder", **SPACE | {"dataset": {"name": f"imagefolder:{root}", "subset": None, "val_fraction": 0.25},
+                                              "recipe": {"batch_size": 16}})
     events = []
 
     def spy(module, name: str, event) -> None:
@@ -294,22 +286,13 @@ def test_an_image_folder_keeps_its_test_images_until_the_model_is_final(ray_sess
         assert ("seen in training" in row) == seen and ("held out" in row) != seen
 
 
-RECIPE_SPACE = SPACE.replace("name: tiny", "name: recipes").replace("width: [8, 16]", "width: 8").replace(
-    "recipe: {batch_size: 64}",
-    """recipe:
-  lr: {low: 0.01, high: 0.3, log: true}
-  batch_size: [32, 64]
-  weight_decay: [0.0, 0.0005]
-  label_smoothing: [0.0, 0.1]
-  warmup: [0.1, 0.3]
-  schedule: [onecycle, cosine]
-  crop_padding: [0, 2]
-  flip: [true, false]""",
-)
+RECIPE_SPACE = SPACE | {"residual": {"num_blocks": 1, "width": 8}, "recipe": {
+    "lr": {"low": 0.01, "high": 0.3, "log": True}, "batch_size": [32, 64], "weight_decay": [0.0, 0.0005], "label_smoothing": [0.0, 0.1],
+    "warmup": [0.1, 0.3], "schedule": ["onecycle", "cosine"], "crop_padding": [0, 2], "flip": [True, False]}}
 
 
-def test_a_searched_recipe_is_each_trials_own_and_its_export_retrains_with_it(ray_session, tmp_path, cli):
-    (tmp_path / "recipes.yaml").write_text(RECIPE_SPACE)
+def test_a_searched_recipe_is_each_trials_own_and_its_export_retrains_with_it(ray_session, tmp_path, cli, tiny_space):
+    tiny_space(tmp_path, "recipes", **RECIPE_SPACE)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     status, _, err = cli("run", tmp_path / "recipes.yaml", "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "3",
                          "--epochs", "1", "--sampler", "random", "--scheduler", "none")

@@ -32,6 +32,7 @@ print(next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if 
 """
 
 
+@pytest.mark.slow  # trains in a fresh process that imports Ray: half a minute to a minute and a half on two cores
 @pytest.mark.parametrize("preset, batch", [("resnet20", 128), ("densenet_bc_100_k12", 24)])
 def test_the_estimate_is_near_the_measured_peak(preset, batch):
     """Three training steps, a BN re-estimation and a validation in a fresh process, against the meta-device estimate.
@@ -51,17 +52,9 @@ def test_the_estimate_grows_with_the_batch_and_shrinks_with_bf16():
     assert large.total > WORKER_BASE + large.activations  # fp32 holds more than the saved tensors at its peak
 
 
-SPACE = """
-name: {name}
-family: residual
-stem: {{style: cifar, channels: [8, 4096]}}
-stages:
-  - {{stride: 1}}
-residual: {{num_blocks: 1, width: 8}}
-dataset: {{name: synthetic, subset: 128}}
-budget: {{epochs: 1}}
-recipe: {{batch_size: {batch}}}
-"""
+# conftest.py's tiny space as one stage of width 8 after a stem of 8 or 4,096 channels, one epoch of 128 images.
+SPACE = {"stem": {"channels": [8, 4096]}, "stages": [{"stride": 1}], "residual": {"num_blocks": 1, "width": 8},
+         "dataset": {"subset": 128}, "budget": {"epochs": 1}}
 
 
 def study_runs(uri: str, name: str) -> tuple:
@@ -72,10 +65,10 @@ def study_runs(uri: str, name: str) -> tuple:
     return client, parent, children
 
 
-def test_a_trial_larger_than_any_node_is_rejected_before_training_with_the_reason(ray_session, tmp_path, cli):
+@pytest.mark.slow
+def test_a_trial_larger_than_any_node_is_rejected_before_training_with_the_reason(ray_session, tmp_path, cli, tiny_space):
     """A 4096-channel stem at batch 2048 needs far more than the machine has: rejected, never trained; the 8-channel one trains."""
-    space = tmp_path / "huge.yaml"
-    space.write_text(SPACE.format(name="huge", batch=2048))
+    space = tiny_space(tmp_path, "huge", **SPACE, recipe={"batch_size": 2048})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     status, _, err = cli("run", space, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "2", "--sampler", "random")
     assert status == 0, err
@@ -95,10 +88,10 @@ main(sys.argv[2:])
 """
 
 
-def test_trials_that_do_not_fit_in_memory_together_run_one_at_a_time(tmp_path):
+@pytest.mark.slow
+def test_trials_that_do_not_fit_in_memory_together_run_one_at_a_time(tmp_path, tiny_space):
     """Two CPUs but memory for one trial: Ray starts the second when the first has ended."""
-    space = tmp_path / "one.yaml"
-    space.write_text(SPACE.format(name="one", batch=32).replace("[8, 4096]", "8"))
+    space = tiny_space(tmp_path, "one", **SPACE | {"stem": {"channels": 8}}, recipe={"batch_size": 32})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     process = subprocess.run(
         [sys.executable, "-c", RUN_IN_SMALL_RAY, str(int(WORKER_BASE * 1.5)), "run", str(space), "--tracking-uri", uri,

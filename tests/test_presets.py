@@ -49,6 +49,7 @@ def test_imagenet_preset_counts_equal_torchvision(name):
     assert (ours.params, ours.macs, ours.flops) == (theirs.params, theirs.macs, theirs.flops)
 
 
+@pytest.mark.slow  # two ImageNet networks with their weights, run: up to 20 s a preset on two cores; their counts are fast above
 @pytest.mark.parametrize("name", IMAGENET)
 def test_imagenet_preset_computes_what_torchvision_computes(name):
     """Same tensors in the same order: torchvision's weights load and give the same logits."""
@@ -144,7 +145,9 @@ def fits(arch: Arch, size: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("name", list_presets())
+# An ImageNet preset's step takes up to half a minute on two cores: slow; the CIFAR and MNIST ones stay in the fast tier.
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if load_arch(name).input_size >= 224 else name
+                                  for name in list_presets()])
 def test_preset_trains_one_step(name):
     arch = load_arch(name)
     torch.manual_seed(0)

@@ -61,6 +61,7 @@ SLOW_TO_LEARN = {
 UNTRAINED_VGGS = ("vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "vgg19_bn")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "preset",
     [pytest.param(name, marks=pytest.mark.xfail(reason=SLOW_TO_LEARN[name], strict=True)) if name in SLOW_TO_LEARN else name
@@ -70,6 +71,7 @@ def test_every_preset_learns_in_a_few_dozen_steps(preset):
     assert trains(load_arch(preset), CIFAR_SIZE) >= 0.95
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
 # No shrinking: each example trains a network, and a failure's seed is enough to reproduce it.
 @settings(max_examples=2, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate],
@@ -87,6 +89,7 @@ def test_every_sample_of_every_space_learns(path, seed):
     assert trains(arch, SMALL, epochs=4) >= 0.8  # 80 steps; chance is 0.1
 
 
+@pytest.mark.slow
 def test_old_recipe_sits_at_chance_where_the_default_learns():
     """The defaults matter: lr 0.2 without warm-up floor, zero-init, clipping or precise BN fails this case."""
     data = separable(16, classes=3, count=240)
@@ -99,7 +102,13 @@ def test_old_recipe_sits_at_chance_where_the_default_learns():
     results = {name: train(fit_to_data(arch, data), data, split, recipe=recipe, budget=Budget(epochs=3))
                for name, recipe in (("old", old), ("default", Recipe(batch_size=32)))}
     assert results["default"].val_acc >= 0.95 and results["default"].val_loss < 1
-    assert results["old"].val_acc < 0.8 or results["old"].val_loss > 10
+    # At chance: as many right as guesses that ignore the image would get, within the central 99.9% of
+    # Binomial(60, 1/3) (60 validation images, 3 classes): 9 to 32 right, 15% to 53%. Measured: 33.3%, one class for all.
+    from scipy import stats
+
+    images, chance = len(split.val), 1 / len(data.classes)
+    low, high = stats.binom.interval(0.999, images, chance)
+    assert images == 60 and low <= round(results["old"].val_acc * images) <= high, results["old"].history
 
 
 def test_zero_init_residual_starts_the_named_families_blocks_as_the_identity():
@@ -139,6 +148,7 @@ def test_warmup_has_a_floor_in_steps():
     assert lrs[0] == pytest.approx(0.1 * (1 - 2 / 12))
 
 
+@pytest.mark.slow
 def test_learning_rate_scales_with_the_batch_and_auto_runs_a_range_test():
     assert Recipe(batch_size=1024, lr_at_256=0.1).scaled_lr(100) == pytest.approx(0.2)
     assert Recipe(batch_size=64, lr_at_256=0.2).scaled_lr(100) == pytest.approx(0.1)
@@ -169,6 +179,7 @@ def test_precision_follows_the_device():
         resolve_precision("fp16", cpu)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_both_cpu_precisions_train_and_are_recorded(precision):
     data = separable(16, count=400)

@@ -25,31 +25,15 @@ from cnnsearch.study import concurrency
 from cnnsearch.names import Status
 from cnnsearch.tracking import Recorder
 
-SPACE = """
-name: {name}
-family: residual
-stem: {{style: cifar, channels: [8, 16]}}
-stages:
-  - {{stride: 1}}
-  - {{stride: 2}}
-residual: {{num_blocks: [1, 2], width: [8, 16]}}
-dataset: {{name: synthetic, subset: 256}}
-budget: {budget}
-recipe: {{batch_size: 32}}
-"""
+def write_space(tiny_space, folder: Path, name: str, budget: dict | None = None, **changes) -> Path:
+    """conftest.py's tiny space at batch 32, one epoch unless ``budget`` says otherwise."""
+    return tiny_space(folder, name, budget=budget or {"epochs": 1}, recipe={"batch_size": 32}, **changes)
 
 
-def write_space(folder: Path, name: str, budget: str = "{epochs: 1}") -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(SPACE.format(name=name, budget=budget))
-    return path
-
-
-def write_slow_space(folder: Path, name: str, budget: str) -> Path:
+def write_slow_space(tiny_space, folder: Path, name: str, budget: dict) -> Path:
     """Epochs of a second or more: long enough to interrupt a trial between two of them."""
-    path = write_space(folder, name, budget)
-    path.write_text(path.read_text().replace("subset: 256", "subset: 1600").replace("[8, 16]", "[32, 48]"))
-    return path
+    return write_space(tiny_space, folder, name, budget, stem={"channels": [32, 48]}, residual={"width": [32, 48]},
+                       dataset={"subset": 1600})
 
 
 def wait_for_first_epoch(uri: str, name: str, running: Callable[[], bool] = lambda: True, timeout: float = 180) -> bool:
@@ -65,10 +49,10 @@ def wait_for_first_epoch(uri: str, name: str, running: Callable[[], bool] = lamb
     return False
 
 
-def start_driver(folder: Path, name: str, epochs: int, trials: int) -> tuple[str, list[str], subprocess.Popen]:
+def start_driver(tiny_space, folder: Path, name: str, epochs: int, trials: int) -> tuple[str, list[str], subprocess.Popen]:
     """`cnnsearch run` of a slow space, one trial at a time, in a session of its own as a terminal starts it."""
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    args = ["run", str(write_slow_space(folder, name, f"{{epochs: {epochs}}}")), "--tracking-uri", uri, "--storage", str(folder / "runs"),
+    args = ["run", str(write_slow_space(tiny_space, folder, name, {"epochs": epochs})), "--tracking-uri", uri, "--storage", str(folder / "runs"),
             "--trials", str(trials), "--scheduler", "none", "--max-concurrent", "1"]
     driver = subprocess.Popen([sys.executable, "-m", "cnnsearch", *args], cwd=folder, start_new_session=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -88,7 +72,8 @@ def optuna_trials(storage: Path) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=summary.study_name, storage=journal).trials
 
 
-def test_recorded_architecture_is_the_one_fitted_to_the_data(ray_session, tmp_path, cli):
+@pytest.mark.slow
+def test_recorded_architecture_is_the_one_fitted_to_the_data(ray_session, tmp_path, cli, tiny_space):
     """3 classes of 40x40 images: arch.yaml, params and MACs are those of the 3-class, 40-pixel network."""
     folder = tmp_path / "images"
     generator = torch.Generator().manual_seed(0)
@@ -99,7 +84,7 @@ def test_recorded_architecture_is_the_one_fitted_to_the_data(ray_session, tmp_pa
             image[..., index] += 180
             Image.fromarray(image.numpy()).save(folder / name / f"{i}.png")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    status, _, err = cli("run", write_space(tmp_path, "fitted"), "--dataset", f"imagefolder:{folder}", "--subset", "60",
+    status, _, err = cli("run", write_space(tiny_space, tmp_path, "fitted"), "--dataset", f"imagefolder:{folder}", "--subset", "60",
                          "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "2", "--scheduler", "none",
                          "--cache-dir", tmp_path / "cache")
     assert status == 0, err
@@ -115,10 +100,11 @@ def test_recorded_architecture_is_the_one_fitted_to_the_data(ray_session, tmp_pa
         build_model(arch).load_state_dict(torch.load(weights, weights_only=True))  # the trained network is this one
 
 
-def test_an_image_budget_completes_trials(ray_session, tmp_path, cli):
+@pytest.mark.slow
+def test_an_image_budget_completes_trials(ray_session, tmp_path, cli, tiny_space):
     """max_images below one epoch: a trial that used its images completed, and query and export see it."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    space = write_space(tmp_path, "images_budget", "{epochs: 3, max_images: 96}")
+    space = write_space(tiny_space, tmp_path, "images_budget", {"epochs": 3, "max_images": 96})
     status, _, err = cli("run", space, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "2")
     assert status == 0, err
     runs = trial_runs(uri, "images_budget")
@@ -127,10 +113,11 @@ def test_an_image_budget_completes_trials(ray_session, tmp_path, cli):
     assert status == 0 and "no completed trials" not in err
 
 
-def test_asha_under_a_seconds_budget_stops_early_and_tells_optuna_pruned(ray_session, tmp_path, cli, monkeypatch):
+@pytest.mark.slow
+def test_asha_under_a_seconds_budget_stops_early_and_tells_optuna_pruned(ray_session, tmp_path, cli, monkeypatch, tiny_space):
     """A seconds budget that never runs out: ASHA's stops are `stopped early` in MLflow and PRUNED in Optuna."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    space = write_space(tmp_path, "seconds_budget", "{epochs: 3, max_seconds: 600}")
+    space = write_space(tiny_space, tmp_path, "seconds_budget", {"epochs": 3, "max_seconds": 600})
     status, _, err = cli("run", space, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "6", "--sampler", "random",
                          "--seed", "1", "--max-concurrent", "2", "--lr", "0.0001")  # barely learns: accuracies differ
     assert status == 0, err
@@ -174,10 +161,11 @@ def test_asha_under_a_seconds_budget_stops_early_and_tells_optuna_pruned(ray_ses
 
 
 
-def test_a_study_is_its_settings(ray_session, tmp_path, cli):
+@pytest.mark.slow
+def test_a_study_is_its_settings(ray_session, tmp_path, cli, tiny_space):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = ["--tracking-uri", uri, "--storage", tmp_path / "runs", "--scheduler", "none"]
-    space = write_space(tmp_path, "settled")
+    space = write_space(tiny_space, tmp_path, "settled")
     status, _, err = cli("run", space, *common, "--trials", "1")
     assert status == 0, err
     for flag, value, old in [("--epochs", "2", "1"), ("--subset", "128", "256"), ("--dataset", "cifar10", "synthetic"),
@@ -198,9 +186,10 @@ def test_concurrency_follows_the_scarcer_resource(resources, cpus, gpus, expecte
     assert concurrency(resources, cpus, gpus) == expected
 
 
-def test_diverged_ablation_cells_are_results_on_resume(ray_session, tmp_path, cli):
+@pytest.mark.slow
+def test_diverged_ablation_cells_are_results_on_resume(ray_session, tmp_path, cli, tiny_space):
     """A diverged cell is the cell's answer: --resume keeps it rather than drawing it again until it trains."""
-    write_space(tmp_path, "cells")
+    write_space(tiny_space, tmp_path, "cells")
     experiment = tmp_path / "diverging.yaml"
     experiment.write_text("space: cells.yaml\nbase: {stem.channels: 8, residual.num_blocks: 1}\n"
                           "factors: {residual.width: [8, 16]}\nreplicates: 1\nrecipe: {lr: 1.0e12, warmup: 0.0}\n")
@@ -227,9 +216,10 @@ def test_failed_trials_are_discarded_to_run_again_and_diverged_ones_stay(tmp_pat
     assert sorted(row["trial_id"] for row in recorder.trials()) == ["b", "c"]
 
 
-def test_a_trial_killed_mid_training_continues_from_its_checkpoint(ray_session, tmp_path):
+@pytest.mark.slow
+def test_a_trial_killed_mid_training_continues_from_its_checkpoint(ray_session, tmp_path, tiny_space):
     """SIGKILL the driver during a trial's second epoch; --resume goes on in the same run from epoch 2."""
-    space = write_slow_space(tmp_path, "killed_mid_trial", "{epochs: 4}")
+    space = write_slow_space(tiny_space, tmp_path, "killed_mid_trial", {"epochs": 4})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [sys.executable, "-m", "cnnsearch", "run", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "runs"),
             "--trials", "1", "--scheduler", "none"]
@@ -263,9 +253,10 @@ def test_a_trial_killed_mid_training_continues_from_its_checkpoint(ray_session, 
     assert sorted(complete.intermediate_values) == [1, 2, 3, 4] and complete.params == trials[0].params
 
 
-def test_ctrl_c_stops_the_study_resumably_with_status_130(ray_session, tmp_path):
+@pytest.mark.slow
+def test_ctrl_c_stops_the_study_resumably_with_status_130(ray_session, tmp_path, tiny_space):
     """Ctrl-C to the whole process group, as a terminal sends it: exit 130, a resume hint, nothing marked finished."""
-    uri, args, driver = start_driver(tmp_path, "ctrl_c", epochs=3, trials=3)
+    uri, args, driver = start_driver(tiny_space, tmp_path, "ctrl_c", epochs=3, trials=3)
     client = mlflow.MlflowClient(uri)
     try:
         wait_for_first_epoch(uri, "ctrl_c", running=lambda: driver.poll() is None)
@@ -295,11 +286,12 @@ def test_ctrl_c_stops_the_study_resumably_with_status_130(ray_session, tmp_path)
     assert '"finished": true' in (tmp_path / "runs" / "cnnsearch.json").read_text()
 
 
-def test_a_lost_worker_is_retried_from_its_checkpoint(ray_session, tmp_path, cli):
+@pytest.mark.slow
+def test_a_lost_worker_is_retried_from_its_checkpoint(ray_session, tmp_path, cli, tiny_space):
     """SIGKILL the trial's worker, as the out-of-memory killer would: the trial goes on, it is not failed."""
     import threading
 
-    space = write_slow_space(tmp_path, "lost_worker", "{epochs: 3}")
+    space = write_slow_space(tiny_space, tmp_path, "lost_worker", {"epochs": 3})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     killed = []
 
@@ -324,10 +316,11 @@ def test_a_lost_worker_is_retried_from_its_checkpoint(ray_session, tmp_path, cli
     assert sorted(m.step for m in history) == [1, 2, 3]
 
 
-def test_an_extended_asha_study_judges_new_trials_against_the_earlier_ones(ray_session, tmp_path, cli):
+@pytest.mark.slow
+def test_an_extended_asha_study_judges_new_trials_against_the_earlier_ones(ray_session, tmp_path, cli, tiny_space):
     """ASHA's rungs survive the session: a new trial is stopped at epoch 1 exactly when it is below the
     cutoff of every epoch-1 accuracy before it, the first session's included."""
-    space = write_space(tmp_path, "extended_asha", "{epochs: 3}")
+    space = write_space(tiny_space, tmp_path, "extended_asha", {"epochs": 3})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = ["--tracking-uri", uri, "--storage", tmp_path / "runs", "--sampler", "random", "--seed", "3",
               "--max-concurrent", "1", "--lr", "0.0001"]  # barely learns: accuracies differ
@@ -352,7 +345,8 @@ def test_an_extended_asha_study_judges_new_trials_against_the_earlier_ones(ray_s
     assert told_apart, seen
 
 
-def test_run_starts_its_own_ray_though_a_stale_cluster_is_on_record(tmp_path):
+@pytest.mark.slow
+def test_run_starts_its_own_ray_though_a_stale_cluster_is_on_record(tmp_path, tiny_space):
     """/tmp/ray/ray_current_cluster names a dead cluster: `run` starts its own Ray, it does not hang trying to join."""
     marker = Path("/tmp/ray/ray_current_cluster")
     saved = marker.read_text() if marker.exists() else None
@@ -361,7 +355,7 @@ def test_run_starts_its_own_ray_though_a_stale_cluster_is_on_record(tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "cnnsearch", "run", str(write_space(tmp_path, "own_ray")), "--tracking-uri",
+            [sys.executable, "-m", "cnnsearch", "run", str(write_space(tiny_space, tmp_path, "own_ray")), "--tracking-uri",
              f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", str(tmp_path / "runs"), "--trials", "1", "--scheduler", "none"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
         )
@@ -380,9 +374,10 @@ def _descendants(pid: int) -> list[tuple[int, str]]:
     return found + [grandchild for child, _ in found for grandchild in _descendants(child)]
 
 
-def test_a_lost_ray_ends_the_study_with_status_1_and_no_traceback_and_resume_finishes_it(ray_session, tmp_path):
+@pytest.mark.slow
+def test_a_lost_ray_ends_the_study_with_status_1_and_no_traceback_and_resume_finishes_it(ray_session, tmp_path, tiny_space):
     """The raylet killed, as the out-of-memory killer would: Ray ends the driver; it said how to resume, and resuming works."""
-    uri, args, driver = start_driver(tmp_path, "ray_lost", epochs=2, trials=2)
+    uri, args, driver = start_driver(tiny_space, tmp_path, "ray_lost", epochs=2, trials=2)
     try:
         wait_for_first_epoch(uri, "ray_lost", running=lambda: driver.poll() is None)
         raylets = [pid for pid, name in _descendants(driver.pid) if name == "raylet"]

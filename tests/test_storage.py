@@ -9,22 +9,33 @@ from cnnsearch import ConfigError
 from cnnsearch.storage import RecordLog, Storage
 
 
-def test_a_folder_and_an_s3_uri_hold_a_study_alike(tmp_path, s3):
-    for storage in (Storage.open(tmp_path / "study"), Storage.open(s3.uri("alike"))):
-        state = storage.path("cnnsearch.json")
-        assert not storage.exists(state) and storage.listdir(storage.root) == []
-        storage.write_text(state, "{}")
-        assert storage.read_text(state) == "{}" and storage.listdir(storage.root) == ["cnnsearch.json"]
-        with storage.local_folder("plots") as folder:
-            (folder / "curves.png").write_bytes(b"png")
-        assert storage.listdir(storage.path("plots")) == ["curves.png"]
-        with storage.local_file(storage.path("plots", "curves.png")) as file:
-            assert file.read_bytes() == b"png"
-        storage.delete(storage.path("plots"))
-        storage.delete(storage.path("plots"))  # gone already: nothing to do
-        assert storage.listdir(storage.root) == ["cnnsearch.json"]
-    assert Storage.open(tmp_path / "study").local and not storage.local
-    assert storage.root == "studies/alike" and storage.describe(storage.path("plots")) == "s3://studies/alike/plots"
+@pytest.fixture(params=["folder", pytest.param("s3", marks=pytest.mark.slow)])
+def place(request, tmp_path):
+    """A function of a name that gives a place for a study's storage: a folder, or a URI of moto's S3 server (slow: a server)."""
+    if request.param == "folder":
+        return lambda name: tmp_path / name
+    return request.getfixturevalue("s3").uri
+
+
+def test_a_folder_and_an_s3_uri_hold_a_study_alike(place):
+    storage = Storage.open(place("alike"))
+    state = storage.path("cnnsearch.json")
+    assert not storage.exists(state) and storage.listdir(storage.root) == []
+    storage.write_text(state, "{}")
+    assert storage.read_text(state) == "{}" and storage.listdir(storage.root) == ["cnnsearch.json"]
+    with storage.local_folder("plots") as folder:
+        (folder / "curves.png").write_bytes(b"png")
+    assert storage.listdir(storage.path("plots")) == ["curves.png"]
+    with storage.local_file(storage.path("plots", "curves.png")) as file:
+        assert file.read_bytes() == b"png"
+    storage.delete(storage.path("plots"))
+    storage.delete(storage.path("plots"))  # gone already: nothing to do
+    assert storage.listdir(storage.root) == ["cnnsearch.json"]
+    if str(place("alike")).startswith("s3://"):
+        assert not storage.local and storage.root == "studies/alike"
+        assert storage.describe(storage.path("plots")) == "s3://studies/alike/plots"
+    else:
+        assert storage.local and storage.root == str(place("alike"))
 
 
 @pytest.mark.parametrize("uri, message", [("nosuch://bucket/x", "Unrecognized filesystem type"),
@@ -34,8 +45,8 @@ def test_a_uri_that_pyarrow_cannot_open_is_refused(uri, message):
         Storage.open(uri)
 
 
-def test_a_record_log_reads_back_what_was_appended_though_a_kill_interrupted_its_compaction(s3):
-    storage = Storage.open(s3.uri("log"))
+def test_a_record_log_reads_back_what_was_appended_though_a_kill_interrupted_its_compaction(place):
+    storage = Storage.open(place("log"))
     folder = storage.path("optuna.journal")
     log = RecordLog(storage, folder)
     for number in range(3):

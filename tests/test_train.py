@@ -32,6 +32,7 @@ def small_arch(data):
     return fit_to_data(Arch.from_dict({"stem": {"channels": 16}, "stages": stages}), data)
 
 
+@pytest.mark.slow
 def test_learns_and_reports_every_epoch(data, split):
     reports = []
     result = train(small_arch(data), data, split, recipe=SMALL, budget=Budget(epochs=3), callback=reports.append)
@@ -42,12 +43,14 @@ def test_learns_and_reports_every_epoch(data, split):
     assert result.split["val_images"] == 200 and result.train_images_per_s > 0
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_on_cpu(data, split):
     runs = [train(small_arch(data), data, split, recipe=SMALL, budget=Budget(epochs=1), seed=seed) for seed in (7, 7, 8)]
     same = [(r.val_acc, r.val_loss, r.train_loss) for r in runs]
     assert same[0] == same[1] and same[0] != same[2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", [SMALL, Recipe(batch_size=64, lr="auto", precision="bf16")], ids=["fixed-lr", "auto-lr-bf16"])
 def test_resumed_training_ends_where_uninterrupted_training_does(data, split, recipe):
     """Stopped after epoch 1 of 3 and resumed from its checkpoint: the same metrics, the same weights."""
@@ -92,6 +95,7 @@ def test_an_exploded_validation_loss_at_chance_is_divergence(data, split):
     assert result.val_loss > 100 and result.val_acc <= 0.15
 
 
+@pytest.mark.slow
 def test_one_exploded_epoch_that_the_next_repairs_is_not_divergence(data, split):
     result = train(fit_to_data(load_arch("resnet20"), data), data, split, recipe=UNGUARDED, budget=Budget(epochs=2))
     assert result.status == "completed", result.message
@@ -175,6 +179,7 @@ def test_train_command_input_too_small_for_the_architecture(tmp_path, cli):
     assert status == 2 and "stages.2.stride: a 2x2 input shrinks below 1x1" in err
 
 
+@pytest.mark.slow  # Inductor compiles C++: half a minute
 def test_train_command_compiles_once_and_reports_the_compile_time(tmp_path, cli):
     """--compile: one graph for two epochs, though evaluation runs in eval mode and the last batch is smaller (100 = 3 x 32 + 4)."""
     import torch._dynamo
