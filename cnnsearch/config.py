@@ -14,6 +14,7 @@ import json
 import math
 import re
 from abc import abstractmethod
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,14 +25,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     SerializeAsAny,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, core_schema
 
-from .registry import get_family, list_families
+from .registry import get_family, get_stem, list_families, list_stems, zero_init_names
 
 __all__ = [
     "Arch",
@@ -173,17 +176,48 @@ def window_out(size: int, kernel: int, stride: int, padding: int = 0, ceil_mode:
 Stride = Literal[1, 2]
 
 
+class _Registered:
+    """A name from a list that the registry holds, checked and described as a ``Literal`` of it would be.
+
+    The list is read when a value is validated, not at import: the families that add to
+    it register after this module is imported.
+    """
+
+    def __init__(self, names: Callable[[], list[str]]) -> None:
+        self.names = names
+
+    def _check(self, value: Any) -> Any:
+        names = self.names()
+        if value not in names:
+            quoted = [repr(name) for name in names]
+            expected = " or ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        return value
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_before_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        return {"enum": self.names(), **handler(schema)}
+
+
+def _stem_styles() -> list[str]:
+    return ["imagenet", "cifar", "mobilenet", *list_stems(), "none"]
+
+
 class Stem(_Value):
     """The layers before the first stage.
 
     Styles: ``imagenet`` 7x7 stride-2 conv + 3x3 stride-2 max-pool (ResNet, DenseNet);
     ``cifar`` 3x3 stride-1 conv (He et al. 2016, Huang et al. 2017 on CIFAR);
-    ``mobilenet`` 3x3 stride-2 conv (MobileNetV1 to V3); ``googlenet`` 7x7/2 conv, max-pool,
-    1x1 conv, 3x3 conv, max-pool, the first two convs with ``channels // 3`` outputs;
-    ``none``: the first stage sees the image (LeNet, AlexNet, VGG, NiN) and ``channels`` is unused.
+    ``mobilenet`` 3x3 stride-2 conv (MobileNetV1 to V3); ``none``: the first stage sees the
+    image (LeNet, AlexNet, VGG, NiN) and ``channels`` is unused; and the styles that block
+    families contribute through :mod:`cnnsearch.registry` (``googlenet``, of ``inception``).
     """
 
-    style: Literal["imagenet", "cifar", "mobilenet", "googlenet", "none"] = "cifar"
+    style: Annotated[str, _Registered(_stem_styles)] = "cifar"
     channels: int = Field(64, ge=1)
     norm: bool = Field(True, description="batch norm after each conv; false gives convs with bias")
     activation: Literal["relu", "relu6", "hardswish", "none"] = Field(
@@ -195,10 +229,9 @@ class Stem(_Value):
             return window_out(window_out(size, 7, 2, 3), 3, 2, 1)
         if self.style == "mobilenet":
             return window_out(size, 3, 2, 1)
-        if self.style == "googlenet":
-            size = window_out(window_out(size, 7, 2, 3), 3, 2, ceil_mode=True)
-            return window_out(size, 3, 2, ceil_mode=True)
-        return size
+        if self.style in ("cifar", "none"):
+            return size
+        return get_stem(self.style).output_size(size)
 
     def out_channels(self, in_channels: int) -> int:
         return in_channels if self.style == "none" else self.channels
@@ -254,10 +287,13 @@ class StageConfig(_Value):
     """The knobs of one stage, validated; each block family in :mod:`cnnsearch.blocks` subclasses it.
 
     A subclass declares ``family: Literal["name"] = "name"``, its knobs (the paper's
-    symbol in each field's description) and :meth:`output_size`.
+    symbol in each field's description) and :meth:`output_size`. Every family has a
+    ``stride``, which a search space draws for each stage; a subclass may narrow it
+    (most to ``Stride``) and say where it applies.
     """
 
     family: str
+    stride: int = Field(1, ge=1, description="of the stage's first downsampling layer")
 
     @abstractmethod
     def output_size(self, size: int) -> int:
@@ -429,7 +465,7 @@ class Recipe(_Value):
         40, ge=0, description="floor of the warm-up in steps (at most half the steps): a short trial warms up too"
     )
     grad_clip_norm: float | None = Field(5.0, gt=0.0, description="clip the gradients' global norm to this; null for none")
-    zero_init_residual: tuple[Literal["residual", "bottleneck", "inverted_residual"], ...] = Field(
+    zero_init_residual: tuple[Annotated[str, _Registered(zero_init_names)], ...] = Field(
         ("bottleneck", "inverted_residual"),
         description="families whose residual branches start silent (last BN scale 0; bottleneck: residual stages of "
         "bottleneck blocks only): at a few hundred steps it makes MobileNets and deep bottleneck ResNets learn; "

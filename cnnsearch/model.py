@@ -1,63 +1,58 @@
 """``build_model(arch)``: stem, stages, head. The only place that walks stages and tracks channels.
 
-A network with auxiliary classifiers (GoogLeNet's) returns a :class:`TrainingOutput` in
-training mode, the trainer adding their losses; in eval mode every network returns its
-logits alone, which is what profiling, validation and export see.
+It names no block family: it calls each stage's family through :mod:`cnnsearch.registry`
+for the stage, its auxiliary heads, whether the head needs a final BN-ReLU and whether
+the stage's blocks start silent; a stem style or head classifier that no shared builder
+here makes is a family's, found by its name. A network with auxiliary classifiers
+(GoogLeNet's) returns a :class:`TrainingOutput` in training mode, the trainer adding
+their losses; in eval mode every network returns its logits alone, which is what
+profiling, validation and export see.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from functools import partial
 from typing import NamedTuple
 
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
-from .blocks import get_family, inception, nin
+from . import blocks  # noqa: F401  (importing it registers every family)
 from .config import Arch, ConfigError, Head, Stem
 from .layers import ACTIVATIONS, activation
+from .registry import get_classifier, get_family, get_stem
 
 __all__ = ["Network", "TrainingOutput", "build_model"]
 
 
-def _stem(stem: Stem, in_channels: int) -> nn.Sequential:
-    conv = partial(
+def _conv(stem: Stem) -> Callable[..., nn.Module]:
+    return partial(
         Conv2dNormActivation,
         norm_layer=nn.BatchNorm2d if stem.norm else None,
         activation_layer=ACTIVATIONS.get(stem.activation),
     )
-    if stem.style == "none":
-        return nn.Sequential()
-    if stem.style == "imagenet":
-        return nn.Sequential(conv(in_channels, stem.channels, 7, stride=2), nn.MaxPool2d(3, stride=2, padding=1))
-    if stem.style == "mobilenet":
-        return nn.Sequential(conv(in_channels, stem.channels, 3, stride=2))
-    if stem.style == "googlenet":
-        hidden = stem.channels // 3  # 64 of 192 in the paper
-        conv = partial(inception.conv_block, batch_norm=stem.norm)
-        return nn.Sequential(
-            conv(in_channels, hidden, 7, stride=2),
-            nn.MaxPool2d(3, stride=2, ceil_mode=True),
-            conv(hidden, hidden, 1),
-            conv(hidden, stem.channels, 3),
-            nn.MaxPool2d(3, stride=2, ceil_mode=True),
-        )
-    return nn.Sequential(conv(in_channels, stem.channels, 3))
 
 
-def _head(head: Head, in_channels: int, num_classes: int, pre_activation: bool) -> nn.Sequential:
+# The stem styles that several families use; their output sizes are Stem.output_size's.
+_STEMS: dict[str, Callable[[Stem, int], nn.Sequential]] = {
+    "imagenet": lambda stem, in_channels: nn.Sequential(
+        _conv(stem)(in_channels, stem.channels, 7, stride=2), nn.MaxPool2d(3, stride=2, padding=1)
+    ),
+    "cifar": lambda stem, in_channels: nn.Sequential(_conv(stem)(in_channels, stem.channels, 3)),
+    "mobilenet": lambda stem, in_channels: nn.Sequential(_conv(stem)(in_channels, stem.channels, 3, stride=2)),
+    "none": lambda stem, in_channels: nn.Sequential(),
+}
+
+
+def _stem(stem: Stem, in_channels: int) -> nn.Module:
+    build = _STEMS[stem.style] if stem.style in _STEMS else get_stem(stem.style).build
+    return build(stem, in_channels)
+
+
+def _linear_classifier(head: Head, in_channels: int, num_classes: int) -> nn.Sequential:
+    """Optional 1x1 conv, adaptive average pooling, the hidden linear layers, the classifier."""
     layers = nn.Sequential()
-    if pre_activation:
-        layers.add_module("norm", nn.BatchNorm2d(in_channels))
-        layers.add_module("relu", nn.ReLU(inplace=True))
-    if head.classifier == "conv":
-        if head.dropout:
-            layers.add_module("dropout", nn.Dropout(head.dropout))
-        layers.add_module("classifier", nin.nin_block(in_channels, num_classes, kernel_size=3, stride=1, padding=1))
-        layers.add_module("pool", nn.AdaptiveAvgPool2d(1))
-        layers.add_module("flatten", nn.Flatten(1))
-        return layers
     if head.channels:
         conv = Conv2dNormActivation(in_channels, head.channels, 1, activation_layer=ACTIVATIONS[head.activation], inplace=None)
         layers.add_module("conv", conv)
@@ -77,13 +72,25 @@ def _head(head: Head, in_channels: int, num_classes: int, pre_activation: bool) 
     return layers
 
 
-def _aux_classifiers(arch: Arch) -> tuple[nn.ModuleList, dict[int, list[str]]]:
-    """GoogLeNet's auxiliary classifiers of the inception stages that ask for them, and the modules they read."""
+def _head(head: Head, in_channels: int, num_classes: int, pre_activation: bool) -> nn.Sequential:
+    layers = nn.Sequential()
+    if pre_activation:
+        layers.add_module("norm", nn.BatchNorm2d(in_channels))
+        layers.add_module("relu", nn.ReLU(inplace=True))
+    build = _linear_classifier if head.classifier == "linear" else get_classifier(head.classifier)
+    for name, module in build(head, in_channels, num_classes).named_children():
+        layers.add_module(name, module)
+    return layers
+
+
+def _aux_heads(arch: Arch) -> tuple[nn.ModuleList, dict[int, list[str]]]:
+    """The auxiliary classifiers of the stages whose families give some, and the names of the modules they read."""
     classifiers, inputs = nn.ModuleList(), {}
     for index, config in enumerate(arch.stages):
-        if isinstance(config, inception.InceptionStage) and (read := inception.aux_inputs(config)):
-            inputs[index] = [name for name, _ in read]
-            classifiers.extend(inception.InceptionAux(channels, arch.num_classes, config.batch_norm) for _, channels in read)
+        hook = get_family(config.family).aux_heads
+        if hook is not None and (heads := hook(config, arch.num_classes)):
+            inputs[index] = [name for name, _ in heads]
+            classifiers.extend(module for _, module in heads)
     return classifiers, inputs
 
 
@@ -144,10 +151,12 @@ def build_model(arch: Arch, *, zero_init_residual: Collection[str] = ()) -> Netw
     """Build the network that ``arch`` describes, deterministically given torch's RNG state.
 
     Build under ``torch.device("meta")`` to get the structure without allocating weights.
-    ``zero_init_residual`` names the families whose residual branches start silent (their
-    last BN scale 0), so that each such block begins as the identity and a deep network
-    trains from its first steps (Goyal et al. 2017, arXiv:1706.02677; torchvision's flag
-    of the same name); ``bottleneck`` names the residual stages of bottleneck blocks alone.
+    ``zero_init_residual`` gives names that families register (a recipe's are checked
+    against :func:`cnnsearch.registry.zero_init_names`); the blocks of a stage that one of
+    them selects start silent, each through its own ``zero_init_last()`` (its branch's last
+    BN scale 0), so that each such block begins as the identity and a deep network trains
+    from its first steps (Goyal et al. 2017, arXiv:1706.02677; torchvision's flag of the
+    same name).
 
     Raises:
         ConfigError: a stage cannot follow the one before it (for example a ``pad``
@@ -163,7 +172,7 @@ def build_model(arch: Arch, *, zero_init_residual: Collection[str] = ()) -> Netw
             raise ConfigError(f"stages.{index}: {error}") from None
         stages.add_module(str(index), stage)
     pre_activation = get_family(arch.stages[-1].family).pre_activation
-    aux_classifiers, aux_inputs = _aux_classifiers(arch)
+    aux_classifiers, aux_inputs = _aux_heads(arch)
     head = _head(arch.head, channels, arch.num_classes, pre_activation)
     model = Network(arch, stem, stages, head, aux_classifiers, aux_inputs)
     _init_weights(model)
@@ -172,8 +181,7 @@ def build_model(arch: Arch, *, zero_init_residual: Collection[str] = ()) -> Netw
             if isinstance(module, nn.BatchNorm2d):
                 module.eps, module.momentum = arch.batch_norm.eps, arch.batch_norm.momentum
     for config, stage in zip(arch.stages, model.stages):
-        bottleneck = getattr(config, "block", None) == "bottleneck"
-        if config.family in zero_init_residual or (bottleneck and "bottleneck" in zero_init_residual):
+        if get_family(config.family).starts_silent(config, zero_init_residual):
             for module in stage.modules():
                 if hasattr(module, "zero_init_last"):
                     module.zero_init_last()

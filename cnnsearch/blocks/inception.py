@@ -1,8 +1,9 @@
-"""Inception modules: GoogLeNet (Szegedy et al. 2015, arXiv:1409.4842), and its auxiliary classifiers.
+"""Inception modules: GoogLeNet (Szegedy et al. 2015, arXiv:1409.4842), its stem and its auxiliary classifiers.
 
 Module names and order follow torchvision's ``googlenet.py`` so that its weights load.
-The auxiliary classifiers read a stage's modules but :mod:`cnnsearch.model` holds them,
-after the stages, where torchvision's tensors have them.
+The family contributes the ``googlenet`` stem style. The auxiliary classifiers read a
+stage's modules but :mod:`cnnsearch.model` holds them, after the stages, where
+torchvision's tensors have them.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..config import Row, StageConfig, Stride, window_out
-from ..registry import Family, register_family
+from ..config import Row, StageConfig, Stem, Stride, window_out
+from ..registry import Family, StemStyle, register_family
 
 
 class InceptionModule(Row):
@@ -99,6 +100,24 @@ def build_stage(config: InceptionStage, in_channels: int) -> tuple[nn.Module, in
     return layers, in_channels
 
 
+def build_stem(stem: Stem, in_channels: int) -> nn.Sequential:
+    """7x7/2 conv, max-pool, 1x1 conv, 3x3 conv, max-pool; the first two convs with ``channels // 3`` outputs."""
+    hidden = stem.channels // 3  # 64 of 192 in the paper
+    conv = partial(conv_block, batch_norm=stem.norm)
+    return nn.Sequential(
+        conv(in_channels, hidden, 7, stride=2),
+        nn.MaxPool2d(3, stride=2, ceil_mode=True),
+        conv(hidden, hidden, 1),
+        conv(hidden, stem.channels, 3),
+        nn.MaxPool2d(3, stride=2, ceil_mode=True),
+    )
+
+
+def stem_output_size(size: int) -> int:
+    size = window_out(window_out(size, 7, 2, 3), 3, 2, ceil_mode=True)
+    return window_out(size, 3, 2, ceil_mode=True)
+
+
 AUX_WIDTH, AUX_POOL_SIZE, AUX_HIDDEN, AUX_DROPOUT = 128, 4, 1024, 0.7  # torchvision's InceptionAux
 
 
@@ -121,11 +140,15 @@ class InceptionAux(nn.Module):
         return self.fc2(self.dropout(torch.relu(self.fc1(x))))
 
 
-def aux_inputs(config: InceptionStage) -> list[tuple[str, int]]:
-    """The stage's modules that its auxiliary classifiers read, by their name in the stage, with their channels."""
+def aux_heads(config: InceptionStage, num_classes: int) -> list[tuple[str, nn.Module]]:
+    """The stage's auxiliary classifiers, each with the name in the stage of the module whose output it reads."""
     if not config.aux_classifiers:
         return []
-    return [(f"inception{index}", config.modules[index].out_channels) for index in (0, len(config.modules) - 2)]
+    return [
+        (f"inception{index}", InceptionAux(config.modules[index].out_channels, num_classes, config.batch_norm))
+        for index in (0, len(config.modules) - 2)
+    ]
 
 
-register_family(Family(InceptionStage, build_stage))
+GOOGLENET_STEM = StemStyle(build_stem, stem_output_size)
+register_family(Family(InceptionStage, build_stage, stems={"googlenet": GOOGLENET_STEM}, aux_heads=aux_heads))

@@ -154,4 +154,4 @@ def build_stage(config: InvertedResidualStage, in_channels: int) -> tuple[nn.Mod
     return nn.Sequential(*blocks), out_channels
 
 
-register_family(Family(InvertedResidualStage, build_stage))
+register_family(Family(InvertedResidualStage, build_stage, zero_init={"inverted_residual": lambda config: True}))

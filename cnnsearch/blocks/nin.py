@@ -1,5 +1,7 @@
 """Network in Network blocks (Lin et al. 2014, arXiv:1312.4400), as in d2l.ai's NiN:
 a k x k convolution followed by two 1x1 convolutions (the "micro network"), each with ReLU.
+
+The family contributes NiN's ``conv`` head classifier.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
-from ..config import StageConfig, window_out
+from ..config import Head, StageConfig, window_out
 from ..registry import Family, register_family
 
 POOL_KERNEL_SIZE, POOL_STRIDE = 3, 2  # d2l's NiN pools 3x3/2 after each of its first three blocks
@@ -49,4 +51,15 @@ def build_stage(config: NinStage, in_channels: int) -> tuple[nn.Module, int]:
     return block, config.channels
 
 
-register_family(Family(NinStage, build_stage))
+def conv_classifier(head: Head, in_channels: int, num_classes: int) -> nn.Sequential:
+    """NiN's classifier: dropout, a NiN block to ``num_classes`` channels, global average pooling."""
+    layers = nn.Sequential()
+    if head.dropout:
+        layers.add_module("dropout", nn.Dropout(head.dropout))
+    layers.add_module("classifier", nin_block(in_channels, num_classes, kernel_size=3, stride=1, padding=1))
+    layers.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    layers.add_module("flatten", nn.Flatten(1))
+    return layers
+
+
+register_family(Family(NinStage, build_stage, classifiers={"conv": conv_classifier}))

@@ -140,4 +140,7 @@ def build_stage(config: ResidualStage, in_channels: int) -> tuple[nn.Module, int
     return nn.Sequential(*blocks), in_channels
 
 
-register_family(Family(ResidualStage, build_stage))
+# zero_init_residual names every residual stage, or the stages of bottleneck blocks alone.
+register_family(Family(ResidualStage, build_stage, zero_init={
+    "residual": lambda config: True, "bottleneck": lambda config: config.block == "bottleneck",
+}))
