@@ -6,7 +6,7 @@ when it is imported, and importing :mod:`cnnsearch` imports them all. Besides it
 stages, a family may contribute stem styles, head classifiers, auxiliary heads and the
 names under which ``zero_init_residual`` silences its blocks; the registry finds each
 by its name, so that :mod:`cnnsearch.model` names no family. This module imports no
-torch and nothing of cnnsearch at run time, so that :mod:`cnnsearch.config` and
+torch and nothing of cnnsearch, so that :mod:`cnnsearch.config` and
 :mod:`cnnsearch.space` read the families from it without depending on the blocks.
 """
 
@@ -16,10 +16,13 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 if TYPE_CHECKING:
     from torch import nn
 
-    from .config import Head, StageConfig, Stem
+# The values the hooks take are cnnsearch.config's StageConfig, Stem and Head: typed here by
+# their base class, pydantic's BaseModel, since config imports this module.
 
 __all__ = [
     "Family",
@@ -44,7 +47,7 @@ class StemStyle:
             validation of an architecture.
     """
 
-    build: Callable[[Stem, int], nn.Module]
+    build: Callable[[BaseModel, int], nn.Module]
     output_size: Callable[[int], int]
 
 
@@ -69,11 +72,11 @@ class Family:
             their own ``zero_init_last()`` (timm's ``init_weights(zero_init_last=True)``).
     """
 
-    knobs: type[StageConfig]
+    knobs: type[BaseModel]
     build_stage: Callable[[Any, int], tuple[nn.Module, int]]
     pre_activation: bool = False
     stems: Mapping[str, StemStyle] = field(default_factory=dict)
-    classifiers: Mapping[str, Callable[[Head, int, int], nn.Sequential]] = field(default_factory=dict)
+    classifiers: Mapping[str, Callable[[BaseModel, int, int], nn.Sequential]] = field(default_factory=dict)
     aux_heads: Callable[[Any, int], list[tuple[str, nn.Module]]] | None = None
     zero_init: Mapping[str, Callable[[Any], bool]] = field(default_factory=dict)
 
@@ -81,7 +84,7 @@ class Family:
     def name(self) -> str:
         return self.knobs.model_fields["family"].default
 
-    def starts_silent(self, config: StageConfig, names: Collection[str]) -> bool:
+    def starts_silent(self, config: BaseModel, names: Collection[str]) -> bool:
         """Whether one of ``names`` (a recipe's ``zero_init_residual``) selects this stage."""
         return any(name in names and selects(config) for name, selects in self.zero_init.items())
 
@@ -135,7 +138,7 @@ def get_stem(style: str) -> StemStyle:
     return _lookup("stem style", style)
 
 
-def get_classifier(name: str) -> Callable[[Head, int, int], nn.Sequential]:
+def get_classifier(name: str) -> Callable[[BaseModel, int, int], nn.Sequential]:
     """The head classifier a family contributes as ``name``.
 
     Raises:
