@@ -34,6 +34,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, core_schema
 
+from .names import ACTIVATIONS
 from .registry import get_family, get_stem, list_families, list_stems, zero_init_names
 
 __all__ = [
@@ -256,7 +257,7 @@ class Head(_Value):
 
     classifier: Literal["linear", "conv"] = Field("linear", exclude_if=lambda value: value == "linear")
     channels: int = Field(0, ge=0, description="1x1 conv-BN-activation before pooling (MobileNetV2: 1280); 0 for none")
-    activation: Literal["relu", "relu6", "sigmoid", "tanh", "hardswish"] = "relu"
+    activation: Literal[ACTIVATIONS] = "relu"
     pool_size: int = Field(1, ge=1, description="side of the adaptive average pool", exclude_if=lambda value: value == 1)
     hidden: tuple[Annotated[int, Field(ge=1)], ...] = Field(
         (), description="widths of the hidden linear layers (VGG: 4096, 4096)", exclude_if=lambda value: value == ()

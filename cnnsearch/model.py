@@ -20,7 +20,7 @@ from torchvision.ops import Conv2dNormActivation
 
 from . import blocks  # noqa: F401  (importing it registers every family)
 from .config import Arch, ConfigError, Head, Stem
-from .layers import ACTIVATIONS, activation
+from .layers import ACTIVATION_MODULES, activation
 from .registry import get_classifier, get_family, get_stem
 
 __all__ = ["Network", "TrainingOutput", "build_model"]
@@ -30,7 +30,7 @@ def _conv(stem: Stem) -> Callable[..., nn.Module]:
     return partial(
         Conv2dNormActivation,
         norm_layer=nn.BatchNorm2d if stem.norm else None,
-        activation_layer=ACTIVATIONS.get(stem.activation),
+        activation_layer=ACTIVATION_MODULES.get(stem.activation),
     )
 
 
@@ -54,7 +54,7 @@ def _linear_classifier(head: Head, in_channels: int, num_classes: int) -> nn.Seq
     """Optional 1x1 conv, adaptive average pooling, the hidden linear layers, the classifier."""
     layers = nn.Sequential()
     if head.channels:
-        conv = Conv2dNormActivation(in_channels, head.channels, 1, activation_layer=ACTIVATIONS[head.activation], inplace=None)
+        conv = Conv2dNormActivation(in_channels, head.channels, 1, activation_layer=ACTIVATION_MODULES[head.activation], inplace=None)
         layers.add_module("conv", conv)
         in_channels = head.channels
     layers.add_module("pool", nn.AdaptiveAvgPool2d(head.pool_size))

@@ -11,12 +11,15 @@ from enum import StrEnum
 
 __all__ = [
     "ACTIVATIONS",
+    "ARCH_FILE",
     "CHECKPOINT_FOLDER",
     "DATASETS",
     "DEFAULT_TRACKING_URI",
+    "META_FILE",
     "PARETO",
     "RECIPE_FILE",
     "REJECTED",
+    "RESULTS",
     "SAMPLERS",
     "SCHEDULERS",
     "SCORED",
@@ -59,6 +62,10 @@ class Metrics:
     PEAK_LR = "peak_lr"  # the schedule's peak: scaled to the batch, or chosen by the range test
     COMPILE_SECONDS = "compile_seconds"  # spent in torch.compile so far (recipe.compile), apart from the training rate
     REJECTED = "rejected_proposals"  # of a study: proposals never trained (over limits or memory, unable to build or train)
+    BEST_VAL_ACC = "best_val_acc"  # of a finished study: its best completed trial's val_acc
+    TEST_ACC = "test_acc"  # of an export run: the exported model on the held-out test images, and its interval's ends
+    TEST_ACC_LOW = "test_acc_low"
+    TEST_ACC_HIGH = "test_acc_high"
     PER_EPOCH = (VAL_ACC, VAL_LOSS, TRAIN_LOSS, LR)
 
 
@@ -90,6 +97,8 @@ class Tags:
     LATENCY_MACHINE = "cnnsearch.latency_machine"  # what measured latency_ms: device, processor, threads, runtime
     RAY_NODE = "ray.node_id"  # the Ray node a trial trained on (after a lost worker, the node it went on on)
     RAY_HOSTNAME = "ray.hostname"  # that node's host name
+    BEST_RUN = "cnnsearch.best_run_id"  # of a finished study: its best completed trial's run
+    EXPORT = "cnnsearch.export"  # of an export run: the trial run it exported
     PARENT = "mlflow.parentRunId"  # how the MLflow UI nests runs
     RUN_NAME = "mlflow.runName"
 
@@ -110,6 +119,9 @@ WEIGHTS_FILE = "weights.pt"  # a trial's state_dict, saved with torch.save: load
 CHECKPOINT_FOLDER = "checkpoint"
 RECIPE_FILE = "recipe.json"  # a trial's recipe, searched keys drawn (a study's is its parent's recipe param)
 REJECTED = "rejected"  # a study's rejected proposals, knobs and reason: rejected.json and rejected.csv
+RESULTS = "results"  # a study's trials, best first: results.json and results.csv
+ARCH_FILE = "arch.yaml"  # a trial's or an export's architecture, as load_arch reads it
+META_FILE = "meta.json"  # an export's description: classes, input, normalization, accuracies, provenance
 PARETO = "pareto"  # a study's Pareto front over its objectives: pareto.csv
 
 # Tables of names. Each is the one list that the space's schema, the flags and the code that acts on a name read.

@@ -179,7 +179,7 @@ def plot_study(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    title = record.parent.data.tags.get("cnnsearch.study", "study")
+    title = record.parent.data.tags.get(Tags.STUDY, "study")
     runs = completed(record)
     if runs.empty or f"metrics.{metric}" not in runs:
         return []

@@ -1,5 +1,5 @@
 """`cnnsearch query --anova/--compare`, the intervals of each aggregate, and importances, on
-synthetic studies written to MLflow through tracking.py as an ablation or a search writes them."""
+synthetic studies written to MLflow through cnnsearch.tracking as an ablation or a search writes them."""
 
 from __future__ import annotations
 

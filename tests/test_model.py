@@ -344,3 +344,10 @@ def test_conv_classifier_emits_the_classes_without_a_linear_layer():
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     with pytest.raises(ConfigError, match="head: a conv classifier takes no channels, hidden or pool_size"):
         Arch.from_dict(arch.to_dict() | {"head": {"classifier": "conv", "hidden": [64]}})
+
+
+def test_every_activation_name_has_its_module():
+    from cnnsearch.layers import ACTIVATION_MODULES
+    from cnnsearch.names import ACTIVATIONS
+
+    assert tuple(ACTIVATION_MODULES) == ACTIVATIONS

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
 
 from ..config import Row, StageConfig, Stride, window_out
-from ..layers import ACTIVATIONS
+from ..layers import ACTIVATION_MODULES
 from ..registry import Family, register_family
 
 KernelSize = Literal[3, 5]
@@ -108,7 +108,7 @@ class InvertedResidual(nn.Module):
                  kernel_size: int = 3, activation: str = "relu6", squeeze_excitation: bool = False) -> None:
         super().__init__()
         self.use_res_connect = stride == 1 and in_channels == out_channels
-        act = ACTIVATIONS[activation]
+        act = ACTIVATION_MODULES[activation]
         layers: list[nn.Module] = []
         if expand:
             layers.append(Conv2dNormActivation(in_channels, hidden_channels, kernel_size=1, activation_layer=act))

@@ -1,5 +1,5 @@
 """The files of an export folder: the network that normalizes inside its graph
-(:class:`Normalized`), ``weights.pt``, ``model.pt2`` and ``model.onnx`` (each checked against
+(:class:`Normalized`), ``weights.pt``, and ``model.pt2`` and ``model.onnx`` (both checked against
 PyTorch's logits), the registered model of the ``mlflow`` format, ``meta.json``; and
 :func:`load_exported`, which reads a folder back from its architecture and weights alone.
 """
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..config import ConfigError, load_arch
 from ..model import build_model
-from ..names import WEIGHTS_FILE, Metrics
+from ..names import ARCH_FILE, META_FILE, WEIGHTS_FILE, Metrics
 from ..tracking import StudyRecord, register_model
 
 __all__ = ["FORMATS", "Normalized", "load_exported", "write_formats"]
@@ -39,7 +39,7 @@ class Normalized(nn.Module):
 
 def write_formats(record: StudyRecord, network: Normalized, sample: Tensor, out: Path, formats: tuple[str, ...],
                   meta: dict[str, Any]) -> dict[str, Any]:
-    """Write ``formats`` of ``network`` into ``out``, each checked on ``sample``, then meta.json; returns meta.json's content."""
+    """Write ``formats`` of ``network`` into ``out``, each graph format checked on ``sample``, then meta.json; returns meta.json's content."""
     with torch.no_grad():
         expected = network(sample)
     if "weights" in formats:
@@ -57,7 +57,7 @@ def write_formats(record: StudyRecord, network: Normalized, sample: Tensor, out:
     if "mlflow" in formats:
         meta["registered_model"] = _register(record, network, sample, expected, meta)
         meta["formats"].append("mlflow")
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
@@ -90,7 +90,7 @@ def _register(record: StudyRecord, network: nn.Module, sample: Tensor, expected:
     return register_model(
         record, network, sample, expected, run_name=f"export-{meta['study']}", trial_run_id=meta["trial_run_id"],
         params={"trial_run_id": meta["trial_run_id"], "trained_on": "+".join(meta["trained_on"]["splits"]), "test_images": test["images"]},
-        metrics={"test_acc": test["accuracy"], "test_acc_low": test["interval"]["low"], "test_acc_high": test["interval"]["high"],
+        metrics={Metrics.TEST_ACC: test["accuracy"], Metrics.TEST_ACC_LOW: test["interval"]["low"], Metrics.TEST_ACC_HIGH: test["interval"]["high"],
                  Metrics.PARAMS: meta["params"], Metrics.MACS: meta["macs"]},
     )
 
@@ -103,12 +103,12 @@ def load_exported(folder: str | Path) -> tuple[Normalized, dict[str, Any]]:
     """
     folder = Path(folder)
     try:
-        meta = json.loads((folder / "meta.json").read_text())
+        meta = json.loads((folder / META_FILE).read_text())
     except FileNotFoundError:
         raise ConfigError(f"{folder}: not an export (no meta.json); create one with cnnsearch export") from None
     if not (folder / WEIGHTS_FILE).exists():
         raise ConfigError(f"{folder}: no {WEIGHTS_FILE}; export with --formats including weights")
-    model = build_model(load_arch(folder / "arch.yaml"))
+    model = build_model(load_arch(folder / ARCH_FILE))
     model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     norm = meta["normalization"]
     return Normalized(model, tuple(norm["mean"]), tuple(norm["std"])).eval(), meta

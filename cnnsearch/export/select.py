@@ -18,7 +18,7 @@ from typing import Callable
 from ..analysis import completed, meeting
 from ..config import Arch, ConfigError, Recipe, load_arch
 from ..data import ImageData, Split, chance_level, held_out_test_fraction, load_dataset, split_dataset
-from ..names import RECIPE_FILE, Params, Status
+from ..names import ARCH_FILE, RECIPE_FILE, Params, Status
 from ..space import Budget, load_space
 from ..tracking import StudyRecord, TrialRun, trial_runs
 from ..train import CHANCE_MARGIN, fit_to_data, train
@@ -136,7 +136,7 @@ def _say_better_unfinished(record: StudyRecord, done: list[TrialRun], say: Calla
 def _candidate(record: StudyRecord, trial: TrialRun, folder: Path, say: Callable[[str], None]) -> Candidate | None:
     """The trial with its architecture and recipe files; None, said, where it recorded no architecture."""
     try:
-        path = record.download(trial.run_id, "arch.yaml", folder / trial.run_id)
+        path = record.download(trial.run_id, ARCH_FILE, folder / trial.run_id)
     except Exception:  # the store raises several types for a missing artifact
         say(f"trial {trial.name}: no architecture file recorded; skipped")
         return None

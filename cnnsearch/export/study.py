@@ -16,7 +16,7 @@ from .. import __version__
 from ..analysis import pareto, study_trials
 from ..config import ConfigError, save_arch
 from ..data import ImageData, load_test_split
-from ..names import DEFAULT_TRACKING_URI
+from ..names import ARCH_FILE, DEFAULT_TRACKING_URI
 from ..costs import Cost, profile
 from ..tracking import find_study, source_commit
 from .evaluation import accuracy, count_correct
@@ -88,7 +88,7 @@ def _save(name: str, setup: Setup, trained: Trained, estimate: Estimate, out: Pa
     network = Normalized(model, setup.data.mean, setup.data.std).eval()
     cost = profile(trained.arch)
     out.mkdir(parents=True, exist_ok=True)
-    save_arch(trained.arch, out / "arch.yaml")
+    save_arch(trained.arch, out / ARCH_FILE)
     # The model is final: now, and only now, the test images are read.
     test_data, test_indices = load_test_split(setup.dataset, setup.data, setup.split, cache_dir=cache_dir, data_dir=data_dir)
     accuracies = _accuracies(network, setup, (test_data, test_indices), trained, estimate)

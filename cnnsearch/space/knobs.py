@@ -20,7 +20,7 @@ __all__ = ["Choice", "CornerTrial", "Fixed", "FloatRange", "IntRange", "Knob", "
 
 
 class Suggester(Protocol):
-    """What :meth:`Space.sample` needs from a trial: :class:`optuna.trial.Trial` has it."""
+    """What :meth:`~.space.Space.sample` needs from a trial: :class:`optuna.trial.Trial` has it."""
 
     def suggest_categorical(self, name: str, choices: list[Any]) -> Any: ...
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...

@@ -158,7 +158,7 @@ class StageTemplate:
 
 @dataclass(frozen=True)
 class Space:
-    """A validated search space. Build one with :func:`load_space`."""
+    """A validated search space. Build one with :func:`~.parse.load_space`."""
 
     name: str
     source: str

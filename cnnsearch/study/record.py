@@ -3,7 +3,8 @@
 :class:`Tracker` writes every trial to MLflow as :mod:`.launch`'s Tune callback forwards
 its events, and tells :mod:`.progress` what to print. The driver keeps each trial's run id
 and its newest checkpoint, so an event costs the same at the thousandth trial as at the
-first; MLflow is read once, on resume (:func:`recover`). A trial's checkpoint is a folder
+first; MLflow is read when a session opens the study (:func:`recover`, :func:`earlier_accuracies`,
+its finished trials) and when it ends (:func:`finish`), never to handle an epoch. A trial's checkpoint is a folder
 of :data:`STATE_FILE`, :data:`CONFIG_FILE` and the weights. Imports neither Ray nor Optuna.
 """
 

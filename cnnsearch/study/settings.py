@@ -59,7 +59,7 @@ class RunOptions:
     batch_size: int | None = None  # default: the space's recipe.batch_size
     precision: str | None = None  # default: the space's recipe.precision
     compile: bool | None = None  # default: the space's recipe.compile
-    latency_device: str | None = None  # default: cpu; what measures each trial's latency_ms (cnnsearch.profile.latency)
+    latency_device: str | None = None  # default: cpu; what measures each trial's latency_ms (cnnsearch.costs.latency)
     max_concurrent: int | None = None  # default: as many as the CPUs allow
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0

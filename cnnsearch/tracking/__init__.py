@@ -2,8 +2,8 @@
 
 One parent run per study and one nested child run per trial. :mod:`.writer` writes them (the
 :class:`Recorder`, the environment, an export's registered model); :mod:`.reader` reads them
-back (:func:`find_study`, :class:`StudyRecord`, :func:`trial_runs`); :mod:`.store` holds what
-both share (:func:`connect`, :func:`trial_name`).
+back (:func:`find_study`, :class:`StudyRecord`, :func:`trial_runs`); :mod:`.store` holds the filter
+of a study's trial runs that both use, and :func:`connect` and :func:`trial_name`, which other modules use too.
 """
 
 from .reader import StudyRecord, TrialRun, find_study, trial_runs

@@ -1,5 +1,5 @@
-"""What the writer and the reader of MLflow records share: connecting to the store, a trial's
-name, and the filter that finds a study's trial runs.
+"""What the writer, the reader and other modules need of MLflow records: connecting to the store,
+a trial's name, the filter that finds a study's trial runs, and quoting a value in a filter.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ..config import Arch
-from ..names import CHECKPOINT_FOLDER, PARETO, RECIPE_FILE, REJECTED, SCORED, Metrics, Params, Status, Tags
+from ..names import ARCH_FILE, CHECKPOINT_FOLDER, PARETO, RECIPE_FILE, REJECTED, RESULTS, SCORED, Metrics, Params, Status, Tags
 from .reader import StudyRecord, record_of
 from .store import TRIALS_OF, trial_name
 
@@ -196,7 +196,7 @@ class Recorder:
         self.client.set_tag(run_id, Tags.FAMILY, ",".join(families))
         self.client.set_tag(run_id, Tags.ARCH_HASH, arch.digest)
         self._log_metrics(run_id, cost)
-        self.client.log_text(run_id, yaml.safe_dump(arch.to_dict(), sort_keys=False), "arch.yaml")
+        self.client.log_text(run_id, yaml.safe_dump(arch.to_dict(), sort_keys=False), ARCH_FILE)
 
     def log_recipe(self, run_id: str, recipe: dict[str, Any]) -> None:
         """The recipe the trial trains with (its searched keys drawn), as ``recipe.json``: what its export retrains with."""
@@ -263,16 +263,16 @@ class Recorder:
 
         if front is not None:
             self.client.log_text(self.parent_run_id, front.to_csv(index=False), f"{PARETO}.csv")
-        self.client.log_text(self.parent_run_id, json.dumps(table, indent=2), "results.json")
+        self.client.log_text(self.parent_run_id, json.dumps(table, indent=2), f"{RESULTS}.json")
         # convert_dtypes: a knob that some trials lack stays an integer column (3, not 3.0).
-        self.client.log_text(self.parent_run_id, pd.DataFrame(table).convert_dtypes().to_csv(index=False), "results.csv")
+        self.client.log_text(self.parent_run_id, pd.DataFrame(table).convert_dtypes().to_csv(index=False), f"{RESULTS}.csv")
         self._log_metrics(self.parent_run_id, {Metrics.REJECTED: len(rejected)})
         if rejected:
             self.client.log_text(self.parent_run_id, json.dumps(list(rejected), indent=2), f"{REJECTED}.json")
             self.client.log_text(self.parent_run_id, pd.DataFrame(rejected).to_csv(index=False), f"{REJECTED}.csv")
         if best is not None:
-            self.client.set_tag(self.parent_run_id, "cnnsearch.best_run_id", best["run_id"])
-            self._log_metrics(self.parent_run_id, {f"best_{Metrics.VAL_ACC}": best[Metrics.VAL_ACC]})
+            self.client.set_tag(self.parent_run_id, Tags.BEST_RUN, best["run_id"])
+            self._log_metrics(self.parent_run_id, {Metrics.BEST_VAL_ACC: best[Metrics.VAL_ACC]})
         self.client.set_terminated(self.parent_run_id, "FINISHED")
 
 
@@ -286,7 +286,7 @@ def register_model(record: StudyRecord, network: nn.Module, sample: Tensor, expe
 
     experiment = record.client.get_experiment(record.experiment_id).name
     with mlflow.start_run(experiment_id=record.experiment_id, run_name=run_name,
-                          tags={Tags.PARENT: record.parent.info.run_id, "cnnsearch.export": trial_run_id}) as run:
+                          tags={Tags.PARENT: record.parent.info.run_id, Tags.EXPORT: trial_run_id}) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         info = mlflow.pytorch.log_model(

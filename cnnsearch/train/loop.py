@@ -311,7 +311,7 @@ def train(
     """Train ``arch`` on ``split.train`` and validate on ``split.val`` after every epoch.
 
     Args:
-        arch: the architecture; it must match the data (see :func:`fit_to_data`).
+        arch: the architecture; it must match the data (see :func:`~.fit.fit_to_data`).
         recipe: optimizer, schedule, batch size, precision and compilation.
         budget: epochs, and optionally a number of training images or seconds; the first limit reached ends
             training (the learning-rate schedule spans the epochs, or the images when fewer).
