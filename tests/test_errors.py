@@ -154,7 +154,7 @@ def test_a_folder_that_holds_a_study_refuses_another(flags, tmp_path, cli):
              "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "settings": {}, "finished": True}
     (folder / "cnnsearch.json").write_text(json.dumps(state))
     status, _, err = cli("run", space, *flags, "--storage", folder, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert status == 2 and "holds study 'A' (experiment 'resnet')" in err.strip().splitlines()[-1], err
+    assert status == 2 and err.count("\n") == 1 and "holds study 'A' (experiment 'resnet')" in err, err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["study"] and [p.name for p in folder.iterdir()] == ["cnnsearch.json"]
 
 
@@ -168,3 +168,12 @@ def test_out_refuses_a_folder_with_files_unless_forced(command, tmp_path, cli):
     assert (out / "model.onnx").read_bytes() == b"someone's model"
     status, _, err = cli(command, "nosuch", "--out", out, "--force", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert status == 2 and "no database" in err, err  # past the folder check, to the missing study
+
+
+def test_a_grid_too_large_to_hold_is_refused_in_one_line_before_anything_is_written(tmp_path, cli):
+    space = Path(__file__).parent.parent / "spaces" / "inception.yaml"
+    status, _, err = cli("run", space, "--sampler", "grid", "--storage", tmp_path / "runs",
+                         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert status == 2 and err.count("\n") == 1, err
+    assert "--sampler grid would cross every knob into 12,884,901,888 points, more than the 1,000,000" in err
+    assert list(tmp_path.iterdir()) == []

@@ -52,8 +52,7 @@ def _run(args: argparse.Namespace) -> None:
     space = load_space(args.space)
     name = args.name or space.name
     options = _options(args, name, trials=args.trials, sampler=args.sampler, scheduler=args.scheduler)
-    _say_how_to_resume(args)
-    result = run_study(space, options)
+    result = run_study(space, options, started=lambda: _say_how_to_resume(args))
     scored = [t for t in result.trials if t["val_acc"] is not None]
     rejected = (f" ({result.rejected} rejected proposals were not trained; the parent run's rejected.csv says why)"
                 if result.rejected else "")
@@ -83,8 +82,7 @@ def _ablate(args: argparse.Namespace) -> None:
         experiment = experiment.with_replicates(args.seeds)
     name = args.name or experiment.name
     options = _options(args, name)
-    _say_how_to_resume(args)
-    result = run_study(experiment.space, options, experiment=experiment)
+    result = run_study(experiment.space, options, experiment=experiment, started=lambda: _say_how_to_resume(args))
     factors = list(experiment.factors)
     rows, cols = factors[0], factors[1] if len(factors) > 1 else None
     record = find_study(result.name, result.tracking_uri)

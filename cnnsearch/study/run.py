@@ -10,6 +10,8 @@ reaches: :mod:`cnnsearch.storage`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..config import Interrupted
 from ..experiment import Experiment
 from ..space import Space
@@ -22,12 +24,14 @@ from .settings import RunOptions, resolve, save_state
 __all__ = ["run_study"]
 
 
-def run_study(space: Space, options: RunOptions, *, experiment: Experiment | None = None) -> StudyResult:
+def run_study(space: Space, options: RunOptions, *, experiment: Experiment | None = None,
+              started: Callable[[], None] = lambda: None) -> StudyResult:
     """Run, resume or extend a study of ``space``, or the cells of an ablation ``experiment``.
 
     MLflow is the record of which trials are done: a resumed study goes on with the trials
     that a crash or Ctrl-C left unfinished from their last checkpoints (and runs again the
-    ones that saved none), then runs as many new trials as are missing.
+    ones that saved none), then runs as many new trials as are missing. ``started`` is called
+    once the study exists in its storage: from then on it can be resumed.
 
     Raises:
         ConfigError: an invalid space, an unreachable tracking store or Ray address, or a
@@ -42,6 +46,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     resumed, ended = recover(recorder, plan.storage)
     done = recorder.trials()
     save_state(plan, recorder.parent_run_id, finished=False)
+    started()
     recorder.set_planned_trials(max(plan.trials, len(done)))
     fit_to = target(plan)
     announce(plan, fit_to.memory)

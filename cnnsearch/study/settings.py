@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -207,9 +208,26 @@ def _settings(space: Space, options: RunOptions, experiment: Experiment | None,
     if latency_device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--latency-device cuda: the driver's machine has no CUDA device; use cpu or onnxruntime")
     settings |= {"trials": trials, "sampler": sampler, "scheduler": scheduler, "seed": seed, "latency_device": latency_device}
-    if sampler == "grid" and not experiment and (space.size() or 0) < trials:
-        raise ConfigError(f"{space.source}: a grid of {space.size()} points cannot fill {trials} trials")
+    if sampler == "grid" and not experiment:
+        _check_grid(space, trials)
     return space, settings
+
+
+# Optuna's GridSampler holds every point of its grid in memory, as a tuple of values: a million
+# of them take a few hundred MiB, and a space's whole product can run to billions.
+GRID_LIMIT = 1_000_000
+
+
+def _check_grid(space: Space, trials: int) -> None:
+    """Refuse a grid that cannot be built (a continuous knob), that no memory holds, or that has fewer points than ``trials``."""
+    points = math.prod(len(values) for values in space.grid().values())
+    if points > GRID_LIMIT:
+        raise ConfigError(
+            f"{space.source}: --sampler grid would cross every knob into {points:,} points, more than the {GRID_LIMIT:,} "
+            "a grid may hold in memory; narrow the space, or use another --sampler"
+        )
+    if (space.size() or 0) < trials:
+        raise ConfigError(f"{space.source}: a grid of {space.size()} points cannot fill {trials} trials")
 
 
 def _setting(space: Space, key: str) -> Any:
