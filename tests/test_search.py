@@ -416,3 +416,20 @@ def test_several_objectives_refuse_asha(tmp_path, cli, tiny_space):
     status, _, err = cli("run", space_file, "--scheduler", "asha", "--storage", tmp_path / "runs", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
     (line,) = [line for line in err.splitlines() if line.startswith("cnnsearch: error:")]
     assert status == 2 and "--scheduler asha stops trials by accuracy alone" in line and "Traceback" not in err
+
+
+def test_fp16_trials_on_gpus_are_fitted_by_a_driver_without_one(tmp_path, tiny_space):
+    """The driver checks proposals on its CPU: fp16, which only a GPU trains, must not stop it there."""
+    import random
+    from types import SimpleNamespace
+
+    from cnnsearch.data import load_dataset
+    from cnnsearch.space.knobs import RandomTrial
+    from cnnsearch.study.reject import fitted, target
+
+    space = load_space(tiny_space(tmp_path)).override(recipe={"precision": "fp16"})
+    plan = SimpleNamespace(space=space, gpus=0.25, memory=2**34, data=load_dataset("synthetic"), settings={"latency_device": "cpu"})
+    fit_to = target(plan)
+    assert fit_to.precision == "fp16" and fit_to.memory is None
+    arch, recipe, cost = fitted(space, RandomTrial(random.Random(0)), fit_to)
+    assert recipe.precision == "fp16" and cost["params"] > 0

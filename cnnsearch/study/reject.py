@@ -34,14 +34,23 @@ class Target:
 
     shape: dict[str, int]  # of the data: classes, image size, channels
     memory: float | None  # the largest Ray node's memory resource, in bytes; None when trials train on GPUs
-    precision: str  # recipe.precision as a CPU trial resolves it: its activations' size follows it
+    precision: str  # of the trials: the size of their activations follows it (see target)
     latency_device: str  # what measures latency_ms: cpu, cuda or onnxruntime
 
 
 def target(plan: Plan) -> Target:
-    """What the plan's proposals are fitted to and checked against."""
-    return Target(data_shape(plan.data), None if plan.gpus else plan.memory,
-                  resolve_precision(plan.space.recipe.precision, torch.device("cpu")), plan.settings["latency_device"])
+    """What the plan's proposals are fitted to and checked against.
+
+    Trials on GPUs keep their activations in the GPU's memory, which the driver does not
+    check: their precision is the recipe's own (the driver may have no GPU to resolve
+    ``auto`` with). A CPU trial's follows this machine's CPU.
+    """
+    precision = plan.space.recipe.precision
+    if not plan.gpus:
+        precision = resolve_precision(precision, torch.device("cpu"))
+    elif precision == "auto":
+        precision = "fp32"  # the larger activations, for an estimate that nothing reserves
+    return Target(data_shape(plan.data), None if plan.gpus else plan.memory, precision, plan.settings["latency_device"])
 
 
 def fitted(space: Space, draw: Suggester, target: Target) -> tuple[Arch, Recipe, dict[str, int]]:
