@@ -210,3 +210,17 @@ def test_a_recipe_knob_can_be_a_factor(tmp_path, cli, tiny_space):
     (tmp_path / "experiment.yaml").write_text((tmp_path / "experiment.yaml").read_text().replace("[0.02, 0.2]", "[0.02, 0.5]"))
     status, _, err = cli("ablate", tmp_path / "experiment.yaml", "--storage", tmp_path / "runs")
     assert status == 2 and "factors.recipe.lr: recipe.lr: 0.5 is outside the space" in err, err
+
+
+@pytest.mark.slow
+def test_a_cell_that_cannot_train_is_refused_before_anything_is_written(ray_session, tmp_path, tiny_space, cli):
+    """The mobilenet stem leaves a 1x1 map before the last stage's batch norm: batch 1 cannot train, which only fitting the cell finds."""
+    tiny_space(tmp_path, stem={"style": "mobilenet", "channels": 8}, stages=[{"stride": 2}] * 4,
+               residual={"num_blocks": 1, "width": 8}, dataset={"subset": 64}, budget={"epochs": 1}, recipe={"precision": "fp32", "batch_size": [1, 2]})
+    (tmp_path / "experiment.yaml").write_text(
+        "name: batches\nspace: tiny.yaml\nfactors:\n  recipe.batch_size: [2, 1]\nreplicates: 1\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    status, _, err = cli("ablate", tmp_path / "experiment.yaml", "--tracking-uri", uri, "--storage", tmp_path / "runs")
+    assert status == 2 and "cannot train at batch 1" in err and "Traceback" not in err, err
+    assert not (tmp_path / "runs" / "cnnsearch.json").exists()
+    assert mlflow.MlflowClient(uri).search_runs([e.experiment_id for e in mlflow.MlflowClient(uri).search_experiments()]) == []

@@ -41,6 +41,9 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     from . import launch  # Ray takes a second to import: only a study that runs pays for it
 
     plan = resolve(space, options, experiment, launch.start)
+    fit_to = target(plan)
+    # Every cell is fitted and checked before anything is written: a cell that cannot be is the experiment's error.
+    cells = {cell.key: cell_config(plan.space, cell, fit_to, plan.settings["seed"]) for cell in experiment.cells} if experiment else {}
     tags = study_tags(plan)
     recorder = open_study(plan, tags)
     resumed, ended = recover(recorder, plan.storage)
@@ -48,13 +51,11 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     save_state(plan, recorder.parent_run_id, finished=False)
     started()
     recorder.set_planned_trials(max(plan.trials, len(done)))
-    fit_to = target(plan)
     announce(plan, fit_to.memory)
     stop, proposals, configs = launch.Stop(), None, []
     if experiment is not None:
         finished = {row["cell"] for row in done} | {config["cell"] for config in resumed}
-        seed = plan.settings["seed"]
-        configs = resumed + [cell_config(plan.space, cell, fit_to, seed) for cell in experiment.cells if cell.key not in finished]
+        configs = resumed + [config for key, config in cells.items() if key not in finished]
         missing = len(configs)
     else:
         missing = max(plan.trials - len(done), len(resumed))
