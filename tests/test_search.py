@@ -433,3 +433,19 @@ def test_fp16_trials_on_gpus_are_fitted_by_a_driver_without_one(tmp_path, tiny_s
     assert fit_to.precision == "fp16" and fit_to.memory is None
     arch, recipe, cost = fitted(space, RandomTrial(random.Random(0)), fit_to)
     assert recipe.precision == "fp16" and cost["params"] > 0
+
+
+def test_a_reservation_never_exceeds_the_largest_node_and_a_resumed_trial_that_cannot_fit_is_refused():
+    from types import SimpleNamespace
+
+    from cnnsearch.config import ConfigError
+    from cnnsearch.names import Metrics
+    from cnnsearch.study.reject import MEMORY_GRAIN, check_resumed, reservation
+
+    largest = 8 * MEMORY_GRAIN + 2**20  # 2 GiB and 1 MiB: an estimate just under it rounds up past it
+    config = {"cost": {Metrics.MEMORY_ESTIMATE: largest / 2**20 - 0.5}}
+    assert reservation(config, largest) == largest
+    assert reservation({"cost": {Metrics.MEMORY_ESTIMATE: 300}}, largest) == 2 * MEMORY_GRAIN  # rounded to the grain
+    check_resumed([config], SimpleNamespace(memory=largest))
+    with pytest.raises(ConfigError, match="an interrupted trial needs about 2.0 GiB of memory, more than the 1.0 GiB"):
+        check_resumed([config], SimpleNamespace(memory=4 * MEMORY_GRAIN))

@@ -294,7 +294,7 @@ def run_trials(plan: Plan, tracker: Tracker, stop: Stop, missing: int, *, propos
         tune.with_parameters(_trial, space=plan.space, data=plan.data, split=plan.split, threads=max(1, int(cpus)),
                              device="cuda" if gpus else "cpu", storage=storage),
         # Each trial reserves the memory it is expected to need: Ray starts no more at once than fit.
-        lambda config: PlacementGroupFactory([{"CPU": cpus, "GPU": gpus, "memory": reservation(config)}]),
+        lambda config: PlacementGroupFactory([{"CPU": cpus, "GPU": gpus, "memory": reservation(config, plan.memory)}]),
     )
     tuner = tune.Tuner(
         trainable,

@@ -25,7 +25,7 @@ from ..space import Fixed, Space, Suggester
 from ..train import data_shape, fit_to_data, resolve_precision
 from .settings import Plan
 
-__all__ = ["Target", "cell_config", "exhausted", "fitted", "fixed_values", "level_param", "reservation", "target", "trial_config"]
+__all__ = ["Target", "cell_config", "check_resumed", "exhausted", "fitted", "fixed_values", "level_param", "reservation", "target", "trial_config"]
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,24 @@ def fitted(space: Space, draw: Suggester, target: Target) -> tuple[Arch, Recipe,
 MEMORY_GRAIN = 256 * 2**20
 
 
-def reservation(config: dict[str, Any]) -> int:
-    """The bytes of memory a trial reserves in Ray: its estimate rounded up to the grain."""
+def reservation(config: dict[str, Any], largest: float) -> int:
+    """The bytes of memory a trial reserves in Ray: its estimate rounded up to the grain, but never
+    past ``largest``, the largest node's memory: a reservation that no node can hold would leave the
+    trial pending for ever, and Tune does not say so."""
     estimate = config["cost"].get(Metrics.MEMORY_ESTIMATE, WORKER_BASE / 2**20) * 2**20
-    return math.ceil(estimate / MEMORY_GRAIN) * MEMORY_GRAIN
+    return min(math.ceil(estimate / MEMORY_GRAIN) * MEMORY_GRAIN, max(int(largest), math.ceil(estimate)))
+
+
+def check_resumed(configs: list[dict[str, Any]], target: Target) -> None:
+    """Refuse to resume trials that need more memory than the largest node has now (a smaller
+    cluster than the one they began on), as :func:`fitted` refuses a new proposal."""
+    for config in configs if target.memory is not None else ():
+        needed = config["cost"].get(Metrics.MEMORY_ESTIMATE, 0) * 2**20
+        if needed > target.memory:
+            raise ConfigError(
+                f"an interrupted trial needs about {needed / 2**30:.1f} GiB of memory, more than the {target.memory / 2**30:.1f} GiB "
+                "of the largest Ray node now; resume it on nodes with more memory"
+            )
 
 
 def trial_config(arch: Arch, recipe: Recipe, cost: dict[str, int], record: dict[str, Any], seed: int,

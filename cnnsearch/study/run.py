@@ -18,7 +18,7 @@ from ..space import Space
 from .progress import Progress, announce
 from .propose import Proposals, rejected_proposals
 from .record import StudyResult, Tracker, earlier_accuracies, finish, open_study, recover, study_tags
-from .reject import cell_config, exhausted, target
+from .reject import cell_config, check_resumed, exhausted, target
 from .settings import RunOptions, resolve, save_state
 
 __all__ = ["run_study"]
@@ -44,9 +44,9 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     fit_to = target(plan)
     # Every cell is fitted and checked before anything is written: a cell that cannot be is the experiment's error.
     cells = {cell.key: cell_config(plan.space, cell, fit_to, plan.settings["seed"]) for cell in experiment.cells} if experiment else {}
-    tags = study_tags(plan)
-    recorder = open_study(plan, tags)
+    recorder = open_study(plan, tags := study_tags(plan))
     resumed, ended = recover(recorder, plan.storage)
+    check_resumed(resumed, fit_to)
     done = recorder.trials()
     save_state(plan, recorder.parent_run_id, finished=False)
     started()
