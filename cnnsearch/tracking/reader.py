@@ -1,5 +1,6 @@
-"""Reading a study back from MLflow: :func:`find_study`, the :class:`StudyRecord` that queries,
-plots and exports read, and its trial runs as plain values (:func:`trial_runs`).
+"""Reading a study back from MLflow: by name (:func:`find_study`) or by its parent run
+(:func:`study_of_run`), the :class:`StudyRecord` that queries, plots and exports read, and its
+trial runs as plain values (:func:`trial_runs`).
 
 A StudyRecord writes one thing: :meth:`StudyRecord.log_files` attaches a query's plots and
 tables to the study's parent run.
@@ -21,7 +22,7 @@ from .store import TRIALS_OF, connect, filter_value
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["StudyRecord", "TrialRun", "find_study", "record_of", "trial_runs"]
+__all__ = ["StudyRecord", "TrialRun", "find_study", "record_of", "study_of_run", "trial_runs"]
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,16 @@ def find_study(name: str, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: 
         known = sorted({r.data.tags[Tags.STUDY] for r in client.search_runs(ids, filter_string=f"tags.`{Tags.STUDY}` != ''")})
         raise ConfigError(f"{tracking_uri}: no study named {name!r}" + (f" (studies: {', '.join(known)})" if known else ""))
     return record_of(client, parents[0])
+
+
+def study_of_run(parent_run_id: str, tracking_uri: str = DEFAULT_TRACKING_URI) -> StudyRecord:
+    """The study whose parent run is ``parent_run_id``: the study a driver ran, even where a newer one has its name.
+
+    Raises:
+        ConfigError: the store cannot be reached.
+    """
+    client = connect(tracking_uri)
+    return record_of(client, client.get_run(parent_run_id))
 
 
 def record_of(client: Any, parent: Any) -> StudyRecord:
