@@ -5,7 +5,6 @@ tracking as an ablation writes it) and run_study is replaced: no Ray."""
 from __future__ import annotations
 
 import mlflow
-import pytest
 from optuna.trial import FixedTrial
 
 import cnnsearch.study

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,8 +67,15 @@ class StudyRecord:
         name = self.parent.data.tags.get(Tags.SPACE_FILE)
         return Path(self.client.download_artifacts(self.parent.info.run_id, name, str(folder))) if name else None
 
-    def download(self, run_id: str, path: str, folder: str | Path) -> Path:
-        """Download the artifact ``path`` of run ``run_id`` into ``folder``; raises what MLflow raises when it is missing."""
+    def download(self, run_id: str, path: str, folder: str | Path) -> Path | None:
+        """Download the artifact ``path`` of run ``run_id`` into ``folder``; None where the run recorded no such file.
+
+        Looked up in its folder's listing first: MLflow raises the same for a missing file as for
+        a store that failed, and only the first may be taken for an absence.
+        """
+        listed = self.client.list_artifacts(run_id, posixpath.dirname(path) or None)
+        if not any(item.path == path and not item.is_dir for item in listed):
+            return None
         return Path(self.client.download_artifacts(run_id, path, str(folder)))
 
     def history(self, run_id: str, metric: str) -> list[tuple[int, float]]:
@@ -86,6 +94,7 @@ class TrialRun:
     name: str  # its run name: trial-ID, and its status after it when it did not complete
     status: str | None  # a Status; None while it has not finished
     val_acc: float  # its last validation accuracy; NaN where it recorded none
+    seed: int | None = None  # the seed it trained with (an ablation replicate's is offset); None where it recorded none
 
 
 def trial_runs(runs: pd.DataFrame, *, best_first: bool = False) -> list[TrialRun]:
@@ -95,9 +104,15 @@ def trial_runs(runs: pd.DataFrame, *, best_first: bool = False) -> list[TrialRun
     if best_first and column in runs:
         runs = runs.sort_values(column, ascending=False)
     return [
-        TrialRun(run["run_id"], run[f"tags.{Tags.RUN_NAME}"], run.get(f"tags.{Tags.STATUS}"), float(run.get(column, math.nan)))
+        TrialRun(run["run_id"], run[f"tags.{Tags.RUN_NAME}"], run.get(f"tags.{Tags.STATUS}"), float(run.get(column, math.nan)),
+                 _seed(run.get("params.seed")))
         for _, run in runs.iterrows()
     ]
+
+
+def _seed(param: Any) -> int | None:
+    """A trial's seed param (a string, or NaN in the frame where the run has none) as an int."""
+    return int(param) if isinstance(param, str) and param not in ("", "None") else None
 
 
 def find_study(name: str, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: str | None = None) -> StudyRecord:
