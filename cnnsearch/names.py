@@ -73,6 +73,7 @@ class Params:
     """Trial params that are not knobs."""
 
     PRECISION = "precision"  # what recipe.precision resolved to on the trial's device
+    SEED = "seed"  # the seed a trial trained with (an ablation replicate's: the study's seed + its replicate)
     RECIPE = "recipe"  # of a study: its recipe as JSON, searched keys at their defaults (each trial's is its recipe.json)
 
 

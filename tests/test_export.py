@@ -321,3 +321,20 @@ def test_a_searched_recipe_is_each_trials_own_and_its_export_retrains_with_it(ra
     meta = json.loads((out_folder / "meta.json").read_text())
     best = max(runs, key=lambda run: run.data.metrics["val_acc"])
     assert {key: str(meta["trained_on"]["recipe"][key]) for key in keys} == {key: best.data.params[f"recipe.{key}"] for key in keys}
+
+
+def test_an_exported_replicate_records_the_seed_it_trained_with(ray_session, tmp_path, tiny_space, cli):
+    # An ablation's replicate r trains with the study's seed + r: the exported checkpoint's seed is that, not the study's.
+    tiny_space(tmp_path, dataset={"subset": 128}, budget={"epochs": 1})
+    (tmp_path / "seeds.yaml").write_text("name: seeds\nspace: tiny.yaml\nbase: {stem.channels: 8, residual.num_blocks: 1}\n"
+                                         "factors:\n  residual.width: [8, 16]\nreplicates: 2\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    status, _, err = cli("ablate", tmp_path / "seeds.yaml", "--tracking-uri", uri, "--storage", tmp_path / "runs", "--seed", "5")
+    assert status == 0, err
+    client = mlflow.MlflowClient(uri)
+    replicate = client.search_runs([client.get_experiment_by_name("seeds").experiment_id], filter_string="params.replicate = '1'")[0]
+    from cnnsearch.export import export_study
+
+    meta = export_study("seeds", tmp_path / "out", retrain_epochs=0, run_id=replicate.info.run_id, formats=("weights",),
+                        tracking_uri=uri, force=True, say=lambda line: None)
+    assert meta["trial_run_id"] == replicate.info.run_id and meta["seed"] == 6

@@ -47,7 +47,7 @@ def add_ablate(commands: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     from ..study import run_study, searched_knobs
-    from ..tracking import trial_name
+    from ..tracking import study_of_run, trial_name
 
     space = load_space(args.space)
     name = args.name or space.name
@@ -67,7 +67,7 @@ def _run(args: argparse.Namespace) -> None:
         print(f"\nPareto front of the {sum(t['status'] == Status.COMPLETED for t in result.trials)} completed trials "
               f"({', '.join(f'{o.metric} {o.goal}' for o in space.objectives)}), {len(result.front)} points:")
         print(format_front(result.front))
-    _pictures(result, options)
+    _pictures(study_of_run(result.parent_run_id, result.tracking_uri), options)
     _footer(result)
 
 
@@ -75,7 +75,7 @@ def _ablate(args: argparse.Namespace) -> None:
     from ..analysis import completed, pivot
     from ..experiment import load_experiment
     from ..study import run_study
-    from ..tracking import find_study
+    from ..tracking import study_of_run
 
     experiment = load_experiment(args.experiment_file)
     if args.seeds:
@@ -85,13 +85,14 @@ def _ablate(args: argparse.Namespace) -> None:
     result = run_study(experiment.space, options, experiment=experiment, started=lambda: _say_how_to_resume(args))
     factors = list(experiment.factors)
     rows, cols = factors[0], factors[1] if len(factors) > 1 else None
-    record = find_study(result.name, result.tracking_uri)
+    # By its parent run: a newer study may have the same name.
+    record = study_of_run(result.parent_run_id, result.tracking_uri)
     runs = completed(record)
     if not runs.empty:
         print(f"\n{name}: {len(result.trials)} trials ({experiment.design}, {experiment.replicates} replicates per cell)")
         print(format_table(pivot(runs, rows, cols, "val_acc"), rows, cols, "val_acc", "mean"))
         _effects(record, runs, factors, options.storage)
-    _pictures(result, options, rows, cols)
+    _pictures(record, options, rows, cols)
     _footer(result)
 
 
@@ -151,13 +152,11 @@ def _effects(record: StudyRecord, runs: pd.DataFrame, factors: list[str], storag
         record.log_files(paths, "analysis")
 
 
-def _pictures(result: StudyResult, options: RunOptions, rows: str | None = None, cols: str | None = None) -> None:
+def _pictures(record: StudyRecord, options: RunOptions, rows: str | None = None, cols: str | None = None) -> None:
     """Draw the study's pictures into its storage and attach them to its parent run."""
     from ..plots import plot_study
     from ..storage import Storage
-    from ..tracking import find_study
 
-    record = find_study(result.name, result.tracking_uri)
     storage = Storage.open(options.storage)
     with storage.local_folder("plots") as folder:
         paths = plot_study(record, folder, rows=rows, cols=cols, say=say)

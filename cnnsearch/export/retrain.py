@@ -23,21 +23,20 @@ __all__ = ["Trained", "from_checkpoint", "retrained"]
 
 @dataclass(frozen=True)
 class Trained:
-    """The model to export: its trial, its architecture fitted to the data, what it trained on, and the seed."""
+    """The model to export: its trial, its architecture fitted to the data, what it trained on, and the seed it trained with
+    (its trial's, an ablation replicate's offset included, for a checkpoint; None where the trial recorded none)."""
 
     candidate: Candidate
     arch: Arch
     model: nn.Module
     trained_on: dict[str, Any]
-    seed: int
+    seed: int | None
 
 
 def _checkpoint(record: StudyRecord, candidate: Candidate, folder: Path) -> dict[str, Tensor] | None:
-    try:
-        path = record.download(candidate.run_id, f"{CHECKPOINT_FOLDER}/{WEIGHTS_FILE}", folder / "ckpt" / candidate.run_id)
-    except Exception:  # no checkpoint recorded
-        return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The weights the candidate's trial recorded; None where it recorded none (an error reading them raises)."""
+    path = record.download(candidate.run_id, f"{CHECKPOINT_FOLDER}/{WEIGHTS_FILE}", folder / "ckpt" / candidate.run_id)
+    return None if path is None else torch.load(path, map_location="cpu", weights_only=True)
 
 
 def from_checkpoint(name: str, setup: Setup, candidates: list[Candidate], estimate: Estimate, folder: Path,
@@ -60,7 +59,7 @@ def from_checkpoint(name: str, setup: Setup, candidates: list[Candidate], estima
     model = build_model(arch)
     model.load_state_dict(weights)
     trained_on = {"splits": ["train"], "images": len(setup.split.train), "epochs": setup.budget.epochs, "how": "the trial's own checkpoint"}
-    return Trained(candidate, arch, model, trained_on, int(setup.record.params.get("seed", 0))), estimate
+    return Trained(candidate, arch, model, trained_on, candidate.seed), estimate
 
 
 def retrained(setup: Setup, candidate: Candidate, epochs: int, *, device: str, say: Callable[[str], None]) -> Trained:

@@ -1,6 +1,7 @@
 """Choosing what a study exports: the study as it recorded its data, split, recipe and budget
 (:class:`Setup`); its candidate trials, best first; with several top trials or seeds, their
-re-evaluation, whose best mean wins; and the refusal of a winner that learned nothing.
+re-evaluation, whose best mean wins (a seed that scored NaN fails its candidate); and the
+refusal of a winner that learned nothing.
 
 Nothing here reads the test split.
 """
@@ -15,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from pydantic import ValidationError
+
 from ..analysis import completed, meeting
-from ..config import Arch, ConfigError, Recipe, load_arch
+from ..config import Arch, ConfigError, Recipe, format_validation_error, load_arch
 from ..data import ImageData, Split, chance_level, held_out_test_fraction, load_dataset, split_dataset
 from ..names import ARCH_FILE, RECIPE_FILE, Params, Status
 from ..space import Budget, load_space
@@ -35,6 +38,7 @@ class Candidate:
     val_acc: float
     arch: Arch
     recipe: Recipe | None  # the trial's own, where it recorded one; else the study's
+    seed: int | None  # the seed its trial trained with; None where it recorded none
 
 
 @dataclass(frozen=True)
@@ -134,17 +138,22 @@ def _say_better_unfinished(record: StudyRecord, done: list[TrialRun], say: Calla
 
 
 def _candidate(record: StudyRecord, trial: TrialRun, folder: Path, say: Callable[[str], None]) -> Candidate | None:
-    """The trial with its architecture and recipe files; None, said, where it recorded no architecture."""
-    try:
-        path = record.download(trial.run_id, ARCH_FILE, folder / trial.run_id)
-    except Exception:  # the store raises several types for a missing artifact
+    """The trial with its architecture and recipe files; None, said, where it recorded no architecture.
+
+    Raises:
+        ConfigError: its recorded recipe does not validate.
+    """
+    path = record.download(trial.run_id, ARCH_FILE, folder / trial.run_id)
+    if path is None:
         say(f"trial {trial.name}: no architecture file recorded; skipped")
         return None
+    # A trial recorded before trials logged their recipes has none: the study's is its.
+    recipe_path = record.download(trial.run_id, RECIPE_FILE, folder / trial.run_id)
     try:
-        recipe = Recipe.model_validate_json(record.download(trial.run_id, RECIPE_FILE, folder / trial.run_id).read_text())
-    except Exception:  # a trial recorded before trials logged their recipes: the study's
-        recipe = None
-    return Candidate(trial.run_id, trial.name, trial.val_acc, load_arch(path), recipe)
+        recipe = None if recipe_path is None else Recipe.model_validate_json(recipe_path.read_text())
+    except ValidationError as error:
+        raise format_validation_error(error, f"trial {trial.name} (MLflow run {trial.run_id}): {RECIPE_FILE}") from None
+    return Candidate(trial.run_id, trial.name, trial.val_acc, load_arch(path), recipe, trial.seed)
 
 
 def reevaluate(setup: Setup, candidates: list[Candidate], *, top: int, seeds: int, device: str,
@@ -153,25 +162,40 @@ def reevaluate(setup: Setup, candidates: list[Candidate], *, top: int, seeds: in
 
     With ``top`` > 1 or ``seeds`` > 1 the top candidates are each retrained with ``seeds`` seeds on the
     study's split and budget, and ranked by their mean validation accuracy, the rest after them by
-    their trial's; else the candidates stay as they are, ranked by their trial.
+    their trial's; else the candidates stay as they are, ranked by their trial. A candidate with a
+    seed that scored no accuracy (diverged, NaN) has failed: said, and ranked after every other.
+
+    Raises:
+        ConfigError: every re-evaluated candidate failed.
     """
     estimate = Estimate.of_trial(candidates[0], setup.searched_images)
     if top <= 1 and seeds <= 1:
         return candidates, estimate
-    scored = []
+    scored, failed = [], []
     for candidate in candidates[:top]:
-        accs = []
-        for seed in range(seeds):
-            result = train(fit_to_data(candidate.arch, setup.data), setup.data, setup.split, recipe=candidate.recipe or setup.recipe,
-                           budget=setup.budget, seed=seed, device=device)
-            accs.append(result.val_acc if result.val_acc is not None else math.nan)
+        accs = [_seed_accuracy(setup, candidate, seed, device) for seed in range(seeds)]
+        shown = ", ".join(f"{a:.2%}" for a in accs)
+        if any(math.isnan(a) for a in accs):
+            say(f"{candidate.run_name}: trial {candidate.val_acc:.2%}, {seeds} seeds ({shown}): a seed diverged; it failed and ranks last")
+            failed.append(candidate)
+            continue
         mean = sum(accs) / len(accs)
-        say(f"{candidate.run_name}: trial {candidate.val_acc:.2%}, {seeds} seeds: mean {mean:.2%} ({', '.join(f'{a:.2%}' for a in accs)})")
+        say(f"{candidate.run_name}: trial {candidate.val_acc:.2%}, {seeds} seeds: mean {mean:.2%} ({shown})")
         scored.append((mean, candidate, accs))
-    mean, best, accs = max(scored, key=lambda item: item[0])
-    # The re-evaluated ones by their mean, then the rest by their trial: the order to fall back in.
-    ranked = [c for _, c, _ in sorted(scored, key=lambda item: -item[0])] + candidates[top:]
+    if not scored:
+        raise ConfigError(f"study {setup.record.name!r}: each of the {len(failed)} re-evaluated trials diverged with some seed; nothing to export")
+    scored.sort(key=lambda item: -item[0])
+    mean, best, accs = scored[0]
+    # The re-evaluated ones by their mean, then the rest by their trial, then the failed: the order to fall back in.
+    ranked = [c for _, c, _ in scored] + candidates[top:] + failed
     return ranked, Estimate(mean, f"mean of {seeds} seeds of trial {best.run_name}", accs, len(setup.split.val))
+
+
+def _seed_accuracy(setup: Setup, candidate: Candidate, seed: int, device: str) -> float:
+    """The candidate's validation accuracy, trained afresh with ``seed`` on the study's split and budget; NaN where it scored none."""
+    result = train(fit_to_data(candidate.arch, setup.data), setup.data, setup.split, recipe=candidate.recipe or setup.recipe,
+                   budget=setup.budget, seed=seed, device=device)
+    return math.nan if result.val_acc is None else float(result.val_acc)
 
 
 def refuse_at_chance(name: str, setup: Setup, estimate: Estimate, *, force: bool) -> None:

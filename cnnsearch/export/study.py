@@ -60,9 +60,14 @@ def export_study(
     CHANCE_MARGIN of chance learned nothing, and is refused unless ``force``. Then, once,
     the exported model is measured on the test split (:func:`cnnsearch.data.load_test_split`).
 
+    A re-evaluated trial with a seed that diverged has failed and ranks last. Only a file that
+    a trial did not record is passed over (an architecture, or a checkpoint: the next best is
+    used, with a line saying so); a failed read from MLflow raises.
+
     Raises:
         ConfigError: no such study, no usable trial, a condition that names no metric or that
-            no trial meets, no checkpoint where one is needed, or data that is not the study's.
+            no trial meets, no checkpoint where one is needed, a recorded recipe that does not
+            validate, every re-evaluated trial diverged, or data that is not the study's.
     """
     unknown = set(formats) - set(FORMATS)
     if unknown:

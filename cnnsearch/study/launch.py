@@ -145,7 +145,7 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
         )
 
     try:
-        result = train(arch, data, split, recipe=Recipe.model_validate(config["recipe"]), budget=space.budget, seed=config["record"]["seed"], device=device,
+        result = train(arch, data, split, recipe=Recipe.model_validate(config["recipe"]), budget=space.budget, seed=config["record"][Params.SEED], device=device,
                        checkpoint=save, callback=report, resume=resume)
         failure, diverged = (result.message, True) if result.status == Status.DIVERGED else (None, False)
     except Exception as error:  # the architecture's or the recipe's failure, not the machine's: no retry

@@ -88,7 +88,7 @@ def open_study(plan: Plan, tags: dict[str, str]) -> Recorder:
         tags=tags | {Tags.OBJECTIVES: json.dumps([objective.model_dump() for objective in space.objectives])},
         parent_run_id=plan.state["parent_run_id"] if plan.state else None,
         params={
-            "seed": settings["seed"],
+            Params.SEED: settings["seed"],
             "sampler": settings["sampler"],
             "scheduler": settings["scheduler"],
             "dataset": space.dataset.name,

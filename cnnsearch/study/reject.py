@@ -19,7 +19,7 @@ import torch
 
 from ..config import Arch, ConfigError, Recipe
 from ..experiment import Cell, FixedSuggester
-from ..names import Metrics
+from ..names import Metrics, Params
 from ..costs import WORKER_BASE, latency, over_limits, profile, training_memory
 from ..space import Fixed, Space, Suggester
 from ..train import data_shape, fit_to_data, resolve_precision
@@ -118,7 +118,7 @@ def check_resumed(configs: list[dict[str, Any]], target: Target) -> None:
 def trial_config(arch: Arch, recipe: Recipe, cost: dict[str, int], record: dict[str, Any], seed: int,
                  cell: str | None = None) -> dict[str, Any]:
     """What a Tune trial receives: the architecture and recipe to train, and what the driver records of it (the seed among it)."""
-    return {"arch": arch.to_dict(), "recipe": recipe.model_dump(mode="json"), "cost": cost, "record": record | {"seed": seed}, "cell": cell}
+    return {"arch": arch.to_dict(), "recipe": recipe.model_dump(mode="json"), "cost": cost, "record": record | {Params.SEED: seed}, "cell": cell}
 
 
 def fixed_values(space: Space) -> dict[str, Any]:

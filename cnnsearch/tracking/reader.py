@@ -1,5 +1,6 @@
-"""Reading a study back from MLflow: :func:`find_study`, the :class:`StudyRecord` that queries,
-plots and exports read, and its trial runs as plain values (:func:`trial_runs`).
+"""Reading a study back from MLflow: by name (:func:`find_study`) or by its parent run
+(:func:`study_of_run`), the :class:`StudyRecord` that queries, plots and exports read, and its
+trial runs as plain values (:func:`trial_runs`).
 
 A StudyRecord writes one thing: :meth:`StudyRecord.log_files` attaches a query's plots and
 tables to the study's parent run.
@@ -9,19 +10,20 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError
-from ..names import DEFAULT_TRACKING_URI, Metrics, Tags
+from ..names import DEFAULT_TRACKING_URI, Metrics, Params, Tags
 from ..space import ACCURACY, Objective
 from .store import TRIALS_OF, connect, filter_value
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["StudyRecord", "TrialRun", "find_study", "record_of", "trial_runs"]
+__all__ = ["StudyRecord", "TrialRun", "find_study", "record_of", "study_of_run", "trial_runs"]
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,15 @@ class StudyRecord:
         name = self.parent.data.tags.get(Tags.SPACE_FILE)
         return Path(self.client.download_artifacts(self.parent.info.run_id, name, str(folder))) if name else None
 
-    def download(self, run_id: str, path: str, folder: str | Path) -> Path:
-        """Download the artifact ``path`` of run ``run_id`` into ``folder``; raises what MLflow raises when it is missing."""
+    def download(self, run_id: str, path: str, folder: str | Path) -> Path | None:
+        """Download the artifact ``path`` of run ``run_id`` into ``folder``; None where the run recorded no such file.
+
+        Looked up in its folder's listing first: MLflow raises the same for a missing file as for
+        a store that failed, and only the first may be taken for an absence.
+        """
+        listed = self.client.list_artifacts(run_id, posixpath.dirname(path) or None)
+        if not any(item.path == path and not item.is_dir for item in listed):
+            return None
         return Path(self.client.download_artifacts(run_id, path, str(folder)))
 
     def history(self, run_id: str, metric: str) -> list[tuple[int, float]]:
@@ -85,6 +94,7 @@ class TrialRun:
     name: str  # its run name: trial-ID, and its status after it when it did not complete
     status: str | None  # a Status; None while it has not finished
     val_acc: float  # its last validation accuracy; NaN where it recorded none
+    seed: int | None = None  # the seed it trained with (an ablation replicate's is offset); None where it recorded none
 
 
 def trial_runs(runs: pd.DataFrame, *, best_first: bool = False) -> list[TrialRun]:
@@ -94,9 +104,15 @@ def trial_runs(runs: pd.DataFrame, *, best_first: bool = False) -> list[TrialRun
     if best_first and column in runs:
         runs = runs.sort_values(column, ascending=False)
     return [
-        TrialRun(run["run_id"], run[f"tags.{Tags.RUN_NAME}"], run.get(f"tags.{Tags.STATUS}"), float(run.get(column, math.nan)))
+        TrialRun(run["run_id"], run[f"tags.{Tags.RUN_NAME}"], run.get(f"tags.{Tags.STATUS}"), float(run.get(column, math.nan)),
+                 _seed(run.get(f"params.{Params.SEED}")))
         for _, run in runs.iterrows()
     ]
+
+
+def _seed(param: Any) -> int | None:
+    """A trial's seed param (a string, or NaN in the frame where the run has none) as an int."""
+    return int(param) if isinstance(param, str) and param not in ("", "None") else None
 
 
 def find_study(name: str, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: str | None = None) -> StudyRecord:
@@ -131,6 +147,16 @@ def find_study(name: str, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: 
         known = sorted({r.data.tags[Tags.STUDY] for r in client.search_runs(ids, filter_string=f"tags.`{Tags.STUDY}` != ''")})
         raise ConfigError(f"{tracking_uri}: no study named {name!r}" + (f" (studies: {', '.join(known)})" if known else ""))
     return record_of(client, parents[0])
+
+
+def study_of_run(parent_run_id: str, tracking_uri: str = DEFAULT_TRACKING_URI) -> StudyRecord:
+    """The study whose parent run is ``parent_run_id``: the study a driver ran, even where a newer one has its name.
+
+    Raises:
+        ConfigError: the store cannot be reached.
+    """
+    client = connect(tracking_uri)
+    return record_of(client, client.get_run(parent_run_id))
 
 
 def record_of(client: Any, parent: Any) -> StudyRecord:
