@@ -51,7 +51,7 @@ def test_ablate_summarizes_the_study_it_ran_not_a_newer_one_of_its_name(tmp_path
     newer = record_ablation(experiment, uri, 0.90)  # started later, with the same name: find_study's pick
     client = mlflow.MlflowClient(uri)
 
-    def resumed_older(space, options, experiment=None):  # as a resume of the older study ends
+    def resumed_older(space, options, experiment=None, started=lambda: None):  # as a resume of the older study ends
         return StudyResult(experiment.name, uri, client.get_run(older).info.experiment_id, older, trials=[{}] * len(experiment.cells))
 
     monkeypatch.setattr(cnnsearch.study, "run_study", resumed_older)
@@ -71,7 +71,7 @@ def test_run_draws_and_attaches_the_pictures_of_the_study_it_ran(tmp_path, tiny_
     older, newer = record_ablation(experiment, uri, 0.30), record_ablation(experiment, uri, 0.90)
     client = mlflow.MlflowClient(uri)
 
-    def resumed_older(space, options, experiment=None):
+    def resumed_older(space, options, experiment=None, started=lambda: None):
         return StudyResult("twice", uri, client.get_run(older).info.experiment_id, older, trials=[])
 
     monkeypatch.setattr(cnnsearch.study, "run_study", resumed_older)
