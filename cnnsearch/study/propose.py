@@ -138,7 +138,7 @@ class Proposals:
         if self.single:
             for epoch, value in config["earlier"].items():
                 proposal.report(value, epoch)
-        self._proposals[trial_id], self._reported[trial_id] = proposal, max(config["earlier"])
+        self._proposals[trial_id], self._reported[trial_id] = proposal, max(config["earlier"], default=0)  # none: from the start
         self._costs[trial_id] = config["cost"]
         return config | {"optuna_trial": proposal.number}
 
