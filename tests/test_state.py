@@ -40,7 +40,7 @@ def write_state(folder: Path, space_file: Path, **changes) -> dict:
     space = load_space(space_file)
     state = versioned({
         "name": space.name, "space_hash": space.digest, "experiment": space.name, "parent_run_id": "0",
-        "tracking_uri": "sqlite:///../mlflow.db", "finished": False, "recipe": json.loads(json.dumps(space.recipe.model_dump(mode="json"))),
+        "tracking_uri": f"sqlite:///{folder.parent / 'mlflow.db'}", "tracking_store": "../mlflow.db", "finished": False, "recipe": json.loads(json.dumps(space.recipe.model_dump(mode="json"))),
         "settings": {"trials": 2, "sampler": "tpe", "scheduler": "none", "seed": 0, "latency_device": "cpu"} | dict.fromkeys(_OVERRIDES),
     }) | changes
     folder.mkdir(parents=True, exist_ok=True)
@@ -139,17 +139,31 @@ def test_tracking_uri_always_overrides_the_saved_one(tmp_path, tiny_space):
     assert plan.tracking_uri == f"sqlite:///{tmp_path / 'elsewhere.db'}"
 
 
-@pytest.mark.parametrize(
-    "db, saved",
-    [("beside/mlflow.db", "sqlite:///../mlflow.db"), ("beside/runs/mlflow.db", "sqlite:///mlflow.db"),
-     ("elsewhere/mlflow.db", "sqlite:///{tmp}/elsewhere/mlflow.db")],
-)
-def test_the_saved_tracking_uri_is_relative_to_the_storage_folder_where_the_store_lies_in_or_beside_it(db, saved, tmp_path):
-    from cnnsearch.study.settings import _portable_uri
+def test_a_storage_folder_moved_alone_finds_its_store_where_it_was(tmp_path, tiny_space):
+    space_file = tiny_space(tmp_path)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    recorder = Recorder.open(client, experiment="tiny", study="tiny", space_hash="0")
+    write_state(tmp_path / "before", space_file, parent_run_id=recorder.parent_run_id)
+    shutil.move(tmp_path / "before", tmp_path / "deeper" / "after")  # ../mlflow.db is not there
+    plan = resume(space_file, tmp_path / "deeper" / "after", start_ray=some_ray)
+    assert plan.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
 
-    storage = Storage.open(tmp_path / "beside" / "runs")
-    assert _portable_uri(f"sqlite:///{tmp_path / db}", storage) == saved.format(tmp=tmp_path)
-    assert _portable_uri("http://mlflow:5000", storage) == "http://mlflow:5000"
+
+@pytest.mark.parametrize(
+    "db, beside",
+    [("project/runs/mlflow.db", "mlflow.db"), ("project/mlflow.db", "../mlflow.db"), ("mlflow.db", "../../mlflow.db"),
+     ("elsewhere/mlflow.db", None)],
+)
+def test_a_sqlite_store_inside_or_above_the_storage_folder_is_saved_relative_to_it(db, beside, tmp_path, monkeypatch):
+    """The default layout, ./mlflow.db and ./cnnsearch_runs/NAME, moves as a whole; --storage runs beside mlflow.db too."""
+    from cnnsearch.study.settings import _saved_store
+
+    storage = Storage.open(tmp_path / "project" / "runs")
+    saved = {"tracking_uri": f"sqlite:///{tmp_path / db}"} | ({"tracking_store": beside} if beside else {})
+    assert _saved_store(f"sqlite:///{tmp_path / db}", storage) == saved
+    monkeypatch.chdir(tmp_path)
+    assert _saved_store(f"sqlite:///{db}", storage) == saved  # relative: to the working directory, as MLflow reads it
+    assert _saved_store("http://mlflow:5000", storage) == {"tracking_uri": "http://mlflow:5000"}
 
 
 def checkpointed_trial(storage: Storage, recorder: Recorder, *, version: int | None = STATE_VERSION) -> str:
@@ -211,7 +225,7 @@ def test_a_study_killed_mid_trial_and_moved_with_its_store_resumes_there(ray_ses
     before, after = tmp_path / "before", tmp_path / "after"
     before.mkdir()
     write_slow_space(tiny_space, before, "moving", {"epochs": 3})
-    args = ["run", "moving.yaml", "--storage", "runs", "--trials", "2", "--scheduler", "none", "--max-concurrent", "1"]
+    args = ["run", "moving.yaml", "--trials", "2", "--scheduler", "none", "--max-concurrent", "1"]  # ./mlflow.db, ./cnnsearch_runs/moving
     driver = subprocess.Popen([sys.executable, "-m", "cnnsearch", *args], cwd=before, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -234,4 +248,4 @@ def test_a_study_killed_mid_trial_and_moved_with_its_store_resumes_there(ray_ses
     assert interrupted.info.run_id in {run.info.run_id for run in runs}
     history = mlflow.MlflowClient(uri).get_metric_history(interrupted.info.run_id, "val_acc")
     assert sorted(m.step for m in history) == [1, 2, 3]  # from its checkpoint: no epoch trained twice
-    assert not list((after / "runs" / TRIALS_FOLDER).iterdir())
+    assert not list((after / "cnnsearch_runs" / "moving" / TRIALS_FOLDER).iterdir())

@@ -13,7 +13,8 @@ the study's state file, and holds the version of every state file a study keeps
 function that :func:`resolve` is given.
 
 A study folder can move: paths inside it are relative to its root, and a sqlite tracking
-store in the folder or beside it is saved relative to the folder (see :func:`_portable_uri`).
+store inside the folder or above it is found where it lies from the folder now (see
+:func:`_saved_store` and :func:`_tracking_uri`).
 """
 
 from __future__ import annotations
@@ -291,29 +292,34 @@ def _load_state(storage: Storage) -> dict[str, Any] | None:
     return check_version(json.loads(storage.read_text(state_file)), storage.describe(state_file))
 
 
-def _portable_uri(uri: str, storage: Storage) -> str:
-    """``uri`` as cnnsearch.json saves it.
+def _saved_store(uri: str, storage: Storage) -> dict[str, str]:
+    """How cnnsearch.json saves the tracking store ``uri``: where it is, and where it is from the storage folder.
 
-    A sqlite file in a local storage folder or beside it (in the folder's parent) is saved
-    relative to the folder, so that the two can move together: ``sqlite:///../mlflow.db``.
-    Any other sqlite file is saved absolute; any other URI as it is.
+    ``tracking_uri`` is ``uri`` with a relative sqlite path made absolute (MLflow reads it
+    from the working directory). A sqlite file inside a local storage folder or in a folder
+    above it (``mlflow.db`` beside ``--storage runs``, or above the default
+    ``cnnsearch_runs/NAME``) is also saved as ``tracking_store``, its path relative to the
+    storage folder, so that the two can move together.
     """
-    if not uri.startswith(_SQLITE) or "?" in uri or not storage.local:
-        return uri
-    path = Path(uri.removeprefix(_SQLITE)).resolve()  # a relative one: to the working directory, as MLflow reads it
-    root = Path(storage.root)
-    return _SQLITE + (os.path.relpath(path, root) if path.parent == root.parent or path.is_relative_to(root) else path.as_posix())
+    if not uri.startswith(_SQLITE) or "?" in uri:
+        return {"tracking_uri": uri}
+    path, root = Path(uri.removeprefix(_SQLITE)).resolve(), Path(storage.root)
+    saved = {"tracking_uri": _SQLITE + path.as_posix()}
+    if storage.local and (path.is_relative_to(root) or root.is_relative_to(path.parent)):
+        saved["tracking_store"] = os.path.relpath(path, root)
+    return saved
 
 
 def _tracking_uri(options: RunOptions, state: dict[str, Any] | None, storage: Storage) -> str:
-    """``--tracking-uri`` if given, else the saved one (its relative sqlite path taken from where the storage folder is now), else the default."""
+    """The study's tracking store: ``--tracking-uri`` always; else, resuming, the saved one; else the default.
+
+    A saved sqlite store is looked for where it lies from the storage folder now (the two
+    moved together), then where it was (the storage folder moved alone).
+    """
     if options.tracking_uri or state is None:
         return options.tracking_uri or DEFAULT_TRACKING_URI
-    saved = state["tracking_uri"]
-    path = saved.removeprefix(_SQLITE)
-    if saved.startswith(_SQLITE) and storage.local and not path.startswith("/"):
-        return _SQLITE + (Path(storage.root) / path).resolve().as_posix()
-    return saved
+    beside = (Path(storage.root) / state["tracking_store"]).resolve() if "tracking_store" in state and storage.local else None
+    return _SQLITE + beside.as_posix() if beside is not None and beside.is_file() else state["tracking_uri"]
 
 
 def _check_storage(storage: Storage, digest: str, options: RunOptions) -> dict[str, Any] | None:
@@ -373,6 +379,6 @@ def _check_reachable(address: str) -> None:
 def save_state(plan: Plan, parent_run_id: str, *, finished: bool) -> None:
     """Write the study's state into its storage: what a later session checks and goes on with."""
     state = {"name": plan.options.name, "space_hash": plan.digest, "experiment": plan.experiment_name, "parent_run_id": parent_run_id,
-             "tracking_uri": _portable_uri(plan.tracking_uri, plan.storage), "settings": plan.settings, "recipe": _recipe(plan.space),
+             **_saved_store(plan.tracking_uri, plan.storage), "settings": plan.settings, "recipe": _recipe(plan.space),
              "finished": finished}
     plan.storage.write_text(plan.storage.path(_STATE_FILE), json.dumps(versioned(state), indent=2))
