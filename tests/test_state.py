@@ -166,14 +166,15 @@ def test_a_sqlite_store_inside_or_above_the_storage_folder_is_saved_relative_to_
     assert _saved_store("http://mlflow:5000", storage) == {"tracking_uri": "http://mlflow:5000"}
 
 
-def checkpointed_trial(storage: Storage, recorder: Recorder, *, version: int | None = STATE_VERSION) -> str:
-    """A trial run with an epoch's checkpoint in the storage, its folder tagged as the Tracker tags it."""
+def checkpointed_trial(storage: Storage, recorder: Recorder, *, version: int | None = STATE_VERSION, spent: bool = False) -> str:
+    """A trial run with an epoch's checkpoint in the storage, its folder tagged and its config saved as the Tracker does."""
     run_id = recorder.start_trial("t1", {"residual.width": 8}, space_hash="0")
     checkpoint = Path(storage.path("tune", "session-0", "trial_t1", "checkpoint_000000"))
     checkpoint.mkdir(parents=True)
     config = json.loads(trial_document({"arch": {}, "recipe": {}, "cost": {}, "record": {}, "cell": None, "optuna_trial": 0}))
     (checkpoint / CONFIG_FILE).write_text(json.dumps(config | {"version": version}))
-    state = {"history": [{"epoch": 1, "val_acc": 0.5, "budget_spent": False}]}
+    storage.write_text(storage.path(TRIALS_FOLDER, f"{run_id}.json"), json.dumps(config))
+    state = {"history": [{"epoch": 1, "val_acc": 0.5, "budget_spent": spent}]}
     torch.save(versioned(state), checkpoint / STATE_FILE)
     torch.save({}, checkpoint / WEIGHTS_FILE)
     recorder.set_trial_dir(run_id, "tune/session-0/trial_t1")
@@ -189,6 +190,17 @@ def test_a_moved_study_goes_on_from_its_checkpoint_in_the_same_run(tmp_path):
     assert [config["run_id"] for config in resumed] == [run_id] and not ended
     assert resumed[0]["resume"] == f"{tmp_path}/after/tune/session-0/trial_t1/checkpoint_000000/{STATE_FILE}"
     assert "version" not in resumed[0] and client.get_run(run_id).info.lifecycle_stage == "active"
+
+
+def test_a_trial_that_had_spent_its_budget_is_completed_and_its_state_deleted(tmp_path):
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    recorder = Recorder.open(client, experiment="spent", study="spent", space_hash="0")
+    storage = Storage.open(tmp_path / "runs")
+    run_id = checkpointed_trial(storage, recorder, spent=True)
+    resumed, ended = recover(recorder, storage)
+    assert not resumed and [config["run_id"] for config in ended] == [run_id]
+    assert client.get_run(run_id).data.tags["cnnsearch.status"] == "completed"
+    assert storage.listdir(storage.path("tune", "session-0", "trial_t1")) == [] and storage.listdir(storage.path(TRIALS_FOLDER)) == []
 
 
 def test_a_checkpoint_of_another_version_is_refused_naming_its_file(tmp_path):

@@ -161,7 +161,8 @@ def recover(recorder: Recorder, storage: Storage) -> tuple[list[dict[str, Any]],
             with storage.local_file(posixpath.join(checkpoint, WEIGHTS_FILE)) as weights:
                 recorder.log_weights(run_id, weights)
             recorder.finish_trial(run_id, Status.COMPLETED)
-            storage.delete(checkpoint)
+            for path in (checkpoint, storage.path(TRIALS_FOLDER, f"{run_id}.json")):
+                storage.delete(path)
             ended.append(config)
         else:
             resumed.append(config | {"resume": state_file})
