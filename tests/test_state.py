@@ -261,3 +261,16 @@ def test_a_study_killed_mid_trial_and_moved_with_its_store_resumes_there(ray_ses
     history = mlflow.MlflowClient(uri).get_metric_history(interrupted.info.run_id, "val_acc")
     assert sorted(m.step for m in history) == [1, 2, 3]  # from its checkpoint: no epoch trained twice
     assert not list((after / "cnnsearch_runs" / "moving" / TRIALS_FOLDER).iterdir())
+
+
+def test_a_space_file_left_where_mlflow_logged_it_is_said_not_a_traceback(tmp_path, tiny_space):
+    """MLflow keeps artifact folders by their absolute path: after a move, the study's pictures say what is missing."""
+    from cnnsearch.study import importances
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    recorder = Recorder.open(client, experiment="moved", study="moved", space_hash="0", files=[tiny_space(tmp_path)])
+    recorder.finish_trial(recorder.start_trial("t1", {"residual.width": 8}, space_hash="0"), "completed")
+    recorder.log_epoch(recorder.trials()[0]["run_id"], {"val_acc": 0.5}, epoch=1)
+    shutil.rmtree(client.get_run(recorder.parent_run_id).info.artifact_uri.removeprefix("file://"))
+    (found,) = importances(recorder.record())
+    assert not found.scores and found.why.startswith("tiny.yaml is not in /") and "where MLflow keeps" in found.why

@@ -263,7 +263,10 @@ def importances(record: StudyRecord, metric: str = "val_acc", evaluator: str = "
     if runs.empty or f"metrics.{metric}" not in runs:
         return [Importances("", {}, 0, 0, f"no trial has recorded {metric}")]
     with tempfile.TemporaryDirectory() as folder:
-        path = record.space_file(folder)
+        try:
+            path = record.space_file(folder)
+        except FileNotFoundError as error:
+            return [Importances("", {}, 0, 0, str(error))]
         space: Space | None = load_space(path) if path else None
     if space is None:
         return [Importances("", {}, 0, 0, "the study's space file is not on record")]
