@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from cnnsearch.study.settings import STATE_VERSION
+
 GOOD_SPACE = """
 family: dense
 stages: [{stride: 1}, {stride: 2}]
@@ -151,7 +153,7 @@ def test_a_folder_that_holds_a_study_refuses_another(flags, tmp_path, cli):
     folder = tmp_path / "study"
     folder.mkdir()
     state = {"name": "A", "space_hash": load_space(space).digest, "experiment": "resnet", "parent_run_id": "0",
-             "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "settings": {}, "finished": True}
+             "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "settings": {}, "finished": True, "version": STATE_VERSION}
     (folder / "cnnsearch.json").write_text(json.dumps(state))
     status, _, err = cli("run", space, *flags, "--storage", folder, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert status == 2 and err.count("\n") == 1 and "holds study 'A' (experiment 'resnet')" in err, err

@@ -20,6 +20,7 @@ import pytest
 import ray
 
 from cnnsearch import load_arch, load_space
+from cnnsearch.study.settings import STATE_VERSION
 
 TINY = {"search": {"trials": 4}}  # conftest.py's tiny space, four trials unless told otherwise
 
@@ -289,7 +290,7 @@ def test_run_refuses_bad_input_before_any_trial(extra, expected, tmp_path, cli, 
 def test_storage_of_another_space_is_refused(tmp_path, cli, tiny_space):
     storage = tmp_path / "runs"
     storage.mkdir()
-    (storage / "cnnsearch.json").write_text('{"name": "other", "space_hash": "0123456789abcdef"}')
+    (storage / "cnnsearch.json").write_text(f'{{"name": "other", "space_hash": "0123456789abcdef", "version": {STATE_VERSION}}}')
     space_file = tiny_space(tmp_path, **TINY)
     status, _, err = cli("run", space_file, "--storage", storage, "--resume")
     assert status == 2 and "holds study 'other' of another space" in err

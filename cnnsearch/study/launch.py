@@ -14,7 +14,6 @@ import contextlib
 import ctypes
 import gc
 import io
-import json
 import logging
 import math
 import os
@@ -40,9 +39,9 @@ from ..space import Space
 from ..storage import Storage
 from ..train import EpochReport, train
 from .propose import Proposals
-from .record import CONFIG_FILE, RESUME_KEYS, STATE_FILE, Tracker
+from .record import CONFIG_FILE, STATE_FILE, Tracker, trial_document
 from .reject import reservation
-from .settings import Plan, RunOptions
+from .settings import Plan, RunOptions, versioned
 
 __all__ = ["Stop", "run_trials", "start"]
 
@@ -124,11 +123,11 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
     node = {Tags.RAY_NODE: ray.get_runtime_context().get_node_id(), Tags.RAY_HOSTNAME: platform.node()}
     resume = _resume_state(config, storage)
     folder = Path(tempfile.mkdtemp(prefix="cnnsearch-checkpoint-"))
-    (folder / CONFIG_FILE).write_text(json.dumps({key: value for key, value in config.items() if key not in RESUME_KEYS}))
+    (folder / CONFIG_FILE).write_text(trial_document(config))
     epochs = resume["epoch"] if resume else 0
 
     def save(state: dict[str, Any], epoch: EpochReport) -> None:
-        torch.save(state, folder / STATE_FILE)
+        torch.save(versioned(state), folder / STATE_FILE)
         torch.save({key: value.detach().cpu() for key, value in state["model"].items()}, folder / WEIGHTS_FILE)
 
     def report(epoch: EpochReport) -> None:

@@ -138,7 +138,7 @@ class Proposals:
         if self.single:
             for epoch, value in config["earlier"].items():
                 proposal.report(value, epoch)
-        self._proposals[trial_id], self._reported[trial_id] = proposal, max(config["earlier"])
+        self._proposals[trial_id], self._reported[trial_id] = proposal, max(config["earlier"], default=0)  # none: from the start
         self._costs[trial_id] = config["cost"]
         return config | {"optuna_trial": proposal.number}
 
@@ -263,7 +263,10 @@ def importances(record: StudyRecord, metric: str = "val_acc", evaluator: str = "
     if runs.empty or f"metrics.{metric}" not in runs:
         return [Importances("", {}, 0, 0, f"no trial has recorded {metric}")]
     with tempfile.TemporaryDirectory() as folder:
-        path = record.space_file(folder)
+        try:
+            path = record.space_file(folder)
+        except FileNotFoundError as error:
+            return [Importances("", {}, 0, 0, str(error))]
         space: Space | None = load_space(path) if path else None
     if space is None:
         return [Importances("", {}, 0, 0, "the study's space file is not on record")]

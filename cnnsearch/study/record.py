@@ -4,8 +4,11 @@
 its events, and tells :mod:`.progress` what to print. The driver keeps each trial's run id
 and its newest checkpoint, so an event costs the same at the thousandth trial as at the
 first; MLflow is read when a session opens the study (:func:`recover`, :func:`earlier_accuracies`,
-its finished trials) and when it ends (:func:`finish`), never to handle an epoch. A trial's checkpoint is a folder
-of :data:`STATE_FILE`, :data:`CONFIG_FILE` and the weights. Imports neither Ray nor Optuna.
+its finished trials) and when it ends (:func:`finish`), never to handle an epoch. A trial's
+checkpoint is a folder of :data:`STATE_FILE`, :data:`CONFIG_FILE` and the weights; each
+unfinished trial's config is also in the storage's :data:`TRIALS_FOLDER`, from its start, so
+that one interrupted before its first checkpoint goes on in its own run. A trial's folder is
+tagged relative to the storage's root, so the study can move. Imports neither Ray nor Optuna.
 """
 
 from __future__ import annotations
@@ -31,15 +34,16 @@ from ..storage import Storage
 from ..tracking import Recorder
 from .progress import Progress
 from .reject import level_param
-from .settings import Plan, save_state
+from .settings import Plan, check_version, save_state, versioned
 
 __all__ = [
-    "CONFIG_FILE", "RESUME_KEYS", "STATE_FILE", "StudyResult", "Tracker", "design_tags", "earlier_accuracies", "finish", "last_checkpoint",
-    "open_study", "recover", "study_tags",
+    "CONFIG_FILE", "STATE_FILE", "TRIALS_FOLDER", "StudyResult", "Tracker", "design_tags", "earlier_accuracies", "finish", "last_checkpoint",
+    "open_study", "recover", "study_tags", "trial_document",
 ]
 
 STATE_FILE = "train_state.pt"  # in each Tune checkpoint: what train() needs to go on after the epoch
 CONFIG_FILE = "trial.json"  # in each Tune checkpoint: the trial's config, to resume it in a later session
+TRIALS_FOLDER = "trials"  # of the storage: RUN_ID.json, each unfinished trial's config
 RESUME_KEYS = ("resume", "run_id", "earlier")  # what a resumed trial's config adds: its state, its run, its accuracies so far
 
 
@@ -105,8 +109,20 @@ def open_study(plan: Plan, tags: dict[str, str]) -> Recorder:
     return recorder
 
 
+def trial_document(config: dict[str, Any]) -> str:
+    """A trial's config as its :data:`CONFIG_FILE` holds it: without what a resumed trial adds, with the state version."""
+    return json.dumps(versioned({key: value for key, value in config.items() if key not in RESUME_KEYS}))
+
+
+def _saved_config(storage: Storage, run_id: str) -> dict[str, Any] | None:
+    """The config that trial run ``run_id`` saved when it started, if it lived to save it."""
+    path = storage.path(TRIALS_FOLDER, f"{run_id}.json")
+    return check_version(json.loads(storage.read_text(path)), storage.describe(path)) if storage.exists(path) else None
+
+
 def last_checkpoint(storage: Storage, trial_dir: str | None) -> str | None:
-    """The newest complete checkpoint that a trial saved in ``trial_dir`` of the storage, if any."""
+    """The newest complete checkpoint that a trial saved in ``trial_dir`` (relative to the storage's root), if any."""
+    trial_dir = storage.path(trial_dir) if trial_dir else None
     folders = [name for name in reversed(storage.listdir(trial_dir)) if name.startswith("checkpoint_")] if trial_dir else []
     # A kill while Tune copied the newest may have left it without one of its files.
     paths = (posixpath.join(trial_dir, name) for name in folders)
@@ -116,19 +132,29 @@ def last_checkpoint(storage: Storage, trial_dir: str | None) -> str | None:
 def recover(recorder: Recorder, storage: Storage) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The trials that an earlier session left unfinished: those to go on from their last checkpoint, and those that had ended.
 
-    A trial with no checkpoint is discarded, to run again from the start; the epochs that a
+    A trial with no checkpoint goes on from the start in its own run; the epochs that a
     checkpoint holds and MLflow lacks are recorded; a trial that had used its budget is
-    recorded as completed. Returns the configs of the resumed and of the ended trials.
+    recorded as completed. Only a run that a kill left before its trial began (its config
+    not yet saved, nothing trained) is discarded. Returns the configs of the resumed and of
+    the ended trials.
+
+    Raises:
+        ConfigError: a checkpoint's files are of another state version.
     """
     resumed, ended = [], []
     for run_id, trial_dir in recorder.unfinished().items():
         checkpoint = last_checkpoint(storage, trial_dir)
         if checkpoint is None:
-            recorder.discard(run_id)  # interrupted before its first checkpoint: it runs again from the start
+            config = _saved_config(storage, run_id)
+            if config is None:
+                recorder.discard(run_id)
+            else:
+                resumed.append(config | {"run_id": run_id, "earlier": {}})
             continue
-        config = json.loads(storage.read_text(posixpath.join(checkpoint, CONFIG_FILE)))
-        state_file = posixpath.join(checkpoint, STATE_FILE)
-        history = torch.load(io.BytesIO(storage.read_bytes(state_file)), weights_only=True, map_location="cpu")["history"]
+        config_file, state_file = posixpath.join(checkpoint, CONFIG_FILE), posixpath.join(checkpoint, STATE_FILE)
+        config = check_version(json.loads(storage.read_text(config_file)), storage.describe(config_file))
+        state = torch.load(io.BytesIO(storage.read_bytes(state_file)), weights_only=True, map_location="cpu")
+        history = check_version(state, storage.describe(state_file))["history"]
         for epoch in history[recorder.logged_epochs(run_id):]:  # saved, but the driver died before recording them
             recorder.log_epoch(run_id, epoch, epoch=epoch["epoch"])
         config |= {"run_id": run_id, "earlier": {epoch["epoch"]: epoch["val_acc"] for epoch in history}}
@@ -136,7 +162,8 @@ def recover(recorder: Recorder, storage: Storage) -> tuple[list[dict[str, Any]],
             with storage.local_file(posixpath.join(checkpoint, WEIGHTS_FILE)) as weights:
                 recorder.log_weights(run_id, weights)
             recorder.finish_trial(run_id, Status.COMPLETED)
-            storage.delete(checkpoint)
+            for path in (checkpoint, storage.path(TRIALS_FOLDER, f"{run_id}.json")):
+                storage.delete(path)
             ended.append(config)
         else:
             resumed.append(config | {"resume": state_file})
@@ -172,11 +199,16 @@ class Tracker:
         run_id = trial.config.get("run_id")  # a resumed trial goes on in its own run
         if run_id is None:
             run_id = self._new_run(trial)
-            self.recorder.set_trial_dir(run_id, trial.path)  # where its checkpoints will be
+            self.storage.write_text(self.storage.path(TRIALS_FOLDER, f"{run_id}.json"), trial_document(trial.config))
+            self.recorder.set_trial_dir(run_id, self._relative(trial.path))  # where its checkpoints will be
         else:
             self.recorder.resume_trial(run_id)
         self.runs[trial.trial_id] = run_id
         self.progress.started_trial(trial.trial_id)
+
+    def _relative(self, path: str) -> str:
+        """A path of the storage, relative to its root: the study's folder can move."""
+        return posixpath.relpath(path, self.storage.root)
 
     def _new_run(self, trial: Any) -> str:
         config = trial.config
@@ -202,7 +234,7 @@ class Tracker:
         if trial.trial_id not in self.checkpoints and trial.config.get("run_id"):
             # A resumed trial's checkpoints are here from its first new one on; until then the
             # ones it was resumed from are those to go on from.
-            self.recorder.set_trial_dir(self.runs[trial.trial_id], trial.path)
+            self.recorder.set_trial_dir(self.runs[trial.trial_id], self._relative(trial.path))
         self.checkpoints[trial.trial_id] = checkpoint  # uploaded once, when the trial ends
 
     def complete(self, trial: Any, stopping: bool) -> None:
@@ -237,8 +269,8 @@ class Tracker:
         # Ended, a trial is never resumed: its training state (model and optimizer) need not stay.
         resumed_from = [posixpath.dirname(trial.config["resume"])] if trial.config.get("resume") else []
         checkpoints = [posixpath.join(trial.path, name) for name in self.storage.listdir(trial.path) if name.startswith("checkpoint_")]
-        for folder in [*checkpoints, *resumed_from]:
-            self.storage.delete(folder)
+        for path in [*checkpoints, *resumed_from, self.storage.path(TRIALS_FOLDER, f"{run_id}.json")]:
+            self.storage.delete(path)
         self.progress.finished(trial.trial_id, status, reason, val_acc, trial.config["record"])
 
     def interrupt_running(self) -> None:

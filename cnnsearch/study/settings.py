@@ -3,12 +3,18 @@
 :func:`resolve` takes the options, the space (or an ablation's experiment) and the state
 that an earlier session saved in the study's storage, and returns a :class:`Plan`: the
 resolved settings, the connected tracking store, the loaded data and the cluster's share
-of each trial. Every refusal (a storage that holds another study, settings that would not
-compare with a resumed study's, an unreachable tracking store or Ray address, a precision
+of each trial. Every refusal (a storage that holds another study or state of another
+version, settings or a recipe that would not compare with a resumed study's, an unreachable
+tracking store or one without the study's records, an unreachable Ray address, a precision
 the trials' devices lack) raises :class:`~cnnsearch.config.ConfigError` there, before
 anything is written to MLflow or to the study's storage. This module also reads and writes
-the study's state file. It imports neither Ray nor Optuna: Ray is started through the
+the study's state file, and holds the version of every state file a study keeps
+(:data:`STATE_VERSION`). It imports neither Ray nor Optuna: Ray is started through the
 function that :func:`resolve` is given.
+
+A study folder can move: paths inside it are relative to its root, and a sqlite tracking
+store inside the folder or above it is found where it lies from the folder now (see
+:func:`_saved_store` and :func:`_tracking_uri`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,9 +40,14 @@ from ..space import Space
 from ..storage import Storage
 from ..tracking import connect
 
-__all__ = ["Plan", "RunOptions", "concurrency", "resolve", "save_state", "with_overrides"]
+__all__ = ["STATE_VERSION", "Plan", "RunOptions", "check_version", "concurrency", "resolve", "save_state", "versioned", "with_overrides"]
 
 _STATE_FILE = "cnnsearch.json"
+# The format of every state file of a study: cnnsearch.json, each trial's trial.json and each
+# checkpoint's train_state.pt. A cnnsearch reads only its own version; raise it with any change.
+STATE_VERSION = 1
+_VERSION = "version"  # the key that holds it
+_SQLITE = "sqlite:///"
 
 
 @dataclass(frozen=True)
@@ -146,9 +158,10 @@ def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
         start_ray: starts or joins Ray and returns its cluster resources and its largest node's memory.
 
     Raises:
-        ConfigError: the storage holds another study or cannot be read, the settings differ
-            from a resumed study's, the space or a setting is invalid, the tracking store, the
-            data or Ray cannot be reached, or the trials' devices lack the precision.
+        ConfigError: the storage holds another study or state of another version, or cannot be
+            read, the settings or the resolved recipe differ from a resumed study's, the space or a
+            setting is invalid, the tracking store lacks the resumed study's parent run, the tracking
+            store, the data or Ray cannot be reached, or the trials' devices lack the precision.
     """
     storage = Storage.open(options.storage)
     if experiment is not None:
@@ -158,8 +171,8 @@ def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
     space, settings = _settings(space, options, experiment, state)
     if not options.verbose:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-    tracking_uri = options.tracking_uri or (state["tracking_uri"] if state else DEFAULT_TRACKING_URI)
-    client = connect(tracking_uri)
+    tracking_uri = _tracking_uri(options, state, storage)
+    client = connect(tracking_uri, holding=state["parent_run_id"] if state else None)
     data = load_dataset(space.dataset.name, cache_dir=options.cache_dir, data_dir=options.data_dir)
     split = split_dataset(data.labels, val_fraction=space.dataset.val_fraction, seed=space.dataset.split_seed, subset=space.dataset.subset,
                           val_subset=space.dataset.val_subset,
@@ -183,7 +196,7 @@ def _settings(space: Space, options: RunOptions, experiment: Experiment | None,
     saved = state["settings"] if state else {}
     settings = {key: saved.get(key) if getattr(options, key) is None else getattr(options, key) for key in _SETTINGS}
     if state:
-        _check_unchanged(space, saved, settings, state["name"])
+        _check_unchanged(space, state, settings)
     space = with_overrides(space, **{key: settings[key] for key in _OVERRIDES})
     cheapest(space)
     trials = len(experiment.cells) if experiment else settings["trials"] or space.search.trials
@@ -236,14 +249,19 @@ def _setting(space: Space, key: str) -> Any:
     return getattr(section, "name" if key == "dataset" else key)
 
 
-def _check_unchanged(space: Space, saved: dict[str, Any], settings: dict[str, Any], study: str) -> None:
-    """Refuse to go on with a study under other data, budget or recipe: its trials would not compare."""
-    if "test_fraction" not in saved:  # saved by a version that held out no test split
-        raise ConfigError(
-            f"study {study!r} began before a test split was held out: its trials may have trained on what is now test images; "
-            "use --name to start a new study"
-        )
-    before = with_overrides(space, **{key: saved.get(key) for key in _OVERRIDES})
+def _recipe(space: Space) -> dict[str, Any]:
+    """The space's recipe, every default filled in, as cnnsearch.json saves it."""
+    return json.loads(json.dumps(space.recipe.model_dump(mode="json")))
+
+
+def _check_unchanged(space: Space, state: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Refuse to go on with a study under other data, budget or recipe: its trials would not compare.
+
+    The flags are compared first, for a message that names the flag; then the whole resolved
+    recipe, which also differs where this cnnsearch's defaults differ from those that began it.
+    """
+    saved, study = state["settings"], state["name"]
+    before = with_overrides(space, **{key: saved[key] for key in _OVERRIDES})
     after = with_overrides(space, **{key: settings[key] for key in _OVERRIDES})
     for key in _OVERRIDES:
         old, new = _setting(before, key), _setting(after, key)
@@ -253,19 +271,81 @@ def _check_unchanged(space: Space, saved: dict[str, Any], settings: dict[str, An
                 f"study {study!r} was run with {flag} {old}, not {new}: its trials would not compare; "
                 f"leave {flag} out to go on with it, or use --name to start a new study"
             )
+    before, now = state["recipe"], _recipe(after)
+    for key in [*now, *(key for key in before if key not in now)]:
+        if before.get(key, "unset") != now.get(key, "unset"):
+            raise ConfigError(
+                f"study {study!r} was trained with recipe {key} {before.get(key, 'unset')}, not {now.get(key, 'unset')} "
+                "(the space's recipe or this cnnsearch's defaults differ): its trials would not compare; go on with it under "
+                "the cnnsearch that began it, or use --name to start a new study"
+            )
+
+
+def versioned(document: dict[str, Any]) -> dict[str, Any]:
+    """``document``, a state file's content, with this cnnsearch's :data:`STATE_VERSION`."""
+    return document | {_VERSION: STATE_VERSION}
+
+
+def check_version(document: dict[str, Any], where: str) -> dict[str, Any]:
+    """``document``, the content of state file ``where``, without its version, which must be :data:`STATE_VERSION`.
+
+    Raises:
+        ConfigError: another version, or none (an earlier cnnsearch wrote it); one line that names the file.
+    """
+    found = document.get(_VERSION)
+    if found != STATE_VERSION:
+        written = f"state version {found}" if found is not None else "state of no version (an earlier cnnsearch's)"
+        raise ConfigError(
+            f"{where}: {written}, and this cnnsearch reads version {STATE_VERSION}; go on with the study under the "
+            "cnnsearch that wrote it, or start a new study with another --storage"
+        )
+    return {key: value for key, value in document.items() if key != _VERSION}
 
 
 def _load_state(storage: Storage) -> dict[str, Any] | None:
-    """The study state that an earlier session saved in ``storage``, if any."""
+    """The study state that an earlier session saved in ``storage``, if any; refuses state of another version."""
     state_file = storage.path(_STATE_FILE)
-    return json.loads(storage.read_text(state_file)) if storage.exists(state_file) else None
+    if not storage.exists(state_file):
+        return None
+    return check_version(json.loads(storage.read_text(state_file)), storage.describe(state_file))
+
+
+def _saved_store(uri: str, storage: Storage) -> dict[str, str]:
+    """How cnnsearch.json saves the tracking store ``uri``: where it is, and where it is from the storage folder.
+
+    ``tracking_uri`` is ``uri`` with a relative sqlite path made absolute (MLflow reads it
+    from the working directory). A sqlite file inside a local storage folder or in a folder
+    above it (``mlflow.db`` beside ``--storage runs``, or above the default
+    ``cnnsearch_runs/NAME``) is also saved as ``tracking_store``, its path relative to the
+    storage folder, so that the two can move together.
+    """
+    if not uri.startswith(_SQLITE) or "?" in uri:
+        return {"tracking_uri": uri}
+    path, root = Path(uri.removeprefix(_SQLITE)).resolve(), Path(storage.root)
+    saved = {"tracking_uri": _SQLITE + path.as_posix()}
+    if storage.local and (path.is_relative_to(root) or root.is_relative_to(path.parent)):
+        saved["tracking_store"] = os.path.relpath(path, root)
+    return saved
+
+
+def _tracking_uri(options: RunOptions, state: dict[str, Any] | None, storage: Storage) -> str:
+    """The study's tracking store: ``--tracking-uri`` always; else, resuming, the saved one; else the default.
+
+    A saved sqlite store is looked for where it lies from the storage folder now (the two
+    moved together), then where it was (the storage folder moved alone).
+    """
+    if options.tracking_uri or state is None:
+        return options.tracking_uri or DEFAULT_TRACKING_URI
+    beside = (Path(storage.root) / state["tracking_store"]).resolve() if "tracking_store" in state and storage.local else None
+    return _SQLITE + beside.as_posix() if beside is not None and beside.is_file() else state["tracking_uri"]
 
 
 def _check_storage(storage: Storage, digest: str, options: RunOptions) -> dict[str, Any] | None:
     """The saved study state, if any; refuses a folder that holds something else.
 
     Raises:
-        ConfigError: as above, or the storage cannot be reached (no such bucket, no credentials).
+        ConfigError: as above, or the storage cannot be reached (no such bucket, no credentials), or
+            its state is of another version.
     """
     try:
         state = _load_state(storage)
@@ -317,5 +397,6 @@ def _check_reachable(address: str) -> None:
 def save_state(plan: Plan, parent_run_id: str, *, finished: bool) -> None:
     """Write the study's state into its storage: what a later session checks and goes on with."""
     state = {"name": plan.options.name, "space_hash": plan.digest, "experiment": plan.experiment_name, "parent_run_id": parent_run_id,
-             "tracking_uri": plan.tracking_uri, "settings": plan.settings, "finished": finished}
-    plan.storage.write_text(plan.storage.path(_STATE_FILE), json.dumps(state, indent=2))
+             **_saved_store(plan.tracking_uri, plan.storage), "settings": plan.settings, "recipe": _recipe(plan.space),
+             "finished": finished}
+    plan.storage.write_text(plan.storage.path(_STATE_FILE), json.dumps(versioned(state), indent=2))

@@ -63,9 +63,19 @@ class StudyRecord:
         return json.loads(text) if text else None
 
     def space_file(self, folder: str | Path) -> Path | None:
-        """Download the study's space file into ``folder``."""
+        """Download the study's space file into ``folder``; None if none is on record.
+
+        Raises:
+            FileNotFoundError: it is on record, but not where MLflow keeps the run's artifacts
+                (a study moved with its sqlite store: MLflow keeps artifact folders by their absolute path).
+        """
+        from mlflow.exceptions import MlflowException
+
         name = self.parent.data.tags.get(Tags.SPACE_FILE)
-        return Path(self.client.download_artifacts(self.parent.info.run_id, name, str(folder))) if name else None
+        try:
+            return Path(self.client.download_artifacts(self.parent.info.run_id, name, str(folder))) if name else None
+        except MlflowException:
+            raise FileNotFoundError(f"{name} is not in {self.parent.info.artifact_uri}, where MLflow keeps the study's files") from None
 
     def download(self, run_id: str, path: str, folder: str | Path) -> Path | None:
         """Download the artifact ``path`` of run ``run_id`` into ``folder``; None where the run recorded no such file.

@@ -5,12 +5,15 @@ a trial's name, the filter that finds a study's trial runs, and quoting a value 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
 from ..names import Tags
 
 __all__ = ["TRIALS_OF", "connect", "filter_value", "trial_name"]
+
+_SQLITE = "sqlite:///"
 
 # A study's trial runs: children of its parent run that carry a trial id (an export run is a child too, but not a trial).
 TRIALS_OF = f"tags.`{Tags.PARENT}` = '{{parent}}' and tags.`{Tags.TRIAL}` != ''"
@@ -32,12 +35,16 @@ def trial_name(trial_id: str) -> str:
     return f"trial-{trial_id}"
 
 
-def connect(tracking_uri: str) -> Any:
-    """A client for ``tracking_uri``, after checking that the store answers.
+def connect(tracking_uri: str, *, holding: str | None = None) -> Any:
+    """A client for ``tracking_uri``, after checking that the store answers and, given its id, holds run ``holding``.
 
     Raises:
-        ConfigError: the server cannot be reached or the store cannot be opened.
+        ConfigError: the server cannot be reached, the store cannot be opened, or it lacks run ``holding``
+            (a sqlite file that is not there is not created then).
     """
+    sqlite_file = tracking_uri.removeprefix(_SQLITE).split("?")[0] if tracking_uri.startswith(_SQLITE) else None
+    if holding is not None and sqlite_file is not None and not Path(sqlite_file).is_file():
+        raise ConfigError(f"tracking store {tracking_uri}: no such file, so not the study's records; give the --tracking-uri that holds them")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if tracking_uri.startswith(("http://", "https://")):
         # Fail in seconds, not after MLflow's default minutes of retries.
@@ -51,4 +58,13 @@ def connect(tracking_uri: str) -> Any:
     except Exception as error:  # any failure to reach the store is the user's to fix
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
         raise ConfigError(f"tracking store {tracking_uri}: cannot be reached ({first_line})") from None
+    if holding is not None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client.get_run(holding)
+        except MlflowException:
+            raise ConfigError(
+                f"tracking store {tracking_uri}: holds no run {holding}, the study's parent run; give the --tracking-uri that holds it"
+            ) from None
     return client
