@@ -478,8 +478,8 @@ class Batches:
         self.labels = data.labels[indices].to(self.device)
         self.batch_size = batch_size
         # A remainder too small to keep is left out: in training it is a different few images each epoch.
-        self.count = len(self.labels) - (remainder if 0 < (remainder := len(self.labels) % batch_size) < min_batch
-                                         and len(self.labels) > batch_size else 0)
+        remainder = len(self.labels) % batch_size
+        self.count = len(self.labels) - (remainder if remainder < min_batch and len(self.labels) > batch_size else 0)
         self.train = train
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.dtype = dtype

@@ -251,7 +251,7 @@ def _setting(space: Space, key: str) -> Any:
 
 def _recipe(space: Space) -> dict[str, Any]:
     """The space's recipe, every default filled in, as cnnsearch.json saves it."""
-    return json.loads(json.dumps(space.recipe.model_dump(mode="json")))
+    return space.recipe.model_dump(mode="json")
 
 
 def _check_unchanged(space: Space, state: dict[str, Any], settings: dict[str, Any]) -> None:
