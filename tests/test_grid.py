@@ -8,7 +8,7 @@ from cnnsearch.config import Arch
 from cnnsearch.names import Metrics, Report
 from cnnsearch.space import load_space
 from cnnsearch.storage import Storage
-from cnnsearch.study.propose import Proposals
+from cnnsearch.study.propose import Proposals, rejected_proposals
 from cnnsearch.study.reject import Target
 
 # Two families a stage, each family's knobs shared by its stages: residual has 2 x 2 points,
@@ -53,3 +53,34 @@ def test_a_mixed_grid_holds_each_architecture_once(tmp_path):
     assert len(set(digests)) == 22
     # Nothing is left to propose: the study has run through its grid.
     assert proposals.suggest("t22") is None and proposals.exhausted and proposals.rejected == 0
+
+
+def test_a_grid_study_resumed_after_a_crash_runs_every_point_once(tmp_path, tiny_space):
+    """Killed with two trials running: the one that had begun goes on, the other's point is proposed
+    again, and no point is proposed twice, those that the limits turned away included."""
+    # 8 points; the two of width 16 and 2 blocks (18K and 20K params) are over the limit.
+    space_file = tiny_space(tmp_path, limits={"max_params": 15000})
+    first = grid_proposals(space_file, tmp_path / "runs")
+    configs = [first.suggest(f"a{index}") for index in range(4)]
+    completed(first, "a0")
+    first.complete("a1", {Report.EPOCH: 1, Report.FAILED: "RuntimeError: boom", Metrics.VAL_ACC: float("nan")}, error=False, stopping=False)
+    # Killed: a2 had trained an epoch and is resumed; a3 had not begun (recover discards its run).
+    second = grid_proposals(space_file, tmp_path / "runs", resumed=[configs[2] | {"earlier": {1: 0.3}}])
+    assert point(second.suggest("b0")) == point(configs[2])
+    new = []
+    for index in range(1, 10):
+        config = second.suggest(f"b{index}")
+        if config is None:
+            break
+        new.append(config)
+        completed(second, f"b{index}")
+    trained = [point(config) for config in [*configs[:3], *new]]
+    rejected = [point(row) for row in rejected_proposals(second.study)]
+    assert point(configs[3]) in trained and len(rejected) == 2
+    assert sorted(trained + rejected) == sorted(point(load_space(space_file).grid().point(index)) for index in range(8))
+
+
+def point(config: dict) -> tuple:
+    """The tiny space's searched knobs of a trial's config, or of a rejected proposal's row."""
+    knobs = config.get("record", config)
+    return tuple(knobs[name] for name in ("stem.channels", "residual.num_blocks", "residual.width"))

@@ -29,13 +29,23 @@ from .settings import Plan
 __all__ = ["MIN_IMPORTANCE_TRIALS", "Importances", "Proposals", "importances", "rejected_proposals"]
 
 _REJECTED = "cnnsearch.rejected"  # an Optuna trial's user attribute: why the driver did not train its proposal
-
-
+_FAILED = "cnnsearch.failed"  # an Optuna trial's user attribute: it failed in training, not in a crash
 _GRID_POINT = "cnnsearch.grid_point"  # an Optuna trial's system attribute: the point of the grid that _Grid gave it
 
 
 def _point_key(point: dict[str, Any]) -> frozenset:
     return frozenset(point.items())
+
+
+def _visited_point(trial: optuna.trial.FrozenTrial) -> frozenset | None:
+    """The grid point that ``trial`` visits; none when a crash left it (its point is resumed, or proposed again)."""
+    # Completed, pruned and running trials visit theirs, and so does an enqueued one (an interrupted
+    # trial resumed: its knobs are given). Failed ones only when the driver turned the proposal
+    # away or saw it fail in training, not when a crash left them running.
+    if trial.state == optuna.trial.TrialState.FAIL and _REJECTED not in trial.user_attrs and _FAILED not in trial.user_attrs:
+        return None
+    attrs = trial.system_attrs
+    return _point_key(attrs.get(_GRID_POINT, attrs.get("fixed_params", trial.params)))
 
 
 class _Grid(optuna.samplers.BaseSampler):
@@ -44,9 +54,10 @@ class _Grid(optuna.samplers.BaseSampler):
     Optuna's GridSampler crosses every knob of the space, so a mixed space's grid would repeat
     each architecture once per value of the knobs of the families it does not use; a point here
     holds only the knobs it uses (:meth:`~cnnsearch.space.Space.grid`), counted, never listed.
-    A point is visited when a trial of the study has it. Tune runs the study and ``--trials``
-    bounds it: unlike Optuna's, this sampler sends no stop signal, and
-    :meth:`run_through` says when no point is left.
+    A point is visited when a trial of the study has it, unless a crash left that trial
+    (:func:`_visited_point`): a resumed grid study runs every point once. Tune runs the
+    study and ``--trials`` bounds it: unlike Optuna's, this sampler sends no stop signal,
+    and :meth:`run_through` says when no point is left.
     """
 
     def __init__(self, grid: Grid, seed: int) -> None:
@@ -68,9 +79,10 @@ class _Grid(optuna.samplers.BaseSampler):
         return self._next is None
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if "fixed_params" in trial.system_attrs:  # enqueued: its knobs are given
-            return
         visited = self._visited_points(study)
+        if "fixed_params" in trial.system_attrs:  # enqueued: an interrupted trial resumed, its knobs given
+            visited.add(_point_key(trial.system_attrs["fixed_params"]))
+            return
         point = self._next if self._next is not None and _point_key(self._next) not in visited else self._unvisited(visited)
         if point is None:
             raise RuntimeError("the grid is run through: ask run_through before each trial")
@@ -86,7 +98,7 @@ class _Grid(optuna.samplers.BaseSampler):
 
     def _visited_points(self, study: optuna.Study) -> set[frozenset]:
         if self._visited is None:
-            self._visited = {_point_key(trial.system_attrs.get(_GRID_POINT, trial.params)) for trial in study.get_trials(deepcopy=False)}
+            self._visited = {_visited_point(trial) for trial in study.get_trials(deepcopy=False)} - {None}
         return self._visited
 
     def _unvisited(self, visited: set[frozenset]) -> dict[str, Any] | None:
@@ -227,6 +239,7 @@ class Proposals:
         if stopping and not failed and not result.get(Report.BUDGET_SPENT):
             return
         if failed:
+            proposal.set_user_attr(_FAILED, True)  # not one that a crash left: a grid does not propose its point again
             self.study.tell(proposal, state=optuna.trial.TrialState.FAIL)
         elif result.get(Report.BUDGET_SPENT):
             self.study.tell(proposal, _objective_values(self.objectives, result[Metrics.VAL_ACC], cost))
@@ -266,7 +279,8 @@ def _optuna_study(storage: Storage, name: str, objectives: tuple[Objective, ...]
     On this machine's filesystem it is Optuna's own journal file; on an object store, which
     cannot append to a file, a folder of numbered objects (:class:`_Journal`), both named
     ``optuna.journal``. Trials that a crash left running, or enqueued to resume and never
-    started, are marked failed: samplers ignore them, and the study goes on with them as new trials.
+    started, are marked failed: samplers ignore them, the grid does not count their points as
+    visited, and the study goes on with them as new trials.
     """
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
