@@ -4,8 +4,9 @@ A :class:`Space` holds templates of knobs (stem, head, each stage, the knobs a f
 stages share, the searched recipe keys) and the sections a study reads: :class:`Limits`,
 :class:`DatasetSpec`, :class:`Budget`, :class:`SearchSpec` and its :class:`Objective`
 list. It draws architectures and recipes (:meth:`Space.sample`, define-by-run), lists its
-knobs, counts its points, gives Optuna's grid, finds candidates for its cheapest point,
-and takes overrides of its sections. Reading a space file is :mod:`.parse`'s job. No torch here.
+knobs, counts its points, gives its grid (a point holds the knobs of its own families only:
+:mod:`.grid`), finds candidates for its cheapest point, and takes overrides of its sections.
+Reading a space file is :mod:`.parse`'s job. No torch here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -20,7 +22,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from ..config import Arch, ConfigError, Recipe, format_validation_error
 from ..names import DATASETS, SAMPLERS, Metrics
-from .knobs import CornerTrial, Fixed, FloatRange, Knob, RandomTrial, Suggester, knob_values
+from .grid import Grid
+from .knobs import Choice, CornerTrial, Fixed, FloatRange, Knob, RandomTrial, Suggester, knob_values
 
 __all__ = [
     "ACCURACY",
@@ -259,28 +262,44 @@ class Space:
     def size(self) -> int | None:
         """How many distinct points the space holds, or None when a reachable knob is continuous."""
         total = 0
-        for families in itertools.product(*(knob_values(stage.family) for stage in self.stages)):
-            knobs = [*flatten(self.stem, "").values(), *flatten(self.head, "").values()]
-            shared: dict[str, Any] = {}
-            for stage, family in zip(self.stages, families):
-                own = stage.overrides.get(family, {})
-                knobs += [stage.stride, *flatten(own, "").values()]
-                shared |= {f"{family}.{key}": node for key, node in self.shared.get(family, {}).items() if key not in own}
-            count = _product([*knobs, *flatten(shared, "").values(), *self.recipe_knobs.values()])
+        for knobs in self._points():
+            count = _product(list(knobs.values()))
             if count is None:
                 return None
             total += count
         return total
 
-    def grid(self) -> dict[str, list[Any]]:
-        """The values of every variable knob, for :class:`optuna.samplers.GridSampler`."""
-        grid = {}
-        for name, knob in self.knobs().items():
-            if isinstance(knob, FloatRange) and knob.step is None:
-                raise ConfigError(f"{self.source}: {name}: a grid needs discrete knobs; give this range a step")
-            if not isinstance(knob, Fixed):
-                grid[name] = knob_values(knob)
-        return grid
+    def grid(self) -> Grid:
+        """Every point of the space: for each combination of the stages' families, the product of the knobs it asks for.
+
+        Raises:
+            ConfigError: a knob is continuous (a float range without a step).
+        """
+        products = []
+        for knobs in self._points():
+            for name, knob in knobs.items():
+                if isinstance(knob, FloatRange) and knob.step is None:
+                    raise ConfigError(f"{self.source}: {name}: a grid needs discrete knobs; give this range a step")
+            products.append({name: tuple(knob_values(knob)) for name, knob in knobs.items() if not isinstance(knob, Fixed)})
+        return Grid(tuple(products))
+
+    def _points(self) -> Iterator[dict[str, Knob]]:
+        """For each combination of the stages' families, the knobs that :meth:`sample` draws for it, by name.
+
+        A stage's family is a choice of one there: it is drawn, but takes the combination's value.
+        """
+        for families in itertools.product(*(knob_values(stage.family) for stage in self.stages)):
+            knobs: dict[str, Knob] = {**flatten(self.stem, "stem"), **flatten(self.head, "head")}
+            shared: dict[str, Template] = {}
+            for index, (stage, family) in enumerate(zip(self.stages, families)):
+                own = stage.overrides.get(family, {})
+                knobs[f"stages.{index}.family"] = stage.family if isinstance(stage.family, Fixed) else Choice((family,))
+                knobs[f"stages.{index}.stride"] = stage.stride
+                knobs |= flatten(own, f"stages.{index}.{family}")
+                shared.setdefault(family, {}).update({key: node for key, node in self.shared.get(family, {}).items() if key not in own})
+            for family, template in shared.items():
+                knobs |= flatten(template, family)
+            yield knobs | {f"recipe.{key}": knob for key, knob in self.recipe_knobs.items()}
 
     def sample_random(self, seed: int) -> Arch:
         """One uniformly drawn architecture, without Optuna (for previews and tests)."""

@@ -1,6 +1,7 @@
 """Proposing trials, and reading a finished study's knob importances: the only module of cnnsearch that imports Optuna.
 
-It holds the samplers (by the names in :data:`cnnsearch.names.SAMPLERS`), the study's
+It holds the samplers (by the names in :data:`cnnsearch.names.SAMPLERS`; the grid is our
+own, each point of the space once with only the knobs it uses), the study's
 Optuna record (a journal in the study's storage), and :class:`Proposals`: Optuna's ask
 and tell, with each proposal fitted and checked by :mod:`.reject` before it is handed on.
 Ray Tune's Searcher that asks it for trials lives in :mod:`.launch`. :func:`importances`
@@ -9,6 +10,7 @@ scores a finished study's knobs with Optuna's fANOVA or PED-ANOVA.
 
 from __future__ import annotations
 
+import random
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +20,7 @@ import pandas as pd
 
 from ..config import ConfigError
 from ..names import SAMPLERS, SCORED, Metrics, Report, Status, Tags
-from ..space import Choice, FloatRange, Fixed, IntRange, Objective, Space, load_space
+from ..space import Choice, FloatRange, Fixed, Grid, IntRange, Objective, Space, load_space
 from ..storage import RecordLog, Storage
 from ..tracking import StudyRecord
 from .reject import Target, fitted, fixed_values, trial_config
@@ -27,13 +29,87 @@ from .settings import Plan
 __all__ = ["MIN_IMPORTANCE_TRIALS", "Importances", "Proposals", "importances", "rejected_proposals"]
 
 _REJECTED = "cnnsearch.rejected"  # an Optuna trial's user attribute: why the driver did not train its proposal
+_FAILED = "cnnsearch.failed"  # an Optuna trial's user attribute: it failed in training, not in a crash
+_GRID_POINT = "cnnsearch.grid_point"  # an Optuna trial's system attribute: the point of the grid that _Grid gave it
 
 
-class _Grid(optuna.samplers.GridSampler):
-    """Optuna's grid without its stop signal, which only Study.optimize can take: Tune runs this study, and --trials bounds it."""
+def _point_key(point: dict[str, Any]) -> frozenset:
+    return frozenset(point.items())
 
-    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState, values: Any) -> None:
-        pass
+
+def _visited_point(trial: optuna.trial.FrozenTrial) -> frozenset | None:
+    """The grid point that ``trial`` visits; none when a crash left it (its point is resumed, or proposed again)."""
+    # Completed, pruned and running trials visit theirs, and so does an enqueued one (an interrupted
+    # trial resumed: its knobs are given). Failed ones only when the driver turned the proposal
+    # away or saw it fail in training, not when a crash left them running.
+    if trial.state == optuna.trial.TrialState.FAIL and _REJECTED not in trial.user_attrs and _FAILED not in trial.user_attrs:
+        return None
+    attrs = trial.system_attrs
+    return _point_key(attrs.get(_GRID_POINT, attrs.get("fixed_params", trial.params)))
+
+
+class _Grid(optuna.samplers.BaseSampler):
+    """Each point of the space's grid once, in a seeded random order, asked for knob by knob (define-by-run).
+
+    Optuna's GridSampler crosses every knob of the space, so a mixed space's grid would repeat
+    each architecture once per value of the knobs of the families it does not use; a point here
+    holds only the knobs it uses (:meth:`~cnnsearch.space.Space.grid`), counted, never listed.
+    A point is visited when a trial of the study has it, unless a crash left that trial
+    (:func:`_visited_point`): a resumed grid study runs every point once. Tune runs the
+    study and ``--trials`` bounds it: unlike Optuna's, this sampler sends no stop signal,
+    and :meth:`run_through` says when no point is left.
+    """
+
+    def __init__(self, grid: Grid, seed: int) -> None:
+        self.grid, self._rng = grid, random.Random(seed)
+        self._visited: set[frozenset] | None = None  # read from the study once, then kept up to date
+        self._next: dict[str, Any] | None = None  # drawn by run_through for the next trial
+        self._points: dict[int, dict[str, Any]] = {}  # trial number -> its point, for the trials of this session
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def run_through(self, study: optuna.Study) -> bool:
+        """Whether every point of the grid has been visited; if not, the next trial's point is drawn now."""
+        if self._next is None:
+            self._next = self._unvisited(self._visited_points(study))
+        return self._next is None
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        visited = self._visited_points(study)
+        if "fixed_params" in trial.system_attrs:  # enqueued: an interrupted trial resumed, its knobs given
+            visited.add(_point_key(trial.system_attrs["fixed_params"]))
+            return
+        point = self._next if self._next is not None and _point_key(self._next) not in visited else self._unvisited(visited)
+        if point is None:
+            raise RuntimeError("the grid is run through: ask run_through before each trial")
+        self._next, self._points[trial.number] = None, point
+        visited.add(_point_key(point))
+        # Kept with the trial (as Optuna's GridSampler keeps its grid_id): the knobs of a proposal
+        # rejected half-way are not all among its params.
+        study._storage.set_trial_system_attr(trial._trial_id, _GRID_POINT, point)
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        return self._points[trial.number][param_name]
+
+    def _visited_points(self, study: optuna.Study) -> set[frozenset]:
+        if self._visited is None:
+            self._visited = {_visited_point(trial) for trial in study.get_trials(deepcopy=False)} - {None}
+        return self._visited
+
+    def _unvisited(self, visited: set[frozenset]) -> dict[str, Any] | None:
+        """A point that no trial has, at random: drawn, else (a grid nearly run through) found among all of them."""
+        size = len(self.grid)
+        for _ in range(min(size, 64)):
+            point = self.grid.point(self._rng.randrange(size))
+            if _point_key(point) not in visited:
+                return point
+        left = [index for index in range(size) if _point_key(self.grid.point(index)) not in visited]
+        return self.grid.point(self._rng.choice(left)) if left else None
 
 
 def _sampler(name: str, space: Space, seed: int, trials: int) -> optuna.samplers.BaseSampler:
@@ -97,6 +173,7 @@ class Proposals:
         for config in resumed:
             study.enqueue_trial(trials[config["optuna_trial"]].params)
         self.rejected = 0  # in this session
+        self.run_through = False  # a grid's every point visited before the trials were filled
         self._proposals: dict[str, optuna.trial.Trial] = {}
         self._costs: dict[str, dict[str, float]] = {}  # each running trial's costs, to tell Optuna with its accuracy
         self._reported: dict[str, int] = {}  # the last epoch each running trial reported to Optuna
@@ -112,13 +189,18 @@ class Proposals:
 
     @property
     def exhausted(self) -> bool:
-        return self.rejected >= self.max_rejections
+        """Too many proposals were turned away, or a grid has no point left for the trials still missing."""
+        return self.rejected >= self.max_rejections or self.run_through
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        """The config of Tune's trial ``trial_id``: an interrupted trial's first, then new proposals; None when too many were rejected."""
+        """The config of Tune's trial ``trial_id``: an interrupted trial's first, then new proposals; None when too many were
+        rejected, or when a grid has no point left."""
         if self._resumed:
             return self._resume(trial_id, self._resumed.pop(0))
         while not self.exhausted:
+            if isinstance(self.study.sampler, _Grid) and self.study.sampler.run_through(self.study):
+                self.run_through = True  # the limits turned away the points that the trials needed
+                break
             proposal = self.study.ask()
             try:
                 arch, recipe, cost = fitted(self.space, proposal, self.target)
@@ -157,6 +239,7 @@ class Proposals:
         if stopping and not failed and not result.get(Report.BUDGET_SPENT):
             return
         if failed:
+            proposal.set_user_attr(_FAILED, True)  # not one that a crash left: a grid does not propose its point again
             self.study.tell(proposal, state=optuna.trial.TrialState.FAIL)
         elif result.get(Report.BUDGET_SPENT):
             self.study.tell(proposal, _objective_values(self.objectives, result[Metrics.VAL_ACC], cost))
@@ -196,7 +279,8 @@ def _optuna_study(storage: Storage, name: str, objectives: tuple[Objective, ...]
     On this machine's filesystem it is Optuna's own journal file; on an object store, which
     cannot append to a file, a folder of numbered objects (:class:`_Journal`), both named
     ``optuna.journal``. Trials that a crash left running, or enqueued to resume and never
-    started, are marked failed: samplers ignore them, and the study goes on with them as new trials.
+    started, are marked failed: samplers ignore them, the grid does not count their points as
+    visited, and the study goes on with them as new trials.
     """
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import socket
 from collections.abc import Callable
@@ -226,21 +225,21 @@ def _settings(space: Space, options: RunOptions, experiment: Experiment | None,
     return space, settings
 
 
-# Optuna's GridSampler holds every point of its grid in memory, as a tuple of values: a million
-# of them take a few hundred MiB, and a space's whole product can run to billions.
+# A grid is for running every point of a small space. Past a million points no study runs
+# through it, and the few points one runs are a random search: --sampler random does that.
 GRID_LIMIT = 1_000_000
 
 
 def _check_grid(space: Space, trials: int) -> None:
-    """Refuse a grid that cannot be built (a continuous knob), that no memory holds, or that has fewer points than ``trials``."""
-    points = math.prod(len(values) for values in space.grid().values())
+    """Refuse a grid that cannot be built (a continuous knob), that no study runs through, or that has fewer points than ``trials``."""
+    points = len(space.grid())  # counted by products, one per combination of the stages' families: nothing is listed
     if points > GRID_LIMIT:
         raise ConfigError(
-            f"{space.source}: --sampler grid would cross every knob into {points:,} points, more than the {GRID_LIMIT:,} "
-            "a grid may hold in memory; narrow the space, or use another --sampler"
+            f"{space.source}: --sampler grid would enumerate {points:,} points, more than the {GRID_LIMIT:,} "
+            "a grid study may run through; narrow the space, or use another --sampler"
         )
-    if (space.size() or 0) < trials:
-        raise ConfigError(f"{space.source}: a grid of {space.size()} points cannot fill {trials} trials")
+    if points < trials:
+        raise ConfigError(f"{space.source}: a grid of {points} points cannot fill {trials} trials")
 
 
 def _setting(space: Space, key: str) -> Any:
