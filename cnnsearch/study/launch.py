@@ -6,6 +6,17 @@ the Tuner with each trial's reservation of CPUs, GPUs and memory, the Tune callb
 forwards each event to :mod:`.record`, and Ctrl-C. The data set is put in Ray's object
 store once and shared by every trial; trials on every node write their checkpoints into
 the study's storage themselves.
+
+A trial's errors are the architecture's or the machine's, and only the machine's are
+retried. The architecture's (and its recipe's) are whatever ``train()`` raises while it
+builds, trains and validates the network: a shape that does not fit, a batch that batch
+norm cannot train on, a CPU out of memory in a network that the memory check let
+through. Such a trial reports ``failed`` and ends, and Optuna is told so once. The
+machine's are what saving and reporting a checkpoint raise (a full disk, an unreachable
+S3, a storage folder that the node cannot see, Ray's own errors), a GPU out of memory
+(the GPU's state, which another process may share), and anything raised outside
+``train()``; with a lost worker or node they leave the trial to Tune, which runs it again
+from its last checkpoint, at most :data:`_RETRIES` times, and records it ``failed`` after that.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +57,7 @@ from .settings import Plan, RunOptions, versioned
 
 __all__ = ["Stop", "run_trials", "start"]
 
-_RETRIES = 2  # of a trial whose worker was lost
+_RETRIES = 2  # of a trial whose machine failed: its worker lost, its checkpoint not saved, its GPU out of memory
 
 
 def start(options: RunOptions) -> tuple[dict[str, float], float]:
@@ -57,7 +69,7 @@ def start(options: RunOptions) -> tuple[dict[str, float], float]:
     if not options.verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-        # Tune logs each lost worker's traceback; the tracker prints one line per trial instead.
+        # Tune logs the traceback of each trial whose machine failed; the tracker prints one line per trial instead.
         logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     try:
         ray.init(
@@ -110,12 +122,28 @@ def _resume_state(config: dict[str, Any], storage: Storage) -> dict[str, Any] | 
     return None
 
 
+class _MachineError(Exception):
+    """What saving or reporting a checkpoint raised inside ``train()``: the machine's error, which :func:`_trial` raises as it was."""
+
+
+def _on_machine(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function``, a callback of ``train()`` that uses the machine (its disk, the storage, Ray): its errors are raised as :class:`_MachineError`."""
+
+    def call(*args: Any) -> Any:
+        try:
+            return function(*args)
+        except Exception as error:
+            raise _MachineError from error
+
+    return call
+
+
 def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threads: int, device: str, storage: Storage) -> None:
     """One Ray Tune trial: train the architecture the driver proposed and checked, or go on with an interrupted one.
 
-    A trial whose own code fails (an error, a diverging loss) reports ``failed`` and ends: Tune's
-    retries are for trials whose worker was lost, and a retried trial goes on from its checkpoint.
-    Every report says on which node and host the trial runs.
+    A trial whose architecture fails (an error in ``train()``, a diverging loss) reports
+    ``failed`` and ends. The machine's errors (see the module's docstring) leave the trial, for
+    Tune to retry it from its checkpoint. Every report says on which node and host the trial runs.
     """
     torch.set_num_threads(threads)
     _release_memory()
@@ -145,8 +173,12 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
 
     try:
         result = train(arch, data, split, recipe=Recipe.model_validate(config["recipe"]), budget=space.budget, seed=config["record"][Params.SEED], device=device,
-                       checkpoint=save, callback=report, resume=resume)
+                       checkpoint=_on_machine(save), callback=_on_machine(report), resume=resume)
         failure, diverged = (result.message, True) if result.status == Status.DIVERGED else (None, False)
+    except _MachineError as error:
+        raise error.__cause__ from None  # as it was raised, for Tune to retry the trial
+    except torch.cuda.OutOfMemoryError:
+        raise  # the GPU's state (another process may hold its memory): retried, and failed if it never fits
     except Exception as error:  # the architecture's or the recipe's failure, not the machine's: no retry
         failure, diverged = ": ".join([type(error).__name__, *str(error).strip().splitlines()[:1]]), False
     finally:
@@ -304,8 +336,9 @@ def run_trials(plan: Plan, tracker: Tracker, stop: Stop, missing: int, *, propos
             storage_path=storage.path("tune"),
             storage_filesystem=storage.filesystem,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            # A lost worker, node or raylet, or the out-of-memory killer: the trial goes on
-            # from its checkpoint. A trial's own errors end it as failed instead (see _trial).
+            # A lost worker, node or raylet, the out-of-memory killer, or another of the machine's
+            # errors: the trial goes on from its checkpoint. The architecture's errors end it as
+            # failed instead (see the module's docstring).
             failure_config=tune.FailureConfig(max_failures=_RETRIES),
             callbacks=[_Events(tracker, stop)],
             stop=stop,
