@@ -17,6 +17,7 @@ import mlflow
 import optuna
 import pytest
 
+from cnnsearch.storage import Storage, unreachable_reason
 
 _FAULTS = '''
 import os
@@ -110,4 +111,21 @@ def test_a_gpu_out_of_memory_is_retried_then_failed_after_the_retries(tmp_path, 
     reason = run.data.tags["cnnsearch.reason"]
     assert "OutOfMemoryError: CUDA out of memory" in reason and reason.endswith("(its machine failed 3 times)")
     assert optuna_states(tmp_path / "runs") == [optuna.trial.TrialState.FAIL]
+
+
+def test_a_node_uses_a_local_storage_folder_only_where_it_sees_the_driver_s_file(tmp_path):
+    storage = Storage.open(tmp_path / "new" / "study")
+    with storage.marked() as marker:
+        assert unreachable_reason(storage.root, marker) is None  # the driver's own folder, as a node that shares it sees it
+        assert os.listdir(storage.root) == [marker]  # its own probe file is gone
+        (tmp_path / "other").mkdir()
+        # Another node's folder at another path stands for a folder of its own at the same path: the driver's file is not there.
+        assert unreachable_reason(str(tmp_path / "other"), marker) == \
+            "a folder of its own there, without the file that the driver wrote into its folder"
+        assert unreachable_reason(str(tmp_path / "none"), marker) == "no such folder there"
+    assert not (tmp_path / "new").exists()  # the folders it made, for a study that may yet be refused, are gone
+    (tmp_path / "kept").mkdir()
+    with Storage.open(tmp_path / "kept").marked():
+        pass
+    assert (tmp_path / "kept").is_dir() and os.listdir(tmp_path / "kept") == []
 

@@ -5,7 +5,8 @@ Searchers that hand Tune the proposals of :mod:`.propose` or an ablation's cells
 the Tuner with each trial's reservation of CPUs, GPUs and memory, the Tune callback that
 forwards each event to :mod:`.record`, and Ctrl-C. The data set is put in Ray's object
 store once and shared by every trial; trials on every node write their checkpoints into
-the study's storage themselves.
+the study's storage themselves, so a local storage folder is checked from every node of
+a cluster before the study starts (:func:`start`).
 
 A trial's errors are the architecture's or the machine's, and only the machine's are
 retried. The architecture's (and its recipe's) are whatever ``train()`` raises while it
@@ -44,11 +45,12 @@ from ray import tune
 from ray.tune import PlacementGroupFactory
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..config import Arch, ConfigError, Recipe
 from ..names import WEIGHTS_FILE, Metrics, Params, Report, Status, Tags
 from ..space import Space
-from ..storage import Storage
+from ..storage import Storage, unreachable_reason
 from ..train import EpochReport, train
 from .propose import Proposals
 from .record import CONFIG_FILE, STATE_FILE, Tracker, trial_document
@@ -58,13 +60,16 @@ from .settings import Plan, RunOptions, versioned
 __all__ = ["Stop", "run_trials", "start"]
 
 _RETRIES = 2  # of a trial whose machine failed: its worker lost, its checkpoint not saved, its GPU out of memory
+_PROBE_S = 120  # a node starts a worker for the storage probe in seconds; one that does not answer in this time is refused
 
 
-def start(options: RunOptions) -> tuple[dict[str, float], float]:
+def start(options: RunOptions, storage: Storage) -> tuple[dict[str, float], float]:
     """Start a Ray of our own, or join the cluster at ``options.ray_address``; its resources and its largest node's memory, in bytes.
 
+    On a cluster of several nodes, a local ``storage`` folder is checked from each node (:func:`_check_nodes_reach`).
+
     Raises:
-        ConfigError: Ray cannot be reached there.
+        ConfigError: Ray cannot be reached there, or a node cannot use the local storage folder.
     """
     if not options.verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -84,8 +89,39 @@ def start(options: RunOptions) -> tuple[dict[str, float], float]:
         )
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ConfigError(f"Ray at {options.ray_address}: cannot connect ({error})") from None
-    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    return ray.cluster_resources(), max(node.get("memory", 0) for node in nodes)
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    if storage.local and len(nodes) > 1:
+        _check_nodes_reach(storage, nodes)
+    return ray.cluster_resources(), max(node["Resources"].get("memory", 0) for node in nodes)
+
+
+def _check_nodes_reach(storage: Storage, nodes: list[dict[str, Any]]) -> None:
+    """Refuse a local storage folder that a node of the cluster cannot use, in one line that names each such node.
+
+    Trials on every node write their checkpoints there: on a node without the folder, or
+    with a folder of its own at that path, Ray Tune would fail each trial's first checkpoint.
+    A task on each node looks for a file that the driver wrote, and writes one of its own.
+    """
+    probe = ray.remote(num_cpus=0, max_retries=0)(unreachable_reason)
+    with storage.marked() as marker:
+        answers = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(storage.root, marker)
+                   for node in nodes]
+        ready, _ = ray.wait(answers, num_returns=len(answers), timeout=_PROBE_S)
+        reasons = [_answer(answer) if answer in ready else f"no answer in {_PROBE_S} s" for answer in answers]
+    refused = [f"node {node['NodeManagerAddress']} (id {node['NodeID'][:8]}): {reason}" for node, reason in zip(nodes, reasons) if reason]
+    if refused:
+        raise ConfigError(
+            f"--storage {storage.root}: a folder that not every node of the cluster can use ({'; '.join(refused)}); with several "
+            "nodes, give a folder shared at the same path on every node, or a URI such as s3://BUCKET/PATH"
+        )
+
+
+def _answer(answer: ray.ObjectRef) -> str | None:
+    """A node's answer to the storage probe: why it cannot use the folder, None if it can."""
+    try:
+        return ray.get(answer)
+    except ray.exceptions.RayError as error:
+        return f"its probe failed ({str(error).strip().splitlines()[-1]})"
 
 
 def _peak_memory_mib() -> float:
