@@ -38,7 +38,7 @@ class Status(StrEnum):
     COMPLETED = "completed"  # trained for its whole budget: epochs, max_images or max_seconds
     STOPPED_EARLY = "stopped early"  # stopped by the scheduler before its budget ran out
     STOPPED = "stopped"  # train()'s callback asked it to stop: a trial that Tune stops is recorded STOPPED_EARLY
-    FAILED = "failed"  # raised, or lost its worker more often than Tune retries
+    FAILED = "failed"  # its architecture raised, or its machine failed (a lost worker, say) more often than Tune retries
     DIVERGED = "diverged"  # its loss became NaN, or exploded while it stayed at chance: the reason holds the values
 
 

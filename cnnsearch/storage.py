@@ -7,7 +7,10 @@ checkpoints, the study's state file, Optuna's record and the study's pictures li
 so every node of a cluster, and any machine that resumes the study, reaches them.
 
 Paths are the filesystem's own (``bucket/key`` on S3, absolute on this machine), as Ray
-Tune's trials report them. Nothing here knows Ray, Optuna or MLflow.
+Tune's trials report them. A folder that a cluster's nodes share is checked from each of
+them before a study starts: :meth:`Storage.marked` writes a file for the nodes to look
+for, and :func:`unreachable_reason`, run on each node, looks for it and writes a file of
+its own. Nothing here knows Ray, Optuna or MLflow.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import json
 import posixpath
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,9 @@ import pyarrow.fs as pafs
 
 from .config import ConfigError
 
-__all__ = ["RecordLog", "Storage"]
+__all__ = ["RecordLog", "Storage", "unreachable_reason"]
+
+_PROBE = ".cnnsearch-probe-"  # the names of the files that check a folder from each node; each is deleted at once
 
 
 class Storage:
@@ -121,6 +127,52 @@ class Storage:
             yield Path(scratch)
             for file in sorted(Path(scratch).iterdir()):
                 self.write_bytes(self.path(name, file.name), file.read_bytes())
+
+    @contextlib.contextmanager
+    def marked(self) -> Iterator[str]:
+        """A file of a name of its own in this local folder, for each node of a cluster to look for; deleted on exit,
+        with the folders that it needed made (so that a study refused later leaves nothing behind).
+
+        Raises:
+            ConfigError: the folder cannot be made or written.
+        """
+        folder = Path(self.root)
+        made = next((path for path in reversed([folder, *folder.parents]) if not path.exists()), None)
+        marker = folder / f"{_PROBE}{uuid.uuid4().hex}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            marker.write_text(marker.name)
+        except OSError as error:
+            raise ConfigError(f"--storage {self.root}: cannot be written ({error.strerror or error})") from None
+        try:
+            yield marker.name
+        finally:
+            marker.unlink()
+            for path in [folder, *folder.parents] if made else []:
+                path.rmdir()
+                if path == made:
+                    break
+
+
+def unreachable_reason(folder: str, marker: str) -> str | None:
+    """Why this machine cannot keep a study in its ``folder``, where the study's driver wrote file ``marker``; None if it can.
+
+    Run on each node of a cluster: a node sees the driver's folder only where the folder is
+    shared, mounted at the same path; elsewhere it finds none, or a folder of its own.
+    """
+    path = Path(folder)
+    if not path.is_dir():
+        return "no such folder there"
+    if not (path / marker).is_file():
+        return "a folder of its own there, without the file that the driver wrote into its folder"
+    probe = path / f"{_PROBE}{uuid.uuid4().hex}"
+    try:
+        probe.write_text(probe.name)
+        read = probe.read_text()
+        probe.unlink()
+    except OSError as error:
+        return f"cannot write there ({error.strerror or error})"
+    return None if read == probe.name else "reads back other content than it wrote there"
 
 
 class RecordLog:

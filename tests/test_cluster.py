@@ -194,3 +194,30 @@ def test_a_study_killed_mid_way_resumes_from_s3_without_a_lost_or_repeated_trial
     assert all(epochs_of(cluster.tracking, run) == [1, 2, 3] for run in runs)  # no epoch lost or trained twice
     assert study_state(cluster, "killed")["finished"] is True
     assert optuna_states(cluster, "killed").count(optuna.trial.TrialState.COMPLETE) == 4
+
+
+def test_a_local_storage_folder_that_a_node_cannot_see_is_refused_before_anything_is_written(cluster, tmp_path):
+    """The driver's storage folder is a mount of its own (a tmpfs in a mount namespace of its own), and each node finds
+    an empty folder of its own at that path: refused with one line that names each node and the folder, exit status 2,
+    nothing written to the nodes' folder. A folder that every node shares passes, and the study trains."""
+    private = tmp_path / "private"
+    (private / "study").mkdir(parents=True)
+    if subprocess.run(["unshare", "--mount", "mount", "-t", "tmpfs", "tmpfs", str(private)], capture_output=True, check=False).returncode:
+        pytest.skip("this machine lets no process mount a filesystem of its own (unshare --mount, then mount)")
+    space = cluster.tiny_space(tmp_path, "probed", dataset={"subset": 64}, budget={"epochs": 1}, recipe={"batch_size": 32})
+    args = [sys.executable, "-m", "cnnsearch", "run", str(space), "--ray-address", cluster.address, "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}", "--trials", "1", "--scheduler", "none"]
+    # The mount is the driver's alone: its own storage folder, made in its tmpfs.
+    alone = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"', str(private)]
+    refused = subprocess.run([*alone, *args, "--storage", str(private / "study")], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert refused.returncode == 2, refused.stderr
+    (line,) = [line for line in refused.stderr.splitlines() if line.startswith("cnnsearch: error:")]
+    assert "Traceback" not in refused.stderr
+    assert line.startswith(f"cnnsearch: error: --storage {private / 'study'}: a folder that not every node of the cluster can use"), line
+    reason = "a folder of its own there, without the file that the driver wrote into its folder"
+    assert all(f"(id {node[:8]}): {reason}" in line for node in cluster.node_ids), line
+    assert list((private / "study").iterdir()) == []
+
+    shared = subprocess.run([*args, "--storage", str(tmp_path / "shared")], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert shared.returncode == 0 and "1/1 trials done (1 completed)" in shared.stderr, shared.stderr
+    assert not [path for path in (tmp_path / "shared").iterdir() if path.name.startswith(".cnnsearch-probe-")]

@@ -242,7 +242,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(ray_session, tmp_pat
     for run in runs:
         assert run.data.tags["cnnsearch.status"] == "diverged" and run.info.status == "FAILED"
         assert "training loss became" in run.data.tags["cnnsearch.reason"]
-    assert "diverged: training loss became" in err and "lost its worker" not in err  # its own failure: not retried
+    assert "diverged: training loss became" in err and "its machine failed" not in err  # its own failure: not retried
 
 
 @pytest.mark.slow
@@ -262,7 +262,7 @@ def test_a_trial_whose_own_code_raises_is_failed_with_its_cause_not_retried(ray_
     cause = "ValueError: Expected more than 1 value per channel when training, got input size torch.Size([1, 8, 1, 1])"
     assert failed.data.tags["cnnsearch.status"] == "failed" and failed.info.status == "FAILED"
     assert failed.data.tags["cnnsearch.reason"] == cause
-    assert f"failed: {cause}" in err and "lost its worker" not in err and "Traceback" not in err  # its own failure: not retried
+    assert f"failed: {cause}" in err and "its machine failed" not in err and "Traceback" not in err  # its own failure: not retried
     (standing,) = [line for line in err.splitlines() if "2/2 trials done" in line]
     assert "1 completed" in standing and "1 failed" in standing
 

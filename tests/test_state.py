@@ -27,11 +27,11 @@ from cnnsearch.tracking import Recorder
 _OVERRIDES = ("dataset", "subset", "val_fraction", "test_fraction", "val_subset", "epochs", "lr", "batch_size", "precision", "compile")
 
 
-def no_ray(options: RunOptions) -> tuple[dict[str, float], float]:
+def no_ray(options: RunOptions, storage: Storage) -> tuple[dict[str, float], float]:
     raise AssertionError("Ray was started")
 
 
-def some_ray(options: RunOptions) -> tuple[dict[str, float], float]:
+def some_ray(options: RunOptions, storage: Storage) -> tuple[dict[str, float], float]:
     return {"CPU": 2.0}, 8e9
 
 

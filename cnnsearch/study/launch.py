@@ -5,7 +5,19 @@ Searchers that hand Tune the proposals of :mod:`.propose` or an ablation's cells
 the Tuner with each trial's reservation of CPUs, GPUs and memory, the Tune callback that
 forwards each event to :mod:`.record`, and Ctrl-C. The data set is put in Ray's object
 store once and shared by every trial; trials on every node write their checkpoints into
-the study's storage themselves.
+the study's storage themselves, so a local storage folder is checked from every node of
+a cluster before the study starts (:func:`start`).
+
+A trial's errors are the architecture's or the machine's, and only the machine's are
+retried. The architecture's (and its recipe's) are whatever ``train()`` raises while it
+builds, trains and validates the network: a shape that does not fit, a batch that batch
+norm cannot train on, a CPU out of memory in a network that the memory check let
+through. Such a trial reports ``failed`` and ends, and Optuna is told so once. The
+machine's are what saving and reporting a checkpoint raise (a full disk, an unreachable
+S3, a storage folder that the node cannot see, Ray's own errors), a GPU out of memory
+(the GPU's state, which another process may share), and anything raised outside
+``train()``; with a lost worker or node they leave the trial to Tune, which runs it again
+from its last checkpoint, at most :data:`_RETRIES` times, and records it ``failed`` after that.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +45,12 @@ from ray import tune
 from ray.tune import PlacementGroupFactory
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..config import Arch, ConfigError, Recipe
 from ..names import WEIGHTS_FILE, Metrics, Params, Report, Status, Tags
 from ..space import Space
-from ..storage import Storage
+from ..storage import Storage, unreachable_reason
 from ..train import EpochReport, train
 from .propose import Proposals
 from .record import CONFIG_FILE, STATE_FILE, Tracker, trial_document
@@ -45,19 +59,22 @@ from .settings import Plan, RunOptions, versioned
 
 __all__ = ["Stop", "run_trials", "start"]
 
-_RETRIES = 2  # of a trial whose worker was lost
+_RETRIES = 2  # of a trial whose machine failed: its worker lost, its checkpoint not saved, its GPU out of memory
+_PROBE_S = 120  # a node starts a worker for the storage probe in seconds; one that does not answer in this time is refused
 
 
-def start(options: RunOptions) -> tuple[dict[str, float], float]:
+def start(options: RunOptions, storage: Storage) -> tuple[dict[str, float], float]:
     """Start a Ray of our own, or join the cluster at ``options.ray_address``; its resources and its largest node's memory, in bytes.
 
+    On a cluster of several nodes, a local ``storage`` folder is checked from each node (:func:`_check_nodes_reach`).
+
     Raises:
-        ConfigError: Ray cannot be reached there.
+        ConfigError: Ray cannot be reached there, or a node cannot use the local storage folder.
     """
     if not options.verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-        # Tune logs each lost worker's traceback; the tracker prints one line per trial instead.
+        # Tune logs the traceback of each trial whose machine failed; the tracker prints one line per trial instead.
         logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     try:
         ray.init(
@@ -72,8 +89,39 @@ def start(options: RunOptions) -> tuple[dict[str, float], float]:
         )
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ConfigError(f"Ray at {options.ray_address}: cannot connect ({error})") from None
-    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    return ray.cluster_resources(), max(node.get("memory", 0) for node in nodes)
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    if storage.local and len(nodes) > 1:
+        _check_nodes_reach(storage, nodes)
+    return ray.cluster_resources(), max(node["Resources"].get("memory", 0) for node in nodes)
+
+
+def _check_nodes_reach(storage: Storage, nodes: list[dict[str, Any]]) -> None:
+    """Refuse a local storage folder that a node of the cluster cannot use, in one line that names each such node.
+
+    Trials on every node write their checkpoints there: on a node without the folder, or
+    with a folder of its own at that path, Ray Tune would fail each trial's first checkpoint.
+    A task on each node looks for a file that the driver wrote, and writes one of its own.
+    """
+    probe = ray.remote(num_cpus=0, max_retries=0)(unreachable_reason)
+    with storage.marked() as marker:
+        answers = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(storage.root, marker)
+                   for node in nodes]
+        ready, _ = ray.wait(answers, num_returns=len(answers), timeout=_PROBE_S)
+        reasons = [_answer(answer) if answer in ready else f"no answer in {_PROBE_S} s" for answer in answers]
+    refused = [f"node {node['NodeManagerAddress']} (id {node['NodeID'][:8]}): {reason}" for node, reason in zip(nodes, reasons) if reason]
+    if refused:
+        raise ConfigError(
+            f"--storage {storage.root}: a folder that not every node of the cluster can use ({'; '.join(refused)}); with several "
+            "nodes, give a folder shared at the same path on every node, or a URI such as s3://BUCKET/PATH"
+        )
+
+
+def _answer(answer: ray.ObjectRef) -> str | None:
+    """A node's answer to the storage probe: why it cannot use the folder, None if it can."""
+    try:
+        return ray.get(answer)
+    except ray.exceptions.RayError as error:
+        return f"its probe failed ({str(error).strip().splitlines()[-1]})"
 
 
 def _peak_memory_mib() -> float:
@@ -110,12 +158,28 @@ def _resume_state(config: dict[str, Any], storage: Storage) -> dict[str, Any] | 
     return None
 
 
+class _MachineError(Exception):
+    """What saving or reporting a checkpoint raised inside ``train()``: the machine's error, which :func:`_trial` raises as it was."""
+
+
+def _on_machine(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function``, a callback of ``train()`` that uses the machine (its disk, the storage, Ray): its errors are raised as :class:`_MachineError`."""
+
+    def call(*args: Any) -> Any:
+        try:
+            return function(*args)
+        except Exception as error:
+            raise _MachineError from error
+
+    return call
+
+
 def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threads: int, device: str, storage: Storage) -> None:
     """One Ray Tune trial: train the architecture the driver proposed and checked, or go on with an interrupted one.
 
-    A trial whose own code fails (an error, a diverging loss) reports ``failed`` and ends: Tune's
-    retries are for trials whose worker was lost, and a retried trial goes on from its checkpoint.
-    Every report says on which node and host the trial runs.
+    A trial whose architecture fails (an error in ``train()``, a diverging loss) reports
+    ``failed`` and ends. The machine's errors (see the module's docstring) leave the trial, for
+    Tune to retry it from its checkpoint. Every report says on which node and host the trial runs.
     """
     torch.set_num_threads(threads)
     _release_memory()
@@ -145,8 +209,12 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
 
     try:
         result = train(arch, data, split, recipe=Recipe.model_validate(config["recipe"]), budget=space.budget, seed=config["record"][Params.SEED], device=device,
-                       checkpoint=save, callback=report, resume=resume)
+                       checkpoint=_on_machine(save), callback=_on_machine(report), resume=resume)
         failure, diverged = (result.message, True) if result.status == Status.DIVERGED else (None, False)
+    except _MachineError as error:
+        raise error.__cause__ from None  # as it was raised, for Tune to retry the trial
+    except torch.cuda.OutOfMemoryError:
+        raise  # the GPU's state (another process may hold its memory): retried, and failed if it never fits
     except Exception as error:  # the architecture's or the recipe's failure, not the machine's: no retry
         failure, diverged = ": ".join([type(error).__name__, *str(error).strip().splitlines()[:1]]), False
     finally:
@@ -304,8 +372,9 @@ def run_trials(plan: Plan, tracker: Tracker, stop: Stop, missing: int, *, propos
             storage_path=storage.path("tune"),
             storage_filesystem=storage.filesystem,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            # A lost worker, node or raylet, or the out-of-memory killer: the trial goes on
-            # from its checkpoint. A trial's own errors end it as failed instead (see _trial).
+            # A lost worker, node or raylet, the out-of-memory killer, or another of the machine's
+            # errors: the trial goes on from its checkpoint. The architecture's errors end it as
+            # failed instead (see the module's docstring).
             failure_config=tune.FailureConfig(max_failures=_RETRIES),
             callbacks=[_Events(tracker, stop)],
             stop=stop,

@@ -84,8 +84,9 @@ class Progress:
             line += f"; at most {_clock((now - self.started) / self.epochs * left)} to go at the pace so far"
         self._say(line)
 
-    def lost_worker(self, trial_id: str, error: str) -> None:
-        self._say(f"{trial_name(trial_id)} lost its worker ({error}); it goes on from its last checkpoint")
+    def retried(self, trial_id: str, error: str) -> None:
+        """A trial whose machine failed (its worker lost, say): Tune runs it again."""
+        self._say(f"{trial_name(trial_id)}: its machine failed ({error}); it goes on from its last checkpoint")
 
     def interrupted_trial(self, trial_id: str) -> None:
         self.training.pop(trial_id, None)

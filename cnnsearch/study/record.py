@@ -195,7 +195,7 @@ class Tracker:
 
     def start(self, trial: Any) -> None:
         if trial.trial_id in self.runs:
-            return  # a retry after a lost worker: same trial, same run
+            return  # a retry after its machine failed: same trial, same run
         run_id = trial.config.get("run_id")  # a resumed trial goes on in its own run
         if run_id is None:
             run_id = self._new_run(trial)
@@ -228,7 +228,7 @@ class Tracker:
             self.progress.epoch(trial.trial_id, result)
 
     def recovered(self, trial: Any) -> None:
-        self.progress.lost_worker(trial.trial_id, _error_of(trial))
+        self.progress.retried(trial.trial_id, _error_of(trial))
 
     def checkpoint(self, trial: Any, checkpoint: Any) -> None:
         if trial.trial_id not in self.checkpoints and trial.config.get("run_id"):
@@ -253,7 +253,7 @@ class Tracker:
             self._finish(trial, Status.STOPPED_EARLY, "stopped by the scheduler")
 
     def error(self, trial: Any) -> None:
-        retries = f" (lost its worker {trial.num_failures} times)" if trial.num_failures > 1 else ""
+        retries = f" (its machine failed {trial.num_failures} times)" if trial.num_failures > 1 else ""
         self._finish(trial, Status.FAILED, _error_of(trial) + retries)
 
     def _finish(self, trial: Any, status: str, reason: str = "", val_acc: float | None = None) -> None:

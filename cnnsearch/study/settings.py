@@ -5,8 +5,8 @@ that an earlier session saved in the study's storage, and returns a :class:`Plan
 resolved settings, the connected tracking store, the loaded data and the cluster's share
 of each trial. Every refusal (a storage that holds another study or state of another
 version, settings or a recipe that would not compare with a resumed study's, an unreachable
-tracking store or one without the study's records, an unreachable Ray address, a precision
-the trials' devices lack) raises :class:`~cnnsearch.config.ConfigError` there, before
+tracking store or one without the study's records, an unreachable Ray address, a local
+storage folder that a node of the cluster cannot use, a precision the trials' devices lack) raises :class:`~cnnsearch.config.ConfigError` there, before
 anything is written to MLflow or to the study's storage. This module also reads and writes
 the study's state file, and holds the version of every state file a study keeps
 (:data:`STATE_VERSION`). It imports neither Ray nor Optuna: Ray is started through the
@@ -147,20 +147,22 @@ def concurrency(resources: dict[str, float], cpus_per_trial: float, gpus_per_tri
 
 
 def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
-            start_ray: Callable[[RunOptions], tuple[dict[str, float], float]]) -> Plan:
+            start_ray: Callable[[RunOptions, Storage], tuple[dict[str, float], float]]) -> Plan:
     """Resolve the study's settings and run every check that can refuse it, in the order their messages are seen.
 
     Args:
         space: the space to search; an ``experiment`` brings its own.
         options: the command line's.
         experiment: an ablation's design, or None for a search.
-        start_ray: starts or joins Ray and returns its cluster resources and its largest node's memory.
+        start_ray: starts or joins Ray, refuses a local storage folder that one of its nodes cannot use, and returns its
+            cluster resources and its largest node's memory.
 
     Raises:
         ConfigError: the storage holds another study or state of another version, or cannot be
             read, the settings or the resolved recipe differ from a resumed study's, the space or a
             setting is invalid, the tracking store lacks the resumed study's parent run, the tracking
-            store, the data or Ray cannot be reached, or the trials' devices lack the precision.
+            store, the data or Ray cannot be reached, a node of the cluster cannot use the local storage folder, or the
+            trials' devices lack the precision.
     """
     storage = Storage.open(options.storage)
     if experiment is not None:
@@ -178,7 +180,7 @@ def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
                           test_fraction=held_out_test_fraction(space.dataset.name, space.dataset.test_fraction))
     if options.ray_address:
         _check_reachable(options.ray_address)
-    resources, memory = start_ray(options)
+    resources, memory = start_ray(options, storage)
     # A GPU request where there is none would leave every trial pending forever.
     gpus = options.gpus_per_trial if resources.get("GPU", 0) > 0 else 0.0
     if space.recipe.precision == "fp16" and not gpus:
