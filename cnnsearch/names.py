@@ -126,7 +126,7 @@ META_FILE = "meta.json"  # an export's description: classes, input, normalizatio
 PARETO = "pareto"  # a study's Pareto front over its objectives: pareto.csv
 
 # Tables of names. Each is the one list that the space's schema, the flags and the code that acts on a name read.
-SAMPLERS = ("tpe", "random", "grid", "nsga2")
+SAMPLERS = ("tpe", "random", "grid", "nsga2", "evolution", "gp")
 SCHEDULERS = ("asha", "none")
 DATASETS = ("cifar10", "cifar100", "synthetic", "imagefolder:PATH")
 ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh", "hardswish")

@@ -42,6 +42,8 @@ BAD_SPACES = {
     "shrinks below 1x1": ("family: dense\nstages: [{stride: 2}, {stride: 2}, {stride: 2}, {stride: 2}, {stride: 2}, {stride: 2}]\ndense: {num_layers: 1}\n", "no point of the space is a valid network"),
     "unmeetable limit": (GOOD_SPACE + "limits: {max_params: 1000}\n", "limits.max_params: 1,000 cannot be met: the smallest architecture of the space has"),
     "bad limit": (GOOD_SPACE + "limits: {max_params: lots}\n", "limits.max_params"),
+    "unknown sampler": (GOOD_SPACE + "search: {sampler: bayes}\n",
+                        "search.sampler: Input should be 'tpe', 'random', 'grid', 'nsga2', 'evolution' or 'gp', got 'bayes'"),
     "unknown dataset": (GOOD_SPACE + "dataset: {name: mnist}\n", "dataset.name: unknown dataset 'mnist'"),
     "unknown objective metric": (GOOD_SPACE + "objectives: [{metric: val_acc, goal: max}, {metric: energy, goal: min}]\n",
                                  "objectives.1.metric: Input should be 'val_acc', 'params', 'macs', 'flops' or 'latency_ms', got 'energy'"),
@@ -120,7 +122,9 @@ def test_bad_command_line(args, expected, cli):
     "args, start, command",
     [
         (["run", "space.yaml", "--trails", "3"], "cnnsearch: error: unrecognized arguments: --trails 3", "cnnsearch"),
-        (["run", "space.yaml", "--sampler", "bayes"], "cnnsearch run: error: argument --sampler: invalid choice: 'bayes'", "cnnsearch run"),
+        (["run", "space.yaml", "--sampler", "bayes"],
+         ("cnnsearch run: error: argument --sampler: invalid choice: 'bayes' "
+          "(choose from 'tpe', 'random', 'grid', 'nsga2', 'evolution', 'gp')"), "cnnsearch run"),
         (["train", "resnet20"], "cnnsearch train: error: the following arguments are required: --dataset", "cnnsearch train"),
         (["train", "resnet20", "--dataset", "synthetic", "--epochs", "0"],
          "cnnsearch train: error: argument --epochs: expected a positive integer, got '0'", "cnnsearch train"),
@@ -182,3 +186,14 @@ def test_a_grid_too_large_to_run_through_is_refused_in_one_line_before_anything_
     assert status == 2 and err.count("\n") == 1, err
     assert f"--sampler grid would enumerate {points} points, more than the 1,000,000" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["flag", "file"])
+def test_an_unknown_sampler_is_refused_in_one_line_naming_the_known_ones_before_anything_is_written(where, tmp_path, cli, tiny_space):
+    (tmp_path / "spaces").mkdir()
+    space = tiny_space(tmp_path / "spaces", **({"search": {"sampler": "bayes"}} if where == "file" else {}))
+    flags = ["--sampler", "bayes"] if where == "flag" else []
+    status, out, err = cli("run", space, *flags, "--storage", tmp_path / "runs", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert status == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "'bayes'" in err and all(f"'{name}'" in err for name in ("tpe", "random", "grid", "nsga2", "evolution", "gp")), err
+    assert [path.name for path in tmp_path.iterdir()] == ["spaces"]

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from cnnsearch import ConfigError, build_model, load_space, profile
 from cnnsearch.costs import cheapest, over_limits
 from cnnsearch.space import Choice, Fixed, FloatRange, IntRange
+from cnnsearch.study import RegularizedEvolution
 
 from pathlib import Path
 
@@ -83,19 +84,22 @@ def test_every_sample_builds_and_runs(path, data):
 
 
 @pytest.mark.parametrize(
-    "sampler",
+    "make_sampler, objectives",
     [
-        optuna.samplers.TPESampler(seed=0, n_startup_trials=3),
-        optuna.samplers.RandomSampler(seed=0),
-        optuna.samplers.NSGAIISampler(seed=0, population_size=4),
+        (lambda: optuna.samplers.TPESampler(seed=0, n_startup_trials=3), 1),
+        (lambda: optuna.samplers.RandomSampler(seed=0), 1),
+        (lambda: optuna.samplers.NSGAIISampler(seed=0, population_size=4), 2),
+        (lambda: RegularizedEvolution(population_size=3, sample_size=2, seed=0), 1),
+        (lambda: RegularizedEvolution(population_size=3, sample_size=2, seed=0), 2),
+        (lambda: optuna.samplers.GPSampler(seed=0, n_startup_trials=3), 2),  # with one objective: tests/test_search.py
     ],
-    ids=["tpe", "random", "nsga2"],
+    ids=["tpe", "random", "nsga2", "evolution", "evolution-2", "gp-2"],
 )
 @pytest.mark.parametrize("name", ["densenet", "mixed"])
-def test_optuna_samplers_drive_the_space(sampler, name):
+def test_optuna_samplers_drive_the_space(make_sampler, objectives, name):
     space = load_space(SPACES_DIR / f"{name}.yaml")
-    directions = ["minimize", "minimize"] if isinstance(sampler, optuna.samplers.NSGAIISampler) else ["minimize"]
-    study = optuna.create_study(sampler=sampler, directions=directions)
+    directions = ["minimize"] * objectives
+    study = optuna.create_study(sampler=make_sampler(), directions=directions)
 
     def objective(trial):
         cost = profile(space.sample(trial))

@@ -2,8 +2,9 @@
 
 :func:`run_study` walks the modules of this package in order: :mod:`.settings` resolves
 the options and runs every check that can refuse a study before anything is written;
-:mod:`.propose`, the only module of cnnsearch that imports Optuna, proposes trials (and
-scores a finished study's knob importances); :mod:`.reject` fits each proposal to the data
+:mod:`.propose`, the only module of cnnsearch that imports Optuna, proposes trials (its
+samplers include regularized evolution, which Optuna lacks) and
+scores a finished study's knob importances; :mod:`.reject` fits each proposal to the data
 and turns away the ones over the limits; :mod:`.launch`, the only module of cnnsearch
 that imports Ray, runs the trials on Ray Tune; :mod:`.record` writes them to MLflow and
 recovers an interrupted study's checkpoints; :mod:`.progress` prints the study's progress.
@@ -12,12 +13,12 @@ costs the same at any study size. Ray is imported only when a study runs.
 """
 
 from .progress import searched_knobs
-from .propose import Importances, importances, rejected_proposals
+from .propose import Importances, RegularizedEvolution, importances, rejected_proposals
 from .record import StudyResult
 from .run import run_study
 from .settings import RunOptions, concurrency, with_overrides
 
 __all__ = [
-    "Importances", "RunOptions", "StudyResult", "concurrency", "importances", "rejected_proposals", "run_study", "searched_knobs",
+    "Importances", "RegularizedEvolution", "RunOptions", "StudyResult", "concurrency", "importances", "rejected_proposals", "run_study", "searched_knobs",
     "with_overrides",
 ]

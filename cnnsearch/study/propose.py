@@ -1,7 +1,8 @@
 """Proposing trials, and reading a finished study's knob importances: the only module of cnnsearch that imports Optuna.
 
 It holds the samplers (by the names in :data:`cnnsearch.names.SAMPLERS`; the grid is our
-own, each point of the space once with only the knobs it uses), the study's
+own, each point of the space once with only the knobs it uses, and so is
+:class:`RegularizedEvolution`, which Optuna's core lacks), the study's
 Optuna record (a journal in the study's storage), and :class:`Proposals`: Optuna's ask
 and tell, with each proposal fitted and checked by :mod:`.reject` before it is handed on.
 Ray Tune's Searcher that asks it for trials lives in :mod:`.launch`. :func:`importances`
@@ -15,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 
@@ -26,7 +28,7 @@ from ..tracking import StudyRecord
 from .reject import Target, fitted, fixed_values, trial_config
 from .settings import Plan
 
-__all__ = ["MIN_IMPORTANCE_TRIALS", "Importances", "Proposals", "importances", "rejected_proposals"]
+__all__ = ["MIN_IMPORTANCE_TRIALS", "Importances", "Proposals", "RegularizedEvolution", "importances", "rejected_proposals"]
 
 _REJECTED = "cnnsearch.rejected"  # an Optuna trial's user attribute: why the driver did not train its proposal
 _FAILED = "cnnsearch.failed"  # an Optuna trial's user attribute: it failed in training, not in a crash
@@ -112,6 +114,93 @@ class _Grid(optuna.samplers.BaseSampler):
         return self.grid.point(self._rng.choice(left)) if left else None
 
 
+@dataclass(frozen=True)
+class _Child:
+    """What a trial of :class:`RegularizedEvolution` inherits: its parent, and the one knob it changes (None: none can)."""
+
+    parent: optuna.trial.FrozenTrial
+    mutated: str | None
+
+
+class RegularizedEvolution(optuna.samplers.BaseSampler):
+    """Regularized evolution (Real et al., AAAI 2019, arXiv:1802.01548) as an Optuna sampler.
+
+    The population is the last ``population_size`` completed trials, in the order they
+    completed: each completed child joins it and the oldest member leaves, however good
+    (aging, the paper's regularization). Until it is full, trials are drawn at random. Then
+    each trial's parent wins a tournament among ``sample_size`` members drawn uniformly
+    without replacement, and the child is the parent with exactly one knob changed: one of
+    the parent's knobs of more than one value, chosen uniformly and drawn again at random
+    until its value differs. A knob the parent lacks (define-by-run: the family a mutation
+    switched to brings its own) is drawn at random.
+
+    With one objective the tournament's winner is the best of the sample; with several, one
+    drawn among the sample's members that no other member of the sample dominates. Failed,
+    pruned and running trials never join the population: a pruned trial has no final value
+    to compare with complete ones. The defaults, a population of 10 and tournaments of 3, are
+    the NAS-Bench-201 authors' runs of it (Dong & Yang, ICLR 2020, and NATS-Bench).
+    """
+
+    def __init__(self, *, population_size: int = 10, sample_size: int = 3, seed: int | None = None) -> None:
+        if not 1 <= sample_size <= population_size:
+            raise ValueError(f"1 <= sample_size <= population_size must hold, but got sample_size={sample_size}, "
+                             f"population_size={population_size}")
+        self.population_size, self.sample_size = population_size, sample_size
+        self._rng = np.random.RandomState(seed)
+        # Seeded from the tournament's stream rather than with the same seed, so the two streams do not repeat each other.
+        self._random = optuna.samplers.RandomSampler(seed=int(self._rng.randint(2**31)))
+        self._children: dict[int, _Child] = {}  # by trial number, while the trial runs
+
+    def reseed_rng(self) -> None:
+        self._rng.seed()
+        self._random.reseed_rng()
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                        search_space: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def population(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        """The study's last ``population_size`` completed trials, oldest first."""
+        completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        return sorted(completed, key=lambda trial: (trial.datetime_complete, trial.number))[-self.population_size:]
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        population = self.population(study)
+        if len(population) < self.population_size:
+            return
+        sample = [population[i] for i in self._rng.choice(len(population), self.sample_size, replace=False)]
+        parent = self._winner(sample, study.directions)
+        mutable = sorted(name for name, distribution in parent.distributions.items() if not distribution.single())
+        self._children[trial.number] = _Child(parent, mutable[self._rng.randint(len(mutable))] if mutable else None)
+
+    def _winner(self, sample: list[optuna.trial.FrozenTrial],
+                directions: list[optuna.study.StudyDirection]) -> optuna.trial.FrozenTrial:
+        signs = np.array([1.0 if direction == optuna.study.StudyDirection.MINIMIZE else -1.0 for direction in directions])
+        losses = [signs * np.array(trial.values) for trial in sample]
+        undominated = [trial for trial, loss in zip(sample, losses)
+                       if not any(np.all(other <= loss) and np.any(other < loss) for other in losses)]
+        return undominated[self._rng.randint(len(undominated))]
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        child = self._children.get(trial.number)
+        if child is None or child.parent.distributions.get(param_name) != param_distribution:
+            return self._random.sample_independent(study, trial, param_name, param_distribution)
+        inherited = child.parent.params[param_name]
+        if param_name != child.mutated:
+            return inherited
+        while (value := self._random.sample_independent(study, trial, param_name, param_distribution)) == inherited:
+            pass  # the knob has other values: one of them comes up
+        return value
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState,
+                    values: Any) -> None:
+        self._children.pop(trial.number, None)
+
+
 def _sampler(name: str, space: Space, seed: int, trials: int) -> optuna.samplers.BaseSampler:
     """The sampler of each name in :data:`~cnnsearch.names.SAMPLERS`.
 
@@ -129,6 +218,14 @@ def _sampler(name: str, space: Space, seed: int, trials: int) -> optuna.samplers
     if name == "nsga2":
         # Optuna's population of 50 would leave a study of fewer trials one random generation.
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=min(50, max(4, trials // 4)))
+    if name == "evolution":
+        population = min(10, max(2, trials // 4))  # as NSGA-II's: a short study is not one random population
+        return RegularizedEvolution(population_size=population, sample_size=min(3, population), seed=seed)
+    if name == "gp":
+        # GP models the knobs every trial has; in a space that mixes families, each family's own are drawn at
+        # random by design, and Optuna's warning for each of them would be noise.
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(2, trials // 4)),
+                                         warn_independent_sampling=False)
     raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
 
 
