@@ -22,7 +22,7 @@ def test_registry_refuses_duplicates_and_names_the_known_families():
     assert {"dense", "residual", "inception", "inverted_residual"} <= set(list_families())
     with pytest.raises(ValueError, match="'dense' is registered twice"):
         register_family(get_family("dense"))
-    with pytest.raises(KeyError, match="known: dense, "):
+    with pytest.raises(KeyError, match="known: cell, dense, "):
         get_family("transformer")
 
 

@@ -17,6 +17,7 @@ scale so that the block starts as the identity, when its shortcut is the identit
 
 from __future__ import annotations
 
+from . import cell  # noqa: F401
 from . import dense  # noqa: F401
 from . import depthwise_separable  # noqa: F401
 from . import inception  # noqa: F401

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ..blocks.cell import is_nasbench201, nasbench201_arch
 from ..config import Arch
 from ..names import ARCH_FILE, CHECKPOINT_FOLDER, PARETO, RECIPE_FILE, REJECTED, RESULTS, SCORED, Metrics, Params, Status, Tags
 from .reader import StudyRecord, record_of
@@ -192,9 +193,12 @@ class Recorder:
         )
 
     def log_arch(self, run_id: str, arch: Arch, cost: dict[str, int]) -> None:
+        """The trial's architecture file, its costs and its tags: families, digest and, of a NAS-Bench-201 network, its cell's string."""
         families = sorted({stage.family for stage in arch.stages})
-        self.client.set_tag(run_id, Tags.FAMILY, ",".join(families))
-        self.client.set_tag(run_id, Tags.ARCH_HASH, arch.digest)
+        tags = {Tags.FAMILY: ",".join(families), Tags.ARCH_HASH: arch.digest}
+        if is_nasbench201(arch):
+            tags[Tags.NASBENCH201] = nasbench201_arch(arch)
+        self.set_tags(run_id, tags)
         self._log_metrics(run_id, cost)
         self.client.log_text(run_id, yaml.safe_dump(arch.to_dict(), sort_keys=False), ARCH_FILE)
 
@@ -228,7 +232,7 @@ class Recorder:
         self.client.set_terminated(run_id, _RUN_STATE[status])
 
     def trials(self) -> list[dict[str, Any]]:
-        """Every finished trial of the study: status, metrics and knobs, best first."""
+        """Every finished trial of the study: status, metrics, knobs and, of a NAS-Bench-201 network, its cell's string; best first."""
         rows = []
         for run in self._children():
             status = run.data.tags.get(Tags.STATUS)
@@ -248,6 +252,7 @@ class Recorder:
                     Metrics.LATENCY: metrics.get(Metrics.LATENCY),
                     "knobs": {k: v for k, v in run.data.params.items() if k != Params.PRECISION},
                 }
+                | ({Tags.NASBENCH201: run.data.tags[Tags.NASBENCH201]} if Tags.NASBENCH201 in run.data.tags else {})
             )
         return sorted(rows, key=lambda row: -1.0 if row[Metrics.VAL_ACC] is None else row[Metrics.VAL_ACC], reverse=True)
 
