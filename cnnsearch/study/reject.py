@@ -3,7 +3,7 @@
 A proposal (an Optuna trial, or an ablation's cell) becomes an architecture fitted to the
 data's classes, image size and channels; it is profiled on the meta device, checked
 against the space's limits and the largest node's memory, and its latency is measured on
-the driver. What passes becomes a trial's config, with the memory it reserves in Ray.
+the driver (a tabular study's latency is its table's, and nothing trains to need memory). What passes becomes a trial's config, with the memory it reserves in Ray.
 Imports neither Ray nor Optuna.
 """
 
@@ -22,6 +22,7 @@ from ..experiment import Cell, FixedSuggester
 from ..names import Metrics, Params
 from ..costs import WORKER_BASE, latency, over_limits, profile, training_memory
 from ..space import Fixed, Space, Suggester
+from ..tabular import Table, nasbench201_cost
 from ..train import data_shape, fit_to_data, resolve_precision
 from .settings import Plan
 
@@ -36,6 +37,7 @@ class Target:
     memory: float | None  # the largest Ray node's memory resource, in bytes; None when trials train on GPUs
     precision: str  # of the trials: the size of their activations follows it (see target)
     latency_device: str  # what measures latency_ms: cpu, cuda or onnxruntime
+    table: Table | None = None  # a tabular study's: its latencies are the table's, and no trial trains
 
 
 def target(plan: Plan) -> Target:
@@ -46,6 +48,8 @@ def target(plan: Plan) -> Target:
     ``auto`` with). A CPU trial's follows this machine's CPU.
     """
     precision = plan.space.recipe.precision
+    if plan.table is not None:  # nothing trains: no memory to check, and the networks are the table's
+        return Target(plan.table.shape, None, precision, plan.settings["latency_device"], plan.table)
     if not plan.gpus:
         precision = resolve_precision(precision, torch.device("cpu"))
     elif precision == "auto":
@@ -62,6 +66,8 @@ def fitted(space: Space, draw: Suggester, target: Target) -> tuple[Arch, Recipe,
     """
     arch = fit_to_data(space.sample(draw), target.shape)
     recipe = space.sample_recipe(draw)
+    if target.table is not None:
+        return arch, recipe, _tabular_cost(space, arch, target.table)
     try:
         cost = profile(arch)  # on the meta device: nothing is allocated
     except (RuntimeError, ValueError) as error:  # e.g. a feature map shrunk to nothing
@@ -87,6 +93,15 @@ def fitted(space: Space, draw: Suggester, target: Target) -> tuple[Arch, Recipe,
         raise ConfigError(f"its latency cannot be measured on {target.latency_device}: {str(error).strip().splitlines()[0]}") from None
     return arch, recipe, {Metrics.PARAMS: cost.params, Metrics.MACS: cost.macs, Metrics.FLOPS: cost.flops, Metrics.LATENCY: milliseconds,
                           Metrics.MEMORY_ESTIMATE: memory / 2**20}
+
+
+def _tabular_cost(space: Space, arch: Arch, table: Table) -> dict[str, float]:
+    """The costs of a tabular trial's network, checked against the limits: its own params, MACs and FLOPs, the table's latency."""
+    cost = nasbench201_cost(arch)
+    violation = over_limits(space.limits, cost)
+    if violation:
+        raise ConfigError(violation)
+    return {Metrics.PARAMS: cost.params, Metrics.MACS: cost.macs, Metrics.FLOPS: cost.flops, Metrics.LATENCY: table.latency_ms(arch)}
 
 
 # Tune reuses a finished trial's worker only for a trial that asks for exactly the same
