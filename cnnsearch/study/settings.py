@@ -3,10 +3,11 @@
 :func:`resolve` takes the options, the space (or an ablation's experiment) and the state
 that an earlier session saved in the study's storage, and returns a :class:`Plan`: the
 resolved settings, the connected tracking store, the loaded data and the cluster's share
-of each trial. Every refusal (a storage that holds another study or state of another
-version, settings or a recipe that would not compare with a resumed study's, an unreachable
-tracking store or one without the study's records, an unreachable Ray address, a precision
-the trials' devices lack) raises :class:`~cnnsearch.config.ConfigError` there, before
+of each trial, or a tabular study's table (:mod:`cnnsearch.tabular`), which needs neither
+data nor Ray. Every refusal (a storage that holds another study or state of another
+version, settings or a recipe that would not compare with a resumed study's, a space that
+a tabular study's table does not hold, an unreachable tracking store or one without the
+study's records, an unreachable Ray address, a precision the trials' devices lack) raises :class:`~cnnsearch.config.ConfigError` there, before
 anything is written to MLflow or to the study's storage. This module also reads and writes
 the study's state file, and holds the version of every state file a study keeps
 (:data:`STATE_VERSION`). It imports neither Ray nor Optuna: Ray is started through the
@@ -38,7 +39,7 @@ from ..names import DEFAULT_TRACKING_URI
 from ..costs import cheapest
 from ..space import Space
 from ..storage import Storage
-from ..tabular import TABLE_EPOCHS, Table, check_space, load_table, table_name
+from ..tabular import TABLE_EPOCHS, Table, check_space, load_table, nasbench201_cost, table_name
 from ..tracking import connect
 
 __all__ = ["STATE_VERSION", "Plan", "RunOptions", "check_version", "concurrency", "resolve", "save_state", "versioned", "with_overrides"]
@@ -163,8 +164,9 @@ def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
     Raises:
         ConfigError: the storage holds another study or state of another version, or cannot be
             read, the settings or the resolved recipe differ from a resumed study's, the space or a
-            setting is invalid, the tracking store lacks the resumed study's parent run, the tracking
-            store, the data or Ray cannot be reached, or the trials' devices lack the precision.
+            setting is invalid, a tabular study's table is unknown or not installed or its space can
+            draw networks the table lacks, the tracking store lacks the resumed study's parent run,
+            the tracking store, the data or Ray cannot be reached, or the trials' devices lack the precision.
     """
     storage = Storage.open(options.storage)
     if experiment is not None:
@@ -172,11 +174,9 @@ def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
     digest = experiment.digest if experiment else space.digest
     state = _check_storage(storage, digest, options)
     space, settings = _settings(space, options, experiment, state)
+    table = _table(space, experiment, settings["tabular"])
     if not options.verbose:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-    table = load_table(settings["tabular"]) if settings["tabular"] else None
-    if table is not None:
-        check_space(space, table, experiment)
     tracking_uri = _tracking_uri(options, state, storage)
     client = connect(tracking_uri, holding=state["parent_run_id"] if state else None)
     # A tabular study reads no image and starts no Ray: its driver looks each trial up, one at a time.
@@ -212,14 +212,15 @@ def _settings(space: Space, options: RunOptions, experiment: Experiment | None,
     if state:
         _check_unchanged(space, state, settings)
     space = with_overrides(space, **{key: settings[key] for key in _OVERRIDES})
-    cheapest(space)
+    tabular = _tabular(settings["tabular"], options, state)
+    if not tabular:  # a tabular study's space is checked against its table first (_table)
+        cheapest(space)
     trials = len(experiment.cells) if experiment else settings["trials"] or space.search.trials
     sampler = "grid" if experiment else settings["sampler"] or space.sampler
     # Every cell of a designed ablation gets the full budget; so does every trial of a study
     # with several objectives (README, "Several objectives": ASHA ranks by accuracy alone,
     # and would stop the cheap, less accurate trials that belong on the front).
     several = len(space.objectives) > 1
-    tabular = _tabular(settings["tabular"], options, state)
     scheduler = "none" if experiment else settings["scheduler"] or ("none" if several or tabular else "asha")
     if several and scheduler == "asha":
         raise ConfigError(
@@ -242,6 +243,16 @@ def _settings(space: Space, options: RunOptions, experiment: Experiment | None,
     if sampler == "grid" and not experiment:
         _check_grid(space, trials)
     return space, settings
+
+
+def _table(space: Space, experiment: Experiment | None, name: str | None) -> Table | None:
+    """A tabular study's table, once its space (or its ablation's cells) draws only networks the table holds, within the limits."""
+    if name is None:
+        return None
+    table = load_table(name)
+    check_space(space, table, experiment)
+    cheapest(space, nasbench201_cost)  # what profile counts, in milliseconds rather than seconds
+    return table
 
 
 def _tabular(name: str | None, options: RunOptions, state: dict[str, Any] | None) -> str | None:
