@@ -63,10 +63,15 @@ def _as_number(values: pd.Series) -> pd.Series:
     return numbers.astype("Int64") if (numbers.dropna() % 1 == 0).all() else numbers
 
 
+# Tags that a query groups and filters by as it does by knobs: a NAS-Bench-201 trial's cell.
+_TAG_FACTORS = (Tags.NASBENCH201,)
+
+
 def _column(runs: pd.DataFrame, name: str, what: str) -> str:
-    column = f"params.{name}"
+    column = f"tags.{name}" if name in _TAG_FACTORS else f"params.{name}"
     if column not in runs:
-        known = sorted(c.removeprefix("params.") for c in runs.columns if c.startswith("params."))
+        known = sorted([c.removeprefix("params.") for c in runs.columns if c.startswith("params.")]
+                       + [tag for tag in _TAG_FACTORS if f"tags.{tag}" in runs])
         raise ConfigError(f"{what} {name!r}: no such knob or factor in this study (known: {', '.join(known)})")
     return column
 
@@ -240,8 +245,9 @@ def pareto_front(points: np.ndarray, goals: Sequence[str]) -> np.ndarray:
 def pareto(runs: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
     """The Pareto front of completed trial runs (mlflow.search_runs' frame) over ``objectives``.
 
-    Columns: ``trial``, ``run_id`` and each objective's metric, one row per front point, best first
-    by the first objective. A run that lacks an objective's value is not a point.
+    Columns: ``trial``, ``run_id``, each objective's metric and, where the trials are NAS-Bench-201
+    networks, their cells' strings (``nasbench201.arch``); one row per front point, best first by
+    the first objective. A run that lacks an objective's value is not a point.
     """
     metrics = [objective.metric for objective in objectives]
     if runs.empty:
@@ -255,6 +261,8 @@ def pareto(runs: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
     table = pd.DataFrame({"trial": [trial_name(trial) for trial in front[f"tags.{Tags.TRIAL}"]], "run_id": front["run_id"]})
     for metric, column in zip(metrics, columns):
         table[metric] = front[column].to_numpy()
+    if f"tags.{Tags.NASBENCH201}" in front:
+        table[Tags.NASBENCH201] = front[f"tags.{Tags.NASBENCH201}"].to_numpy()
     return table.reset_index(drop=True)
 
 

@@ -95,6 +95,7 @@ class Tags:
     FAMILY = "cnnsearch.family"
     SPACE_HASH = "cnnsearch.space_hash"
     ARCH_HASH = "cnnsearch.arch_hash"
+    NASBENCH201 = "nasbench201.arch"  # a NAS-Bench-201 network's cell, as the benchmark's string: also a query column and meta.json key
     TRIAL_DIR = "cnnsearch.trial_dir"  # the trial's folder in Tune's storage: its checkpoints, to resume it
     OBJECTIVES = "cnnsearch.objectives"  # of a study: JSON list of {metric, goal}
     LATENCY_MACHINE = "cnnsearch.latency_machine"  # what measured latency_ms: device, processor, threads, runtime

@@ -9,6 +9,8 @@ import math
 import sys
 from typing import TYPE_CHECKING
 
+from ..names import Tags
+
 if TYPE_CHECKING:  # pandas loads only for the commands that print tables
     import pandas as pd
 
@@ -34,18 +36,24 @@ def say(line: str) -> None:
 
 
 def format_front(front: pd.DataFrame) -> str:
-    """A Pareto front for people: accuracy in percent, counts in K/M/G, latency in ms, then the trial and its run id."""
-    metrics = [column for column in front.columns if column not in ("trial", "run_id")]
+    """A Pareto front for people: accuracy in percent, counts in K/M/G, latency in ms, then the trial, its run id
+    and, of a NAS-Bench-201 network, its cell's string."""
+    metrics = [column for column in front.columns if column not in ("trial", "run_id", Tags.NASBENCH201)]
 
     def value(metric: str, number: float) -> str:
         if metric == "val_acc":
             return f"{number:.2%}"
         return f"{number:.3g}" if metric == "latency_ms" else human(int(number))
 
-    lines = ["  " + "  ".join(f"{metric:>10}" for metric in metrics) + f"  {'trial':<18}  MLflow run id"]
+    def cell(row: pd.Series) -> str:  # a trial that is no NAS-Bench-201 network has none (NaN)
+        return row[Tags.NASBENCH201] if isinstance(row.get(Tags.NASBENCH201), str) else ""
+
+    header = "  " + "  ".join(f"{metric:>10}" for metric in metrics) + f"  {'trial':<18}  {'MLflow run id':<32}"
+    lines = [header + (f"  {Tags.NASBENCH201}" if Tags.NASBENCH201 in front else "")]
     for _, row in front.iterrows():
-        lines.append("  " + "  ".join(f"{value(metric, row[metric]):>10}" for metric in metrics) + f"  {row['trial']:<18}  {row['run_id']}")
-    return "\n".join(lines)
+        lines.append("  " + "  ".join(f"{value(metric, row[metric]):>10}" for metric in metrics)
+                     + f"  {row['trial']:<18}  {row['run_id']:<32}  {cell(row)}")
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def format_table(table: pd.DataFrame, rows: str, cols: str | None, metric: str, agg: str) -> str:

@@ -14,9 +14,10 @@ from torch import Tensor
 
 from .. import __version__
 from ..analysis import pareto, study_trials
+from ..blocks.cell import is_nasbench201, nasbench201_arch
 from ..config import ConfigError, save_arch
 from ..data import ImageData, load_test_split
-from ..names import ARCH_FILE, DEFAULT_TRACKING_URI
+from ..names import ARCH_FILE, DEFAULT_TRACKING_URI, Tags
 from ..costs import Cost, profile
 from ..tracking import find_study, source_commit
 from .evaluation import accuracy, count_correct
@@ -119,10 +120,11 @@ def _accuracies(network: Normalized, setup: Setup, test: tuple[ImageData, Tensor
 
 
 def _meta(name: str, setup: Setup, trained: Trained, cost: Cost, accuracies: dict[str, Any]) -> dict[str, Any]:
-    """meta.json's content, its formats still to be written."""
+    """meta.json's content, its formats still to be written; a NAS-Bench-201 network's holds its cell's string."""
     arch, data = trained.arch, setup.data
     return {
         "name": arch.name,
+        **({Tags.NASBENCH201: nasbench201_arch(arch)} if is_nasbench201(arch) else {}),
         "study": name,
         "trial": trained.candidate.run_name,
         "trial_run_id": trained.candidate.run_id,

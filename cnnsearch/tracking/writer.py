@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ..blocks.cell import is_nasbench201, nasbench201_arch
 from ..config import Arch
 from ..names import ARCH_FILE, CHECKPOINT_FOLDER, PARETO, RECIPE_FILE, REJECTED, RESULTS, SCORED, Metrics, Params, Status, Tags
 from .reader import StudyRecord, record_of
@@ -41,8 +42,11 @@ def _numeric(knobs: dict[str, Any]) -> dict[str, float]:
 
 
 def _arch_tags(arch: Arch) -> dict[str, str]:
-    """What a trial's run is tagged with of its architecture: its families and digest."""
-    return {Tags.FAMILY: ",".join(sorted({stage.family for stage in arch.stages})), Tags.ARCH_HASH: arch.digest}
+    """What a trial's run is tagged with of its architecture: its families, digest and, of a NAS-Bench-201 network, its cell's string."""
+    tags = {Tags.FAMILY: ",".join(sorted({stage.family for stage in arch.stages})), Tags.ARCH_HASH: arch.digest}
+    if is_nasbench201(arch):
+        tags[Tags.NASBENCH201] = nasbench201_arch(arch)
+    return tags
 
 
 def _arch_file(arch: Arch) -> str:
@@ -233,6 +237,7 @@ class Recorder:
         )
 
     def log_arch(self, run_id: str, arch: Arch, cost: dict[str, int]) -> None:
+        """The trial's architecture file, its costs and its tags: families, digest and, of a NAS-Bench-201 network, its cell's string."""
         self.set_tags(run_id, _arch_tags(arch))
         self._log_metrics(run_id, cost)
         self.client.log_text(run_id, _arch_file(arch), ARCH_FILE)
@@ -267,7 +272,7 @@ class Recorder:
         self.client.set_terminated(run_id, _RUN_STATE[status])
 
     def trials(self) -> list[dict[str, Any]]:
-        """Every finished trial of the study: status, metrics and knobs, best first."""
+        """Every finished trial of the study: status, metrics, knobs and, of a NAS-Bench-201 network, its cell's string; best first."""
         rows = []
         for run in self._children():
             status = run.data.tags.get(Tags.STATUS)
@@ -287,6 +292,7 @@ class Recorder:
                     Metrics.LATENCY: metrics.get(Metrics.LATENCY),
                     "knobs": {k: v for k, v in run.data.params.items() if k != Params.PRECISION},
                 }
+                | ({Tags.NASBENCH201: run.data.tags[Tags.NASBENCH201]} if Tags.NASBENCH201 in run.data.tags else {})
             )
         return sorted(rows, key=lambda row: -1.0 if row[Metrics.VAL_ACC] is None else row[Metrics.VAL_ACC], reverse=True)
 
