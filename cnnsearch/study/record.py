@@ -90,13 +90,14 @@ def _split_params(plan: Plan) -> dict[str, Any]:
     """How the study splits its data, as its parent run's params: what export splits it by again.
 
     A tabular study reads no image: it records the split that its space asks for, without
-    the digests of the images it would hold.
+    the digests of the images it would hold, and the validation images of its table's accuracies.
     """
     if plan.split is not None:
         return plan.split.describe()
     dataset = plan.space.dataset
     return {"val_fraction": dataset.val_fraction, "test_fraction": held_out_test_fraction(dataset.name, dataset.test_fraction),
-            "seed": dataset.split_seed, "subset": dataset.subset, "val_subset": dataset.val_subset}
+            "seed": dataset.split_seed, "subset": dataset.subset, "val_subset": dataset.val_subset,
+            "val_images": plan.table.data.val_images}
 
 
 def open_study(plan: Plan, tags: dict[str, str]) -> Recorder:
