@@ -248,8 +248,8 @@ class Head(_Value):
     (VGG, MobileNetV3). Adaptive pooling makes the first linear layer's size independent
     of the image size. ``conv``: NiN's classifier (Lin et al. 2014, arXiv:1312.4400), a NiN
     block (3x3 conv, two 1x1 convs, each with ReLU) to ``num_classes`` channels, globally
-    average-pooled, after dropout. Networks whose last stage is pre-activation (dense) get
-    a final batch norm + ReLU first, as in DenseNet.
+    average-pooled, after dropout. Networks whose last stage is pre-activation (dense, cell) get
+    a final batch norm + ReLU first, as in DenseNet and NAS-Bench-201.
 
     ``classifier``, ``pool_size`` and ``hidden`` are left out of files and digests at their
     defaults, so that architectures written before they existed keep their digests.

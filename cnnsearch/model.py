@@ -136,6 +136,8 @@ class Network(nn.Module):
 
 
 def _init_weights(model: nn.Module) -> None:
+    if next(model.parameters()).is_meta:
+        return  # a meta build has no values to set; on meta, torch's init functions cost more than building
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             # He et al. 2015 (arXiv:1502.01852), fan-out as in torchvision's ResNet and MobileNetV2.

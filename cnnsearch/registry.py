@@ -58,8 +58,8 @@ class Family:
     Attributes:
         knobs: the validated stage value; its ``family`` field's default is the family's name.
         build_stage: ``build_stage(config, in_channels) -> (module, out_channels)``.
-        pre_activation: its blocks end without a norm and activation, so the network needs
-            a final BN-ReLU (DenseNet).
+        pre_activation: its blocks end without an activation, so the network needs a final
+            BN-ReLU (DenseNet's BN-ReLU-conv layers, NAS-Bench-201's ReLU-conv-BN cells).
         stems: stem styles the family contributes, by name (GoogLeNet's).
         classifiers: head classifiers it contributes, by the name ``head.classifier``
             gives: ``build(head, in_channels, num_classes) -> nn.Sequential``, whose

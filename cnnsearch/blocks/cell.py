@@ -116,7 +116,7 @@ _OP_MODULES: dict[str, Callable[[int], nn.Module]] = {  # by name, each C -> C c
 }
 
 
-class Cell(nn.Module):
+class _Cell(nn.Module):
     """One cell: ``edges`` holds the operation of each edge in the order of :data:`EDGES`."""
 
     def __init__(self, channels: int, ops: Sequence[str]) -> None:
@@ -155,7 +155,7 @@ def build_stage(config: CellStage, in_channels: int) -> tuple[nn.Module, int]:
     if config.stride == 2 or in_channels != config.channels:
         layers.add_module("reduction", _ReductionBlock(in_channels, config.channels, config.stride))
     for index in range(config.num_cells):
-        layers.add_module(f"cell{index}", Cell(config.channels, config.ops))
+        layers.add_module(f"cell{index}", _Cell(config.channels, config.ops))
     return layers, config.channels
 
 
