@@ -184,16 +184,20 @@ def test_a_tabular_study_stops_at_ctrl_c_and_resumes_and_extends(tmp_path, monke
     assert status == 2 and "looked its accuracies up in nasbench201:cifar10, not in nasbench201:cifar100" in err
 
 
-def test_a_tabular_pareto_study_and_an_ablation(tmp_path, cli, store):
+def test_a_tabular_pareto_study_within_limits_and_an_ablation(tmp_path, cli, store):
     objectives = [{"metric": "val_acc", "goal": "max"}, {"metric": "latency_ms", "goal": "min"}]
-    space = space_file(tmp_path, "front", objectives=objectives)
-    status, out, err = cli("run", space, "--tabular", "nasbench201", "--trials", 16, "--storage", tmp_path / "front", "--tracking-uri", store)
+    space = space_file(tmp_path, "front", objectives=objectives, limits={"max_params": 400_000})
+    status, out, err = cli("run", space, "--tabular", "nasbench201", "--trials", 16, "--sampler", "random", "--storage", tmp_path / "front",
+                           "--tracking-uri", store)
     assert status == 0, err
     assert "Pareto front of the 16 completed trials (val_acc max, latency_ms min)" in out
     status, out, err = cli("query", "front", "--pareto", "--format", "json", "--tracking-uri", store)
     assert status == 0, err
     for point in json.loads(out)["pareto"]:
         assert point["latency_ms"] == published(point["nasbench201.arch"])["latency"][0] * 1000
+    trials = trials_of(store, "front")
+    assert len(trials) == 16 and max(trial["metrics.params"] for trial in trials) <= 400_000
+    assert find_study("front", store).parent.data.metrics["rejected_proposals"] > 0  # over the limit: rejected, as when trials train
     experiment = tmp_path / "edges.yaml"
     ops = dict(zip(["cell.node1_from0", "cell.node2_from0", "cell.node2_from1", "cell.node3_from0", "cell.node3_from1", "cell.node3_from2"],
                    parse_arch_string(RESNET_CELL)))
@@ -201,7 +205,7 @@ def test_a_tabular_pareto_study_and_an_ablation(tmp_path, cli, store):
                                           "factors": {"cell.node1_from0": ["nor_conv_1x1", "nor_conv_3x3"]}}))
     status, out, err = cli("ablate", experiment, "--tabular", "nasbench201", "--storage", tmp_path / "edges", "--tracking-uri", store)
     assert status == 0, err
-    assert "looked up in the nasbench201:cifar10 table" in out
+    assert "looked up in the nasbench201:cifar10 table" in out and "ANOVA of val_acc" in out
     trials = trials_of(store, "edges")
     assert len(trials) == 4
     for trial in trials:  # replicate r trains with seed r: here it is looked up with the cell's seed r
