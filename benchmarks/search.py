@@ -241,7 +241,7 @@ def tabular(trials: int) -> None:
     table = (
         f"`{' '.join(command)}`, as a command on a new sqlite store, CPU ({machine()}; load average "
         f"{os.getloadavg()[0]:.1f} after it): **{wall:.1f} s** in all, imports and the store's creation included (target: at most 60 s); "
-        f"it used {cpu:.1f} s of CPU time (user and system), near what it takes where no other work shares the cores.\n\n"
+        f"it used {cpu:.1f} s of CPU time (user and system), and waited the rest: for the cores other work held, and for the disk.\n\n"
         f"The same study in one process, {total:.1f} s, by part:\n\n"
         "| part | seconds | ms per trial |\n| --- | ---: | ---: |\n"
         + "".join(f"| {label} | {spent[part]:.1f} | {ms[part]:.1f} |\n" for label, part in rows)
