@@ -217,7 +217,7 @@ def tabular(trials: int) -> None:
 
     from cnnsearch.cli import main as cli
     from cnnsearch.cli import studies
-    from cnnsearch.study import lookup, record, reject, run
+    from cnnsearch.study import lookup, reject, run
     from cnnsearch.tracking import Recorder
 
     spent = dict.fromkeys(("optuna", "costs", "lookup", "mlflow", "opening", "end"), 0.0)

@@ -25,8 +25,8 @@ from typing import Any
 from .blocks.cell import EDGES, OPS, nasbench201_arch, nasbench201_network, parse_arch_string
 from .config import Arch, ConfigError
 from .costs import Cost, profile
-from .names import TABLES
 from .experiment import Experiment, FixedSuggester
+from .names import TABLES
 from .space import Choice, Fixed, Knob, Space
 
 __all__ = ["MISSING", "TABLE_EPOCHS", "Lookup", "Table", "check_space", "load_table", "nasbench201_cost", "table_name"]

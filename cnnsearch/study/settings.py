@@ -7,11 +7,11 @@ of each trial, or a tabular study's table (:mod:`cnnsearch.tabular`), which need
 data nor Ray. Every refusal (a storage that holds another study or state of another
 version, settings or a recipe that would not compare with a resumed study's, a space that
 a tabular study's table does not hold, an unreachable tracking store or one without the
-study's records, an unreachable Ray address, a precision the trials' devices lack) raises :class:`~cnnsearch.config.ConfigError` there, before
-anything is written to MLflow or to the study's storage. This module also reads and writes
-the study's state file, and holds the version of every state file a study keeps
-(:data:`STATE_VERSION`). It imports neither Ray nor Optuna: Ray is started through the
-function that :func:`resolve` is given.
+study's records, an unreachable Ray address, a precision the trials' devices lack) raises
+:class:`~cnnsearch.config.ConfigError` there, before anything is written to MLflow or to
+the study's storage. This module also reads and writes the study's state file, and holds
+the version of every state file a study keeps (:data:`STATE_VERSION`). It imports neither
+Ray nor Optuna: Ray is started through the function that :func:`resolve` is given.
 
 A study folder can move: paths inside it are relative to its root, and a sqlite tracking
 store inside the folder or above it is found where it lies from the folder now (see
