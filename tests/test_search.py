@@ -555,7 +555,7 @@ def test_fp16_trials_on_gpus_are_fitted_by_a_driver_without_one(tmp_path, tiny_s
     from cnnsearch.study.reject import fitted, target
 
     space = load_space(tiny_space(tmp_path)).override(recipe={"precision": "fp16"})
-    plan = SimpleNamespace(space=space, gpus=0.25, memory=2**34, data=load_dataset("synthetic"), settings={"latency_device": "cpu"})
+    plan = SimpleNamespace(space=space, gpus=0.25, memory=2**34, data=load_dataset("synthetic"), settings={"latency_device": "cpu"}, table=None)
     fit_to = target(plan)
     assert fit_to.precision == "fp16" and fit_to.memory is None
     arch, recipe, cost = fitted(space, RandomTrial(random.Random(0)), fit_to)

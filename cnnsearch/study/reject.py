@@ -3,9 +3,10 @@
 A proposal (an Optuna trial, or an ablation's cell) becomes an architecture fitted to the
 data's classes, image size and channels; it is profiled on the meta device, checked
 against the space's limits and the largest node's memory, and its latency is measured on
-the driver. What passes becomes a trial's config, with the memory it reserves in Ray. For a
-proposal over the limits, :class:`WithinLimits` finds the nearest point of the space that
-meets them, to be proposed in its place (:mod:`.propose` says why). Imports neither Ray nor Optuna.
+the driver (a tabular study's latency is its table's, and nothing trains to need memory).
+What passes becomes a trial's config, with the memory it reserves in Ray. For a proposal
+over the limits, :class:`WithinLimits` finds the nearest point of the space that meets
+them, to be proposed in its place (:mod:`.propose` says why). Imports neither Ray nor Optuna.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..names import Metrics, Params
 from ..costs import WORKER_BASE, latency, over_limits, profile, training_memory
 from ..space import Fixed, Space, Suggester
 from ..space.knobs import CornerTrial
+from ..tabular import Table, nasbench201_cost
 from ..train import data_shape, fit_to_data, resolve_precision
 from .settings import Plan
 
@@ -44,6 +46,7 @@ class Target:
     memory: float | None  # the largest Ray node's memory resource, in bytes; None when trials train on GPUs
     precision: str  # of the trials: the size of their activations follows it (see target)
     latency_device: str  # what measures latency_ms: cpu, cuda or onnxruntime
+    table: Table | None = None  # a tabular study's: its latencies are the table's, and no trial trains
 
 
 def target(plan: Plan) -> Target:
@@ -54,6 +57,8 @@ def target(plan: Plan) -> Target:
     ``auto`` with). A CPU trial's follows this machine's CPU.
     """
     precision = plan.space.recipe.precision
+    if plan.table is not None:  # nothing trains: no memory to check, and the networks are the table's
+        return Target(plan.table.shape, None, precision, plan.settings["latency_device"], plan.table)
     if not plan.gpus:
         precision = resolve_precision(precision, torch.device("cpu"))
     elif precision == "auto":
@@ -71,6 +76,8 @@ def fitted(space: Space, draw: Suggester, target: Target) -> tuple[Arch, Recipe,
     """
     arch = fit_to_data(space.sample(draw), target.shape)
     recipe = space.sample_recipe(draw)
+    if target.table is not None:
+        return arch, recipe, _tabular_cost(space, arch, target.table)
     try:
         cost = profile(arch)  # on the meta device: nothing is allocated
     except (RuntimeError, ValueError) as error:  # e.g. a feature map shrunk to nothing
@@ -180,6 +187,15 @@ def _furthest(at: Callable[[float], CornerTrial | None], low: float, at_low: Cor
         else:
             high = middle
     return low, at_low
+
+
+def _tabular_cost(space: Space, arch: Arch, table: Table) -> dict[str, float]:
+    """The costs of a tabular trial's network, checked against the limits: its own params, MACs and FLOPs, the table's latency."""
+    cost = nasbench201_cost(arch)
+    violation = over_limits(space.limits, cost)
+    if violation:
+        raise OverLimits(violation)
+    return {Metrics.PARAMS: cost.params, Metrics.MACS: cost.macs, Metrics.FLOPS: cost.flops, Metrics.LATENCY: table.latency_ms(arch)}
 
 
 # Tune reuses a finished trial's worker only for a trial that asks for exactly the same
