@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,25 @@ def test_a_grid_too_large_to_run_through_is_refused_in_one_line_before_anything_
     assert status == 2 and err.count("\n") == 1, err
     assert f"--sampler grid would enumerate {points} points, more than the 1,000,000" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["run", "space.yaml", "--epoch", "2"], "--epoch 2"),
+        (["train", "resnet20", "--dataset", "synthetic", "--epoch", "2"], "--epoch 2"),
+        (["query", "study", "--metr", "val_acc"], "--metr val_acc"),
+    ],
+)
+def test_a_prefix_of_a_flag_is_an_unknown_flag(args, flag, cli):
+    """argparse's allow_abbrev would take --epoch for --epochs, and the resume command would repeat it."""
+    status, out, err = cli(*args)
+    assert status == 2 and out == "" and err == f"cnnsearch: error: unrecognized arguments: {flag} (see cnnsearch --help)\n", err
+
+
+def test_no_command_takes_a_flag_by_its_prefix():
+    from cnnsearch.cli.entry import build_parser
+
+    parser = build_parser()
+    (commands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    assert not parser.allow_abbrev and commands.choices and not any(command.allow_abbrev for command in commands.choices.values())

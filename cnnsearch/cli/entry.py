@@ -9,6 +9,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -25,7 +26,14 @@ _COMMANDS = (add_show, add_profile, add_train, add_run, add_ablate, add_query, a
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line, not after its usage block."""
+    """argparse that reports a bad flag in one line, not after its usage block, and takes no flag by a prefix of its name.
+
+    Each command's parser is one too: argparse builds subparsers of their parent's class.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # A prefix such as --epoch for --epochs would be taken silently and echoed into the resume command.
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> None:
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
