@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -205,3 +206,13 @@ def test_no_command_takes_a_flag_by_its_prefix():
     parser = build_parser()
     (commands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
     assert not parser.allow_abbrev and commands.choices and not any(command.allow_abbrev for command in commands.choices.values())
+
+
+def test_ui_refuses_a_store_that_is_not_there_as_query_does(tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(os, "execv", lambda *command: pytest.fail(f"the UI was started: {command}"))
+    for command in (["ui"], ["query", "tiny"]):
+        status, out, err = cli(*command)
+        assert status == 2 and out == "" and err.count("\n") == 1, err
+        assert err == f"cnnsearch: error: tracking store sqlite:///mlflow.db: no database at {tmp_path / 'mlflow.db'}; pass the study's --tracking-uri\n"
+    assert list(tmp_path.iterdir()) == []

@@ -149,10 +149,13 @@ def server_ui(uri: str) -> str:
 def _ui(args: argparse.Namespace) -> None:
     import shutil
 
+    from ..tracking import check_exists
+
     store = tracking_uri(args)
     if is_server(store):  # it serves its own UI
         print(f"MLflow UI: {server_ui(store)}")
         return
+    check_exists(store)  # as query does: mlflow ui would create an empty store here
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     command = [mlflow, "ui", "--backend-store-uri", store, "--host", args.host, "--port", str(args.port)]
     print(f"MLflow UI: {server_ui(f'http://{args.host}:{args.port}')}", file=sys.stderr)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import ConfigError
 from ..names import DEFAULT_TRACKING_URI, Metrics, Params, Tags
 from ..space import ACCURACY, Objective
-from .store import TRIALS_OF, connect, filter_value
+from .store import TRIALS_OF, check_exists, connect, filter_value
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -133,11 +133,7 @@ def find_study(name: str, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: 
     """
     import mlflow
 
-    if tracking_uri.startswith("sqlite:///"):
-        # Opening a missing sqlite store would create an empty one where the user ran the command.
-        database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
-        if not database.exists():
-            raise ConfigError(f"tracking store {tracking_uri}: no database at {database}; pass the study's --tracking-uri")
+    check_exists(tracking_uri)
     client = connect(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     if experiment is not None:

@@ -11,7 +11,7 @@ from typing import Any
 from ..config import ConfigError
 from ..names import Tags
 
-__all__ = ["TRIALS_OF", "connect", "filter_value", "trial_name"]
+__all__ = ["TRIALS_OF", "check_exists", "connect", "filter_value", "trial_name"]
 
 _SQLITE = "sqlite:///"
 
@@ -33,6 +33,18 @@ def filter_value(value: str) -> str | None:
 def trial_name(trial_id: str) -> str:
     """What a trial is called everywhere: progress lines, tables, plots and its MLflow run."""
     return f"trial-{trial_id}"
+
+
+def check_exists(tracking_uri: str) -> None:
+    """Refuse a sqlite store that is not there: opening it would create an empty one where the user ran the command.
+
+    Raises:
+        ConfigError: no such database file.
+    """
+    if tracking_uri.startswith(_SQLITE):
+        database = Path(tracking_uri.removeprefix(_SQLITE)).resolve()
+        if not database.exists():
+            raise ConfigError(f"tracking store {tracking_uri}: no database at {database}; pass the study's --tracking-uri")
 
 
 def connect(tracking_uri: str, *, holding: str | None = None) -> Any:
