@@ -4,6 +4,8 @@ synthetic studies written to MLflow through cnnsearch.tracking as an ablation or
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -321,3 +323,20 @@ def test_compared_levels_keep_their_type_across_factors():
     table = compare(runs, ["dense.growth_rate", "dense.compression"])
     assert [(row.level, row.versus) for row in table.itertuples()] == [(24, 12), (1.0, 0.5)]
     assert [type(row.level) for row in table.itertuples()] == [int, float]
+
+
+def test_the_libraries_say_nothing_of_their_own_without_verbose(tmp_path, tiny_space):
+    """As a user runs them, each in a fresh process: MLflow creating a store's tables, Optuna creating a study in memory."""
+    rows = [("residual", {"residual.width": [8, 16][i % 2], "residual.num_blocks": 1}, 0.3 + i / 100, Status.COMPLETED) for i in range(4)]
+    uri = write_search(tmp_path, rows)
+    commands = {
+        "plot": ["plot", "mixed", "--out", tmp_path / "plots", "--tracking-uri", uri],  # scores the knobs' importances in Optuna
+        "run": ["run", tiny_space(tmp_path), "--dataset", "imagefolder:/no/such/folder", "--storage", tmp_path / "runs",
+                "--tracking-uri", f"sqlite:///{tmp_path / 'new.db'}"],  # creates the store, then finds no data
+    }
+    outputs = {name: subprocess.run([sys.executable, "-m", "cnnsearch", *map(str, args)], capture_output=True, text=True, cwd=tmp_path)
+               for name, args in commands.items()}
+    assert outputs["plot"].returncode == 0 and (tmp_path / "plots" / "importances.png").exists(), outputs["plot"].stderr
+    assert outputs["plot"].stderr == "", outputs["plot"].stderr
+    assert (tmp_path / "new.db").exists() and outputs["run"].returncode == 2
+    assert outputs["run"].stderr == "cnnsearch: error: imagefolder:/no/such/folder: no such folder\n", outputs["run"].stderr

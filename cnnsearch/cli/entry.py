@@ -60,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if not getattr(args, "verbose", False):  # the one place where the command line sets the libraries' logging
+        from ..tracking import quiet
+
+        quiet()
     args.resume_command = f"cnnsearch {shlex.join(argv if '--resume' in argv else [*argv, '--resume'])}"
     try:
         args.run(args)

@@ -100,4 +100,4 @@ def add_study_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="where torchvision's CIFAR files are or are downloaded to")
     parser.add_argument("--latency-device", choices=LATENCY_DEVICES,
                         help="what measures each trial's latency_ms, in the driver, before training: cpu (default), cuda or onnxruntime")
-    parser.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's and MLflow's own logs")

@@ -20,7 +20,6 @@ store inside the folder or above it is found where it lies from the folder now (
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 from collections.abc import Callable
@@ -170,8 +169,6 @@ def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
     digest = experiment.digest if experiment else space.digest
     state = _check_storage(storage, digest, options)
     space, settings = _settings(space, options, experiment, state)
-    if not options.verbose:
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
     tracking_uri = _tracking_uri(options, state, storage)
     client = connect(tracking_uri, holding=state["parent_run_id"] if state else None)
     data = load_dataset(space.dataset.name, cache_dir=options.cache_dir, data_dir=options.data_dir)

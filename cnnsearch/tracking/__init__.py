@@ -3,11 +3,11 @@
 One parent run per study and one nested child run per trial. :mod:`.writer` writes them (the
 :class:`Recorder`, the environment, an export's registered model); :mod:`.reader` reads them
 back (:func:`find_study`, :func:`study_of_run`, :class:`StudyRecord`, :func:`trial_runs`); :mod:`.store` holds the filter
-of a study's trial runs that both use, and :func:`connect`, :func:`check_exists` and :func:`trial_name`, which other modules use too.
+of a study's trial runs that both use, and :func:`connect`, :func:`check_exists`, :func:`quiet` and :func:`trial_name`, which other modules use too.
 """
 
 from .reader import StudyRecord, TrialRun, find_study, study_of_run, trial_runs
-from .store import check_exists, connect, trial_name
+from .store import check_exists, connect, quiet, trial_name
 from .writer import Recorder, environment, register_model, source_commit
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "connect",
     "environment",
     "find_study",
+    "quiet",
     "register_model",
     "source_commit",
     "study_of_run",

@@ -11,7 +11,7 @@ from typing import Any
 from ..config import ConfigError
 from ..names import Tags
 
-__all__ = ["TRIALS_OF", "check_exists", "connect", "filter_value", "trial_name"]
+__all__ = ["TRIALS_OF", "check_exists", "connect", "filter_value", "quiet", "trial_name"]
 
 _SQLITE = "sqlite:///"
 
@@ -33,6 +33,13 @@ def filter_value(value: str) -> str | None:
 def trial_name(trial_id: str) -> str:
     """What a trial is called everywhere: progress lines, tables, plots and its MLflow run."""
     return f"trial-{trial_id}"
+
+
+def quiet() -> None:
+    """Keep MLflow's INFO lines from the user: "Creating initial MLflow database tables" and its migrations (alembic's) are
+    its bookkeeping. MLflow sets its loggers' levels, alembic's too, from ``MLFLOW_LOGGING_LEVEL`` when it is imported, so
+    this holds in this process, before MLflow is imported, and in every process it starts (``mlflow ui``)."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 def check_exists(tracking_uri: str) -> None:
