@@ -16,7 +16,7 @@ from ..names import DEFAULT_TRACKING_URI, SAMPLERS, SCHEDULERS, Status
 from ..space import load_space
 from .flags import add_study_flags, positive, recipe_overrides
 from .records import is_server, server_ui
-from .render import format_anova, format_comparisons, format_front, format_table, human, say
+from .render import csv_text, footnote, format_anova, format_comparisons, format_front, format_table, human, say
 
 if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
     import pandas as pd
@@ -72,7 +72,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _ablate(args: argparse.Namespace) -> None:
-    from ..analysis import completed, pivot
+    from ..analysis import completed, left_out, pivot
     from ..experiment import load_experiment
     from ..study import run_study
     from ..tracking import study_of_run
@@ -91,6 +91,8 @@ def _ablate(args: argparse.Namespace) -> None:
     if not runs.empty:
         print(f"\n{name}: {len(result.trials)} trials ({experiment.design}, {experiment.replicates} replicates per cell)")
         print(format_table(pivot(runs, rows, cols, "val_acc"), rows, cols, "val_acc", "mean"))
+        if note := footnote(left_out(record), "table"):
+            print(note)
         _effects(record, runs, factors, options.storage)
     _pictures(record, options, rows, cols)
     _footer(result)
@@ -138,7 +140,9 @@ def _effects(record: StudyRecord, runs: pd.DataFrame, factors: list[str], storag
 
     with Storage.open(storage).local_folder("analysis") as folder:
         paths = []
-        for name, analyse, describe in (("anova", anova, format_anova), ("comparisons", compare, format_comparisons)):
+        # Each CSV in the unit of the text beside it: the comparisons' differences in percentage points.
+        for name, analyse, describe, accuracies in (("anova", anova, format_anova, []),
+                                                    ("comparisons", compare, format_comparisons, ["diff", "low", "high"])):
             try:
                 table = analyse(runs, factors, "val_acc", baseline=record.baseline)
             except ConfigError as error:
@@ -146,7 +150,7 @@ def _effects(record: StudyRecord, runs: pd.DataFrame, factors: list[str], storag
                 continue
             text = describe(table, "val_acc")
             print("\n" + text)
-            (folder / f"{name}.csv").write_text(table.to_csv(index=False))
+            (folder / f"{name}.csv").write_text(csv_text(table, accuracies))
             (folder / f"{name}.txt").write_text(text + "\n")
             paths += [folder / f"{name}.csv", folder / f"{name}.txt"]
         record.log_files(paths, "analysis")
@@ -167,7 +171,7 @@ def _pictures(record: StudyRecord, options: RunOptions, rows: str | None = None,
 
 def _footer(result: StudyResult) -> None:
     """How to query the study and where to browse it."""
-    print(f"\nQuery it: cnnsearch query {result.name} --rows KNOB [--cols KNOB] [--anova] [--compare]"
+    print(f"\nQuery it: cnnsearch query {result.name} [--top N | --rows KNOB [--cols KNOB] [--anova] [--compare]]"
           + (f" --tracking-uri {result.tracking_uri}" if result.tracking_uri != DEFAULT_TRACKING_URI else ""))
     if is_server(result.tracking_uri):
         print(f"Browse it: {server_ui(result.tracking_uri)}")
