@@ -14,7 +14,18 @@ from typing import TYPE_CHECKING
 
 from ..config import ConfigError
 from .flags import add_store_flags, add_tracking_uri, output_folder, positive, tracking_uri
-from .render import csv_text, footnote, format_anova, format_comparisons, format_front, format_table, format_trials, in_percent, records, say
+from .render import (
+    csv_text,
+    footnote,
+    format_anova,
+    format_comparisons,
+    format_front,
+    format_table,
+    format_trials,
+    in_percent,
+    records,
+    say,
+)
 
 if TYPE_CHECKING:  # pandas loads only for the commands that read records
     import pandas as pd
