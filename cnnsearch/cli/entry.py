@@ -1,6 +1,6 @@
 """The entry point: the parser of every command, built from each command's own builder, and
 :func:`main`, which runs one command and turns its errors into one line and an exit status
-(2 for bad input; 130 when interrupted, after the command that resumes an interrupted study).
+(2 for bad input; 130 when interrupted, after the command that resumes a study interrupted once it existed).
 """
 
 from __future__ import annotations
@@ -71,8 +71,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"cnnsearch: {error}", file=sys.stderr)
         print(f"Resume it: {args.resume_command}", file=sys.stderr)
         raise SystemExit(130) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a study's trials: its set-up or summary, or another command
         print("cnnsearch: interrupted", file=sys.stderr)
+        if getattr(args, "resumable", False):
+            print(f"Resume it: {args.resume_command}", file=sys.stderr)
         raise SystemExit(130) from None
     except ValidationError as error:  # options checked by the configs they fill
         error = format_validation_error(error, "option")

@@ -7,7 +7,9 @@ of each trial. Every refusal (a storage that holds another study or state of ano
 version, settings or a recipe that would not compare with a resumed study's, an unreachable
 tracking store or one without the study's records, an unreachable Ray address, a local
 storage folder that a node of the cluster cannot use, a precision the trials' devices lack) raises :class:`~cnnsearch.config.ConfigError` there, before
-anything is written to MLflow or to the study's storage. This module also reads and writes
+anything is written to MLflow or to the study's storage; a finished study that already holds
+every trial it is asked for raises :class:`~cnnsearch.config.AlreadyFinished` there, before
+its data is loaded or Ray started. This module also reads and writes
 the study's state file, and holds the version of every state file a study keeps
 (:data:`STATE_VERSION`). It imports neither Ray nor Optuna: Ray is started through the
 function that :func:`resolve` is given.
@@ -29,14 +31,14 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError
+from ..config import AlreadyFinished, ConfigError
 from ..data import held_out_test_fraction, load_dataset, split_dataset
 from ..experiment import Experiment
-from ..names import DEFAULT_TRACKING_URI
+from ..names import DEFAULT_TRACKING_URI, Status
 from ..costs import cheapest
 from ..space import Space
 from ..storage import Storage
-from ..tracking import connect
+from ..tracking import connect, trial_statuses
 
 __all__ = ["STATE_VERSION", "Plan", "RunOptions", "check_version", "concurrency", "resolve", "save_state", "versioned", "with_overrides"]
 
@@ -162,6 +164,7 @@ def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
             setting is invalid, the tracking store lacks the resumed study's parent run, the tracking
             store, the data or Ray cannot be reached, a node of the cluster cannot use the local storage folder, or the
             trials' devices lack the precision.
+        AlreadyFinished: the study has finished, and holds every trial it is asked for.
     """
     storage = Storage.open(options.storage)
     if experiment is not None:
@@ -171,6 +174,8 @@ def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
     space, settings = _settings(space, options, experiment, state)
     tracking_uri = _tracking_uri(options, state, storage)
     client = connect(tracking_uri, holding=state["parent_run_id"] if state else None)
+    if state is not None and state.get("finished"):
+        _check_more_to_run(state, settings["trials"], client, experiment is not None, tracking_uri)
     data = load_dataset(space.dataset.name, cache_dir=options.cache_dir, data_dir=options.data_dir)
     split = split_dataset(data.labels, val_fraction=space.dataset.val_fraction, seed=space.dataset.split_seed, subset=space.dataset.subset,
                           val_subset=space.dataset.val_subset,
@@ -368,6 +373,23 @@ def _check_storage(storage: Storage, digest: str, options: RunOptions) -> dict[s
     if state is not None and not state.get("finished") and not options.resume:
         raise ConfigError(f"{storage.uri}: study {state['name']!r} was interrupted; add --resume to continue it")
     return state
+
+
+def _check_more_to_run(state: dict[str, Any], trials: int, client: Any, ablation: bool, tracking_uri: str) -> None:
+    """Stop a finished study that already holds ``trials`` trials, before its data is loaded or Ray started.
+
+    As the driver counts them: every trial of a search, whatever its status, but an
+    ablation's failed cells run again; a trial left unfinished is resumed.
+
+    Raises:
+        AlreadyFinished: nothing to run.
+    """
+    statuses = trial_statuses(client, state["parent_run_id"])
+    done = [status for status in statuses if status is not None and not (ablation and status == Status.FAILED)]
+    if None in statuses or len(done) < trials:
+        return
+    more = "more --seeds add replicates" if ablation else "a larger --trials adds more"
+    raise AlreadyFinished(f"study {state['name']!r} has already finished its {len(done)} trials; nothing to run ({more})", tracking_uri)
 
 
 def _check_reachable(address: str) -> None:

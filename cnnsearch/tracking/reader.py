@@ -1,6 +1,6 @@
 """Reading a study back from MLflow: by name (:func:`find_study`) or by its parent run
-(:func:`study_of_run`), the :class:`StudyRecord` that queries, plots and exports read, and its
-trial runs as plain values (:func:`trial_runs`).
+(:func:`study_of_run`), the :class:`StudyRecord` that queries, plots and exports read, its
+trial runs as plain values (:func:`trial_runs`), and how its trials ended (:func:`trial_statuses`).
 
 A StudyRecord writes one thing: :meth:`StudyRecord.log_files` attaches a query's plots and
 tables to the study's parent run.
@@ -23,7 +23,7 @@ from .store import TRIALS_OF, check_exists, connect, filter_value
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["StudyRecord", "TrialRun", "find_study", "record_of", "study_of_run", "trial_runs"]
+__all__ = ["StudyRecord", "TrialRun", "find_study", "record_of", "study_of_run", "trial_runs", "trial_statuses"]
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,13 @@ def study_of_run(parent_run_id: str, tracking_uri: str = DEFAULT_TRACKING_URI) -
     """
     client = connect(tracking_uri)
     return record_of(client, client.get_run(parent_run_id))
+
+
+def trial_statuses(client: Any, parent_run_id: str) -> list[str | None]:
+    """The status of each trial run of the study whose parent run is ``parent_run_id``; None for one not finished."""
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id], filter_string=TRIALS_OF.format(parent=parent_run_id), max_results=50000)
+    return [run.data.tags.get(Tags.STATUS) for run in runs]
 
 
 def record_of(client: Any, parent: Any) -> StudyRecord:

@@ -4,6 +4,7 @@ a trial's name, the filter that finds a study's trial runs, and quoting a value 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,12 @@ def trial_name(trial_id: str) -> str:
 
 def quiet() -> None:
     """Keep MLflow's INFO lines from the user: "Creating initial MLflow database tables" and its migrations (alembic's) are
-    its bookkeeping. MLflow sets its loggers' levels, alembic's too, from ``MLFLOW_LOGGING_LEVEL`` when it is imported, so
-    this holds in this process, before MLflow is imported, and in every process it starts (``mlflow ui``)."""
+    its bookkeeping. MLflow sets its loggers' levels, alembic's too, from ``MLFLOW_LOGGING_LEVEL`` when it is imported:
+    that holds in this process and in every process it starts (``mlflow ui``); an MLflow imported already (cnnsearch
+    called in a process that uses it) has its loggers set here."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
 
 
 def check_exists(tracking_uri: str) -> None:
