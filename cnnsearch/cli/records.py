@@ -1,6 +1,6 @@
-"""The commands on a study's MLflow store: ``query`` (pivot tables, ANOVA, comparisons, the Pareto
-front), ``plot`` (the study's pictures) and ``ui`` (the MLflow UI on the store), and where a
-tracking server shows its own UI.
+"""The commands on a study's MLflow store: ``query`` (the best trials, pivot tables, ANOVA,
+comparisons, the Pareto front), ``plot`` (the study's pictures) and ``ui`` (the MLflow UI on
+the store, which must exist), and where a tracking server shows its own UI.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def add_query(commands: argparse._SubParsersAction) -> None:
     """The ``query`` command and its flags."""
     from ..analysis import AGGREGATES
 
-    query = commands.add_parser("query", help="pivot a study's MLflow records: aggregate, its interval, replicates; ANOVA")
+    query = commands.add_parser("query", help="a study's best trials, or a pivot of its MLflow records: aggregate, its interval, replicates; ANOVA")
     query.add_argument("study", help="study name (a space's or experiment's name, or the --name it ran under)")
     query.add_argument("--top", type=positive,
                        help=f"list the N trials of the highest validation accuracy (default {TOP}; what query does without --rows or --pareto)")
