@@ -1,11 +1,11 @@
-"""Answers from a study's MLflow records: pivot tables with the interval that belongs to each
-aggregate, and Pareto fronts (knob importances, which need Optuna, are
+"""Answers from a study's MLflow records: its best trials, pivot tables with the interval that
+belongs to each aggregate, and Pareto fronts (knob importances, which need Optuna, are
 :func:`cnnsearch.study.importances`).
 
 Every number comes from :func:`mlflow.search_runs`' frame of the study's trial runs (a
 metric's value there is its last logged one: the final epoch's), so a query agrees with
 anyone who reads MLflow directly. Pivots count only completed trials: a trial stopped early
-measured fewer epochs, a rejected or failed one none.
+measured fewer epochs, a rejected or failed one none (:func:`left_out` counts the others).
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from scipy import stats
 
 from .config import ConfigError
 from .space import Objective, ObjectiveMetric, count
-from .names import DEFAULT_TRACKING_URI, Status, Tags
+from .names import DEFAULT_TRACKING_URI, SCORED, Metrics, Params, Status, Tags
 from .tracking import StudyRecord, find_study, trial_name
 
 __all__ = [
-    "AGGREGATES", "INTERVALS", "median_interval", "completed", "levels", "meeting", "pareto", "pareto_front", "pivot", "query",
-    "select",
-    "study_trials", "summarize",
+    "AGGREGATES", "INTERVALS", "best_trials", "median_interval", "completed", "left_out", "levels", "meeting", "pareto",
+    "pareto_front", "pivot", "query", "select", "study_trials", "summarize",
 ]
 
 CONFIDENCE = 0.95
@@ -45,6 +44,16 @@ OBJECTIVE_METRICS = get_args(ObjectiveMetric)
 _WHERE = re.compile(r"^\s*([\w.\-]+)\s*(<=|>=|!=|==|=|<|>)\s*(.+?)\s*$")  # a --where condition: NAME OP VALUE
 _COMPARISONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
                 "=": operator.eq, "==": operator.eq, "!=": operator.ne}
+
+
+def left_out(record: StudyRecord) -> dict[str, int]:
+    """How many of the study's trials each status other than completed holds, in :class:`Status`'s order, then
+    "unfinished" (a trial still running, or interrupted): the trials that a pivot leaves out."""
+    column, runs = f"tags.{Tags.STATUS}", record.runs
+    statuses = runs[column] if column in runs else pd.Series(index=runs.index, dtype=object)
+    counts = statuses.fillna("unfinished").value_counts()
+    order = [status.value for status in Status if status != Status.COMPLETED] + ["unfinished"]
+    return {status: int(counts[status]) for status in order if status in counts}
 
 
 def completed(record: StudyRecord) -> pd.DataFrame:
@@ -174,6 +183,31 @@ def study_trials(record: StudyRecord) -> pd.DataFrame:
     if runs.empty:
         raise ConfigError(f"study {record.parent.data.tags.get(Tags.STUDY)!r}: no completed trials yet")
     return runs
+
+
+def best_trials(record: StudyRecord, where: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    """The study's trials that have a validation accuracy (completed or stopped early) and meet ``where``, best first.
+
+    Columns: ``trial``, ``status``, ``val_acc``, ``params``, ``macs``, ``run_id``, then each knob that
+    differs among the study's trials (NA where a trial lacks it).
+
+    Raises:
+        ConfigError: no trial has a validation accuracy yet, or a malformed or unknown ``where``.
+    """
+    runs, status = record.runs, f"tags.{Tags.STATUS}"
+    scored = runs[runs[status].isin(SCORED)] if status in runs else runs.iloc[:0]
+    if scored.empty:
+        raise ConfigError(f"study {record.name!r}: no trial has a validation accuracy yet")
+    scored = select(scored, where).sort_values(f"metrics.{Metrics.VAL_ACC}", ascending=False)
+    not_knobs = (f"params.{Params.PRECISION}", f"params.{Params.SEED}")
+    knobs = [column for column in runs if column.startswith("params.") and column not in not_knobs and runs[column].nunique(dropna=False) > 1]
+    table = pd.DataFrame({"trial": [trial_name(trial) for trial in scored[f"tags.{Tags.TRIAL}"]], "status": scored[status].to_numpy()})
+    for metric in (Metrics.VAL_ACC, Metrics.PARAMS, Metrics.MACS):
+        table[metric] = scored[f"metrics.{metric}"].to_numpy() if f"metrics.{metric}" in scored else math.nan
+    table["run_id"] = scored["run_id"].to_numpy()
+    for column in knobs:
+        table[column.removeprefix("params.")] = scored[column].to_numpy()
+    return table
 
 
 def query(

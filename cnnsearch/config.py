@@ -63,6 +63,17 @@ class Interrupted(Exception):
     """The user stopped a study with Ctrl-C; it can be resumed. The message says where it stands."""
 
 
+class AlreadyFinished(Exception):
+    """A finished study, run again, already holds every trial it is asked for: there is nothing to run.
+
+    The message says so and how to ask for more; ``tracking_uri`` is the store that holds the study's records.
+    """
+
+    def __init__(self, message: str, tracking_uri: str) -> None:
+        super().__init__(message)
+        self.tracking_uri = tracking_uri
+
+
 # Loading -------------------------------------------------------------------------------
 
 

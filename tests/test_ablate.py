@@ -84,9 +84,9 @@ def test_query_equals_mlflow_search_runs_with_pandas(ablation, cli):
     status, out, _ = cli("query", "width_vs_depth", "--rows", "residual.num_blocks", "--where", "residual.width=16",
                          "--format", "csv", "--tracking-uri", uri)
     frame = pd.read_csv(pd.io.common.StringIO(out))
-    assert list(frame.columns) == ["residual.num_blocks", "mean", "ci_low", "ci_high", "n"]
-    wide = expected[expected.w == 16].groupby("d")["metrics.val_acc"].mean()
-    assert frame.set_index("residual.num_blocks")["mean"].to_dict() == pytest.approx(wide.to_dict())
+    assert list(frame.columns) == ["residual.num_blocks", "mean_pct", "ci_low_pct", "ci_high_pct", "n"]  # in percent, as the table
+    wide = expected[expected.w == 16].groupby("d")["metrics.val_acc"].mean() * 100
+    assert frame.set_index("residual.num_blocks")["mean_pct"].to_dict() == pytest.approx(wide.to_dict())
 
     status, out, _ = cli("query", "width_vs_depth", "--rows", "residual.width", "--cols", "residual.num_blocks", "--tracking-uri", uri)
     assert status == 0 and "(n=2)" in out and "95% t-interval of the mean" in out

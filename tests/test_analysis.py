@@ -4,6 +4,8 @@ synthetic studies written to MLflow through cnnsearch.tracking as an ablation or
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -321,3 +323,85 @@ def test_compared_levels_keep_their_type_across_factors():
     table = compare(runs, ["dense.growth_rate", "dense.compression"])
     assert [(row.level, row.versus) for row in table.itertuples()] == [(24, 12), (1.0, 0.5)]
     assert [type(row.level) for row in table.itertuples()] == [int, float]
+
+
+def test_the_libraries_say_nothing_of_their_own_without_verbose(tmp_path, tiny_space):
+    """As a user runs them, each in a fresh process: MLflow creating a store's tables, Optuna creating a study in memory."""
+    rows = [("residual", {"residual.width": [8, 16][i % 2], "residual.num_blocks": 1}, 0.3 + i / 100, Status.COMPLETED) for i in range(4)]
+    uri = write_search(tmp_path, rows)
+    commands = {
+        "plot": ["plot", "mixed", "--out", tmp_path / "plots", "--tracking-uri", uri],  # scores the knobs' importances in Optuna
+        "run": ["run", tiny_space(tmp_path), "--dataset", "imagefolder:/no/such/folder", "--storage", tmp_path / "runs",
+                "--tracking-uri", f"sqlite:///{tmp_path / 'new.db'}"],  # creates the store, then finds no data
+    }
+    outputs = {name: subprocess.run([sys.executable, "-m", "cnnsearch", *map(str, args)], capture_output=True, text=True, cwd=tmp_path, check=False)
+               for name, args in commands.items()}
+    assert outputs["plot"].returncode == 0 and (tmp_path / "plots" / "importances.png").exists(), outputs["plot"].stderr
+    assert outputs["plot"].stderr == "", outputs["plot"].stderr
+    assert (tmp_path / "new.db").exists() and outputs["run"].returncode == 2
+    assert outputs["run"].stderr == "cnnsearch: error: imagefolder:/no/such/folder: no such folder\n", outputs["run"].stderr
+
+
+def write_mixed_outcomes(folder) -> str:
+    """A search of residual trials: four completed at widths 8 and 16, two stopped early, one failed and one unfinished."""
+    rows = [("residual", {"residual.width": width, "residual.num_blocks": blocks}, accuracy, status) for width, blocks, accuracy, status in (
+        (8, 1, 0.30, Status.COMPLETED), (16, 1, 0.35, Status.COMPLETED), (8, 2, 0.32, Status.COMPLETED), (16, 2, 0.38, Status.COMPLETED),
+        (8, 1, 0.20, Status.STOPPED_EARLY), (16, 2, 0.21, Status.STOPPED_EARLY), (8, 2, 0.10, Status.FAILED))]
+    uri = write_search(folder, rows)
+    recorder = Recorder.open(mlflow.MlflowClient(uri), experiment="mixed", study="mixed", space_hash="0",
+                             parent_run_id=find_study("mixed", uri).parent.info.run_id)
+    recorder.start_trial("7", {"stages.0.family": "residual", "residual.width": 8, "residual.num_blocks": 1}, space_hash="0")
+    return uri
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    return write_mixed_outcomes(tmp_path_factory.mktemp("outcomes"))
+
+
+def test_query_alone_lists_the_best_trials_and_counts_those_it_leaves_out(outcomes, cli):
+    status, out, err = cli("query", "mixed", "--tracking-uri", outcomes)
+    assert status == 0, err
+    header, columns, *rows, note = out.splitlines()
+    assert header == "top 6 of 6 trials by validation accuracy, val_acc in %" and columns.split()[:2] == ["val_acc", "params"]
+    assert [row.split()[0] for row in rows] == ["38.00", "35.00", "32.00", "30.00", "21.00", "20.00"]
+    assert "stopped early  trial-5" in rows[4] and {"residual.width=16", "residual.num_blocks=2"} <= set(rows[0].split())
+    assert note == "1 trial failed and 1 unfinished are not in this list"
+
+    status, out, err = cli("query", "mixed", "--top", "2", "--where", "residual.num_blocks=1", "--format", "csv", "--tracking-uri", outcomes)
+    assert status == 0, err
+    frame = pd.read_csv(pd.io.common.StringIO(out))
+    assert list(frame["trial"]) == ["trial-1", "trial-0"] and list(frame["val_acc_pct"]) == pytest.approx([35.0, 30.0])
+    assert err == "1 trial failed and 1 unfinished are not in this list\n"  # apart from the CSV
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--top", "3", "--rows", "residual.width"], "--top lists the best trials, --rows pivots them and --pareto gives their front: ask for one"),
+        (["--anova"], "--cols, --anova and --compare need --rows KNOB"),
+    ],
+)
+def test_query_refuses_a_listing_and_a_pivot_at_once(args, expected, outcomes, cli):
+    status, out, err = cli("query", "mixed", *args, "--tracking-uri", outcomes)
+    assert status == 2 and out == "" and err == f"cnnsearch: error: {expected}\n", err
+
+
+def test_a_pivot_s_levels_unit_and_left_out_trials_are_said_once_and_alike(outcomes, cli):
+    """Integer levels print as 8 and 16 in one-way and two-way tables; the CSV is in the table's unit and says so."""
+    status, one_way, err = cli("query", "mixed", "--rows", "residual.width", "--tracking-uri", outcomes)
+    assert status == 0, err
+    assert one_way.startswith("mean val_acc (%)")
+    assert [line.split("|")[0].strip() for line in one_way.splitlines()[2:4]] == ["8", "16"]
+    assert one_way.splitlines()[2].split("|")[1].strip().startswith("31.00 ± ")
+    assert one_way.splitlines()[-1] == "2 trials stopped early, 1 failed and 1 unfinished are not in this table"
+    status, two_way, err = cli("query", "mixed", "--rows", "residual.width", "--cols", "residual.num_blocks", "--tracking-uri", outcomes)
+    assert [line.split("|")[0].strip() for line in two_way.splitlines()[2:4]] == ["8", "16"]
+    assert [cell.strip() for cell in two_way.splitlines()[1].split("|")] == ["residual.width / residual.num_blocks", "1", "2"]
+    status, out, err = cli("query", "mixed", "--rows", "residual.width", "--format", "csv", "--tracking-uri", outcomes)
+    frame = pd.read_csv(pd.io.common.StringIO(out))
+    assert list(frame.columns) == ["residual.width", "mean_pct", "ci_low_pct", "ci_high_pct", "n"]
+    assert list(frame["mean_pct"]) == pytest.approx([31.0, 36.5])  # as the table shows them: 31.00, 36.50
+    assert err == "2 trials stopped early, 1 failed and 1 unfinished are not in this table\n"
+    status, out, err = cli("query", "mixed", "--rows", "residual.width", "--compare", "--format", "csv", "--tracking-uri", outcomes)
+    assert pd.read_csv(pd.io.common.StringIO(out))["diff_pct"].tolist() == pytest.approx([5.5])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -197,3 +199,35 @@ def test_an_unknown_sampler_is_refused_in_one_line_naming_the_known_ones_before_
     assert status == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
     assert "'bayes'" in err and all(f"'{name}'" in err for name in ("tpe", "random", "grid", "nsga2", "evolution", "gp")), err
     assert [path.name for path in tmp_path.iterdir()] == ["spaces"]
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["run", "space.yaml", "--epoch", "2"], "--epoch 2"),
+        (["train", "resnet20", "--dataset", "synthetic", "--epoch", "2"], "--epoch 2"),
+        (["query", "study", "--metr", "val_acc"], "--metr val_acc"),
+    ],
+)
+def test_a_prefix_of_a_flag_is_an_unknown_flag(args, flag, cli):
+    """argparse's allow_abbrev would take --epoch for --epochs, and the resume command would repeat it."""
+    status, out, err = cli(*args)
+    assert status == 2 and out == "" and err == f"cnnsearch: error: unrecognized arguments: {flag} (see cnnsearch --help)\n", err
+
+
+def test_no_command_takes_a_flag_by_its_prefix():
+    from cnnsearch.cli.entry import build_parser
+
+    parser = build_parser()
+    (commands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    assert not parser.allow_abbrev and commands.choices and not any(command.allow_abbrev for command in commands.choices.values())
+
+
+def test_ui_refuses_a_store_that_is_not_there_as_query_does(tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(os, "execv", lambda *command: pytest.fail(f"the UI was started: {command}"))
+    for command in (["ui"], ["query", "tiny"]):
+        status, out, err = cli(*command)
+        assert status == 2 and out == "" and err.count("\n") == 1, err
+        assert err == f"cnnsearch: error: tracking store sqlite:///mlflow.db: no database at {tmp_path / 'mlflow.db'}; pass the study's --tracking-uri\n"
+    assert list(tmp_path.iterdir()) == []

@@ -410,7 +410,8 @@ def test_a_trial_whose_own_code_raises_is_failed_with_its_cause_not_retried(ray_
 def test_run_refuses_bad_input_before_any_trial(extra, expected, tmp_path, cli, tiny_space):
     space_file = tiny_space(tmp_path, **TINY)
     status, _, err = cli("run", space_file, "--storage", tmp_path / "runs", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", *extra)
-    assert status == 2 and expected in err and "Traceback" not in err
+    # One line: no hint to resume a study that never began.
+    assert status == 2 and expected in err and err.count("\n") == 1 and "Traceback" not in err, err
 
 
 def test_storage_of_another_space_is_refused(tmp_path, cli, tiny_space):

@@ -17,7 +17,7 @@ import torch
 
 from cnnsearch import load_space
 from cnnsearch.config import ConfigError
-from cnnsearch.names import WEIGHTS_FILE
+from cnnsearch.names import WEIGHTS_FILE, Status
 from cnnsearch.storage import Storage
 from cnnsearch.study import RunOptions
 from cnnsearch.study.record import CONFIG_FILE, STATE_FILE, TRIALS_FOLDER, recover, trial_document
@@ -49,9 +49,9 @@ def write_state(folder: Path, space_file: Path, **changes) -> dict:
 
 
 def one_line(err: str) -> str:
-    """The error, which must be one line after the resume hint that every run prints first."""
+    """The error, which must be one line: a study refused before it exists has no resume hint."""
     assert "Traceback" not in err
-    (error,) = [line for line in err.splitlines() if not line.startswith("Should the study stop")]
+    (error,) = err.splitlines()
     return error.removeprefix("cnnsearch: error: ")
 
 
@@ -274,3 +274,63 @@ def test_a_space_file_left_where_mlflow_logged_it_is_said_not_a_traceback(tmp_pa
     shutil.rmtree(client.get_run(recorder.parent_run_id).info.artifact_uri.removeprefix("file://"))
     (found,) = importances(recorder.record())
     assert not found.scores and found.why.startswith("tiny.yaml is not in /") and "where MLflow keeps" in found.why
+
+
+def record_trials(folder: Path, space_file: Path, statuses: list[Status]) -> str:
+    """A study of ``space_file`` in ``folder``'s mlflow.db whose trials all ended, with ``statuses``; returns its parent run id."""
+    from optuna.trial import FixedTrial
+
+    from cnnsearch.costs import profile
+
+    space = load_space(space_file)
+    recorder = Recorder.open(mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}"), experiment=space.name, study=space.name,
+                             space_hash=space.digest, files=[space_file])
+    for index, status in enumerate(statuses):
+        knobs = {"stem.channels": 8, "residual.num_blocks": 1, "residual.width": [8, 16][index % 2]}
+        run_id = recorder.start_trial(str(index), knobs, space_hash=space.digest)
+        arch = space.sample(FixedTrial(knobs))
+        recorder.log_arch(run_id, arch, profile(arch).to_dict())
+        recorder.log_epoch(run_id, {"val_acc": 0.3 + index / 100, "val_loss": 1.0, "train_loss": 1.0, "lr": 0.1}, epoch=1)
+        recorder.finish_trial(run_id, status)
+    return recorder.parent_run_id
+
+
+def test_a_summary_cut_short_by_ctrl_c_resumes_and_a_finished_study_runs_nothing(tmp_path, cli, monkeypatch, tiny_space):
+    """Every trial ran, then Ctrl-C came while the pictures were drawn: the resume line, 130, and a study that --resume
+    summarizes. Run again, the finished study says so in its output and exits 0: no data, no Ray, no resume hint."""
+    import cnnsearch.plots
+    import cnnsearch.study.launch
+
+    space_file, folder = tiny_space(tmp_path), tmp_path / "runs"
+    parent = record_trials(tmp_path, space_file, [Status.COMPLETED, Status.FAILED])  # a failed trial is a search's result
+    write_state(folder, space_file, parent_run_id=parent)  # unfinished, its 2 trials done
+    monkeypatch.setattr(cnnsearch.study.launch, "start", some_ray)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as pictures:
+        pictures.setattr(cnnsearch.plots, "plot_study", ctrl_c)
+        status, out, err = cli("run", space_file, "--storage", folder, "--resume")
+    assert status == 130 and "top 1 by validation accuracy" in out, err
+    assert err.endswith(f"cnnsearch: interrupted\nResume it: cnnsearch run {space_file} --storage {folder} --resume\n"), err
+    assert json.loads((folder / "cnnsearch.json").read_text())["finished"] is False
+
+    status, out, err = cli("run", space_file, "--storage", folder, "--resume")
+    assert status == 0 and "Pictures: " in out, err
+    assert json.loads((folder / "cnnsearch.json").read_text())["finished"] is True
+
+    monkeypatch.setattr(cnnsearch.study.launch, "start", no_ray)
+    def load_dataset(*args, **kwargs):
+        raise AssertionError("the data was loaded")
+
+    monkeypatch.setattr("cnnsearch.study.settings.load_dataset", load_dataset)
+    for flags in ([], ["--resume"], ["--trials", "2"]):
+        status, out, err = cli("run", space_file, "--storage", folder, *flags)
+        assert status == 0 and err == "", err
+        query = f"Query it: cnnsearch query tiny [--top N | --rows KNOB [--cols KNOB] [--anova] [--compare]] --tracking-uri sqlite:///{tmp_path / 'mlflow.db'}"
+        assert out.splitlines()[:3] == ["study 'tiny' has already finished its 2 trials; nothing to run (a larger --trials adds more)", "", query], out
+    with pytest.raises(AssertionError, match="the data was loaded"):  # a larger --trials goes on with the study
+        cli("run", space_file, "--storage", folder, "--trials", "3")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert len(client.search_runs([client.get_run(parent).info.experiment_id])) == 3  # the parent and its 2 trials, as they were

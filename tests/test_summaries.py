@@ -51,8 +51,10 @@ def test_ablate_summarizes_the_study_it_ran_not_a_newer_one_of_its_name(tmp_path
     newer = record_ablation(experiment, uri, 0.90)  # started later, with the same name: find_study's pick
     client = mlflow.MlflowClient(uri)
 
-    def resumed_older(space, options, experiment=None, started=lambda: None):  # as a resume of the older study ends
-        return StudyResult(experiment.name, uri, client.get_run(older).info.experiment_id, older, trials=[{}] * len(experiment.cells))
+    def resumed_older(space, options, experiment=None, started=lambda: None, summarize=lambda result: None):  # as a resume of the older study ends
+        result = StudyResult(experiment.name, uri, client.get_run(older).info.experiment_id, older, trials=[{}] * len(experiment.cells))
+        summarize(result)
+        return result
 
     monkeypatch.setattr(cnnsearch.study, "run_study", resumed_older)
     status, out, err = cli("ablate", tmp_path / "twice.yaml", "--storage", tmp_path / "runs", "--tracking-uri", uri)
@@ -71,8 +73,10 @@ def test_run_draws_and_attaches_the_pictures_of_the_study_it_ran(tmp_path, tiny_
     older, newer = record_ablation(experiment, uri, 0.30), record_ablation(experiment, uri, 0.90)
     client = mlflow.MlflowClient(uri)
 
-    def resumed_older(space, options, experiment=None, started=lambda: None):
-        return StudyResult("twice", uri, client.get_run(older).info.experiment_id, older, trials=[])
+    def resumed_older(space, options, experiment=None, started=lambda: None, summarize=lambda result: None):
+        result = StudyResult("twice", uri, client.get_run(older).info.experiment_id, older, trials=[])
+        summarize(result)
+        return result
 
     monkeypatch.setattr(cnnsearch.study, "run_study", resumed_older)
     status, _, err = cli("run", tmp_path / "tiny.yaml", "--name", "twice", "--storage", tmp_path / "runs", "--tracking-uri", uri)

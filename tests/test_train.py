@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 import torch
@@ -195,3 +196,12 @@ def test_train_command_compiles_once_and_reports_the_compile_time(tmp_path, cli)
     compiled = float(out.split("compiled in ")[1].split(" s")[0])
     seconds = float(out.split(" images in ")[1].split(" s")[0])
     assert 0 < compiled < seconds and "not counted in the images/s" in out
+
+
+def test_train_command_s_progress_bar_counts_images(cli, monkeypatch):
+    """Two epochs of 300 images in batches of 128 are 600 images, not six batches' 768 (each refresh shown)."""
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    status, _, err = cli("train", "lenet5", "--dataset", "synthetic", "--epochs", "2", "--subset", "300", "--batch-size", "128")
+    assert status == 0, err
+    counts = re.findall(r"\| (\S+)/(\S+) \[", err)  # tqdm's "| n/total [elapsed<remaining, rate]"
+    assert counts and {total for _, total in counts} == {"600"} and ("600", "600") in counts, err

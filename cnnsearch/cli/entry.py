@@ -1,6 +1,6 @@
 """The entry point: the parser of every command, built from each command's own builder, and
 :func:`main`, which runs one command and turns its errors into one line and an exit status
-(2 for bad input; 130 when interrupted, after the command that resumes an interrupted study).
+(2 for bad input; 130 when interrupted, after the command that resumes a study interrupted once it existed).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -25,7 +26,14 @@ _COMMANDS = (add_show, add_profile, add_train, add_run, add_ablate, add_query, a
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line, not after its usage block."""
+    """argparse that reports a bad flag in one line, not after its usage block, and takes no flag by a prefix of its name.
+
+    Each command's parser is one too: argparse builds subparsers of their parent's class.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # A prefix such as --epoch for --epochs would be taken silently and echoed into the resume command.
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> None:
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
@@ -52,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if not getattr(args, "verbose", False):  # the one place where the command line sets the libraries' logging
+        from ..tracking import quiet
+
+        quiet()
     args.resume_command = f"cnnsearch {shlex.join(argv if '--resume' in argv else [*argv, '--resume'])}"
     try:
         args.run(args)
@@ -59,8 +71,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"cnnsearch: {error}", file=sys.stderr)
         print(f"Resume it: {args.resume_command}", file=sys.stderr)
         raise SystemExit(130) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a study's trials: its set-up or summary, or another command
         print("cnnsearch: interrupted", file=sys.stderr)
+        if getattr(args, "resumable", False):
+            print(f"Resume it: {args.resume_command}", file=sys.stderr)
         raise SystemExit(130) from None
     except ValidationError as error:  # options checked by the configs they fill
         error = format_validation_error(error, "option")

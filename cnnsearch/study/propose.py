@@ -44,6 +44,10 @@ from .settings import Plan
 
 __all__ = ["MIN_IMPORTANCE_TRIALS", "Importances", "Proposals", "RegularizedEvolution", "importances", "rejected_proposals"]
 
+# Optuna's INFO lines ("A new study created in memory", each trial's result) are its bookkeeping:
+# cnnsearch says what a study is doing itself.
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
 _REJECTED = "cnnsearch.rejected"  # an Optuna trial's user attribute: why the driver did not train its proposal
 _FAILED = "cnnsearch.failed"  # an Optuna trial's user attribute: it failed in training, not in a crash
 _GRID_POINT = "cnnsearch.grid_point"  # an Optuna trial's system attribute: the point of the grid that _Grid gave it
@@ -431,7 +435,6 @@ def _optuna_study(storage: Storage, name: str, objectives: tuple[Objective, ...]
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = storage.path("optuna.journal")
     if storage.local:
         journal = JournalStorage(JournalFileBackend(path))

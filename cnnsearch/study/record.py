@@ -35,7 +35,7 @@ from ..storage import Storage
 from ..tracking import Recorder
 from .progress import Progress
 from .reject import level_param
-from .settings import Plan, check_version, save_state, versioned
+from .settings import Plan, check_version, versioned
 
 __all__ = [
     "CONFIG_FILE", "STATE_FILE", "TRIALS_FOLDER", "StudyResult", "Tracker", "design_tags", "earlier_accuracies", "finish", "last_checkpoint",
@@ -312,12 +312,12 @@ class Tracker:
 
 
 def finish(plan: Plan, recorder: Recorder, rejected: list[dict[str, Any]]) -> StudyResult:
-    """Write the study's summary (its trials, best first, the ``rejected`` proposals, the Pareto front) and mark it finished."""
+    """Write the study's summary (its trials, best first, the ``rejected`` proposals, the Pareto front); the driver
+    marks it finished in its storage after that."""
     rows = recorder.trials()
     table = [{key: value for key, value in row.items() if key != "knobs"} | row["knobs"] for row in rows]
     best = next((row for row in rows if row["status"] == Status.COMPLETED), None)
     front = pareto(completed(recorder.record()), plan.space.objectives) if len(plan.space.objectives) > 1 else None
     recorder.finish_study(table, best, rejected, front)
-    save_state(plan, recorder.parent_run_id, finished=True)
     return StudyResult(plan.options.name, plan.tracking_uri, recorder.experiment_id, recorder.parent_run_id, rows, len(rejected), front,
                        plan.settings["tabular"])

@@ -29,19 +29,22 @@ __all__ = ["run_study"]
 
 
 def run_study(space: Space, options: RunOptions, *, experiment: Experiment | None = None,
-              started: Callable[[], None] = lambda: None) -> StudyResult:
+              started: Callable[[], None] = lambda: None, summarize: Callable[[StudyResult], None] = lambda result: None) -> StudyResult:
     """Run, resume or extend a study of ``space``, or the cells of an ablation ``experiment``.
 
     MLflow is the record of which trials are done: a resumed study goes on with the trials
     that a crash or Ctrl-C left unfinished from their last checkpoints (and runs again the
     ones that saved none), then runs as many new trials as are missing. ``started`` is called
-    once the study exists in its storage: from then on it can be resumed.
+    once the study exists in its storage: from then on it can be resumed. ``summarize`` is
+    called with the result once every trial has run and the study's summary is written, before
+    the study is marked finished: a study interrupted there is resumed, and summarized, again.
 
     Raises:
         ConfigError: an invalid space (or one that a tabular study's table does not hold), an
             unreachable tracking store or Ray address, or a storage folder that belongs to
             another study; all before any trial starts.
         Interrupted: Ctrl-C stopped the study before it finished; it can be resumed.
+        AlreadyFinished: the study has finished, and holds every trial it is asked for: nothing ran.
     """
     plan = resolve(space, options, experiment, _start_ray)
     fit_to = target(plan)
@@ -74,7 +77,10 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     rejected = rejected_proposals(proposals.study) if proposals else []
     result = finish(plan, recorder, rejected)
     if proposals is not None and proposals.exhausted:
+        save_state(plan, recorder.parent_run_id, finished=True)
         raise exhausted(plan.space, proposals.rejected, rejected, len(result.trials) - len(done), missing)
+    summarize(result)
+    save_state(plan, recorder.parent_run_id, finished=True)
     return result
 
 

@@ -10,7 +10,9 @@ a tabular study's table does not hold, an unreachable tracking store or one with
 study's records, an unreachable Ray address, a local storage folder that a node of the
 cluster cannot use, a precision the trials' devices lack) raises
 :class:`~cnnsearch.config.ConfigError` there, before anything is written to MLflow or to
-the study's storage. This module also reads and writes the study's state file, and holds
+the study's storage; a finished study that already holds every trial it is asked for raises
+:class:`~cnnsearch.config.AlreadyFinished` there, before its data is loaded or Ray started.
+This module also reads and writes the study's state file, and holds
 the version of every state file a study keeps (:data:`STATE_VERSION`). It imports neither
 Ray nor Optuna: Ray is started through the function that :func:`resolve` is given.
 
@@ -22,7 +24,6 @@ store inside the folder or above it is found where it lies from the folder now (
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 from collections.abc import Callable
@@ -32,15 +33,15 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError
+from ..config import AlreadyFinished, ConfigError
 from ..data import held_out_test_fraction, load_dataset, split_dataset
 from ..experiment import Experiment
-from ..names import DEFAULT_TRACKING_URI
+from ..names import DEFAULT_TRACKING_URI, Status
 from ..costs import cheapest
 from ..space import Space
 from ..storage import Storage
 from ..tabular import TABLE_EPOCHS, Table, check_space, load_table, nasbench201_cost, table_name
-from ..tracking import connect
+from ..tracking import connect, trial_statuses
 
 __all__ = ["STATE_VERSION", "Plan", "RunOptions", "check_version", "concurrency", "resolve", "save_state", "versioned", "with_overrides"]
 
@@ -168,6 +169,7 @@ def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
             setting is invalid, a tabular study's table is unknown or not installed or its space can
             draw networks the table lacks, the tracking store lacks the resumed study's parent run,
             the tracking store, the data or Ray cannot be reached, a node of the cluster cannot use the local storage folder, or the trials' devices lack the precision.
+        AlreadyFinished: the study has finished, and holds every trial it is asked for.
     """
     storage = Storage.open(options.storage)
     if experiment is not None:
@@ -176,10 +178,10 @@ def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
     state = _check_storage(storage, digest, options)
     space, settings = _settings(space, options, experiment, state)
     table = _table(space, experiment, settings["tabular"])
-    if not options.verbose:
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
     tracking_uri = _tracking_uri(options, state, storage)
     client = connect(tracking_uri, holding=state["parent_run_id"] if state else None)
+    if state is not None and state.get("finished"):
+        _check_more_to_run(state, settings["trials"], client, experiment is not None, tracking_uri)
     # A tabular study reads no image and starts no Ray: its driver looks each trial up, one at a time.
     data, split, gpus, concurrent, memory = (None, None, 0.0, 1, 0.0) if table else _data_and_cluster(space, options, storage, start_ray)
     experiment_name = options.experiment or (state["experiment"] if state else experiment.name if experiment else space.name)
@@ -422,6 +424,23 @@ def _check_storage(storage: Storage, digest: str, options: RunOptions) -> dict[s
     if state is not None and not state.get("finished") and not options.resume:
         raise ConfigError(f"{storage.uri}: study {state['name']!r} was interrupted; add --resume to continue it")
     return state
+
+
+def _check_more_to_run(state: dict[str, Any], trials: int, client: Any, ablation: bool, tracking_uri: str) -> None:
+    """Stop a finished study that already holds ``trials`` trials, before its data is loaded or Ray started.
+
+    As the driver counts them: every trial of a search, whatever its status, but an
+    ablation's failed cells run again; a trial left unfinished is resumed.
+
+    Raises:
+        AlreadyFinished: nothing to run.
+    """
+    statuses = trial_statuses(client, state["parent_run_id"])
+    done = [status for status in statuses if status is not None and not (ablation and status == Status.FAILED)]
+    if None in statuses or len(done) < trials:
+        return
+    more = "more --seeds add replicates" if ablation else "a larger --trials adds more"
+    raise AlreadyFinished(f"study {state['name']!r} has already finished its {len(done)} trials; nothing to run ({more})", tracking_uri)
 
 
 def _check_reachable(address: str) -> None:

@@ -2,24 +2,27 @@
 
 One parent run per study and one nested child run per trial. :mod:`.writer` writes them (the
 :class:`Recorder`, the environment, an export's registered model); :mod:`.reader` reads them
-back (:func:`find_study`, :func:`study_of_run`, :class:`StudyRecord`, :func:`trial_runs`); :mod:`.store` holds the filter
-of a study's trial runs that both use, and :func:`connect` and :func:`trial_name`, which other modules use too.
+back (:func:`find_study`, :func:`study_of_run`, :class:`StudyRecord`, :func:`trial_runs`, :func:`trial_statuses`); :mod:`.store` holds the filter
+of a study's trial runs that both use, and :func:`connect`, :func:`check_exists`, :func:`quiet` and :func:`trial_name`, which other modules use too.
 """
 
-from .reader import StudyRecord, TrialRun, find_study, study_of_run, trial_runs
-from .store import connect, trial_name
+from .reader import StudyRecord, TrialRun, find_study, study_of_run, trial_runs, trial_statuses
+from .store import check_exists, connect, quiet, trial_name
 from .writer import Recorder, environment, register_model, source_commit
 
 __all__ = [
     "Recorder",
     "StudyRecord",
     "TrialRun",
+    "check_exists",
     "connect",
     "environment",
     "find_study",
+    "quiet",
     "register_model",
     "source_commit",
     "study_of_run",
     "trial_name",
     "trial_runs",
+    "trial_statuses",
 ]

@@ -1,6 +1,6 @@
 """Reading a study back from MLflow: by name (:func:`find_study`) or by its parent run
-(:func:`study_of_run`), the :class:`StudyRecord` that queries, plots and exports read, and its
-trial runs as plain values (:func:`trial_runs`).
+(:func:`study_of_run`), the :class:`StudyRecord` that queries, plots and exports read, its
+trial runs as plain values (:func:`trial_runs`), and how its trials ended (:func:`trial_statuses`).
 
 A StudyRecord writes one thing: :meth:`StudyRecord.log_files` attaches a query's plots and
 tables to the study's parent run.
@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 from ..config import ConfigError
 from ..names import DEFAULT_TRACKING_URI, Metrics, Params, Tags
 from ..space import ACCURACY, Objective
-from .store import TRIALS_OF, connect, filter_value
+from .store import TRIALS_OF, check_exists, connect, filter_value
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["StudyRecord", "TrialRun", "find_study", "record_of", "study_of_run", "trial_runs"]
+__all__ = ["StudyRecord", "TrialRun", "find_study", "record_of", "study_of_run", "trial_runs", "trial_statuses"]
 
 
 @dataclass(frozen=True)
@@ -133,11 +133,7 @@ def find_study(name: str, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: 
     """
     import mlflow
 
-    if tracking_uri.startswith("sqlite:///"):
-        # Opening a missing sqlite store would create an empty one where the user ran the command.
-        database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
-        if not database.exists():
-            raise ConfigError(f"tracking store {tracking_uri}: no database at {database}; pass the study's --tracking-uri")
+    check_exists(tracking_uri)
     client = connect(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     if experiment is not None:
@@ -167,6 +163,13 @@ def study_of_run(parent_run_id: str, tracking_uri: str = DEFAULT_TRACKING_URI) -
     """
     client = connect(tracking_uri)
     return record_of(client, client.get_run(parent_run_id))
+
+
+def trial_statuses(client: Any, parent_run_id: str) -> list[str | None]:
+    """The status of each trial run of the study whose parent run is ``parent_run_id``; None for one not finished."""
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id], filter_string=TRIALS_OF.format(parent=parent_run_id), max_results=50000)
+    return [run.data.tags.get(Tags.STATUS) for run in runs]
 
 
 def record_of(client: Any, parent: Any) -> StudyRecord:

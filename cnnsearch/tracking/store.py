@@ -4,6 +4,7 @@ a trial's name, the filter that finds a study's trial runs, and quoting a value 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from ..config import ConfigError
 from ..names import Tags
 
-__all__ = ["TRIALS_OF", "connect", "filter_value", "trial_name"]
+__all__ = ["TRIALS_OF", "check_exists", "connect", "filter_value", "quiet", "trial_name"]
 
 _SQLITE = "sqlite:///"
 
@@ -33,6 +34,28 @@ def filter_value(value: str) -> str | None:
 def trial_name(trial_id: str) -> str:
     """What a trial is called everywhere: progress lines, tables, plots and its MLflow run."""
     return f"trial-{trial_id}"
+
+
+def quiet() -> None:
+    """Keep MLflow's INFO lines from the user: "Creating initial MLflow database tables" and its migrations (alembic's) are
+    its bookkeeping. MLflow sets its loggers' levels, alembic's too, from ``MLFLOW_LOGGING_LEVEL`` when it is imported:
+    that holds in this process and in every process it starts (``mlflow ui``); an MLflow imported already (cnnsearch
+    called in a process that uses it) has its loggers set here."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
+
+
+def check_exists(tracking_uri: str) -> None:
+    """Refuse a sqlite store that is not there: opening it would create an empty one where the user ran the command.
+
+    Raises:
+        ConfigError: no such database file.
+    """
+    if tracking_uri.startswith(_SQLITE):
+        database = Path(tracking_uri.removeprefix(_SQLITE)).resolve()
+        if not database.exists():
+            raise ConfigError(f"tracking store {tracking_uri}: no database at {database}; pass the study's --tracking-uri")
 
 
 def connect(tracking_uri: str, *, holding: str | None = None) -> Any:

@@ -188,7 +188,7 @@ def _run_epoch(trial: _Trial, state: _State, recipe: Recipe, budget: Budget, bar
     trial.model.train()
     epoch_start = time.perf_counter()
     loss_sum = torch.zeros((), device=trial.device)
-    epoch_images = 0
+    epoch_images = shown = 0  # shown: of the epoch's images, those on the progress bar
     for images, labels in trial.train_batches:
         loss, compiling = _step(trial, state, images, labels, recipe.compile)
         epoch_start += compiling
@@ -204,11 +204,14 @@ def _run_epoch(trial: _Trial, state: _State, recipe: Recipe, budget: Budget, bar
                 break
             if bar is not None:
                 bar.set_postfix(epoch=f"{state.epoch}/{budget.epochs}", loss=f"{current:.3f}", refresh=False)
-                bar.update(25 * recipe.batch_size if state.step % 25 == 0 else (state.step % 25) * recipe.batch_size)
+                bar.update(epoch_images - shown)
+                shown = epoch_images
         if state.step >= trial.total_steps or (budget.max_seconds and time.perf_counter() - state.started > budget.max_seconds):
             state.out_of_budget = True
             break
     epoch_seconds = time.perf_counter() - epoch_start
+    if bar is not None:
+        bar.update(epoch_images - shown)
     state.train_seconds += epoch_seconds
     state.images += epoch_images
     if state.status == Status.DIVERGED:
@@ -270,9 +273,12 @@ def _validate(trial: _Trial, state: _State, budget: Budget, train_images_per_s: 
     return report
 
 
-def _progress_bar(images: int) -> tqdm:
+def _progress_bar(trial: _Trial) -> tqdm:
+    """A bar of the images that the trial's steps train on: a last, smaller batch is counted as its images, not a full one."""
     from tqdm import tqdm
 
+    epochs, steps = divmod(trial.total_steps, trial.steps_per_epoch)  # the steps of a partial epoch are full batches
+    images = epochs * trial.train_batches.count + steps * trial.train_batches.batch_size
     return tqdm(total=images, unit="img", unit_scale=True, leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
@@ -335,7 +341,7 @@ def train(
     trial = _set_up(arch, data, split, recipe, budget, seed, resolve_device(str(device)), channels_last, resume)
     if resume is not None:
         _restore(trial, state, resume)
-    bar = _progress_bar(trial.total_steps * recipe.batch_size) if progress else None
+    bar = _progress_bar(trial) if progress else None
     while state.epoch < budget.epochs and not state.out_of_budget:
         train_images_per_s = _run_epoch(trial, state, recipe, budget, bar)
         if state.status == Status.DIVERGED:
