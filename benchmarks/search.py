@@ -17,10 +17,22 @@ bookkeeping: at least 300 trivial trials (a 4-channel network, 48 synthetic imag
             trial (cnnsearch's Tune callbacks and its Optuna proposer, Optuna's sampling
             included) and the wall time per trial, for the first and the last hundred.
 
+tabular:    `cnnsearch run spaces/nasbench201.yaml --tabular nasbench201 --trials 200 --sampler random`
+            (NAS-Bench-201's accuracies looked up, not trained) on a new sqlite store: its wall time
+            as a command, then the same study in this process, timed by part: Optuna's own time
+            (ask, tell and each suggest), counting each network's costs, MLflow's writes of each
+            trial, opening the study (its table, checks and store) and its end (summary, pictures).
+
+nasbench201: search quality on NAS-Bench-201's table: random, tpe, evolution, gp and nsga2,
+            each seed a 200-trial study told the table's accuracies, with the picks, regret,
+            tests against random and multi-objective hypervolume (see benchmarks/nasbench201.py).
+
 Needs the CIFAR-10 training images in ImageFolder layout (../shared/data/cifar10/train.tar.gz
-extracted; pass its train/ folder).
+extracted; pass its train/ folder), but for bookkeeping and tabular.
 
 Usage: python benchmarks/search.py bookkeeping [--trials 300]
+       python benchmarks/search.py tabular [--trials 200]
+       python benchmarks/search.py nasbench201 --seeds 20 [--gp-seeds 20] [--mo-seeds 10] [--trials 200]
        python benchmarks/search.py overhead /tmp/cifar/train
        python benchmarks/search.py efficiency /tmp/cifar/train [--seeds 3] [--trials 8]
        python benchmarks/search.py pareto /tmp/cifar/train [--seeds 3] [--trials 8]
@@ -30,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import sys
 import tempfile
@@ -176,6 +189,72 @@ def bookkeeping(trials: int) -> None:
         f"The driver's last hundred trials cost {ratio:.2f}x its first hundred (target: at most 1.2x)."
     )
     write("search_bookkeeping", report, table, f"python benchmarks/search.py bookkeeping --trials {trials}")
+
+
+def _timed(owner: object, name: str, spent: dict[str, float], part: str) -> None:
+    """Count the time of every call of ``owner.name`` into ``spent[part]``."""
+    function = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent[part] += time.perf_counter() - start
+
+    setattr(owner, name, wrapper)
+
+
+def tabular(trials: int) -> None:
+    import resource
+    import subprocess
+
+    command = ["cnnsearch", "run", "spaces/nasbench201.yaml", "--tabular", "nasbench201", "--trials", str(trials), "--sampler", "random"]
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "cnnsearch", *command[1:], "--storage", f"{tmp}/runs", "--tracking-uri", f"sqlite:///{tmp}/mlflow.db"],
+                       cwd=root, check=True, capture_output=True)
+        wall = time.perf_counter() - start
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = children.ru_utime + children.ru_stime  # what the command's wall time would be with a core of its own
+    import optuna
+
+    from cnnsearch.cli import main as cli
+    from cnnsearch.cli import studies
+    from cnnsearch.study import lookup, reject, run
+    from cnnsearch.tracking import Recorder
+
+    spent = dict.fromkeys(("optuna", "costs", "lookup", "mlflow", "opening", "end"), 0.0)
+    for owner, names, part in ((optuna.Study, ("ask", "tell"), "optuna"),
+                               (optuna.Trial, ("suggest_categorical", "suggest_int", "suggest_float"), "optuna"),
+                               (reject, ("_tabular_cost",), "costs"), (lookup, ("_result",), "lookup"),
+                               (Recorder, ("record_trial",), "mlflow"), (run, ("resolve", "open_study", "recover"), "opening"),
+                               (run, ("finish",), "end"), (studies, ("_pictures",), "end")):
+        for name in names:
+            _timed(owner, name, spent, part)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        cli([*command[1:], "--storage", f"{tmp}/runs", "--tracking-uri", f"sqlite:///{tmp}/mlflow.db"])
+        total = time.perf_counter() - start
+    ms = {part: 1000 * seconds / trials for part, seconds in spent.items()}
+    report = {"machine": machine(), "load_average": os.getloadavg(), "trials": trials, "command_s": wall, "command_cpu_s": cpu, "in_process_s": total,
+              "seconds": spent, "ms_per_trial": ms}
+    rows = [("Optuna: ask, tell and each suggest (the random sampler's own time)", "optuna"),
+            ("counting each network's params, MACs and FLOPs, its latency from the table", "costs"),
+            ("looking each trial's accuracy up", "lookup"), ("MLflow: writing each trial's run", "mlflow")]
+    table = (
+        f"`{' '.join(command)}`, as a command on a new sqlite store, CPU ({machine()}; load average "
+        f"{os.getloadavg()[0]:.1f} after it): **{wall:.1f} s** in all, imports and the store's creation included (target: at most 60 s); "
+        f"it used {cpu:.1f} s of CPU time (user and system), and waited the rest: for the cores other work held, and for the disk.\n\n"
+        f"The same study in one process, {total:.1f} s, by part:\n\n"
+        "| part | seconds | ms per trial |\n| --- | ---: | ---: |\n"
+        + "".join(f"| {label} | {spent[part]:.1f} | {ms[part]:.1f} |\n" for label, part in rows)
+        + f"| opening the study: its table, the checks of its space, the MLflow store | {spent['opening']:.1f} | |\n"
+        f"| its end: the summary, the pictures | {spent['end']:.1f} | |\n"
+        f"| the rest: imports, progress lines, the Optuna journal's opening | {total - sum(spent.values()):.1f} | |\n"
+    )
+    write("search_tabular", report, table, f"python benchmarks/search.py tabular --trials {trials}")
 
 
 def _curve(trials: list[dict]) -> list[tuple[int, float]]:
@@ -371,10 +450,10 @@ def nasbench201_benchmark(seeds: int, gp_seeds: int, mo_seeds: int, trials: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["overhead", "efficiency", "pareto", "bookkeeping", "nasbench201"])
-    parser.add_argument("folder", nargs="?", help="CIFAR-10 training images in ImageFolder layout (not for bookkeeping)")
+    parser.add_argument("what", choices=["overhead", "efficiency", "pareto", "bookkeeping", "tabular", "nasbench201"])
+    parser.add_argument("folder", nargs="?", help="CIFAR-10 training images in ImageFolder layout (not for bookkeeping, tabular or nasbench201)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--trials", type=int, default=None, help="default: 8, or 300 for bookkeeping")
+    parser.add_argument("--trials", type=int, default=None, help="default: 8, or 300 for bookkeeping, 200 for tabular")
     parser.add_argument("--subset", type=int, default=None, help="training images per trial")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--gp-seeds", type=int, default=20, help="nasbench201: seeds for GP, whose own time is seconds a trial")
@@ -385,6 +464,8 @@ def main() -> None:
         nasbench201_benchmark(args.seeds, args.gp_seeds, args.mo_seeds, args.trials or 200)
     elif args.what == "bookkeeping":
         bookkeeping(args.trials or 300)
+    elif args.what == "tabular":
+        tabular(args.trials or 200)
     elif args.what == "overhead":
         overhead(args.folder, args.subset or 5000)
     elif args.what == "pareto":

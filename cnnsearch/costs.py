@@ -27,6 +27,7 @@ import platform
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -244,11 +245,12 @@ def training_memory(arch: Arch, batch_size: int, precision: str = "fp32") -> Mem
     return Memory(activations=activations, parameters=parameters, total=total)
 
 
-def cheapest(space: Space) -> tuple[Arch, Cost] | None:
+def cheapest(space: Space, count: Callable[[Arch], Cost] = profile) -> tuple[Arch, Cost] | None:
     """The cheapest architecture of a space that meets its cost limits.
 
     Returns None when the space is too large to be sure (see :meth:`Space.smallest`)
-    and none of the candidates tried meets the limits.
+    and none of the candidates tried meets the limits. ``count`` gives a candidate's
+    cost: :func:`profile`, or what counts the same faster for the networks of a space.
 
     Raises:
         ConfigError: no point of the space is a valid network, or none meets the limits.
@@ -260,7 +262,7 @@ def cheapest(space: Space) -> tuple[Arch, Cost] | None:
         try:
             if isinstance(candidate, ConfigError):
                 raise candidate
-            costed.append((candidate, profile(candidate)))
+            costed.append((candidate, count(candidate)))
         except ConfigError as error:
             errors.append(error)
     for arch, cost in sorted(costed, key=lambda item: (item[1].params, item[1].macs)):

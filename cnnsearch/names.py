@@ -23,6 +23,7 @@ __all__ = [
     "SAMPLERS",
     "SCHEDULERS",
     "SCORED",
+    "TABLES",
     "WEIGHTS_FILE",
     "Metrics",
     "Params",
@@ -55,12 +56,13 @@ class Metrics:
     PARAMS = "params"
     MACS = "macs"
     FLOPS = "flops"
-    LATENCY = "latency_ms"  # median of one eval-mode forward of one image, measured by the driver before training
+    LATENCY = "latency_ms"  # median of one eval-mode forward of one image, measured by the driver before training (a tabular trial: the table's)
     MEMORY_ESTIMATE = "memory_estimate_mib"  # a trial's expected peak resident memory: what it reserves in Ray
     PEAK_RSS = "peak_rss_mib"  # the trial's measured peak resident memory, after each epoch
     EPOCHS = "epochs"
     PEAK_LR = "peak_lr"  # the schedule's peak: scaled to the batch, or chosen by the range test
     COMPILE_SECONDS = "compile_seconds"  # spent in torch.compile so far (recipe.compile), apart from the training rate
+    TRAIN_SECONDS = "train_seconds"  # a tabular trial's: the time the table's authors took to train the cell
     REJECTED = "rejected_proposals"  # of a study: proposals never trained (over limits or memory, unable to build or train)
     BEST_VAL_ACC = "best_val_acc"  # of a finished study: its best completed trial's val_acc
     TEST_ACC = "test_acc"  # of an export run: the exported model on the held-out test images, and its interval's ends
@@ -97,6 +99,7 @@ class Tags:
     TRIAL_DIR = "cnnsearch.trial_dir"  # the trial's folder in Tune's storage: its checkpoints, to resume it
     OBJECTIVES = "cnnsearch.objectives"  # of a study: JSON list of {metric, goal}
     LATENCY_MACHINE = "cnnsearch.latency_machine"  # what measured latency_ms: device, processor, threads, runtime
+    TABULAR = "cnnsearch.tabular"  # of a study and its trials: the table its accuracies were looked up in, not trained (one of TABLES)
     RAY_NODE = "ray.node_id"  # the Ray node a trial trained on (after a lost worker, the node it went on on)
     RAY_HOSTNAME = "ray.hostname"  # that node's host name
     BEST_RUN = "cnnsearch.best_run_id"  # of a finished study: its best completed trial's run
@@ -130,4 +133,6 @@ PARETO = "pareto"  # a study's Pareto front over its objectives: pareto.csv
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "evolution", "gp")
 SCHEDULERS = ("asha", "none")
 DATASETS = ("cifar10", "cifar100", "synthetic", "imagefolder:PATH")
+# The tables whose published accuracies a study can look up instead of training (--tabular); nasbench201 alone is the first.
+TABLES = ("nasbench201:cifar10", "nasbench201:cifar100", "nasbench201:imagenet16")
 ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh", "hardswish")

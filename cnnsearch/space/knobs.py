@@ -5,7 +5,8 @@ A knob is a fixed value (:class:`Fixed`), a list of choices (:class:`Choice`) or
 :class:`Suggester`, anything with Optuna's ``suggest_*`` methods, so every Optuna sampler
 works. Two suggesters of our own serve without Optuna: :class:`RandomTrial` draws at
 random (previews and tests), :class:`CornerTrial` walks the cheapest corners of a space
-(candidates for its cheapest point). No torch here.
+(candidates for its cheapest point), or the points between a proposal and its cheapest
+corners (to bring a proposal within the limits). No torch here.
 """
 
 from __future__ import annotations
@@ -138,24 +139,58 @@ class RandomTrial:
 
 
 class CornerTrial:
-    """Smallest value of every numeric knob; walks the categorical ones like an odometer."""
+    """The cheap corners of a space, or of the box between them and a point; the categorical knobs are walked like an odometer.
 
-    def __init__(self, prefix: list[int]) -> None:
-        self.prefix = prefix
+    Each categorical knob (family, block type, stride, flags, ...) takes the choice at the
+    prefix's index, 0 past the prefix, its choices ordered with ``near``'s value first: the
+    prefix [] keeps the point's own. Each numeric knob (a range, or numeric choices other than
+    a stride) takes its smallest value, moved ``keep`` of the way (a number from 0 to 1, or one
+    per knob name, else 0) to ``near``'s: costs grow with every numeric knob. With no ``near``
+    these are the space's cheapest corners. :attr:`drawn` holds each value it gave, by name,
+    and :attr:`shrunk` the numeric knobs it gave less than ``near``'s.
+    """
+
+    def __init__(self, prefix: list[int], near: dict[str, Any] | None = None, keep: float | dict[str, float] = 0.0) -> None:
+        self.prefix, self.near, self.keep = prefix, near or {}, keep
         self.taken: list[int] = []
         self.arities: list[int] = []
+        self.drawn: dict[str, Any] = {}
+        self.shrunk: list[str] = []
+
+    def _kept(self, name: str) -> float:
+        return self.keep.get(name, 0.0) if isinstance(self.keep, dict) else self.keep
 
     def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
         numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices)
+        own = self.near.get(name)
         if numeric and not name.endswith(".stride"):
-            return min(choices)
+            ordered = sorted(choices)
+            return self._numeric(name, ordered[math.floor(self._kept(name) * ordered.index(own)) if own in ordered else 0])
+        ordered = [own, *(c for c in choices if c != own)] if own in choices else list(choices)
         index = self.prefix[len(self.taken)] if len(self.taken) < len(self.prefix) else 0
         self.taken.append(index)
         self.arities.append(len(choices))
-        return choices[index]
+        self.drawn[name] = ordered[index]
+        return ordered[index]
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
-        return low
+        own, keep = self.near.get(name, low), self._kept(name)
+        if log:  # a log range has no step
+            value = min(own, max(low, math.floor(low * (own / low) ** keep + 1e-9)))
+        else:
+            value = low + step * math.floor(keep * ((own - low) // step))
+        return self._numeric(name, value)
 
     def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
-        return low
+        own, keep = self.near.get(name, low), self._kept(name)
+        if step:
+            value = round(low + step * math.floor(keep * round((own - low) / step)), 12)  # on the knob's values (knob_values)
+        else:
+            value = min(own, low * (own / low) ** keep if log else low + keep * (own - low))  # no rounding past own
+        return self._numeric(name, value)
+
+    def _numeric(self, name: str, value: Any) -> Any:
+        self.drawn[name] = value
+        if name in self.near and value != self.near[name]:
+            self.shrunk.append(name)
+        return value

@@ -6,10 +6,11 @@ the options and runs every check that can refuse a study before anything is writ
 samplers include regularized evolution, which Optuna lacks) and
 scores a finished study's knob importances; :mod:`.reject` fits each proposal to the data
 and turns away the ones over the limits; :mod:`.launch`, the only module of cnnsearch
-that imports Ray, runs the trials on Ray Tune; :mod:`.record` writes them to MLflow and
+that imports Ray, runs the trials on Ray Tune, or :mod:`.lookup` looks a tabular study's
+trials up in its table, in the driver; :mod:`.record` writes them to MLflow and
 recovers an interrupted study's checkpoints; :mod:`.progress` prints the study's progress.
 The driver alone writes to MLflow, keeping the run ids and counts it needs so each event
-costs the same at any study size. Ray is imported only when a study runs.
+costs the same at any study size. Ray is imported only when a study trains.
 """
 
 from .progress import searched_knobs

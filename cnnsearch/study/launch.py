@@ -349,14 +349,17 @@ def _tune_config(plan: Plan, stop: Stop, missing: int, proposals: Proposals | No
     )
 
 
-def run_trials(plan: Plan, tracker: Tracker, stop: Stop, missing: int, *, proposals: Proposals | None = None,
-               configs: list[dict[str, Any]] = (), earlier: list[dict[int, float]] = ()) -> None:
+def run_trials(plan: Plan, tracker: Tracker, missing: int, *, proposals: Proposals | None = None,
+               configs: list[dict[str, Any]] = (), earlier: list[dict[int, float]] = ()) -> bool:
     """Run ``missing`` trials, a search's ``proposals`` or an ablation's cell ``configs``, until they are done or Ctrl-C stops them.
 
     ``earlier`` holds the per-epoch accuracies of the study's scored trials, for ASHA's rungs.
-    The first Ctrl-C sets ``stop.requested``; the second stops the running trials at once.
+    The first Ctrl-C stops launching trials; the second stops the running ones at once.
+
+    Returns:
+        Whether Ctrl-C stopped the trials.
     """
-    storage, cpus, gpus = plan.storage, plan.cpus, plan.gpus
+    stop, storage, cpus, gpus = Stop(), plan.storage, plan.cpus, plan.gpus
     trainable = tune.with_resources(
         tune.with_parameters(_trial, space=plan.space, data=plan.data, split=plan.split, threads=max(1, int(cpus)),
                              device="cuda" if gpus else "cpu", storage=storage),
@@ -391,3 +394,4 @@ def run_trials(plan: Plan, tracker: Tracker, stop: Stop, missing: int, *, propos
         tracker.interrupt_running()
     finally:
         signal.signal(signal.SIGINT, previous)
+    return stop.requested

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..names import Metrics, Report, Status
 from ..space import Fixed, Space
+from ..tabular import TABLE_EPOCHS
 from ..tracking import trial_name
 from .settings import Plan
 
@@ -35,8 +36,13 @@ def searched_knobs(space: Space, knobs: dict[str, Any]) -> str:
 
 
 def announce(plan: Plan, memory: float | None) -> None:
-    """The study's opening line: its data, its trials and what each may use of ``memory``, the largest node's (None on GPUs)."""
+    """The study's opening line: its data, its trials and what each may use of ``memory``, the largest node's (None on GPUs);
+    a tabular study's: its table."""
     split, trials, cpus, gpus = plan.split, plan.trials, plan.cpus, plan.gpus
+    if plan.table is not None:
+        print(f"{plan.options.name}: {trials} trials, each network's validation accuracy after {TABLE_EPOCHS} epochs looked up in the "
+              f"{plan.table.name} table (NAS-Bench-201's, {plan.table.data.description}), not trained", file=sys.stderr, flush=True)
+        return
     test = f"{len(split.test):,} test images held out" if len(split.test) else "its own test images set aside"
     print(f"{plan.options.name}: {len(split.train):,} training and {len(split.val):,} validation images of {plan.data.source} ({test}); "
           f"{trials} trials, up to {plan.concurrent} at a time ({cpus:g} CPUs" + (f", {gpus:g} GPUs" if gpus else "") + " each"

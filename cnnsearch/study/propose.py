@@ -7,10 +7,24 @@ Optuna record (a journal in the study's storage), and :class:`Proposals`: Optuna
 and tell, with each proposal fitted and checked by :mod:`.reject` before it is handed on.
 Ray Tune's Searcher that asks it for trials lives in :mod:`.launch`. :func:`importances`
 scores a finished study's knobs with Optuna's fANOVA or PED-ANOVA.
+
+Tight limits. A proposal over the space's limits is told to Optuna as failed, which every
+sampler ignores, and in its place the nearest point of the space within the limits
+(:class:`.reject.WithinLimits`) is enqueued and trained: a trial of the study like any
+other, which the sampler learns from by its real result. So a space whose limits admit one
+draw in a thousand still trains ``--trials`` architectures, and no sampler is told an
+accuracy that was never measured. Optuna's own constraints (``Trial.set_constraint``) do
+not serve: TPE reads them only from complete or pruned trials, NSGA-II and GP only from
+complete ones, so none would learn from a failed proposal's, and a complete one needs
+values it never had; the random sampler ignores them; and a sampler that learns the
+feasible region from rejected proposals still spends many of them, where costs known
+before training bring a proposal within the limits in a few profiles. The grid does
+without: it visits each of its own points once, and an enqueued point would be one it visits again.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
 from dataclasses import dataclass
@@ -26,7 +40,7 @@ from ..names import SAMPLERS, SCORED, Metrics, Report, Status, Tags
 from ..space import Choice, FloatRange, Fixed, Grid, IntRange, Objective, Space, load_space
 from ..storage import RecordLog, Storage
 from ..tracking import StudyRecord
-from .reject import Target, fitted, fixed_values, trial_config
+from .reject import OverLimits, Target, WithinLimits, fitted, fixed_values, trial_config
 from .settings import Plan
 
 __all__ = ["MIN_IMPORTANCE_TRIALS", "Importances", "Proposals", "RegularizedEvolution", "importances", "make_sampler", "rejected_proposals"]
@@ -34,6 +48,11 @@ __all__ = ["MIN_IMPORTANCE_TRIALS", "Importances", "Proposals", "RegularizedEvol
 _REJECTED = "cnnsearch.rejected"  # an Optuna trial's user attribute: why the driver did not train its proposal
 _FAILED = "cnnsearch.failed"  # an Optuna trial's user attribute: it failed in training, not in a crash
 _GRID_POINT = "cnnsearch.grid_point"  # an Optuna trial's system attribute: the point of the grid that _Grid gave it
+_WITHIN_LIMITS_OF = "cnnsearch.within_limits_of"  # an Optuna trial's user attribute: the proposal over the limits that it stands in for
+
+# The samplers whose proposals over the limits are followed by the nearest point within them (Proposals._within_limits):
+# every one that learns from whatever trials the study holds. The grid visits its own points, each once.
+_WITHIN_LIMITS_SAMPLERS = frozenset(SAMPLERS) - {"grid"}
 
 
 def _point_key(point: dict[str, Any]) -> frozenset:
@@ -256,20 +275,23 @@ class Proposals:
     Each proposal is fitted to the data and profiled on the meta device here, in the driver.
     One that cannot be built or is over the limits is told to Optuna as failed, which its
     samplers ignore, with the reason as a user attribute; it never reaches Ray and is not a
-    trial. A trial that the scheduler stopped is told as pruned, with its per-epoch
-    accuracies as intermediate values: TPE ranks every pruned trial below the complete ones,
-    so an early accuracy is never compared with full-budget ones as an equal. With several
+    trial. Given ``within_limits``, one over the limits is followed by the nearest point
+    within them (see the module's docstring), unless the study already has that point. A
+    trial that the scheduler stopped is told as pruned, with its per-epoch accuracies as
+    intermediate values: TPE ranks every pruned trial below the complete ones, so an early
+    accuracy is never compared with full-budget ones as an equal. With several
     objectives a completed trial is told each objective's value; Optuna takes no
     intermediate values there, and no trial is stopped early.
     """
 
     def __init__(self, study: optuna.Study, space: Space, target: Target, seed: int, max_rejections: int,
-                 resumed: list[dict[str, Any]] = (), ended: list[dict[str, Any]] = ()) -> None:
+                 resumed: list[dict[str, Any]] = (), ended: list[dict[str, Any]] = (), within_limits: WithinLimits | None = None) -> None:
         self.study, self.space, self.target, self.seed = study, space, target, seed
-        self.max_rejections = max_rejections
+        self.max_rejections, self.within_limits = max_rejections, within_limits
         self.objectives = space.objectives
         self.single = len(self.objectives) == 1
         trials = study.get_trials(deepcopy=False)
+        self._points = {_point(trial.params) for trial in trials}  # the knobs of every trial of the study, proposed or enqueued
         # Interrupted trials that had used their budget: told complete now, unless they were.
         for config in ended:
             interrupted = trials[config["optuna_trial"]]
@@ -298,7 +320,9 @@ class Proposals:
         seed = plan.settings["seed"]
         # Each session draws new points: the same seed again would repeat the first session's.
         study.sampler = make_sampler(plan.settings["sampler"], plan.space, seed + len(study.trials), plan.trials)
-        return cls(study, plan.space, target, seed, max_rejections=max(100, 10 * missing), resumed=resumed, ended=ended)
+        within_limits = WithinLimits(plan.space, target.shape) if plan.settings["sampler"] in _WITHIN_LIMITS_SAMPLERS else None
+        return cls(study, plan.space, target, seed, max_rejections=max(100, 10 * missing), resumed=resumed, ended=ended,
+                   within_limits=within_limits)
 
     @property
     def exhausted(self) -> bool:
@@ -314,17 +338,37 @@ class Proposals:
             if isinstance(self.study.sampler, _Grid) and self.study.sampler.run_through(self.study):
                 self.run_through = True  # the limits turned away the points that the trials needed
                 break
-            proposal = self.study.ask()
-            try:
-                arch, recipe, cost = fitted(self.space, proposal, self.target)
-            except ConfigError as error:
-                proposal.set_user_attr(_REJECTED, str(error))
-                self.study.tell(proposal, state=optuna.trial.TrialState.FAIL)
-                self.rejected += 1
-                continue
-            self._proposals[trial_id], self._costs[trial_id] = proposal, cost
-            return trial_config(arch, recipe, cost, fixed_values(self.space) | proposal.params, self.seed) | {"optuna_trial": proposal.number}
+            config = self._checked(trial_id, self.study.ask())
+            if config is not None:
+                return config
         return None
+
+    def _checked(self, trial_id: str, proposal: optuna.trial.Trial) -> dict[str, Any] | None:
+        """The config of ``proposal`` as trial ``trial_id`` if it passes the checks; else None, and it is told failed.
+        One over the limits is followed by the nearest point within them, when there is one."""
+        try:
+            arch, recipe, cost = fitted(self.space, proposal, self.target)
+        except ConfigError as error:
+            self._points.add(_point(proposal.params))
+            proposal.set_user_attr(_REJECTED, str(error))
+            self.study.tell(proposal, state=optuna.trial.TrialState.FAIL)
+            self.rejected += 1
+            return self._within_limits(trial_id, proposal) if isinstance(error, OverLimits) else None
+        self._points.add(_point(proposal.params))
+        self._proposals[trial_id], self._costs[trial_id] = proposal, cost
+        return trial_config(arch, recipe, cost, fixed_values(self.space) | proposal.params, self.seed) | {"optuna_trial": proposal.number}
+
+    def _within_limits(self, trial_id: str, rejected: optuna.trial.Trial) -> dict[str, Any] | None:
+        """The config of the point nearest ``rejected`` within the limits, proposed in its place as trial ``trial_id``
+        (enqueued: a trial of the study like any other); None for a sampler that takes no such points, for a
+        proposal that was itself one, or when none is found or the one found is a point the study already has."""
+        if self.within_limits is None or _WITHIN_LIMITS_OF in rejected.user_attrs:
+            return None
+        values = self.within_limits.nearest(rejected.params)
+        if values is None or _point(values) in self._points:
+            return None
+        self.study.enqueue_trial(values, user_attrs={_WITHIN_LIMITS_OF: rejected.number})
+        return self._checked(trial_id, self.study.ask())
 
     def _resume(self, trial_id: str, config: dict[str, Any]) -> dict[str, Any]:
         proposal = self.study.ask()
@@ -358,6 +402,11 @@ class Proposals:
             self.study.tell(proposal, _objective_values(self.objectives, result[Metrics.VAL_ACC], cost))
         else:
             self.study.tell(proposal, state=optuna.trial.TrialState.PRUNED)
+
+
+def _point(params: dict[str, Any]) -> str:
+    """A trial's knobs as a key: two trials of the same knobs have the same."""
+    return json.dumps(params, sort_keys=True)
 
 
 def rejected_proposals(study: optuna.Study) -> list[dict[str, Any]]:

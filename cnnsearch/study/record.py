@@ -1,9 +1,9 @@
 """Recording a study in MLflow: its parent run, each trial's run from Tune's events, checkpoint recovery, and the finish.
 
 :class:`Tracker` writes every trial to MLflow as :mod:`.launch`'s Tune callback forwards
-its events, and tells :mod:`.progress` what to print. The driver keeps each trial's run id
-and its newest checkpoint, so an event costs the same at the thousandth trial as at the
-first; MLflow is read when a session opens the study (:func:`recover`, :func:`earlier_accuracies`,
+its events (a tabular trial whole, as :mod:`.lookup` hands it over), and tells
+:mod:`.progress` what to print. The driver keeps each trial's run id and its newest
+checkpoint, so an event costs the same at the thousandth trial as at the first; MLflow is read when a session opens the study (:func:`recover`, :func:`earlier_accuracies`,
 its finished trials) and when it ends (:func:`finish`), never to handle an epoch. A trial's
 checkpoint is a folder of :data:`STATE_FILE`, :data:`CONFIG_FILE` and the weights; each
 unfinished trial's config is also in the storage's :data:`TRIALS_FOLDER`, from its start, so
@@ -29,6 +29,7 @@ from ..config import Arch
 from ..experiment import Experiment
 from ..names import SCORED, WEIGHTS_FILE, Metrics, Params, Report, Status, Tags
 from ..costs import latency_machine
+from ..data import held_out_test_fraction
 from ..space import Space
 from ..storage import Storage
 from ..tracking import Recorder
@@ -65,6 +66,7 @@ class StudyResult:
     trials: list[dict[str, Any]]
     rejected: int = 0
     front: pd.DataFrame | None = None
+    tabular: str | None = None  # the table its accuracies were looked up in, if they were not trained
 
 
 def design_tags(experiment: Experiment) -> dict[str, str]:
@@ -77,8 +79,25 @@ def design_tags(experiment: Experiment) -> dict[str, str]:
 
 
 def study_tags(plan: Plan) -> dict[str, str]:
-    """What every trial run is tagged with: what measured its latency, and an ablation's design."""
-    return (design_tags(plan.experiment) if plan.experiment else {}) | {Tags.LATENCY_MACHINE: latency_machine(plan.settings["latency_device"])}
+    """What every trial run is tagged with: what measured its latency, an ablation's design, and a tabular study's table."""
+    tags = design_tags(plan.experiment) if plan.experiment else {}
+    if plan.table is not None:
+        return tags | {Tags.TABULAR: plan.table.name, Tags.LATENCY_MACHINE: f"the {plan.table.name} table's: NAS-Bench-201 measured it"}
+    return tags | {Tags.LATENCY_MACHINE: latency_machine(plan.settings["latency_device"])}
+
+
+def _split_params(plan: Plan) -> dict[str, Any]:
+    """How the study splits its data, as its parent run's params: what export splits it by again.
+
+    A tabular study reads no image: it records the split that its space asks for, without
+    the digests of the images it would hold, and the validation images of its table's accuracies.
+    """
+    if plan.split is not None:
+        return plan.split.describe()
+    dataset = plan.space.dataset
+    return {"val_fraction": dataset.val_fraction, "test_fraction": held_out_test_fraction(dataset.name, dataset.test_fraction),
+            "seed": dataset.split_seed, "subset": dataset.subset, "val_subset": dataset.val_subset,
+            "val_images": plan.table.data.val_images}
 
 
 def open_study(plan: Plan, tags: dict[str, str]) -> Recorder:
@@ -100,7 +119,7 @@ def open_study(plan: Plan, tags: dict[str, str]) -> Recorder:
             "subset": space.dataset.subset,
             Params.RECIPE: json.dumps(space.recipe.model_dump()),
             "budget": json.dumps(space.budget.model_dump()),
-            **{f"split.{k}": v for k, v in plan.split.describe().items()},
+            **{f"split.{k}": v for k, v in _split_params(plan).items()},
         },
         files=[space.source] + ([experiment.source] if experiment else []),
     )
@@ -198,7 +217,7 @@ class Tracker:
             return  # a retry after its machine failed: same trial, same run
         run_id = trial.config.get("run_id")  # a resumed trial goes on in its own run
         if run_id is None:
-            run_id = self._new_run(trial)
+            run_id = self._new_run(trial.trial_id, trial.config)
             self.storage.write_text(self.storage.path(TRIALS_FOLDER, f"{run_id}.json"), trial_document(trial.config))
             self.recorder.set_trial_dir(run_id, self._relative(trial.path))  # where its checkpoints will be
         else:
@@ -210,13 +229,24 @@ class Tracker:
         """A path of the storage, relative to its root: the study's folder can move."""
         return posixpath.relpath(path, self.storage.root)
 
-    def _new_run(self, trial: Any) -> str:
-        config = trial.config
-        tags = self.tags | ({Tags.CELL: config["cell"]} if config["cell"] else {})
-        run_id = self.recorder.start_trial(trial.trial_id, config["record"], space_hash=self.space.digest, tags=tags)
+    def _new_run(self, trial_id: str, config: dict[str, Any]) -> str:
+        run_id = self.recorder.start_trial(trial_id, config["record"], space_hash=self.space.digest, tags=self._trial_tags(config))
         self.recorder.log_arch(run_id, Arch.from_dict(config["arch"]), config["cost"])
         self.recorder.log_recipe(run_id, config["recipe"])
         return run_id
+
+    def looked_up(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
+        """A tabular trial, whole: its run, as a trained trial's, with the ``result`` from its table at the table's epoch."""
+        self.recorder.record_trial(
+            trial_id, config["record"], space_hash=self.space.digest, tags=self._trial_tags(config), arch=Arch.from_dict(config["arch"]),
+            cost=config["cost"], recipe=config["recipe"], result={key: result[key] for key in (Metrics.VAL_ACC, Metrics.TRAIN_SECONDS)},
+            step=result[Report.EPOCH],
+        )
+        self.progress.finished(trial_id, Status.COMPLETED, "", result[Metrics.VAL_ACC], config["record"])
+
+    def _trial_tags(self, config: dict[str, Any]) -> dict[str, str]:
+        """What a trial's run is tagged with besides its architecture: the study's tags, and an ablation's cell."""
+        return self.tags | ({Tags.CELL: config["cell"]} if config["cell"] else {})
 
     def result(self, trial: Any, result: dict) -> None:
         node = {tag: result[tag] for tag in (Tags.RAY_NODE, Tags.RAY_HOSTNAME)}
@@ -257,7 +287,7 @@ class Tracker:
         self._finish(trial, Status.FAILED, _error_of(trial) + retries)
 
     def _finish(self, trial: Any, status: str, reason: str = "", val_acc: float | None = None) -> None:
-        run_id = self.runs.pop(trial.trial_id, None) or self._new_run(trial)  # none if its worker never started
+        run_id = self.runs.pop(trial.trial_id, None) or self._new_run(trial.trial_id, trial.config)  # none if its worker never started
         self.nodes.pop(trial.trial_id, None)
         checkpoint = self.checkpoints.pop(trial.trial_id, None)
         if status in SCORED and checkpoint is not None:
@@ -289,4 +319,5 @@ def finish(plan: Plan, recorder: Recorder, rejected: list[dict[str, Any]]) -> St
     front = pareto(completed(recorder.record()), plan.space.objectives) if len(plan.space.objectives) > 1 else None
     recorder.finish_study(table, best, rejected, front)
     save_state(plan, recorder.parent_run_id, finished=True)
-    return StudyResult(plan.options.name, plan.tracking_uri, recorder.experiment_id, recorder.parent_run_id, rows, len(rejected), front)
+    return StudyResult(plan.options.name, plan.tracking_uri, recorder.experiment_id, recorder.parent_run_id, rows, len(rejected), front,
+                       plan.settings["tabular"])

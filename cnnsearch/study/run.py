@@ -3,23 +3,27 @@
 Optuna proposes (:mod:`.propose`), each proposal is fitted to the data and checked before
 it becomes a trial (:mod:`.reject`), Ray Tune schedules the trials and stops them early
 (:mod:`.launch`), and MLflow records them (:mod:`.record`). With several objectives Optuna
-is told each, and no trial is stopped early. The study's state, Optuna's record and Ray
-Tune's checkpoints live in its storage (a folder, or a URI that every node of a cluster
-reaches: :mod:`cnnsearch.storage`).
+is told each, and no trial is stopped early. A tabular study (``--tabular``) looks each
+trial's accuracy up in its table instead, in the driver, without Ray (:mod:`.lookup`). The
+study's state, Optuna's record and Ray Tune's checkpoints live in its storage (a folder, or
+a URI that every node of a cluster reaches: :mod:`cnnsearch.storage`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ..config import Interrupted
 from ..experiment import Experiment
 from ..space import Space
+from ..storage import Storage
+from . import lookup
 from .progress import Progress, announce
 from .propose import Proposals, rejected_proposals
 from .record import StudyResult, Tracker, earlier_accuracies, finish, open_study, recover, study_tags
 from .reject import cell_config, check_resumed, exhausted, target
-from .settings import RunOptions, resolve, save_state
+from .settings import Plan, RunOptions, resolve, save_state
 
 __all__ = ["run_study"]
 
@@ -34,13 +38,12 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     once the study exists in its storage: from then on it can be resumed.
 
     Raises:
-        ConfigError: an invalid space, an unreachable tracking store or Ray address, or a
-            storage folder that belongs to another study; all before any trial starts.
+        ConfigError: an invalid space (or one that a tabular study's table does not hold), an
+            unreachable tracking store or Ray address, or a storage folder that belongs to
+            another study; all before any trial starts.
         Interrupted: Ctrl-C stopped the study before it finished; it can be resumed.
     """
-    from . import launch  # Ray takes a second to import: only a study that runs pays for it
-
-    plan = resolve(space, options, experiment, launch.start)
+    plan = resolve(space, options, experiment, _start_ray)
     fit_to = target(plan)
     # Every cell is fitted and checked before anything is written: a cell that cannot be is the experiment's error.
     cells = {cell.key: cell_config(plan.space, cell, fit_to, plan.settings["seed"]) for cell in experiment.cells} if experiment else {}
@@ -52,7 +55,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     started()
     recorder.set_planned_trials(max(plan.trials, len(done)))
     announce(plan, fit_to.memory)
-    stop, proposals, configs = launch.Stop(), None, []
+    proposals, configs = None, []
     if experiment is not None:
         finished = {row["cell"] for row in done} | {config["cell"] for config in resumed}
         configs = resumed + [config for key, config in cells.items() if key not in finished]
@@ -63,9 +66,8 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     if missing > 0:
         progress = Progress(plan.space, plan.trials, done, rejected=lambda: proposals.rejected if proposals else 0)
         tracker = Tracker(recorder, plan.storage, plan.space, tags, progress)
-        earlier = earlier_accuracies(recorder, done) if proposals and plan.settings["scheduler"] == "asha" else []
-        launch.run_trials(plan, tracker, stop, missing, proposals=proposals, configs=configs, earlier=earlier)
-        if stop.requested and (progress.interrupted or sum(progress.counts.values()) < plan.trials):
+        stopped = _run_trials(plan, tracker, missing, proposals, configs, done)
+        if stopped and (progress.interrupted or sum(progress.counts.values()) < plan.trials):
             recorder.interrupt_study()
             running = f"; {progress.interrupted} interrupted trials go on from their last epoch" if progress.interrupted else ""
             raise Interrupted(f"study {options.name!r} interrupted with {progress.standing()}{running}")
@@ -74,3 +76,20 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
     if proposals is not None and proposals.exhausted:
         raise exhausted(plan.space, proposals.rejected, rejected, len(result.trials) - len(done), missing)
     return result
+
+
+def _start_ray(options: RunOptions, storage: Storage) -> tuple[dict[str, float], float]:
+    from . import launch  # Ray takes seconds to import: only a study that trains pays for it
+
+    return launch.start(options, storage)
+
+
+def _run_trials(plan: Plan, tracker: Tracker, missing: int, proposals: Proposals | None, configs: list[dict[str, Any]],
+                done: list[dict[str, Any]]) -> bool:
+    """Run the missing trials: a tabular study's looked up in the driver, the others trained on Ray Tune; whether Ctrl-C stopped them."""
+    if plan.table is not None:
+        return lookup.run_trials(plan, tracker, missing, proposals=proposals, configs=configs)
+    from . import launch
+
+    earlier = earlier_accuracies(tracker.recorder, done) if proposals and plan.settings["scheduler"] == "asha" else []
+    return launch.run_trials(plan, tracker, missing, proposals=proposals, configs=configs, earlier=earlier)

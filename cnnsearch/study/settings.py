@@ -3,14 +3,16 @@
 :func:`resolve` takes the options, the space (or an ablation's experiment) and the state
 that an earlier session saved in the study's storage, and returns a :class:`Plan`: the
 resolved settings, the connected tracking store, the loaded data and the cluster's share
-of each trial. Every refusal (a storage that holds another study or state of another
-version, settings or a recipe that would not compare with a resumed study's, an unreachable
-tracking store or one without the study's records, an unreachable Ray address, a local
-storage folder that a node of the cluster cannot use, a precision the trials' devices lack) raises :class:`~cnnsearch.config.ConfigError` there, before
-anything is written to MLflow or to the study's storage. This module also reads and writes
-the study's state file, and holds the version of every state file a study keeps
-(:data:`STATE_VERSION`). It imports neither Ray nor Optuna: Ray is started through the
-function that :func:`resolve` is given.
+of each trial, or a tabular study's table (:mod:`cnnsearch.tabular`), which needs neither
+data nor Ray. Every refusal (a storage that holds another study or state of another
+version, settings or a recipe that would not compare with a resumed study's, a space that
+a tabular study's table does not hold, an unreachable tracking store or one without the
+study's records, an unreachable Ray address, a local storage folder that a node of the
+cluster cannot use, a precision the trials' devices lack) raises
+:class:`~cnnsearch.config.ConfigError` there, before anything is written to MLflow or to
+the study's storage. This module also reads and writes the study's state file, and holds
+the version of every state file a study keeps (:data:`STATE_VERSION`). It imports neither
+Ray nor Optuna: Ray is started through the function that :func:`resolve` is given.
 
 A study folder can move: paths inside it are relative to its root, and a sqlite tracking
 store inside the folder or above it is found where it lies from the folder now (see
@@ -37,6 +39,7 @@ from ..names import DEFAULT_TRACKING_URI
 from ..costs import cheapest
 from ..space import Space
 from ..storage import Storage
+from ..tabular import TABLE_EPOCHS, Table, check_space, load_table, nasbench201_cost, table_name
 from ..tracking import connect
 
 __all__ = ["STATE_VERSION", "Plan", "RunOptions", "check_version", "concurrency", "resolve", "save_state", "versioned", "with_overrides"]
@@ -72,6 +75,7 @@ class RunOptions:
     precision: str | None = None  # default: the space's recipe.precision
     compile: bool | None = None  # default: the space's recipe.compile
     latency_device: str | None = None  # default: cpu; what measures each trial's latency_ms (cnnsearch.costs.latency)
+    tabular: str | None = None  # default: none, trials train; a table of cnnsearch.names.TABLES looks each accuracy up instead
     max_concurrent: int | None = None  # default: as many as the CPUs allow
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -97,12 +101,13 @@ class Plan:
     experiment_name: str  # MLflow's
     tracking_uri: str
     client: Any  # MLflow's, connected
-    data: Any
-    split: Any
+    data: Any  # None for a tabular study: no image is read
+    split: Any  # likewise
     cpus: float  # of each trial
     gpus: float  # of each trial: none where the cluster has none
     concurrent: int
-    memory: float  # the largest Ray node's memory resource, in bytes
+    memory: float  # the largest Ray node's memory resource, in bytes; 0 for a tabular study, which starts no Ray
+    table: Table | None = None  # a tabular study's: its trials' accuracies are looked up there, in the driver
 
     @property
     def trials(self) -> int:
@@ -111,7 +116,7 @@ class Plan:
 
 _DATASET_SETTINGS = ("dataset", "subset", "val_fraction", "test_fraction", "val_subset")
 _OVERRIDES = (*_DATASET_SETTINGS, "epochs", "lr", "batch_size", "precision", "compile")
-_SETTINGS = ("trials", "sampler", "scheduler", "seed", "latency_device", *_OVERRIDES)
+_SETTINGS = ("trials", "sampler", "scheduler", "seed", "latency_device", "tabular", *_OVERRIDES)
 
 
 def with_overrides(
@@ -160,9 +165,9 @@ def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
     Raises:
         ConfigError: the storage holds another study or state of another version, or cannot be
             read, the settings or the resolved recipe differ from a resumed study's, the space or a
-            setting is invalid, the tracking store lacks the resumed study's parent run, the tracking
-            store, the data or Ray cannot be reached, a node of the cluster cannot use the local storage folder, or the
-            trials' devices lack the precision.
+            setting is invalid, a tabular study's table is unknown or not installed or its space can
+            draw networks the table lacks, the tracking store lacks the resumed study's parent run,
+            the tracking store, the data or Ray cannot be reached, a node of the cluster cannot use the local storage folder, or the trials' devices lack the precision.
     """
     storage = Storage.open(options.storage)
     if experiment is not None:
@@ -170,10 +175,21 @@ def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
     digest = experiment.digest if experiment else space.digest
     state = _check_storage(storage, digest, options)
     space, settings = _settings(space, options, experiment, state)
+    table = _table(space, experiment, settings["tabular"])
     if not options.verbose:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
     tracking_uri = _tracking_uri(options, state, storage)
     client = connect(tracking_uri, holding=state["parent_run_id"] if state else None)
+    # A tabular study reads no image and starts no Ray: its driver looks each trial up, one at a time.
+    data, split, gpus, concurrent, memory = (None, None, 0.0, 1, 0.0) if table else _data_and_cluster(space, options, storage, start_ray)
+    experiment_name = options.experiment or (state["experiment"] if state else experiment.name if experiment else space.name)
+    return Plan(options, storage, space, experiment, digest, state, settings, experiment_name, tracking_uri, client, data, split,
+                options.cpus_per_trial, gpus, concurrent, memory, table)
+
+
+def _data_and_cluster(space: Space, options: RunOptions, storage: Storage,
+                      start_ray: Callable[[RunOptions, Storage], tuple[dict[str, float], float]]) -> tuple[Any, Any, float, int, float]:
+    """The data and its split, and from Ray: each trial's GPUs, the trials at once and the largest node's memory."""
     data = load_dataset(space.dataset.name, cache_dir=options.cache_dir, data_dir=options.data_dir)
     split = split_dataset(data.labels, val_fraction=space.dataset.val_fraction, seed=space.dataset.split_seed, subset=space.dataset.subset,
                           val_subset=space.dataset.val_subset,
@@ -186,9 +202,7 @@ def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
     if space.recipe.precision == "fp16" and not gpus:
         raise ConfigError("precision fp16 needs a CUDA device, and these trials run on CPUs; use bf16 or fp32")
     concurrent = options.max_concurrent or concurrency(resources, options.cpus_per_trial, gpus)
-    experiment_name = options.experiment or (state["experiment"] if state else experiment.name if experiment else space.name)
-    return Plan(options, storage, space, experiment, digest, state, settings, experiment_name, tracking_uri, client, data, split,
-                options.cpus_per_trial, gpus, concurrent, memory)
+    return data, split, gpus, concurrent, memory
 
 
 def _settings(space: Space, options: RunOptions, experiment: Experiment | None,
@@ -199,19 +213,24 @@ def _settings(space: Space, options: RunOptions, experiment: Experiment | None,
     if state:
         _check_unchanged(space, state, settings)
     space = with_overrides(space, **{key: settings[key] for key in _OVERRIDES})
-    cheapest(space)
+    tabular = _tabular(settings["tabular"], options, state)
+    if not tabular:  # a tabular study's space is checked against its table first (_table)
+        cheapest(space)
     trials = len(experiment.cells) if experiment else settings["trials"] or space.search.trials
     sampler = "grid" if experiment else settings["sampler"] or space.sampler
     # Every cell of a designed ablation gets the full budget; so does every trial of a study
     # with several objectives (README, "Several objectives": ASHA ranks by accuracy alone,
     # and would stop the cheap, less accurate trials that belong on the front).
     several = len(space.objectives) > 1
-    scheduler = "none" if experiment else settings["scheduler"] or ("none" if several else "asha")
+    scheduler = "none" if experiment else settings["scheduler"] or ("none" if several or tabular else "asha")
     if several and scheduler == "asha":
         raise ConfigError(
             f"{space.source}: --scheduler asha stops trials by accuracy alone, which would cut the cheap end of the front "
             f"of {len(space.objectives)} objectives; leave --scheduler out (none) for a study with several objectives"
         )
+    if tabular and scheduler == "asha":
+        raise ConfigError(f"--tabular {tabular}: the table holds each cell's accuracy after {TABLE_EPOCHS} epochs only, so there is "
+                          "no earlier epoch to stop a trial at; leave --scheduler out (none)")
     seed = settings["seed"] or 0
     if state and options.latency_device and options.latency_device != saved.get("latency_device", "cpu"):
         raise ConfigError(
@@ -221,10 +240,42 @@ def _settings(space: Space, options: RunOptions, experiment: Experiment | None,
     latency_device = settings["latency_device"] or "cpu"
     if latency_device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--latency-device cuda: the driver's machine has no CUDA device; use cpu or onnxruntime")
-    settings |= {"trials": trials, "sampler": sampler, "scheduler": scheduler, "seed": seed, "latency_device": latency_device}
+    settings |= {"trials": trials, "sampler": sampler, "scheduler": scheduler, "seed": seed, "latency_device": latency_device, "tabular": tabular}
     if sampler == "grid" and not experiment:
         _check_grid(space, trials)
     return space, settings
+
+
+def _table(space: Space, experiment: Experiment | None, name: str | None) -> Table | None:
+    """A tabular study's table, once its space (or its ablation's cells) draws only networks the table holds, within the limits."""
+    if name is None:
+        return None
+    table = load_table(name)
+    check_space(space, table, experiment)
+    cheapest(space, nasbench201_cost)  # what profile counts, in milliseconds rather than seconds
+    return table
+
+
+def _tabular(name: str | None, options: RunOptions, state: dict[str, Any] | None) -> str | None:
+    """The full name of the table a study looks its accuracies up in, or None; refuses what a tabular study cannot do.
+
+    Raises:
+        ConfigError: an unknown table, another one than a resumed study's (or one for a study
+            that trained), --ray-address or --latency-device with a table.
+    """
+    tabular = table_name(name) if name else None
+    if state and tabular != state["settings"].get("tabular"):
+        before = state["settings"].get("tabular")
+        began = f"looked its accuracies up in {before}" if before else "trained its trials"
+        raise ConfigError(
+            f"study {state['name']!r} {began}, not " + (f"in {tabular}" if tabular else "from a table")
+            + ": its trials would not compare; leave --tabular out to go on with it, or use --name to start a new study"
+        )
+    if tabular and options.ray_address:
+        raise ConfigError(f"--tabular {tabular}: a tabular study looks its trials up in the driver and starts no Ray; leave --ray-address out")
+    if tabular and options.latency_device:
+        raise ConfigError(f"--tabular {tabular}: each trial's latency_ms is the table's; leave --latency-device out")
+    return tabular
 
 
 # A grid is for running every point of a small space. Past a million points no study runs

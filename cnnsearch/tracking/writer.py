@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -32,6 +33,25 @@ __all__ = ["Recorder", "environment", "register_model", "source_commit"]
 
 INTERRUPTED = "interrupted by Ctrl-C; resuming the study goes on with it"
 _RUN_STATE = {Status.COMPLETED: "FINISHED", Status.STOPPED_EARLY: "FINISHED", Status.FAILED: "FAILED", Status.DIVERGED: "FAILED"}
+_MAX_PARAMS = 100  # MLflow takes at most 100 params per batch
+
+
+def _numeric(knobs: dict[str, Any]) -> dict[str, float]:
+    """The numeric knobs: params are strings, and as metrics too ``metrics.dense.growth_rate > 12`` works."""
+    return {key: value for key, value in knobs.items() if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def _arch_tags(arch: Arch) -> dict[str, str]:
+    """What a trial's run is tagged with of its architecture: its families, digest and, of a NAS-Bench-201 network, its cell's string."""
+    tags = {Tags.FAMILY: ",".join(sorted({stage.family for stage in arch.stages})), Tags.ARCH_HASH: arch.digest}
+    if is_nasbench201(arch):
+        tags[Tags.NASBENCH201] = nasbench201_arch(arch)
+    return tags
+
+
+def _arch_file(arch: Arch) -> str:
+    """A trial's :data:`~cnnsearch.names.ARCH_FILE`."""
+    return yaml.safe_dump(arch.to_dict(), sort_keys=False)
 
 
 def environment() -> dict[str, str]:
@@ -119,8 +139,8 @@ class Recorder:
         from mlflow.entities import Param
 
         items = [Param(key, str(value)) for key, value in params.items()]
-        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(run_id, params=items[start : start + 100])
+        for start in range(0, len(items), _MAX_PARAMS):
+            self.client.log_batch(run_id, params=items[start : start + _MAX_PARAMS])
 
     def _log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
@@ -131,14 +151,38 @@ class Recorder:
 
     def start_trial(self, trial_id: str, knobs: dict[str, Any], *, space_hash: str, tags: dict[str, str] | None = None) -> str:
         """Create the trial's child run with its knobs."""
-        tags = {Tags.PARENT: self.parent_run_id, Tags.TRIAL: trial_id, Tags.SPACE_HASH: space_hash, **(tags or {})}
-        run = self.client.create_run(self.experiment_id, run_name=trial_name(trial_id), tags=tags)
-        run_id = run.info.run_id
+        run_id = self._create_trial(trial_id, space_hash, tags or {})
         self._log_params(run_id, knobs)
-        # Params are strings; numeric knobs are metrics too, so `metrics.dense.growth_rate > 12` works.
-        numeric = {k: v for k, v in knobs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numeric = _numeric(knobs)
         if numeric:
             self._log_metrics(run_id, numeric)
+        return run_id
+
+    def _create_trial(self, trial_id: str, space_hash: str, tags: dict[str, str]) -> str:
+        tags = {Tags.PARENT: self.parent_run_id, Tags.TRIAL: trial_id, Tags.SPACE_HASH: space_hash, **tags}
+        return self.client.create_run(self.experiment_id, run_name=trial_name(trial_id), tags=tags).info.run_id
+
+    def record_trial(self, trial_id: str, knobs: dict[str, Any], *, space_hash: str, tags: dict[str, str], arch: Arch,
+                     cost: dict[str, float], recipe: dict[str, Any], result: dict[str, float], step: int) -> str:
+        """A trial that did not train, whole and completed, in four writes: a tabular trial, whose ``result`` (its
+        accuracy and training time, at epoch ``step``) its table holds. It is recorded as a trained trial is, its
+        status last: a study that a kill stops halfway through discards it when it resumes."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        run_id = self._create_trial(trial_id, space_hash, tags | _arch_tags(arch))
+        with tempfile.TemporaryDirectory() as folder:
+            Path(folder, ARCH_FILE).write_text(_arch_file(arch))
+            Path(folder, RECIPE_FILE).write_text(json.dumps(recipe, indent=2))
+            self.client.log_artifacts(run_id, folder)
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(key, float(value), stamp, 0) for key, value in (_numeric(knobs) | cost).items()]
+        metrics += [Metric(key, float(value), stamp, step) for key, value in result.items()]
+        params = [Param(key, str(value)) for key, value in knobs.items()]
+        *earlier, last = [params[start : start + _MAX_PARAMS] for start in range(0, len(params), _MAX_PARAMS)] or [[]]
+        for chunk in earlier:
+            self.client.log_batch(run_id, params=chunk)
+        self.client.log_batch(run_id, metrics=metrics, params=last, tags=[RunTag(Tags.STATUS, Status.COMPLETED)])
+        self.client.set_terminated(run_id, _RUN_STATE[Status.COMPLETED])
         return run_id
 
     def unfinished(self) -> dict[str, str | None]:
@@ -194,13 +238,9 @@ class Recorder:
 
     def log_arch(self, run_id: str, arch: Arch, cost: dict[str, int]) -> None:
         """The trial's architecture file, its costs and its tags: families, digest and, of a NAS-Bench-201 network, its cell's string."""
-        families = sorted({stage.family for stage in arch.stages})
-        tags = {Tags.FAMILY: ",".join(families), Tags.ARCH_HASH: arch.digest}
-        if is_nasbench201(arch):
-            tags[Tags.NASBENCH201] = nasbench201_arch(arch)
-        self.set_tags(run_id, tags)
+        self.set_tags(run_id, _arch_tags(arch))
         self._log_metrics(run_id, cost)
-        self.client.log_text(run_id, yaml.safe_dump(arch.to_dict(), sort_keys=False), ARCH_FILE)
+        self.client.log_text(run_id, _arch_file(arch), ARCH_FILE)
 
     def log_recipe(self, run_id: str, recipe: dict[str, Any]) -> None:
         """The recipe the trial trains with (its searched keys drawn), as ``recipe.json``: what its export retrains with."""
