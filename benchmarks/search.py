@@ -23,11 +23,16 @@ tabular:    `cnnsearch run spaces/nasbench201.yaml --tabular nasbench201 --trial
             (ask, tell and each suggest), counting each network's costs, MLflow's writes of each
             trial, opening the study (its table, checks and store) and its end (summary, pictures).
 
+nasbench201: search quality on NAS-Bench-201's table: random, tpe, evolution, gp and nsga2,
+            each seed a 200-trial study told the table's accuracies, with the picks, regret,
+            tests against random and multi-objective hypervolume (see benchmarks/nasbench201.py).
+
 Needs the CIFAR-10 training images in ImageFolder layout (../shared/data/cifar10/train.tar.gz
 extracted; pass its train/ folder), but for bookkeeping and tabular.
 
 Usage: python benchmarks/search.py bookkeeping [--trials 300]
        python benchmarks/search.py tabular [--trials 200]
+       python benchmarks/search.py nasbench201 --seeds 20 [--gp-seeds 20] [--mo-seeds 10] [--gp-mo-seeds 3]
        python benchmarks/search.py overhead /tmp/cifar/train
        python benchmarks/search.py efficiency /tmp/cifar/train [--seeds 3] [--trials 8]
        python benchmarks/search.py pareto /tmp/cifar/train [--seeds 3] [--trials 8]
@@ -397,17 +402,67 @@ def pareto_benchmark(folder: str, seeds: int, trials: int, subset: int, epochs: 
           f"python benchmarks/search.py pareto PATH/TO/cifar10/train --seeds {seeds} --trials {trials} --subset {subset} --epochs {epochs}")
 
 
+NB201_SAMPLERS = ["random", "tpe", "evolution", "gp", "nsga2"]
+
+
+def nasbench201_benchmark(seeds: int, gp_seeds: int, mo_seeds: int, gp_mo_seeds: int, trials: int) -> None:
+    """Search quality on the NAS-Bench-201 table (see benchmarks/nasbench201.py); fewer seeds for GP, whose own time is seconds."""
+    import nasbench201 as nb
+
+    start = time.perf_counter()
+    jobs = [(name, seed, trials, None) for name in NB201_SAMPLERS for seed in range(gp_seeds if name == "gp" else seeds)]
+    jobs += [(name, seed, trials, cost) for cost in nb.COSTS for name in NB201_SAMPLERS
+             for seed in range(gp_mo_seeds if name == "gp" else mo_seeds)]
+    studies = nb.run_studies(jobs)
+    single = nb.quality([s for s in studies if s["cost"] is None], NB201_SAMPLERS)
+    multi = {cost: nb.fractions(studies, NB201_SAMPLERS, cost) for cost in nb.COSTS}
+    png = Path(__file__).parent / "results" / "nasbench201_regret.png"
+    nb.plot(studies, NB201_SAMPLERS, png)
+    optimum = single["optimum"]
+    lines = [f"Each sampler as `cnnsearch run spaces/nasbench201.yaml --tabular nasbench201 --trials {trials}` configures it, "
+             f"told one seed's 200-epoch accuracy per trial; the pick is the study's best by that accuracy, reported as the "
+             f"table's mean accuracy of the picked cell (the optimum is {optimum:.2f}%). Median [IQR] over seeds; "
+             f"p: one-sided Mann-Whitney against random at 100 trials. CPU ({machine()}), one thread per study. "
+             f"Regret curves: `benchmarks/results/nasbench201_regret.png`.", "",
+             "| sampler | seeds | " + " | ".join(f"after {at}" for at in nb.CHECKPOINTS) + " | regret at 100 | p vs random | own ms/trial |",
+             "| --- | ---: | " + " | ".join("---" for _ in nb.CHECKPOINTS) + " | ---: | ---: | ---: |"]
+    for name, row in single["samplers"].items():
+        cellsat = [f"{row[at]['median']:.2f}% [{row[at]['q1']:.2f}, {row[at]['q3']:.2f}]" if at in row else "-" for at in nb.CHECKPOINTS]
+        p = f"{row['p_vs_random_100']:.1g}" if "p_vs_random_100" in row else "-"
+        lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cellsat) + f" | {row[100]['regret']:.2f} | {p} | {row['sampler_ms_per_trial']:.1f} |")
+    lines += ["", f"Multi-objective, {trials} trials: hypervolume of the cells each study evaluated (by mean accuracy) as a "
+              "fraction of the table's true front, from the true front's nadir. Median [IQR] over seeds.", "",
+              "| sampler | seeds | (val_acc, params) | (val_acc, latency_ms) | own ms/trial |", "| --- | ---: | --- | --- | ---: |"]
+    for name in NB201_SAMPLERS:
+        rows = [multi[cost]["samplers"].get(name) for cost in nb.COSTS]
+        if all(rows):
+            fracs = " | ".join(f"{r['median']:.3f} [{r['q1']:.3f}, {r['q3']:.3f}]" for r in rows)
+            lines.append(f"| {name} | {rows[0]['seeds']} | {fracs} | {statistics.mean(r['sampler_ms_per_trial'] for r in rows):.1f} |")
+    lines += ["", f"Wall time of the whole benchmark: {(time.perf_counter() - start) / 60:.1f} min."]
+    for study in studies:  # the report keeps the picks, not every trial
+        study.pop("cells"), study.pop("told")
+    report = {"machine": machine(), "trials": trials, "single": single, "multi": multi, "studies": studies}
+    write("search_nasbench201", report, "\n".join(lines),
+          f"python benchmarks/search.py nasbench201 --seeds {seeds} --gp-seeds {gp_seeds} --mo-seeds {mo_seeds} "
+          f"--gp-mo-seeds {gp_mo_seeds} --trials {trials}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["overhead", "efficiency", "pareto", "bookkeeping", "tabular"])
-    parser.add_argument("folder", nargs="?", help="CIFAR-10 training images in ImageFolder layout (not for bookkeeping or tabular)")
+    parser.add_argument("what", choices=["overhead", "efficiency", "pareto", "bookkeeping", "tabular", "nasbench201"])
+    parser.add_argument("folder", nargs="?", help="CIFAR-10 training images in ImageFolder layout (not for bookkeeping, tabular or nasbench201)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=None, help="default: 8, or 300 for bookkeeping, 200 for tabular")
     parser.add_argument("--subset", type=int, default=None, help="training images per trial")
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--gp-seeds", type=int, default=20, help="nasbench201: seeds for GP, whose own time is seconds a trial")
+    parser.add_argument("--mo-seeds", type=int, default=10, help="nasbench201: seeds of each multi-objective study")
+    parser.add_argument("--gp-mo-seeds", type=int, default=3, help="nasbench201: seeds of GP's multi-objective studies")
     parser.add_argument("--keep", help="keep the studies' MLflow store and state in this folder")
     args = parser.parse_args()
-    if args.what == "bookkeeping":
+    if args.what == "nasbench201":
+        nasbench201_benchmark(args.seeds, args.gp_seeds, args.mo_seeds, args.gp_mo_seeds, args.trials or 200)
+    elif args.what == "bookkeeping":
         bookkeeping(args.trials or 300)
     elif args.what == "tabular":
         tabular(args.trials or 200)

@@ -14,12 +14,12 @@ costs the same at any study size. Ray is imported only when a study trains.
 """
 
 from .progress import searched_knobs
-from .propose import Importances, RegularizedEvolution, importances, rejected_proposals
+from .propose import Importances, RegularizedEvolution, importances, make_sampler, rejected_proposals
 from .record import StudyResult
 from .run import run_study
 from .settings import RunOptions, concurrency, with_overrides
 
 __all__ = [
-    "Importances", "RegularizedEvolution", "RunOptions", "StudyResult", "concurrency", "importances", "rejected_proposals", "run_study", "searched_knobs",
+    "Importances", "RegularizedEvolution", "RunOptions", "StudyResult", "concurrency", "importances", "make_sampler", "rejected_proposals", "run_study", "searched_knobs",
     "with_overrides",
 ]
