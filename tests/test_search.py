@@ -581,20 +581,20 @@ def test_a_reservation_never_exceeds_the_largest_node_and_a_resumed_trial_that_c
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["evolution", "gp"])
-def test_evolution_and_gp_run_a_study(sampler, ray_session, tmp_path, cli, tiny_space):
-    """One trial at a time, so the order of Optuna's trials is the order they completed."""
-    space_file = tiny_space(tmp_path, sampler, residual={"num_blocks": [1, 2], "width": {"low": 8, "high": 64}})
+def test_evolution_and_gp_run_a_study(sampler, tmp_path, cli):
+    """On NAS-Bench-201's table: one trial after another in the driver, so Optuna's order is the order they completed."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    status, _, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--sampler", sampler,
-                         "--trials", "6", "--seed", "0", "--scheduler", "none", "--epochs", "1", "--max-concurrent", "1")
+    space_file = Path(__file__).resolve().parents[1] / "spaces" / "nasbench201.yaml"
+    status, _, err = cli("run", space_file, "--tabular", "nasbench201", "--tracking-uri", uri, "--storage", tmp_path / "runs",
+                         "--sampler", sampler, "--trials", "12", "--seed", "0")
     assert status == 0, err
     client = mlflow.MlflowClient(uri)
-    experiment, (parent,) = study(client, sampler)
+    experiment, (parent,) = study(client, "nasbench201")
     assert parent.data.params["sampler"] == sampler
-    assert len(children(client, experiment.experiment_id, parent.info.run_id)) == 6
+    assert len(children(client, experiment.experiment_id, parent.info.run_id)) == 12
     trials = optuna_trials(tmp_path / "runs")
-    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 6
-    if sampler == "evolution":  # a population of 2 (6 trials // 4, at least 2): each later trial is a mutation of one of the last two
-        for number in range(2, 6):
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 12
+    if sampler == "evolution":  # a population of 3 (12 trials // 4): each later trial is a mutation of one of the last three
+        for number in range(3, 12):
             assert any(sum(trials[number].params[k] != trials[earlier].params[k] for k in trials[number].params) == 1
-                       for earlier in (number - 2, number - 1))
+                       for earlier in range(number - 3, number))
