@@ -33,7 +33,6 @@ import platform
 import resource
 import shutil
 import signal
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +51,7 @@ from ..names import WEIGHTS_FILE, Metrics, Params, Report, Status, Tags
 from ..space import Space
 from ..storage import Storage, unreachable_reason
 from ..train import EpochReport, train
+from .progress import CtrlC
 from .propose import Proposals
 from .record import CONFIG_FILE, STATE_FILE, Tracker, trial_document
 from .reject import reservation
@@ -225,19 +225,12 @@ def _trial(config: dict[str, Any], *, space: Space, data: Any, split: Any, threa
                      **node})
 
 
-class Stop(tune.Stopper):
+class Stop(CtrlC, tune.Stopper):
     """Ctrl-C, seen by every part of the driver: the first stops launching trials and ends the
     running ones after their current epoch (its checkpoint saved); the second stops them at once."""
 
     def __init__(self) -> None:
-        self.requested = False
-
-    def request(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nCtrl-C: no new trials; the running ones stop after their current epoch and can be resumed. "
-              "Ctrl-C again stops them now.", file=sys.stderr, flush=True)
+        super().__init__("the running ones stop after their current epoch and can be resumed. Ctrl-C again stops them now.")
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         return self.requested and not result.get(Report.BUDGET_SPENT)

@@ -13,32 +13,18 @@ Imports neither Ray nor Optuna nor MLflow.
 from __future__ import annotations
 
 import signal
-import sys
 import uuid
 from typing import Any
 
 from ..config import Arch
 from ..names import Metrics, Params, Report
 from ..tabular import TABLE_EPOCHS, Table
+from .progress import CtrlC
 from .propose import Proposals
 from .record import Tracker
 from .settings import Plan
 
 __all__ = ["run_trials"]
-
-
-class _Stop:
-    """Ctrl-C: the first ends the study after the trial being looked up; the second at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def request(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nCtrl-C: no new trials; the study stops after this one and can be resumed. Ctrl-C again stops it now.",
-              file=sys.stderr, flush=True)
 
 
 def _result(table: Table, config: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +40,7 @@ def run_trials(plan: Plan, tracker: Tracker, missing: int, *, proposals: Proposa
     Returns:
         Whether Ctrl-C stopped them before they were all done.
     """
-    stop, cells = _Stop(), iter(configs)
+    stop, cells = CtrlC("the study stops after this one and can be resumed. Ctrl-C again stops it now."), iter(configs)
     session = uuid.uuid4().hex[:5]  # trial ids, as Tune's: unique across the sessions of a resumed study
     previous = signal.signal(signal.SIGINT, stop.request)
     try:

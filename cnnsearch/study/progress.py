@@ -19,7 +19,7 @@ from ..tabular import TABLE_EPOCHS
 from ..tracking import trial_name
 from .settings import Plan
 
-__all__ = ["Progress", "announce", "searched_knobs"]
+__all__ = ["CtrlC", "Progress", "announce", "searched_knobs"]
 
 _HEARTBEAT_S = 30.0  # the longest the driver stays silent while trials train: an epoch can take minutes
 
@@ -121,3 +121,16 @@ class Progress:
             f"{sum(self.counts.values())}/{self.total} trials done (" + ", ".join(counts) + ")"
             + (f"; best val_acc {self.best[Metrics.VAL_ACC]:.2%} ({searched_knobs(self.space, self.best['knobs'])})" if self.best else "")
         )
+
+
+class CtrlC:
+    """Ctrl-C in two steps: the first is remembered (:attr:`requested`) and ``notice`` said; the second stops at once."""
+
+    def __init__(self, notice: str) -> None:
+        self.requested, self.notice = False, notice
+
+    def request(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\nCtrl-C: no new trials; {self.notice}", file=sys.stderr, flush=True)
