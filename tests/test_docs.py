@@ -54,7 +54,7 @@ def test_the_offline_console_snippets_are_found():
 
 @pytest.mark.parametrize("command, shown", COMMANDS, ids=[command for command, _ in COMMANDS])
 def test_console_snippet_prints_what_the_page_shows(command, shown, cli, tmp_path, monkeypatch):
-    """Run from a folder that holds the repository's spaces/ and the pages' other files; output shown is output printed."""
+    """Run from a folder with the repository's spaces/ and the pages' other files; output shown is output printed."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "spaces").symlink_to(ROOT / "spaces")
     for name, text in FILES.items():
@@ -142,4 +142,5 @@ def test_no_document_names_a_path_of_the_developers_machines():
     documents = [*TEXTS, ROOT / "BENCHMARKS.md", ROOT / "constraints.txt", ROOT / "experiments" / "README.md"]
     for path in documents:
         text = path.read_text()
-        assert "shared/" not in text and "/tmp/" not in text, f"{path.relative_to(ROOT)} names a path of the developers' machines"
+        where = path.relative_to(ROOT)
+        assert "shared/" not in text and "/tmp/" not in text, f"{where} names a path of the developers' machines"
