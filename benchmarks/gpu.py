@@ -18,11 +18,11 @@ from one model to the next); each part that fails or runs out of time records it
 in the report and the others go on. The report is rewritten after every part. The whole
 run keeps to a time budget (430 s; --quick 105 s).
 
-Needs the CIFAR-10 training images as an ImageFolder (../shared/data/cifar10/train.tar.gz
-extracted; pass its train/ folder); they are decoded once, before any timing, into
+Needs the CIFAR-10 training images as JPEG folders in ImageFolder layout (one folder per
+class; pass the folder that holds them); they are decoded once, before any timing, into
 --cache-dir.
 
-Usage: python benchmarks/gpu.py /tmp/cifar/train [--quick] [--out PATH.json] [--device cuda]
+Usage: python benchmarks/gpu.py PATH/TO/cifar10/train [--quick] [--out PATH.json] [--device cuda]
        python benchmarks/gpu.py --render PATH/gpu.json   # BENCHMARKS.md from a report brought back
        bash benchmarks/gpu_run.sh [--quick]             # on the rented machine, from the repository root
 """
@@ -551,7 +551,7 @@ def table(report: dict[str, Any]) -> str:
     asked = report.get("precision_asked", "auto")
     data = report.get("data", {})
     source = Path(str(data.get("source", "?")).removeprefix("imagefolder:"))
-    cifar = ": the CIFAR-10 JPEGs of ../shared/data/cifar10" if data.get("images") == 50_000 else ""
+    cifar = ": CIFAR-10's training images as JPEG folders" if data.get("images") == 50_000 else ""
     lines = [
         f"{device}, torch {env.get('torch', '?')} (CUDA {env.get('cuda', '-')}), {env.get('cpu_count', '?')} CPU cores"
         f"{' - QUICK RUN, not for comparison' if report.get('quick') else ''}. {_f(data.get('images'), ',')} images "

@@ -1,10 +1,10 @@
 """Data pipeline and trainer vs torchvision's DataLoader, side by side on one machine.
 
-Needs the CIFAR-10 training images as an ImageFolder (../shared/data/cifar10/train.tar.gz
-extracted; pass its train/ folder). Every case runs in its own process, so its peak
+Needs the CIFAR-10 training images as JPEG folders in ImageFolder layout (one folder per
+class; pass the folder that holds them). Every case runs in its own process, so its peak
 resident memory (ru_maxrss, DataLoader workers counted separately) is its own.
 
-Usage: python benchmarks/pipeline.py /tmp/cifar/train [--skip-accuracy]
+Usage: python benchmarks/pipeline.py PATH/TO/cifar10/train [--skip-accuracy]
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def main() -> None:
     r = runs
     ratio = lambda a, b, key: r[a][key] / r[b][key]  # noqa: E731
     lines = [
-        f"CIFAR-10 JPEGs from ../shared/data/cifar10, 45,000/5,000 split, batch {BATCH}, CPU ({machine()}).",
+        f"CIFAR-10's training images as JPEG folders, 45,000/5,000 split, batch {BATCH}, CPU ({machine()}).",
         "Each row ran in its own process; peak RSS is that process's (DataLoader workers: their own column).",
         "",
         "| case | images/s | end to end (s) | val acc | peak RSS (MiB) | workers' peak RSS (MiB) |",

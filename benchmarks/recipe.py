@@ -7,7 +7,7 @@ and loss after each epoch. "Before" is the recipe this project shipped first (lr
 batch 128 whatever the batch, warm-up as a fraction of the steps only, no clipping, BN
 statistics as the exponential average left them).
 
-Usage: python benchmarks/recipe.py /tmp/cifar/train
+Usage: python benchmarks/recipe.py PATH/TO/cifar10/train
 """
 
 from __future__ import annotations

@@ -27,15 +27,15 @@ nasbench201: search quality on NAS-Bench-201's table: random, tpe, evolution, gp
             each seed a 200-trial study told the table's accuracies, with the picks, regret,
             tests against random and multi-objective hypervolume (see benchmarks/nasbench201.py).
 
-Needs the CIFAR-10 training images in ImageFolder layout (../shared/data/cifar10/train.tar.gz
-extracted; pass its train/ folder), but for bookkeeping and tabular.
+Needs the CIFAR-10 training images as JPEG folders in ImageFolder layout (one folder per
+class; pass the folder that holds them), but for bookkeeping, tabular and nasbench201.
 
 Usage: python benchmarks/search.py bookkeeping [--trials 300]
        python benchmarks/search.py tabular [--trials 200]
        python benchmarks/search.py nasbench201 --seeds 20 [--gp-seeds 20] [--mo-seeds 10] [--gp-mo-seeds 3]
-       python benchmarks/search.py overhead /tmp/cifar/train
-       python benchmarks/search.py efficiency /tmp/cifar/train [--seeds 3] [--trials 8]
-       python benchmarks/search.py pareto /tmp/cifar/train [--seeds 3] [--trials 8]
+       python benchmarks/search.py overhead PATH/TO/cifar10/train
+       python benchmarks/search.py efficiency PATH/TO/cifar10/train [--seeds 3] [--trials 8]
+       python benchmarks/search.py pareto PATH/TO/cifar10/train [--seeds 3] [--trials 8]
 """
 
 from __future__ import annotations

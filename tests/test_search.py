@@ -96,6 +96,21 @@ def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli, monkeypat
 
 
 @pytest.mark.slow
+def test_the_trainable_that_ray_ships_does_not_carry_the_data_set(ray_session, tmp_path, cli, monkeypatch, tiny_space):
+    """The images reach the trials through Ray's object store only. Ray refuses a trainable that pickles to more than
+    FUNCTION_SIZE_ERROR_THRESHOLD (95 MiB), which CIFAR-10's 50,000 images pass, and only warns above 10 MiB; with both
+    lowered below the synthetic images' 6 MiB, the same happens here to a trainable that holds them."""
+    from ray._private import ray_constants
+
+    monkeypatch.setattr(ray_constants, "FUNCTION_SIZE_WARN_THRESHOLD", 2**19)
+    monkeypatch.setattr(ray_constants, "FUNCTION_SIZE_ERROR_THRESHOLD", 2**20)
+    space_file = tiny_space(tmp_path, dataset={"subset": 64}, budget={"epochs": 1}, search={"trials": 1})
+    status, _, err = cli("run", space_file, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                         "--storage", tmp_path / "runs", "--scheduler", "none")
+    assert status == 0 and "1/1 trials done (1 completed)" in err, err
+
+
+@pytest.mark.slow
 def test_run_compiles_memory_efficient_dense_trials_and_records_the_compile_time(ray_session, tmp_path, cli):
     """--compile in a Ray worker, Inductor and all, on a dense stage that recomputes in backward."""
     space_file = tmp_path / "compiled.yaml"

@@ -352,12 +352,14 @@ def run_trials(plan: Plan, tracker: Tracker, missing: int, *, proposals: Proposa
     Returns:
         Whether Ctrl-C stopped the trials.
     """
-    stop, storage, cpus, gpus = Stop(), plan.storage, plan.cpus, plan.gpus
+    stop, storage, cpus, gpus, largest = Stop(), plan.storage, plan.cpus, plan.gpus, plan.memory
     trainable = tune.with_resources(
         tune.with_parameters(_trial, space=plan.space, data=plan.data, split=plan.split, threads=max(1, int(cpus)),
                              device="cuda" if gpus else "cpu", storage=storage),
         # Each trial reserves the memory it is expected to need: Ray starts no more at once than fit.
-        lambda config: PlacementGroupFactory([{"CPU": cpus, "GPU": gpus, "memory": reservation(config, plan.memory)}]),
+        # Ray pickles this function with the trainable: it must not hold the plan, whose data set
+        # (CIFAR-10's images are 147 MiB) goes to the trials through the object store, as with_parameters puts it.
+        lambda config: PlacementGroupFactory([{"CPU": cpus, "GPU": gpus, "memory": reservation(config, largest)}]),
     )
     tuner = tune.Tuner(
         trainable,

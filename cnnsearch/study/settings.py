@@ -221,7 +221,7 @@ def _settings(space: Space, options: RunOptions, experiment: Experiment | None,
     trials = len(experiment.cells) if experiment else settings["trials"] or space.search.trials
     sampler = "grid" if experiment else settings["sampler"] or space.sampler
     # Every cell of a designed ablation gets the full budget; so does every trial of a study
-    # with several objectives (README, "Several objectives": ASHA ranks by accuracy alone,
+    # with several objectives (docs/search.md, "Several objectives": ASHA ranks by accuracy alone,
     # and would stop the cheap, less accurate trials that belong on the front).
     several = len(space.objectives) > 1
     scheduler = "none" if experiment else settings["scheduler"] or ("none" if several or tabular else "asha")
