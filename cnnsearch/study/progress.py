@@ -38,8 +38,8 @@ def searched_knobs(space: Space, knobs: dict[str, Any]) -> str:
 
 
 def announce(plan: Plan, memory: float | None) -> None:
-    """The study's opening line: its data, its trials and what each may use of ``memory``, the largest node's (None on GPUs);
-    a tabular study's: its table."""
+    """The study's opening line: its data, its trials and what each may use of ``memory``, the largest node's (None on GPUs),
+    then a line for each guard for short budgets that acted; a tabular study's: its table."""
     split, trials, cpus, gpus = plan.split, plan.trials, plan.cpus, plan.gpus
     if plan.table is not None:
         print(f"{plan.options.name}: {trials} trials, each network's validation accuracy after {TABLE_EPOCHS} epochs looked up in the "
@@ -50,6 +50,8 @@ def announce(plan: Plan, memory: float | None) -> None:
           f"{trials} trials, up to {plan.concurrent} at a time ({cpus:g} CPUs" + (f", {gpus:g} GPUs" if gpus else "") + " each"
           + ("" if gpus else f", and the memory each is expected to need, of the {memory / 2**30:.1f} GiB the largest node offers")
           + ")", file=sys.stderr, flush=True)
+    for note in plan.notes:
+        print(note, file=sys.stderr, flush=True)
 
 
 class Progress:
