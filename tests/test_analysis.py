@@ -405,3 +405,22 @@ def test_a_pivot_s_levels_unit_and_left_out_trials_are_said_once_and_alike(outco
     assert err == "2 trials stopped early, 1 failed and 1 unfinished are not in this table\n"
     status, out, err = cli("query", "mixed", "--rows", "residual.width", "--compare", "--format", "csv", "--tracking-uri", outcomes)
     assert pd.read_csv(pd.io.common.StringIO(out))["diff_pct"].tolist() == pytest.approx([5.5])
+
+
+def test_anova_and_comparisons_of_a_search_say_they_are_observational_and_a_design_s_do_not(tmp_path, cli):
+    uri = write_mixed_outcomes(tmp_path)
+    client, parent = mlflow.MlflowClient(uri), find_study("mixed", uri).parent.info.run_id
+    client.log_param(parent, "sampler", "tpe")  # as run records it
+    query = ["query", "mixed", "--rows", "residual.width", "--tracking-uri", uri]
+    status, out, err = cli(*query, "--anova")
+    assert status == 0, err
+    (line,) = [line for line in out.splitlines() if line.startswith("Observational:")]
+    assert line.startswith("Observational: a search (tpe) chose these trials, no design assigned their levels") and "cnnsearch ablate" in line
+    assert out.index(line) < out.index("ANOVA of val_acc")
+    status, out, err = cli(*query, "--compare", "--format", "json")
+    assert status == 0 and json.loads(out)["compare"] and err.splitlines()[-1] == line  # on stderr, apart from the JSON
+    status, out, err = cli(*query, "--format", "csv")  # no analysis, nothing to say
+    assert status == 0 and "Observational" not in out + err
+    client.set_tag(parent, Tags.DESIGN, "full_factorial")  # as ablate tags its parent run
+    status, out, err = cli(*query, "--anova", "--compare")
+    assert status == 0 and "ANOVA of val_acc" in out and "Observational" not in out + err
