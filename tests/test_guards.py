@@ -3,7 +3,9 @@ ANOVA on searched trials, and the time left."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -11,10 +13,12 @@ import torch
 
 from cnnsearch import load_space
 from cnnsearch.data import ImageData, split_dataset
-from cnnsearch.names import Metrics, Report, Status
+from cnnsearch.names import Metrics, Report, Status, Tags
 from cnnsearch.study import RunOptions
+from cnnsearch.study.propose import MIN_IMPORTANCE_TRIALS
 from cnnsearch.study.progress import Progress, announce
 from cnnsearch.study.settings import resolve, save_state
+from cnnsearch.tracking import Recorder
 
 
 class Clock:
@@ -159,3 +163,29 @@ def test_asha_asked_for_runs_and_says_why_it_may_stop_trials_on_noise(tmp_path, 
     assert plan.settings["scheduler"] == "asha"
     (note,) = [note for note in _notes(plan, capsys) if not note.startswith("validating")]
     assert note.startswith("ASHA stops trials early, as the study asks, though with 2 epochs a trial, no rung of ASHA has room")
+
+
+def test_the_importances_minimum_is_the_one_measured_on_nasbench201():
+    report = json.loads((Path(__file__).parents[1] / "benchmarks" / "results" / "importances_nasbench201.json").read_text())
+    assert MIN_IMPORTANCE_TRIALS == report["minimum"] == 75
+
+
+def test_trials_stopped_early_do_not_count_towards_the_importances_minimum_and_plot_says_so_in_one_line(
+        tmp_path, tiny_space, cli, monkeypatch):
+    """Eight completed and four stopped-early trials, where importances need ten completed: twelve scored trials, no importances."""
+    monkeypatch.setattr("cnnsearch.study.propose.MIN_IMPORTANCE_TRIALS", 10)  # 75 real trials would take a minute to record
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    recorder = Recorder.open(mlflow.MlflowClient(uri), experiment="tiny", study="tiny", space_hash="0", files=[tiny_space(tmp_path)])
+    for index in range(12):
+        run_id = recorder.start_trial(str(index), {"residual.width": [8, 16][index % 2], "residual.num_blocks": 1}, space_hash="0")
+        recorder.client.set_tag(run_id, Tags.FAMILY, "residual")
+        for metric, value in (("params", 1000 + index), ("macs", 10000 + index)):  # what log_arch records, without building the model
+            recorder.client.log_metric(run_id, metric, value)
+        recorder.log_epoch(run_id, {"val_acc": 0.3 + index % 2 / 10}, epoch=1)
+        recorder.finish_trial(run_id, Status.COMPLETED if index < 8 else Status.STOPPED_EARLY)
+    status, out, err = cli("plot", "tiny", "--out", tmp_path / "plots", "--tracking-uri", uri)
+    assert status == 0, err
+    (line,) = [line for line in err.splitlines() if "importances" in line]
+    assert line == ("no knob importances: 8 completed trials (and 4 stopped early, which do not count); importances need at least "
+                    "10: from fewer, fANOVA ranked NAS-Bench-201's knobs no better than chance (BENCHMARKS.md)")
+    assert not (tmp_path / "plots" / "importances.png").exists()
