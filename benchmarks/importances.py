@@ -109,9 +109,9 @@ def main(seeds: int, again: bool) -> None:
     truth, rows = result["truth"], result["rows"]
     least = minimum(rows)
     ranked = sorted(truth, key=truth.get, reverse=True)
-    lines = [f"fANOVA's ranking of NAS-Bench-201's 6 edges (cifar10-valid) after N trials, against the table's exact main effects "
-             f"({', '.join(f'{name} {truth[name]:.3f}' for name in ranked)} of the variance; the rest is interactions). "
-             f"{seeds} studies per sampler, CPU ({machine()}):", "",
+    lines = [(f"fANOVA's ranking of NAS-Bench-201's 6 edges (cifar10-valid) after N trials, against the table's exact main effects "
+              f"({', '.join(f'{name} {truth[name]:.3f}' for name in ranked)} of the variance; the rest is interactions). "
+              f"{seeds} studies per sampler, CPU ({machine()}):"), "",
              "| trials | " + " | ".join(f"{s}: median tau [IQR] | {s}: top edge first" for s in SAMPLERS) + " |",
              "| ---: | " + " | ".join("---: | ---:" for _ in SAMPLERS) + " |"]
     for size in SIZES:

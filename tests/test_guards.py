@@ -3,6 +3,7 @@ ANOVA on searched trials, and the time left."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -15,8 +16,8 @@ from cnnsearch import load_space
 from cnnsearch.data import ImageData, split_dataset
 from cnnsearch.names import Metrics, Report, Status, Tags
 from cnnsearch.study import RunOptions
-from cnnsearch.study.propose import MIN_IMPORTANCE_TRIALS
 from cnnsearch.study.progress import Progress, announce
+from cnnsearch.study.propose import MIN_IMPORTANCE_TRIALS
 from cnnsearch.study.settings import resolve, save_state
 from cnnsearch.tracking import Recorder
 
@@ -68,7 +69,7 @@ def test_the_time_left_counts_the_trials_not_yet_started_and_never_grows_on_a_st
     # Every heartbeat says it but the first, before any epoch set a pace; every standing but the last, with nothing left.
     heartbeats = trials // together * space.budget.epochs
     assert len(said) == heartbeats - 1 + trials - 1, said
-    for (when, left), (later, then_left) in zip(said, said[1:]):
+    for (_, left), (_, then_left) in itertools.pairwise(said):
         assert then_left <= left, said
     for when, left in said:
         assert abs(left - (end - when)) <= 1, (when, left, end - when)
@@ -143,10 +144,10 @@ def test_the_sample_never_goes_below_what_measures_an_accuracy_to_2_points(tmp_p
 
 
 @pytest.mark.parametrize("epochs, val_fraction, said", [
-    (2, 0.5, "no early stopping: with 2 epochs a trial, no rung of ASHA has room: a trial judged at epoch 1 should be able to train "
-             "3 times as long, to epoch 3, if it passes; --scheduler asha stops trials anyway"),
-    (3, 0.1, "no early stopping: 900 validation images measure an accuracy only to ±3.3 points (95%), and ASHA's rungs would stop "
-             "trials on gaps within that; 2,401 measure it to ±2; --scheduler asha stops trials anyway"),
+    (2, 0.5, ("no early stopping: with 2 epochs a trial, no rung of ASHA has room: a trial judged at epoch 1 should be able to "
+              "train 3 times as long, to epoch 3, if it passes; --scheduler asha stops trials anyway")),
+    (3, 0.1, ("no early stopping: 900 validation images measure an accuracy only to ±3.3 points (95%), and ASHA's rungs would "
+              "stop trials on gaps within that; 2,401 measure it to ±2; --scheduler asha stops trials anyway")),
     (3, 0.5, None),
 ])
 def test_asha_by_default_only_where_a_rung_has_room_and_the_validation_resolves_2_points(
@@ -183,7 +184,7 @@ def test_trials_stopped_early_do_not_count_towards_the_importances_minimum_and_p
             recorder.client.log_metric(run_id, metric, value)
         recorder.log_epoch(run_id, {"val_acc": 0.3 + index % 2 / 10}, epoch=1)
         recorder.finish_trial(run_id, Status.COMPLETED if index < 8 else Status.STOPPED_EARLY)
-    status, out, err = cli("plot", "tiny", "--out", tmp_path / "plots", "--tracking-uri", uri)
+    status, _, err = cli("plot", "tiny", "--out", tmp_path / "plots", "--tracking-uri", uri)
     assert status == 0, err
     (line,) = [line for line in err.splitlines() if "importances" in line]
     assert line == ("no knob importances: 8 completed trials (and 4 stopped early, which do not count); importances need at least "
