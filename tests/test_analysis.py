@@ -285,7 +285,8 @@ def write_search(folder, rows: list[tuple[str, dict, float, str]]) -> str:
     return uri
 
 
-def test_importances_are_per_family_and_count_stopped_trials(tmp_path):
+def test_importances_are_per_family_and_count_stopped_trials(tmp_path, monkeypatch):
+    monkeypatch.setattr("cnnsearch.study.propose.MIN_IMPORTANCE_TRIALS", 8)  # a real study needs 75 (tests/test_guards.py)
     rng = np.random.default_rng(0)
     rows = []
     for index in range(12):
@@ -299,10 +300,11 @@ def test_importances_are_per_family_and_count_stopped_trials(tmp_path):
     residual = found["residual"]
     assert (residual.completed, residual.stopped_early) == (8, 4)
     assert list(residual.scores) == ["residual.width", "residual.num_blocks"] and residual.scores["residual.width"] > 0.9
-    assert not found["dense"].scores and found["dense"].why == "2 scored trials; importances need at least 3"
+    assert not found["dense"].scores and found["dense"].why.startswith("2 completed trials; importances need at least 8: ")
 
 
-def test_a_search_without_importances_says_why(tmp_path, cli):
+def test_a_search_without_importances_says_why(tmp_path, cli, monkeypatch):
+    monkeypatch.setattr("cnnsearch.study.propose.MIN_IMPORTANCE_TRIALS", 3)  # a real study needs 75 (tests/test_guards.py)
     rows = [("residual", {"residual.width": 8, "residual.num_blocks": 1}, 0.3 + i / 100, Status.COMPLETED) for i in range(4)]
     uri = write_search(tmp_path, rows)
     status, out, err = cli("plot", "mixed", "--out", tmp_path / "plots", "--tracking-uri", uri)
@@ -329,12 +331,16 @@ def test_the_libraries_say_nothing_of_their_own_without_verbose(tmp_path, tiny_s
     """As a user runs them, each in a fresh process: MLflow creating a store's tables, Optuna creating a study in memory."""
     rows = [("residual", {"residual.width": [8, 16][i % 2], "residual.num_blocks": 1}, 0.3 + i / 100, Status.COMPLETED) for i in range(4)]
     uri = write_search(tmp_path, rows)
+    # Scores the knobs' importances in Optuna: from these 4 trials, as a real study does from 75 (tests/test_guards.py).
+    plot = ("import sys; import cnnsearch.study.propose as propose; propose.MIN_IMPORTANCE_TRIALS = 3; from cnnsearch.cli import main; "
+            "main(sys.argv[1:])")
     commands = {
-        "plot": ["plot", "mixed", "--out", tmp_path / "plots", "--tracking-uri", uri],  # scores the knobs' importances in Optuna
+        "plot": ["-c", plot, "plot", "mixed", "--out", tmp_path / "plots", "--tracking-uri", uri],
         "run": ["run", tiny_space(tmp_path), "--dataset", "imagefolder:/no/such/folder", "--storage", tmp_path / "runs",
                 "--tracking-uri", f"sqlite:///{tmp_path / 'new.db'}"],  # creates the store, then finds no data
     }
-    outputs = {name: subprocess.run([sys.executable, "-m", "cnnsearch", *map(str, args)], capture_output=True, text=True, cwd=tmp_path, check=False)
+    outputs = {name: subprocess.run([sys.executable, *([] if args[0] == "-c" else ["-m", "cnnsearch"]), *map(str, args)], capture_output=True,
+                                    text=True, cwd=tmp_path, check=False)
                for name, args in commands.items()}
     assert outputs["plot"].returncode == 0 and (tmp_path / "plots" / "importances.png").exists(), outputs["plot"].stderr
     assert outputs["plot"].stderr == "", outputs["plot"].stderr
@@ -405,3 +411,22 @@ def test_a_pivot_s_levels_unit_and_left_out_trials_are_said_once_and_alike(outco
     assert err == "2 trials stopped early, 1 failed and 1 unfinished are not in this table\n"
     status, out, err = cli("query", "mixed", "--rows", "residual.width", "--compare", "--format", "csv", "--tracking-uri", outcomes)
     assert pd.read_csv(pd.io.common.StringIO(out))["diff_pct"].tolist() == pytest.approx([5.5])
+
+
+def test_anova_and_comparisons_of_a_search_say_they_are_observational_and_a_design_s_do_not(tmp_path, cli):
+    uri = write_mixed_outcomes(tmp_path)
+    client, parent = mlflow.MlflowClient(uri), find_study("mixed", uri).parent.info.run_id
+    client.log_param(parent, "sampler", "tpe")  # as run records it
+    query = ["query", "mixed", "--rows", "residual.width", "--tracking-uri", uri]
+    status, out, err = cli(*query, "--anova")
+    assert status == 0, err
+    (line,) = [line for line in out.splitlines() if line.startswith("Observational:")]
+    assert line.startswith("Observational: a search (tpe) chose these trials, no design assigned their levels") and "cnnsearch ablate" in line
+    assert out.index(line) < out.index("ANOVA of val_acc")
+    status, out, err = cli(*query, "--compare", "--format", "json")
+    assert status == 0 and json.loads(out)["compare"] and err.splitlines()[-1] == line  # on stderr, apart from the JSON
+    status, out, err = cli(*query, "--format", "csv")  # no analysis, nothing to say
+    assert status == 0 and "Observational" not in out + err
+    client.set_tag(parent, Tags.DESIGN, "full_factorial")  # as ablate tags its parent run
+    status, out, err = cli(*query, "--anova", "--compare")
+    assert status == 0 and "ANOVA of val_acc" in out and "Observational" not in out + err

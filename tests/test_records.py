@@ -118,8 +118,9 @@ def test_asha_under_a_seconds_budget_stops_early_and_tells_optuna_pruned(ray_ses
     """A seconds budget that never runs out: ASHA's stops are `stopped early` in MLflow and PRUNED in Optuna."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     space = write_space(tiny_space, tmp_path, "seconds_budget", {"epochs": 3, "max_seconds": 600})
+    # ASHA as asked: by default 180 validation images (±7 points) would turn it off.
     status, _, err = cli("run", space, "--tracking-uri", uri, "--storage", tmp_path / "runs", "--trials", "6", "--sampler", "random",
-                         "--seed", "1", "--max-concurrent", "2", "--lr", "0.0001")  # barely learns: accuracies differ
+                         "--seed", "1", "--max-concurrent", "2", "--lr", "0.0001", "--scheduler", "asha")  # barely learns: accuracies differ
     assert status == 0, err
     client = mlflow.MlflowClient(uri)
     statuses = {}
@@ -322,7 +323,7 @@ def test_an_extended_asha_study_judges_new_trials_against_the_earlier_ones(ray_s
     cutoff of every epoch-1 accuracy before it, the first session's included."""
     space = write_space(tiny_space, tmp_path, "extended_asha", {"epochs": 3})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    common = ["--tracking-uri", uri, "--storage", tmp_path / "runs", "--sampler", "random", "--seed", "3",
+    common = ["--tracking-uri", uri, "--storage", tmp_path / "runs", "--sampler", "random", "--seed", "3", "--scheduler", "asha",
               "--max-concurrent", "1", "--lr", "0.0001"]  # barely learns: accuracies differ
     status, _, err = cli("run", space, *common, "--trials", "3")
     assert status == 0, err

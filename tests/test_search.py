@@ -90,6 +90,7 @@ def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli, monkeypat
 
     figures = {}
     monkeypatch.setattr(plots, "_save", lambda figure, path: figures.setdefault(path.name, figure) and path)
+    monkeypatch.setattr("cnnsearch.study.propose.MIN_IMPORTANCE_TRIALS", completed)  # a real study needs 75 (tests/test_guards.py)
     plots.plot_study(find_study("tiny", uri), tmp_path / "plots")
     assert figures["importances.png"].axes[0].get_title().endswith(
         f"from n={len(runs)} trials\n({completed} completed, {len(runs) - completed} stopped early, at their last epoch)")

@@ -94,7 +94,8 @@ def add_study_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-fraction", type=float,
                         help="override dataset.test_fraction (test share held out first, for data sets without test images)")
     parser.add_argument("--val-subset", type=positive,
-                        help="override dataset.val_subset (validate trials on this many held-out images; export uses all)")
+                        help="override dataset.val_subset (validate trials on this many held-out images; export uses all; "
+                        "default all, or where they outnumber the training images, as many as those, at least 2,401)")
     add_recipe_flags(parser)
     parser.add_argument("--cache-dir", help="where decoded data sets are cached")
     parser.add_argument("--data-dir", help="where torchvision's CIFAR files are or are downloaded to")

@@ -23,6 +23,7 @@ from .render import (
     format_table,
     format_trials,
     in_percent,
+    observational,
     records,
     say,
 )
@@ -134,7 +135,8 @@ def _front(record: StudyRecord, form: str) -> None:
 
 
 def _pivot(record: StudyRecord, args: argparse.Namespace) -> None:
-    """A pivot of the completed trials, with their ANOVA and comparisons if asked for; a footnote counts the other trials."""
+    """A pivot of the completed trials, with their ANOVA and comparisons if asked for; a footnote counts the other trials,
+    and a line says that a search's analyses are observational (on stderr, apart from CSV or JSON)."""
     from ..analysis import left_out, pivot, study_trials
     from ..effects import anova, compare
 
@@ -160,6 +162,11 @@ def _pivot(record: StudyRecord, args: argparse.Namespace) -> None:
     else:
         print(format_table(table, args.rows, args.cols, args.metric, args.agg))
     _footnote(footnote(left_out(record), "table"), args.format)
+    caveat = None if record.designed or not (args.anova or args.compare) else observational(record.params.get("sampler", "unknown sampler"))
+    if caveat and args.format == "table":
+        print("\n" + caveat)
+    elif caveat:
+        say(caveat)
     if args.format == "table":
         for analysed, describe in ((variance, format_anova), (tests, format_comparisons)):
             if analysed is not None:

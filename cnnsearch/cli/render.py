@@ -159,6 +159,13 @@ def format_anova(table: pd.DataFrame, metric: str) -> str:
     return "\n".join(lines)
 
 
+def observational(sampler: str) -> str:
+    """What an ANOVA or a comparison of a search's trials is: a description of the trials the search chose, not an experiment."""
+    return (f"Observational: a search ({sampler}) chose these trials, no design assigned their levels, so the levels are "
+            "unbalanced and a knob's effect may be that of knobs it was drawn with, or of where the sampler looked; "
+            "`cnnsearch ablate` tests it")
+
+
 def format_comparisons(table: pd.DataFrame, metric: str) -> str:
     """Pairwise differences of means, their 95% intervals and adjusted p values."""
     scale, unit = (100.0, " (percentage points)") if in_percent(metric) else (1.0, "")

@@ -34,7 +34,8 @@ def add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("space", help="search space YAML file")
     run.add_argument("--trials", type=positive, help="number of trials (default: the space's search.trials)")
     run.add_argument("--sampler", choices=SAMPLERS, help="default: the space's, else tpe")
-    run.add_argument("--scheduler", choices=SCHEDULERS, help="early stopping (default asha; none with several objectives or --tabular)")
+    run.add_argument("--scheduler", choices=SCHEDULERS, help="early stopping (default asha; none with several objectives or --tabular, "
+                     "or where ASHA's rungs cannot judge: under 3 epochs, or under 2,401 validation images)")
     add_study_flags(run)
     run.set_defaults(run=_run)
 

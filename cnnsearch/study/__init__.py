@@ -1,7 +1,9 @@
 """A study: Optuna proposes, each proposal is fitted and checked, Ray Tune runs the trials, MLflow records them.
 
 :func:`run_study` walks the modules of this package in order: :mod:`.settings` resolves
-the options and runs every check that can refuse a study before anything is written;
+the options and runs every check that can refuse a study before anything is written,
+with :mod:`.guards`' rules for short budgets (a validation sample, ASHA only where its
+rungs can judge);
 :mod:`.propose`, the only module of cnnsearch that imports Optuna, proposes trials (its
 samplers include regularized evolution, which Optuna lacks) and
 scores a finished study's knob importances; :mod:`.reject` fits each proposal to the data

@@ -51,6 +51,7 @@ from ..names import WEIGHTS_FILE, Metrics, Params, Report, Status, Tags
 from ..space import Space
 from ..storage import Storage, unreachable_reason
 from ..train import EpochReport, train
+from .guards import GRACE, REDUCTION
 from .progress import CtrlC
 from .propose import Proposals
 from .record import CONFIG_FILE, STATE_FILE, Tracker, trial_document
@@ -284,7 +285,7 @@ class _Cells(Searcher):
 def _asha(max_epochs: int, earlier: list[dict[int, float]]) -> ASHAScheduler:
     """ASHA on per-epoch accuracy, its rungs holding the accuracies of the study's ``earlier``
     trials: a resumed or extended study judges a trial against all of them, not only this session's."""
-    scheduler = ASHAScheduler(time_attr=Report.EPOCH, max_t=max_epochs, grace_period=1, reduction_factor=3)
+    scheduler = ASHAScheduler(time_attr=Report.EPOCH, max_t=max_epochs, grace_period=GRACE, reduction_factor=REDUCTION)
     # Ray has no public way to seed a rung: record each value as the rung's on_result would have.
     for index, accuracies in enumerate(earlier):
         for bracket in scheduler._brackets:

@@ -1,8 +1,10 @@
 """A study's console output: the opening line, each epoch, a heartbeat with the time left, and the standing after each trial.
 
 :class:`Progress` keeps the counts it prints (trials done by status, the best so far, the
-epochs of the running trials), so each line costs the same at any study size. Everything
-goes to stderr. Imports neither Ray nor Optuna nor MLflow.
+epochs of the running trials and the mean epoch's seconds), so each line costs the same at
+any study size. The time left (:meth:`Progress.eta`) counts the trials not yet started, and
+on a steady run falls as the clock does. Everything goes to stderr. Imports neither Ray nor
+Optuna nor MLflow.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ def searched_knobs(space: Space, knobs: dict[str, Any]) -> str:
 
 
 def announce(plan: Plan, memory: float | None) -> None:
-    """The study's opening line: its data, its trials and what each may use of ``memory``, the largest node's (None on GPUs);
-    a tabular study's: its table."""
+    """The study's opening line: its data, its trials and what each may use of ``memory``, the largest node's (None on GPUs),
+    then a line for each guard for short budgets that acted; a tabular study's: its table."""
     split, trials, cpus, gpus = plan.split, plan.trials, plan.cpus, plan.gpus
     if plan.table is not None:
         print(f"{plan.options.name}: {trials} trials, each network's validation accuracy after {TABLE_EPOCHS} epochs looked up in the "
@@ -48,46 +50,71 @@ def announce(plan: Plan, memory: float | None) -> None:
           f"{trials} trials, up to {plan.concurrent} at a time ({cpus:g} CPUs" + (f", {gpus:g} GPUs" if gpus else "") + " each"
           + ("" if gpus else f", and the memory each is expected to need, of the {memory / 2**30:.1f} GiB the largest node offers")
           + ")", file=sys.stderr, flush=True)
+    for note in plan.notes:
+        print(note, file=sys.stderr, flush=True)
 
 
 class Progress:
     """Where a study stands, and the lines that say so as its trials train and end."""
 
-    def __init__(self, space: Space, total: int, done: list[dict[str, Any]], rejected: Callable[[], int] = lambda: 0) -> None:
-        self.space, self.total, self.rejected = space, total, rejected
+    def __init__(self, space: Space, total: int, done: list[dict[str, Any]], rejected: Callable[[], int] = lambda: 0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.space, self.total, self.rejected, self.clock = space, total, rejected, clock
         self.interrupted = 0  # trials Ctrl-C stopped before their budget, to go on when the study resumes
-        self.done_before = len(done)
         self.counts = Counter(row["status"] for row in done)
         self.best = next((row for row in done if row["status"] == Status.COMPLETED), None)
-        self.training: dict[str, int] = {}  # Tune trial id -> epochs it has reported; as many as run at once
-        self.epochs = 0  # reported in this session: the pace of the study
-        self.started = self.said = time.monotonic()
+        # Tune trial id -> the epochs it has reported, and when it reported the last one (or started); as many as run at once.
+        self.training: dict[str, tuple[int, float]] = {}
+        self.epochs, self.epoch_seconds = 0, 0.0  # reported in this session, and the seconds each took: the pace of a trial
+        self.slots = 0  # the most trials seen training at once: how many the cluster runs together
+        self.started = self.said = clock()
 
     def _say(self, line: str) -> None:
         print(line, file=sys.stderr, flush=True)
-        self.said = time.monotonic()
+        self.said = self.clock()
 
     def started_trial(self, trial_id: str) -> None:
-        self.training[trial_id] = 0
+        self.training[trial_id] = (0, self.clock())
+        self.slots = max(self.slots, len(self.training))
 
     def epoch(self, trial_id: str, result: dict[str, Any]) -> None:
         """A trial's epoch, reported: its accuracy and pace."""
-        self.training[trial_id] = int(result[Report.EPOCH])
+        now = self.clock()
+        _, since = self.training.get(trial_id, (0, now))
+        self.training[trial_id] = (int(result[Report.EPOCH]), now)
         self.epochs += 1
-        self._say(f"[{_clock(time.monotonic() - self.started)}] {trial_name(trial_id)} epoch {result[Report.EPOCH]}/"
+        self.epoch_seconds += now - since
+        self._say(f"[{_clock(now - self.started)}] {trial_name(trial_id)} epoch {result[Report.EPOCH]}/"
                   f"{self.space.budget.epochs}: val_acc {result[Metrics.VAL_ACC]:.2%}, {result[Report.TRAIN_IMAGES_PER_S]:,.0f} img/s")
+
+    def eta(self) -> float | None:
+        """Seconds until every trial has trained its whole budget at the pace so far; None before the first epoch.
+
+        Each running trial has its budget's epochs left at the mean epoch's seconds, less
+        what it has trained since its last report; each trial not yet started, its whole
+        budget. That work is shared by the trials that run at once, and takes no less than
+        the longest running trial's. On a steady run it falls by a second each second, and
+        grows only when epochs slow down. ASHA may stop trials early: it is an upper bound.
+        Its cost is one term per running trial, whatever the study's size.
+        """
+        if not self.epochs:
+            return None
+        now, pace, budget = self.clock(), self.epoch_seconds / self.epochs, self.space.budget.epochs
+        left = [max(0.0, (budget - done) * pace - (now - since)) for done, since in self.training.values()]
+        waiting = max(0, self.total - sum(self.counts.values()) - len(left))
+        together = min(max(self.slots, 1), len(left) + waiting)
+        return max((sum(left) + waiting * budget * pace) / together, max(left, default=0.0)) if together else 0.0
 
     def heartbeat(self) -> None:
         """Between epochs: every _HEARTBEAT_S, which epoch each running trial is in, and the time left at the pace so far."""
-        now = time.monotonic()
+        now = self.clock()
         if now - self.said < _HEARTBEAT_S or not self.training:
             return
         epochs = self.space.budget.epochs
         line = f"[{_clock(now - self.started)}] training: " + ", ".join(
-            f"{trial_name(trial_id)} epoch {min(done + 1, epochs)}/{epochs}" for trial_id, done in self.training.items())
-        if self.epochs:
-            left = max(0, (self.total - sum(self.counts.values())) * epochs - sum(self.training.values()))
-            line += f"; at most {_clock((now - self.started) / self.epochs * left)} to go at the pace so far"
+            f"{trial_name(trial_id)} epoch {min(done + 1, epochs)}/{epochs}" for trial_id, (done, _) in self.training.items())
+        if (left := self.eta()) is not None:
+            line += f"; at most {_clock(left)} to go at the pace so far"
         self._say(line)
 
     def retried(self, trial_id: str, error: str) -> None:
@@ -106,11 +133,8 @@ class Progress:
             self._say(f"{trial_name(trial_id)} {status}: {reason}")
         if val_acc is not None and (self.best is None or val_acc > self.best[Metrics.VAL_ACC]):
             self.best = {Metrics.VAL_ACC: val_acc, "knobs": knobs}
-        done = sum(self.counts.values())
-        elapsed = time.monotonic() - self.started
-        remaining = max(0, self.total - done)
-        self._say(f"[{_clock(elapsed)}] {self.standing()}"
-                  + (f"; ETA {_clock(elapsed / max(1, done - self.done_before) * remaining)}" if remaining else ""))
+        left = self.eta() if sum(self.counts.values()) < self.total else None
+        self._say(f"[{_clock(self.clock() - self.started)}] {self.standing()}" + (f"; ETA {_clock(left)}" if left is not None else ""))
 
     def standing(self) -> str:
         """Where the study stands: trials done by status, rejected proposals, the best trial."""

@@ -467,7 +467,13 @@ def _optuna_study(storage: Storage, name: str, objectives: tuple[Objective, ...]
 
 # Importances ------------------------------------------------------------------------------
 
-MIN_IMPORTANCE_TRIALS = 3  # fANOVA's forest needs a few trials to split on
+# Completed trials, stopped-early ones not counted. Measured (benchmarks/importances.py,
+# BENCHMARKS.md): on NAS-Bench-201's table, whose edges' true importances are known, fANOVA
+# ranked the 6 edges no better than chance from 50 random trials or fewer (median Kendall's
+# tau 0.27 or less, the top edge first in 25% of studies or fewer, chance 17%), and clearly
+# better from 75 on (tau 0.33 to 0.60, top edge first 40% to 75%). That table holds
+# 200-epoch accuracies of 6 knobs: a short trial's are noisier, so this is a floor.
+MIN_IMPORTANCE_TRIALS = 75
 
 
 def _distribution(knob: Any) -> optuna.distributions.BaseDistribution | None:
@@ -500,8 +506,10 @@ class Importances:
 def importances(record: StudyRecord, metric: str = "val_acc", evaluator: str = "fanova") -> list[Importances]:
     """Each searched knob's importance for ``metric`` (Optuna's fANOVA or PED-ANOVA).
 
-    Trials stopped early count at the last epoch they reached: leaving them out would
-    score only the trials the scheduler let through, whose knobs vary least in quality.
+    A group is scored only from :data:`MIN_IMPORTANCE_TRIALS` completed trials on; trials
+    stopped early do not count towards it. Once it has them, its trials stopped early count
+    too, at the last epoch they reached: leaving them out would score only the trials the
+    scheduler let through, whose knobs vary least in quality.
     In a space that mixes families, trials of different families have different knobs,
     and fANOVA needs one search space: each family's trials are scored on their own.
     A group without scores says why.
@@ -529,8 +537,12 @@ def _importances(family: str, runs: pd.DataFrame, space: Space, metric: str, eva
     status = runs[f"tags.{Tags.STATUS}"]
     counts = {Status.COMPLETED.value: int((status == Status.COMPLETED).sum()), "stopped_early": int((status == Status.STOPPED_EARLY).sum())}
     runs = runs[runs[f"metrics.{metric}"].notna()]
-    if len(runs) < MIN_IMPORTANCE_TRIALS:
-        return Importances(family, {}, **counts, why=f"{len(runs)} scored trials; importances need at least {MIN_IMPORTANCE_TRIALS}")
+    completed = int((runs[f"tags.{Tags.STATUS}"] == Status.COMPLETED).sum())
+    if completed < MIN_IMPORTANCE_TRIALS:
+        stopped = f" (and {counts['stopped_early']} stopped early, which do not count)" if counts["stopped_early"] else ""
+        return Importances(family, {}, **counts, why=(
+            f"{completed} completed trials{stopped}; importances need at least {MIN_IMPORTANCE_TRIALS}: from fewer, fANOVA ranked "
+            "NAS-Bench-201's knobs no better than chance (BENCHMARKS.md)"))
     # The knobs every trial of the group has and that take more than one value among them.
     varying = {
         name: knob for name, knob in space.knobs().items()

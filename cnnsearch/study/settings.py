@@ -12,6 +12,9 @@ cluster cannot use, a precision the trials' devices lack) raises
 :class:`~cnnsearch.config.ConfigError` there, before anything is written to MLflow or to
 the study's storage; a finished study that already holds every trial it is asked for raises
 :class:`~cnnsearch.config.AlreadyFinished` there, before its data is loaded or Ray started.
+On a new study it applies the guards for short budgets of :mod:`.guards` (a validation
+sample where the validation split outweighs the training subset, no ASHA where its rungs
+cannot judge the trials), and :attr:`Plan.notes` holds a line for each that acted.
 This module also reads and writes the study's state file, and holds
 the version of every state file a study keeps (:data:`STATE_VERSION`). It imports neither
 Ray nor Optuna: Ray is started through the function that :func:`resolve` is given.
@@ -42,6 +45,7 @@ from ..space import Space
 from ..storage import Storage
 from ..tabular import TABLE_EPOCHS, Table, check_space, load_table, nasbench201_cost, table_name
 from ..tracking import connect, trial_statuses
+from .guards import asha_objection, default_val_subset, val_subset_note
 
 __all__ = ["STATE_VERSION", "Plan", "RunOptions", "check_version", "concurrency", "resolve", "save_state", "versioned", "with_overrides"]
 
@@ -63,14 +67,14 @@ class RunOptions:
     # Left as None, these take the value a resumed study was started with, else the default.
     trials: int | None = None  # default: the space's search.trials
     sampler: str | None = None  # default: the space's search.sampler, else tpe, or nsga2 for several objectives
-    scheduler: str | None = None  # default: asha
+    scheduler: str | None = None  # default: asha where its rungs can judge the trials (guards.asha_objection), else none
     seed: int | None = None  # default: 0
     dataset: str | None = None  # default: the space's dataset.name
     epochs: int | None = None  # default: the space's budget.epochs
     subset: int | None = None  # default: the space's dataset.subset
     val_fraction: float | None = None  # default: the space's dataset.val_fraction
     test_fraction: float | None = None  # default: the space's dataset.test_fraction
-    val_subset: int | None = None  # default: the space's dataset.val_subset
+    val_subset: int | None = None  # default: the space's dataset.val_subset, else a new study's guards.default_val_subset
     lr: float | str | None = None  # default: the space's recipe.lr ("auto" runs a range test per trial)
     batch_size: int | None = None  # default: the space's recipe.batch_size
     precision: str | None = None  # default: the space's recipe.precision
@@ -109,6 +113,7 @@ class Plan:
     concurrent: int
     memory: float  # the largest Ray node's memory resource, in bytes; 0 for a tabular study, which starts no Ray
     table: Table | None = None  # a tabular study's: its trials' accuracies are looked up there, in the driver
+    notes: tuple[str, ...] = ()  # what the guards for short budgets chose (.guards), a line each, for the opening lines
 
     @property
     def trials(self) -> int:
@@ -183,19 +188,47 @@ def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
     if state is not None and state.get("finished"):
         _check_more_to_run(state, settings["trials"], client, experiment is not None, tracking_uri)
     # A tabular study reads no image and starts no Ray: its driver looks each trial up, one at a time.
-    data, split, gpus, concurrent, memory = (None, None, 0.0, 1, 0.0) if table else _data_and_cluster(space, options, storage, start_ray)
+    space, data, split, notes = (space, None, None, []) if table else _data(space, options, settings, state)
+    gpus, concurrent, memory = (0.0, 1, 0.0) if table else _cluster(space, options, storage, start_ray)
     experiment_name = options.experiment or (state["experiment"] if state else experiment.name if experiment else space.name)
     return Plan(options, storage, space, experiment, digest, state, settings, experiment_name, tracking_uri, client, data, split,
-                options.cpus_per_trial, gpus, concurrent, memory, table)
+                options.cpus_per_trial, gpus, concurrent, memory, table, tuple(notes))
 
 
-def _data_and_cluster(space: Space, options: RunOptions, storage: Storage,
-                      start_ray: Callable[[RunOptions, Storage], tuple[dict[str, float], float]]) -> tuple[Any, Any, float, int, float]:
-    """The data and its split, and from Ray: each trial's GPUs, the trials at once and the largest node's memory."""
+def _split(space: Space, data: Any) -> Any:
+    dataset = space.dataset
+    return split_dataset(data.labels, val_fraction=dataset.val_fraction, seed=dataset.split_seed, subset=dataset.subset,
+                         val_subset=dataset.val_subset, test_fraction=held_out_test_fraction(dataset.name, dataset.test_fraction))
+
+
+def _data(space: Space, options: RunOptions, settings: dict[str, Any],
+          state: dict[str, Any] | None) -> tuple[Space, Any, Any, list[str]]:
+    """The space, the data and its split, after the guards for short budgets (:mod:`.guards`), and a line for each that acted.
+
+    They act on a new study only, on what no flag or space file set: a resumed one goes on with
+    the validation images and the scheduler it began with, which its state file holds. Sets
+    ``settings``' val_subset (and the space's) to the sample it validates on, and its scheduler
+    to none where ASHA's rungs could not judge its trials.
+    """
     data = load_dataset(space.dataset.name, cache_dir=options.cache_dir, data_dir=options.data_dir)
-    split = split_dataset(data.labels, val_fraction=space.dataset.val_fraction, seed=space.dataset.split_seed, subset=space.dataset.subset,
-                          val_subset=space.dataset.val_subset,
-                          test_fraction=held_out_test_fraction(space.dataset.name, space.dataset.test_fraction))
+    split, notes = _split(space, data), []
+    sample = default_val_subset(len(split.train), len(split.val)) if state is None and space.dataset.val_subset is None else None
+    if sample is not None:
+        notes.append(val_subset_note(sample, len(split.train), len(split.val)))
+        space, settings["val_subset"] = with_overrides(space, val_subset=sample), sample
+        split = _split(space, data)
+    objection = asha_objection(space.budget.epochs, len(split.val)) if settings["scheduler"] == "asha" else None
+    if objection and options.scheduler is None and state is None:
+        settings["scheduler"] = "none"
+        notes.append(f"no early stopping: {objection}; --scheduler asha stops trials anyway")
+    elif objection:
+        notes.append(f"ASHA stops trials early, as the study asks, though {objection}")
+    return space, data, split, notes
+
+
+def _cluster(space: Space, options: RunOptions, storage: Storage,
+             start_ray: Callable[[RunOptions, Storage], tuple[dict[str, float], float]]) -> tuple[float, int, float]:
+    """From Ray: each trial's GPUs, the trials at once and the largest node's memory."""
     if options.ray_address:
         _check_reachable(options.ray_address)
     resources, memory = start_ray(options, storage)
@@ -204,7 +237,7 @@ def _data_and_cluster(space: Space, options: RunOptions, storage: Storage,
     if space.recipe.precision == "fp16" and not gpus:
         raise ConfigError("precision fp16 needs a CUDA device, and these trials run on CPUs; use bf16 or fp32")
     concurrent = options.max_concurrent or concurrency(resources, options.cpus_per_trial, gpus)
-    return data, split, gpus, concurrent, memory
+    return gpus, concurrent, memory
 
 
 def _settings(space: Space, options: RunOptions, experiment: Experiment | None,

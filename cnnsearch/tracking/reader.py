@@ -56,6 +56,11 @@ class StudyRecord:
         return tuple(Objective.model_validate(item) for item in json.loads(text)) if text else (ACCURACY,)
 
     @property
+    def designed(self) -> bool:
+        """Whether a design assigned the trials' levels (an ablation's); a search's trials are observational data."""
+        return Tags.DESIGN in self.parent.data.tags
+
+    @property
     def baseline(self) -> dict[str, str] | None:
         """A one-factor-at-a-time ablation's baseline level of each factor, as its trials' params
         record it; None for any other study."""
