@@ -54,14 +54,19 @@ def _arch_file(arch: Arch) -> str:
     return yaml.safe_dump(arch.to_dict(), sort_keys=False)
 
 
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def environment() -> dict[str, str]:
     """Versions of the packages a result depends on, and the commit of cnnsearch's own source."""
-    versions = {}
-    for package in ("cnnsearch", "torch", "torchvision", "optuna", "ray", "mlflow"):
-        try:
-            versions[f"version.{package}"] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[f"version.{package}"] = "not installed"
+    packages = ("cnnsearch", "torch", "torchvision", "optuna", "ray")
+    versions = {f"version.{package}": _version(package) or "not installed" for package in packages}
+    # MLflow's client alone (what benchmarks/gpu_bundle.sh carries) is the distribution mlflow-skinny, of the same version.
+    versions["version.mlflow"] = _version("mlflow") or _version("mlflow-skinny") or "not installed"
     versions["git_commit"] = source_commit()
     return versions
 
