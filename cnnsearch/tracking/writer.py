@@ -36,11 +36,6 @@ _RUN_STATE = {Status.COMPLETED: "FINISHED", Status.STOPPED_EARLY: "FINISHED", St
 _MAX_PARAMS = 100  # MLflow takes at most 100 params per batch
 
 
-def _numeric(knobs: dict[str, Any]) -> dict[str, float]:
-    """The numeric knobs: params are strings, and as metrics too ``metrics.dense.growth_rate > 12`` works."""
-    return {key: value for key, value in knobs.items() if isinstance(value, (int, float)) and not isinstance(value, bool)}
-
-
 def _arch_tags(arch: Arch) -> dict[str, str]:
     """What a trial's run is tagged with of its architecture: its families, digest and, of a NAS-Bench-201 network, its cell's string."""
     tags = {Tags.FAMILY: ",".join(sorted({stage.family for stage in arch.stages})), Tags.ARCH_HASH: arch.digest}
@@ -150,12 +145,10 @@ class Recorder:
         self.client.log_batch(run_id, metrics=items)
 
     def start_trial(self, trial_id: str, knobs: dict[str, Any], *, space_hash: str, tags: dict[str, str] | None = None) -> str:
-        """Create the trial's child run with its knobs."""
+        """Create the trial's child run with its knobs, as params only: as metrics too, each would be one more chart in
+        the UI, before the accuracy's; ``cnnsearch query --where`` compares them as numbers."""
         run_id = self._create_trial(trial_id, space_hash, tags or {})
         self._log_params(run_id, knobs)
-        numeric = _numeric(knobs)
-        if numeric:
-            self._log_metrics(run_id, numeric)
         return run_id
 
     def _create_trial(self, trial_id: str, space_hash: str, tags: dict[str, str]) -> str:
@@ -175,7 +168,7 @@ class Recorder:
             Path(folder, RECIPE_FILE).write_text(json.dumps(recipe, indent=2))
             self.client.log_artifacts(run_id, folder)
         stamp = int(time.time() * 1000)
-        metrics = [Metric(key, float(value), stamp, 0) for key, value in (_numeric(knobs) | cost).items()]
+        metrics = [Metric(key, float(value), stamp, 0) for key, value in cost.items()]
         metrics += [Metric(key, float(value), stamp, step) for key, value in result.items()]
         params = [Param(key, str(value)) for key, value in knobs.items()]
         *earlier, last = [params[start : start + _MAX_PARAMS] for start in range(0, len(params), _MAX_PARAMS)] or [[]]
