@@ -46,7 +46,7 @@ def test_run_records_every_trial_in_mlflow(ray_session, tmp_path, cli, monkeypat
     status, out, err = cli("run", space_file, "--tracking-uri", uri, "--storage", tmp_path / "runs" / "tiny", "--seed", "3",
                            "--trials", "8", "--max-concurrent", "8", "--cpus-per-trial", "0.25")
     assert status == 0, err
-    assert "top 5" in out and f"mlflow ui --backend-store-uri {uri}" in out
+    assert "top 5" in out and f"Browse it: cnnsearch ui --tracking-uri {uri}" in out
     assert "8/8 trials done" in err and "locked" not in err
     assert re.search(r"\] training: trial-\w+ epoch [12]/2", err), err
     assert re.search(r"training: .*; at most \d+:\d\d:\d\d to go at the pace so far", err), err
