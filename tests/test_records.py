@@ -220,10 +220,15 @@ def test_each_study_saves_the_ui_s_view_of_its_trials_and_the_experiment_s_descr
     """What the MLflow UI reads of a study: a saved view (its trials only, best first, its objectives, status and
     searched knobs as the first columns, its first objective's chart first), linked from the description; knobs are
     params, not metrics (charts)."""
+    import base64
     import json
+    import zlib
 
     from cnnsearch.space import Objective
     from cnnsearch.tracking import study_links
+
+    def state(view: dict) -> dict:  # compressed, as the UI saves a view
+        return json.loads(zlib.decompress(base64.b64decode(view["state"].removeprefix("deflate;"))))
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     objectives = (Objective(metric="val_acc", goal="max"), Objective(metric="params", goal="min"))
@@ -233,7 +238,7 @@ def test_each_study_saves_the_ui_s_view_of_its_trials_and_the_experiment_s_descr
     assert client.get_run(trial).data.params == {"residual.width": "8", "stem.channels": "16"} and not client.get_run(trial).data.metrics
 
     tags = client.get_experiment(wide.experiment_id).tags
-    views = {view["name"]: json.loads(view["state"]) for key, value in tags.items()
+    views = {view["name"]: state(view) for key, value in tags.items()
              if key.startswith("mlflow.sharedViewState.") for view in [json.loads(value)]}
     state = views["wide"]
     assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{wide.parent_run_id}'"

@@ -15,10 +15,12 @@ chart first; and the experiment's description, which both views show above the p
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
 import uuid
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,17 +87,34 @@ def _state(parent_run_id: str, objectives: Sequence[Objective], knobs: Sequence[
     }
 
 
+def _compressed(state: dict[str, Any]) -> str:
+    """A view's state as the UI saves one: deflated, so that a space of many knobs stays within a tag's length."""
+    return "deflate;" + base64.b64encode(zlib.compress(json.dumps(state).encode())).decode("ascii")
+
+
+def _note(links: list[str]) -> str:
+    """The experiment's description: a link to each study's trials, as many as a tag holds (the rest are under Views)."""
+    from mlflow.utils.validation import MAX_EXPERIMENT_TAG_VAL_LENGTH
+
+    for shown in range(len(links), 0, -1):
+        rest = f" and {len(links) - shown} more" if shown < len(links) else ""
+        note = f"{TRIALS_NOTE} {', '.join(links[:shown])}{rest}"
+        if len(note) <= MAX_EXPERIMENT_TAG_VAL_LENGTH:
+            return note
+    return TRIALS_NOTE
+
+
 def save_trials_view(client: Any, experiment_id: str, *, study: str, parent_run_id: str, objectives: Sequence[Objective],
                      knobs: Sequence[str]) -> None:
     """Save the view of the study's trials in its experiment, and link it from the experiment's description unless
     the user wrote that description."""
     stamp = int(time.time() * 1000)
-    envelope = {"name": study, "createdAt": stamp, "updatedAt": stamp, "state": json.dumps(_state(parent_run_id, objectives, knobs))}
+    envelope = {"name": study, "createdAt": stamp, "updatedAt": stamp, "state": _compressed(_state(parent_run_id, objectives, knobs))}
     client.set_experiment_tag(experiment_id, _VIEW_TAG + _view_id(study), json.dumps(envelope))
     tags = client.get_experiment(experiment_id).tags
     if tags.get(_NOTE_TAG, TRIALS_NOTE).startswith(TRIALS_NOTE):  # one line: the UI shows the first, folded
-        links = ", ".join(f"[{name}]({path})" for name, path in _links(experiment_id, tags))
-        client.set_experiment_tag(experiment_id, _NOTE_TAG, f"{TRIALS_NOTE} {links}")
+        links = [f"[{name}]({path})" for name, path in _links(experiment_id, tags)]
+        client.set_experiment_tag(experiment_id, _NOTE_TAG, _note(links))
 
 
 def _links(experiment_id: str, tags: dict[str, str]) -> list[tuple[str, str]]:
