@@ -27,7 +27,7 @@ from typing import Any
 from ..names import Tags
 from ..space import Objective
 
-__all__ = ["EXPERIMENTS_PATH", "TRIALS_NOTE", "save_trials_view", "study_links", "trials_path"]
+__all__ = ["EXPERIMENTS_PATH", "save_trials_view", "study_links", "trials_path"]
 
 EXPERIMENTS_PATH = "#/experiments"  # the UI's list of experiments: its switch shows the view the browser remembers
 TRIALS_NOTE = "Each study's trials, best first, with their status and searched knobs as columns (also under Views):"
