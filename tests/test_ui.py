@@ -7,6 +7,7 @@ skipped only when chromium is absent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -54,23 +55,29 @@ def ui(tmp_path_factory, free_port):
     with printed.open("w") as log:
         server = subprocess.Popen([sys.executable, "-m", "cnnsearch", "ui", "--tracking-uri", uri, "--port", str(port)],
                                   stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + 180  # a loaded machine: mlflow ui took over 90 s to answer
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                os.killpg(server.pid, signal.SIGKILL)
-                pytest.fail(f"mlflow ui did not start: {printed.read_text()}")
-            time.sleep(0.5)
-    text = printed.read_text()
-    start = re.search(r"^MLflow UI: (\S+)$", text, re.MULTILINE)
-    trials = re.search(rf"^  {STUDY}  (\S+)$", text, re.MULTILINE)
-    assert start and trials, text
-    yield UI(start[1], trials[1], mlflow.MlflowClient(uri))
-    os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started
-    server.wait(timeout=30)
+    try:  # the server goes, whatever fails here
+        deadline = time.monotonic() + 180  # a loaded machine: mlflow ui took over 90 s to answer
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"mlflow ui did not start: {printed.read_text()}")
+                time.sleep(0.5)
+        text = printed.read_text()
+        start = re.search(r"^MLflow UI: (\S+)$", text, re.MULTILINE)
+        trials = re.search(rf"^  {STUDY}  (\S+)$", text, re.MULTILINE)
+        assert start and trials, text
+        yield UI(start[1], trials[1], mlflow.MlflowClient(uri))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)  # what outlived it: MLflow's job consumers take their time
+        server.wait()
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +113,7 @@ def test_a_person_clicks_from_the_experiment_list_to_the_study_s_trials_and_sees
     page.goto(ui.start)
     # MLflow 3 opens an experiment in the view picked here, which the browser keeps (GenAI until picked), as printed.
     page.get_by_text("Model training", exact=True).click()
-    page.get_by_role("link", name="nasbench201", exact=True).click()  # the experiment, named after the space
+    page.get_by_test_id("experiment-list-item-link").filter(has_text="nasbench201").click()  # named after the space
     page.get_by_test_id("saved-views-trigger").click()  # the runs page's Views: the study's is there
     page.get_by_role("menuitem").filter(has_text=STUDY).click()
 
