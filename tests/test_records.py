@@ -217,6 +217,50 @@ def test_failed_trials_are_discarded_to_run_again_and_diverged_ones_stay(tmp_pat
     assert sorted(row["trial_id"] for row in recorder.trials()) == ["b", "c"]
 
 
+def test_each_study_saves_the_ui_s_view_of_its_trials_and_the_experiment_s_description_links_each(tmp_path):
+    """What the MLflow UI reads of a study: a saved view (its trials only, best first, its objectives, status and
+    searched knobs as the first columns, its first objective's chart first), linked from the description; knobs are
+    params, not metrics (charts)."""
+    import base64
+    import json
+    import zlib
+
+    from cnnsearch.space import Objective
+    from cnnsearch.tracking import study_links
+
+    def state(view: dict) -> dict:  # compressed, as the UI saves a view
+        return json.loads(zlib.decompress(base64.b64decode(view["state"].removeprefix("deflate;"))))
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    objectives = (Objective(metric="val_acc", goal="max"), Objective(metric="params", goal="min"))
+    wide = Recorder.open(client, experiment="views", study="wide", space_hash="0", objectives=objectives, knobs=["residual.width"])
+    deep = Recorder.open(client, experiment="views", study="deep", space_hash="0", knobs=["residual.num_blocks"])
+    trial = wide.start_trial("a", {"residual.width": 8, "stem.channels": 16}, space_hash="0")
+    assert client.get_run(trial).data.params == {"residual.width": "8", "stem.channels": "16"} and not client.get_run(trial).data.metrics
+
+    tags = client.get_experiment(wide.experiment_id).tags
+    views = {view["name"]: state(view) for key, value in tags.items()
+             if key.startswith("mlflow.sharedViewState.") for view in [json.loads(value)]}
+    state = views["wide"]
+    assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{wide.parent_run_id}'"
+    assert state["orderByKey"] == "metrics.`val_acc`" and state["orderByAsc"] is False
+    assert state["selectedColumns"] == state["columnOrder"] == [
+        "metrics.`val_acc`", "metrics.`params`", "tags.`cnnsearch.status`", "params.`residual.width`"]
+    assert state["compareRunCharts"][0]["metricKey"] == "val_acc" and state["compareRunCharts"][1]["selectedParams"] == ["residual.width"]
+    assert views["deep"]["searchFilter"].endswith(f"'{deep.parent_run_id}'")
+    links = study_links(client)
+    assert [name for name, _ in links] == ["deep", "wide"]
+    assert all(f"[{name}]({path})" in tags["mlflow.note.content"] for name, path in links)
+    assert all(path.startswith(f"#/experiments/{wide.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=")
+               for _, path in links)
+
+    # A description the user wrote stays theirs; the study's view is saved all the same.
+    client.set_experiment_tag(wide.experiment_id, "mlflow.note.content", "my notes")
+    Recorder.open(client, experiment="views", study="third", space_hash="0")
+    assert client.get_experiment(wide.experiment_id).tags["mlflow.note.content"] == "my notes"
+    assert [name for name, _ in study_links(client)] == ["deep", "third", "wide"]
+
+
 @pytest.mark.slow
 def test_a_trial_killed_mid_training_continues_from_its_checkpoint(ray_session, tmp_path, tiny_space):
     """SIGKILL the driver during a trial's second epoch; --resume goes on in the same run from epoch 2."""

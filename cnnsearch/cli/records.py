@@ -1,6 +1,7 @@
 """The commands on a study's MLflow store: ``query`` (the best trials, pivot tables, ANOVA,
 comparisons, the Pareto front), ``plot`` (the study's pictures) and ``ui`` (the MLflow UI on
-the store, which must exist), and where a tracking server shows its own UI.
+the store, which must exist, and the address of each study's trials in it), and where a
+tracking server shows its own UI.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from ..config import ConfigError
 from .flags import add_store_flags, add_tracking_uri, output_folder, positive, tracking_uri
@@ -214,23 +215,37 @@ def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def server_ui(uri: str) -> str:
-    """Where a tracking server shows its runs: MLflow 3's UI opens on its GenAI view unless the URL picks model training."""
-    return f"{uri.rstrip('/')}/#/experiments?workflowType=machine_learning"
+def server_ui(uri: str, path: str | None = None) -> str:
+    """The address of ``path`` (default: the list of experiments) in the MLflow UI that the server at ``uri`` serves."""
+    from ..tracking import EXPERIMENTS_PATH
+
+    return f"{uri.rstrip('/')}/{path or EXPERIMENTS_PATH}"
+
+
+def _say_addresses(base: str, links: list[tuple[str, str]], file: TextIO) -> None:
+    """Where the UI at ``base`` lists the experiments and shows each study's trials, and how it picks its view."""
+    print(f"MLflow UI: {server_ui(base)}", file=file)
+    if links:
+        print("Each study's trials, best first, with their status and knobs as columns:", file=file)
+        width = max(len(name) for name, _ in links)
+        for name, path in links:
+            print(f"  {name:<{width}}  {server_ui(base, path)}", file=file)
+    print("An experiment opens in the view picked at the top left of the UI: pick Model training once for its runs "
+          "(the browser remembers it); its description links to each study's trials.", file=file)
 
 
 def _ui(args: argparse.Namespace) -> None:
     import shutil
 
-    from ..tracking import check_exists
+    from ..tracking import check_exists, connect, study_links
 
     store = tracking_uri(args)
     if is_server(store):  # it serves its own UI
-        print(f"MLflow UI: {server_ui(store)}")
+        _say_addresses(store, study_links(connect(store)), sys.stdout)
         return
     check_exists(store)  # as query does: mlflow ui would create an empty store here
+    _say_addresses(f"http://{args.host}:{args.port}", study_links(connect(store)), sys.stderr)
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     command = [mlflow, "ui", "--backend-store-uri", store, "--host", args.host, "--port", str(args.port)]
-    print(f"MLflow UI: {server_ui(f'http://{args.host}:{args.port}')}", file=sys.stderr)
     sys.stderr.flush()
     os.execv(mlflow, command)  # become the server: a signal to this process reaches it

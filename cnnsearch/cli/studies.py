@@ -77,7 +77,7 @@ def _study(args: argparse.Namespace, space: Space, options: RunOptions, summariz
         print(finished)
         _footer(options.name, finished.tracking_uri)
         return
-    _footer(result.name, result.tracking_uri)
+    _footer(result.name, result.tracking_uri, result.experiment_id)
 
 
 def _summarize_search(result: StudyResult, space: Space, options: RunOptions) -> None:
@@ -206,11 +206,13 @@ def _pictures(record: StudyRecord, options: RunOptions, rows: str | None = None,
         print(f"Pictures: {storage.describe(storage.path('plots'))}/ ({', '.join(p.name for p in paths)}), also in MLflow under plots/")
 
 
-def _footer(name: str, tracking_uri: str) -> None:
-    """How to query the study and where to browse it."""
-    print(f"\nQuery it: cnnsearch query {name} [--top N | --rows KNOB [--cols KNOB] [--anova] [--compare]]"
-          + (f" --tracking-uri {tracking_uri}" if tracking_uri != DEFAULT_TRACKING_URI else ""))
+def _footer(name: str, tracking_uri: str, experiment_id: str | None = None) -> None:
+    """How to query the study and where to browse it: on a tracking server, its trials (given its experiment) or its list."""
+    from ..tracking import trials_path
+
+    flag = f" --tracking-uri {tracking_uri}" if tracking_uri != DEFAULT_TRACKING_URI else ""
+    print(f"\nQuery it: cnnsearch query {name} [--top N | --rows KNOB [--cols KNOB] [--anova] [--compare]]{flag}")
     if is_server(tracking_uri):
-        print(f"Browse it: {server_ui(tracking_uri)}")
+        print(f"Browse it: {server_ui(tracking_uri, trials_path(experiment_id, name) if experiment_id else None)}")
     else:
-        print(f"Browse it: mlflow ui --backend-store-uri {tracking_uri}   (or: cnnsearch ui)")
+        print(f"Browse it: cnnsearch ui{flag}   (it prints the address of each study's trials)")

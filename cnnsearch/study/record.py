@@ -30,7 +30,7 @@ from ..experiment import Experiment
 from ..names import SCORED, WEIGHTS_FILE, Metrics, Params, Report, Status, Tags
 from ..costs import latency_machine
 from ..data import held_out_test_fraction
-from ..space import Space
+from ..space import Fixed, Space
 from ..storage import Storage
 from ..tracking import Recorder
 from .progress import Progress
@@ -101,8 +101,10 @@ def _split_params(plan: Plan) -> dict[str, Any]:
 
 
 def open_study(plan: Plan, tags: dict[str, str]) -> Recorder:
-    """The study's parent run, created or reopened: the first thing the study writes. The parent run also holds the objectives."""
+    """The study's parent run, created or reopened: the first thing the study writes. The parent run also holds the objectives.
+    The MLflow UI's view of its trials shows their searched knobs (an ablation's: its factors) as columns."""
     space, experiment, settings = plan.space, plan.experiment, plan.settings
+    knobs = list(experiment.factors) if experiment else [name for name, knob in space.knobs().items() if not isinstance(knob, Fixed)]
     recorder = Recorder.open(
         plan.client,
         experiment=plan.experiment_name,
@@ -122,6 +124,8 @@ def open_study(plan: Plan, tags: dict[str, str]) -> Recorder:
             **{f"split.{k}": v for k, v in _split_params(plan).items()},
         },
         files=[space.source] + ([experiment.source] if experiment else []),
+        objectives=space.objectives,
+        knobs=knobs,
     )
     if experiment is not None:
         recorder.discard_failed()  # a failed cell runs again (a diverged one stands); a failed search trial stays a result of the search

@@ -1,5 +1,6 @@
-"""Writing a study to MLflow: the :class:`Recorder` of its parent run and a child run per trial,
-the environment a result depends on, and an exported model's run and registered version.
+"""Writing a study to MLflow: the :class:`Recorder` of its parent run and a child run per trial
+(and the UI's view of its trials, :mod:`.views`), the environment a result depends on, and an
+exported model's run and registered version.
 
 A study's runs are written with explicit experiment and run ids through
 :class:`mlflow.MlflowClient` (no global active run), all from the driver process, so many
@@ -13,6 +14,7 @@ import json
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -23,8 +25,10 @@ import yaml
 from ..blocks.cell import is_nasbench201, nasbench201_arch
 from ..config import Arch
 from ..names import ARCH_FILE, CHECKPOINT_FOLDER, PARETO, RECIPE_FILE, REJECTED, RESULTS, SCORED, Metrics, Params, Status, Tags
+from ..space import ACCURACY, Objective
 from .reader import StudyRecord, record_of
 from .store import TRIALS_OF, trial_name
+from .views import save_trials_view
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -34,11 +38,6 @@ __all__ = ["Recorder", "environment", "register_model", "source_commit"]
 INTERRUPTED = "interrupted by Ctrl-C; resuming the study goes on with it"
 _RUN_STATE = {Status.COMPLETED: "FINISHED", Status.STOPPED_EARLY: "FINISHED", Status.FAILED: "FAILED", Status.DIVERGED: "FAILED"}
 _MAX_PARAMS = 100  # MLflow takes at most 100 params per batch
-
-
-def _numeric(knobs: dict[str, Any]) -> dict[str, float]:
-    """The numeric knobs: params are strings, and as metrics too ``metrics.dense.growth_rate > 12`` works."""
-    return {key: value for key, value in knobs.items() if isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
 def _arch_tags(arch: Arch) -> dict[str, str]:
@@ -120,20 +119,25 @@ class Recorder:
         tags: dict[str, str] | None = None,
         params: dict[str, Any] | None = None,
         files: list[str | Path] = (),
+        objectives: Sequence[Objective] = (ACCURACY,),
+        knobs: Sequence[str] = (),
     ) -> Recorder:
-        """Create the study's parent run, or reopen it by id when resuming."""
+        """Create the study's parent run, or reopen it by id when resuming, and save the UI's view of its trials:
+        ``objectives`` and the searched ``knobs`` as its columns (see :mod:`.views`)."""
         found = client.get_experiment_by_name(experiment)
-        # Without the kind, MLflow 3's UI opens a new experiment on its GenAI view, not on its runs table.
+        # The kind spares the user MLflow's question of what the experiment is for; the UI's view it does not choose (see .views).
         experiment_id = found.experiment_id if found else client.create_experiment(
             experiment, tags={"mlflow.experimentKind": "custom_model_development"}
         )
         if parent_run_id is not None:
             client.update_run(parent_run_id, status="RUNNING")
+            save_trials_view(client, experiment_id, study=study, parent_run_id=parent_run_id, objectives=objectives, knobs=knobs)
             return cls(client, experiment_id, parent_run_id)
         tags = {Tags.STUDY: study, Tags.SPACE_HASH: space_hash, **(tags or {})}
         if files:
             tags[Tags.SPACE_FILE] = Path(files[0]).name
         run = client.create_run(experiment_id, run_name=study, tags=tags)
+        save_trials_view(client, experiment_id, study=study, parent_run_id=run.info.run_id, objectives=objectives, knobs=knobs)
         recorder = cls(client, experiment_id, run.info.run_id)
         recorder._log_params(run.info.run_id, {**environment(), **(params or {})})
         for file in files:
@@ -155,12 +159,10 @@ class Recorder:
         self.client.log_batch(run_id, metrics=items)
 
     def start_trial(self, trial_id: str, knobs: dict[str, Any], *, space_hash: str, tags: dict[str, str] | None = None) -> str:
-        """Create the trial's child run with its knobs."""
+        """Create the trial's child run with its knobs, as params only: as metrics too, each would be one more chart in
+        the UI, before the accuracy's; ``cnnsearch query --where`` compares them as numbers."""
         run_id = self._create_trial(trial_id, space_hash, tags or {})
         self._log_params(run_id, knobs)
-        numeric = _numeric(knobs)
-        if numeric:
-            self._log_metrics(run_id, numeric)
         return run_id
 
     def _create_trial(self, trial_id: str, space_hash: str, tags: dict[str, str]) -> str:
@@ -180,7 +182,7 @@ class Recorder:
             Path(folder, RECIPE_FILE).write_text(json.dumps(recipe, indent=2))
             self.client.log_artifacts(run_id, folder)
         stamp = int(time.time() * 1000)
-        metrics = [Metric(key, float(value), stamp, 0) for key, value in (_numeric(knobs) | cost).items()]
+        metrics = [Metric(key, float(value), stamp, 0) for key, value in cost.items()]
         metrics += [Metric(key, float(value), stamp, step) for key, value in result.items()]
         params = [Param(key, str(value)) for key, value in knobs.items()]
         *earlier, last = [params[start : start + _MAX_PARAMS] for start in range(0, len(params), _MAX_PARAMS)] or [[]]
