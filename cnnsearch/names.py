@@ -17,6 +17,9 @@ __all__ = [
     "DEFAULT_TRACKING_URI",
     "META_FILE",
     "PARETO",
+    "PROXIES",
+    "PROXY_AGGREGATES",
+    "PROXY_BATCH",
     "RECIPE_FILE",
     "REJECTED",
     "RESULTS",
@@ -136,3 +139,7 @@ DATASETS = ("cifar10", "cifar100", "synthetic", "imagefolder:PATH")
 # The tables whose published accuracies a study can look up instead of training (--tabular); nasbench201 alone is the first.
 TABLES = ("nasbench201:cifar10", "nasbench201:cifar100", "nasbench201:imagenet16")
 ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh", "hardswish")
+# Zero-cost proxies (cnnsearch.proxies), each of one network, and their aggregates, each over a population of networks.
+PROXIES = ("params", "macs", "synflow", "naswot", "jacob_cov", "grad_norm", "snip")
+PROXY_AGGREGATES = ("vote", "naswot_synflow")
+PROXY_BATCH = 64  # images a proxy scores: Abdelfattah et al. (ICLR 2021) scored NAS-Bench-201 with one batch of 64

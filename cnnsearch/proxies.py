@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,14 +36,13 @@ from .blocks.cell import is_nasbench201
 from .config import Arch, ConfigError
 from .costs import profile
 from .data import Batches, ImageData
+from .names import PROXIES as PROXY_NAMES
+from .names import PROXY_AGGREGATES, PROXY_BATCH
 from .model import TrainingOutput, build_model
 from .tabular import nasbench201_cost
 
 __all__ = ["AGGREGATES", "PROXIES", "PROXY_BATCH", "aggregate", "check_names", "grad_norm", "init_network", "jacob_cov",
-           "macs", "naswot", "params", "proxy_batch", "score", "snip", "synflow"]
-
-# Abdelfattah et al. scored NAS-Bench-201 with one batch of 64 CIFAR-10 images (their --batch_size default).
-PROXY_BATCH = 64
+           "macs", "naswot", "params", "proxy_batch", "rank_correlations", "score", "snip", "synflow"]
 
 Proxy = Callable[[nn.Module, Tensor, Tensor], float]
 
@@ -227,12 +227,10 @@ def snip(network: nn.Module, images: Tensor, labels: Tensor) -> float:
 _FROM_PASS: dict[str, Callable[[_Pass], float]] = {"naswot": _naswot, "jacob_cov": _jacob_cov, "grad_norm": _grad_norm, "snip": _snip}
 
 
-PROXIES: dict[str, Proxy] = {
-    "params": params, "macs": macs, "synflow": synflow, "naswot": naswot, "jacob_cov": jacob_cov, "grad_norm": grad_norm, "snip": snip,
-}
+PROXIES: dict[str, Proxy] = dict(zip(PROXY_NAMES, (params, macs, synflow, naswot, jacob_cov, grad_norm, snip)))
 # Each aggregate's proxies. vote: the majority vote of Abdelfattah et al. (rho 0.82 on NAS-Bench-201);
 # naswot_synflow: the mean of the two proxies' ranks, as the pairs of proxies Abdelfattah et al. and later work combine.
-AGGREGATES: dict[str, tuple[str, ...]] = {"vote": ("synflow", "jacob_cov", "snip"), "naswot_synflow": ("naswot", "synflow")}
+AGGREGATES: dict[str, tuple[str, ...]] = dict(zip(PROXY_AGGREGATES, (("synflow", "jacob_cov", "snip"), ("naswot", "synflow"))))
 
 
 def check_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -293,6 +291,25 @@ def aggregate(name: str, rows: Sequence[dict[str, float]]) -> list[float]:
         wins = sum(np.sign(rank[:, None] - rank[None, :]) for rank in ranks) > 0  # [i, j]: i beats j by majority
         return list(wins.sum(axis=1) / (len(rows) - 1))
     return list((ranks.mean(axis=0) - 1) / (len(rows) - 1))
+
+
+CORRELATION_RESAMPLES = 1000  # bootstrap resamples of rank_correlations' intervals
+
+
+def rank_correlations(values: Sequence[float], truth: Sequence[float], *, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Spearman's rho and Kendall's tau-b of ``values`` (a proxy's, ``-inf`` ranked lowest) with ``truth``, each with
+    its 95% percentile bootstrap interval over the pairs (:data:`CORRELATION_RESAMPLES` resamples drawn with ``seed``)."""
+    x, y = stats.rankdata(values), np.asarray(truth, dtype=float)
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {"rho": [], "tau": []}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)  # a resample of ties only: its NaN is left out below
+        for _ in range(CORRELATION_RESAMPLES):
+            index = rng.integers(0, len(x), len(x))
+            draws["rho"].append(stats.spearmanr(x[index], y[index]).statistic)
+            draws["tau"].append(stats.kendalltau(x[index], y[index]).statistic)
+    found = {"rho": stats.spearmanr(x, y).statistic, "tau": stats.kendalltau(x, y).statistic}
+    return {key: (float(found[key]), *map(float, np.nanpercentile(draws[key], [2.5, 97.5]))) for key in found}
 
 
 def proxy_batch(data: ImageData, indices: Tensor, size: int = PROXY_BATCH, *, seed: int = 0) -> tuple[Tensor, Tensor]:

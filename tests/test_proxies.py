@@ -4,10 +4,13 @@ ones, each shared pass equal to the proxy alone, the aggregates, and the ``proxi
 from __future__ import annotations
 
 import copy
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from cnnsearch import Arch, ConfigError
 from cnnsearch.blocks.cell import nasbench201_network
@@ -101,3 +104,65 @@ def test_aggregates_rank_by_their_proxies():
     assert aggregate("vote", rows) == [1.0, 0.5, 0.0]
     assert aggregate("naswot_synflow", rows) == [1.0, 0.25, 0.25]
     assert set(AGGREGATES) == {"vote", "naswot_synflow"}
+
+
+# The proxies command ------------------------------------------------------------------------------
+
+NASBENCH201 = Path(__file__).resolve().parents[1] / "spaces" / "nasbench201.yaml"
+
+
+def image_folder(root: Path, size: int, classes: int = 2, per_class: int = 4) -> Path:
+    generator = torch.Generator().manual_seed(0)
+    for index in range(classes):
+        (root / f"class{index}").mkdir(parents=True, exist_ok=True)
+        for image in range(per_class):
+            pixels = torch.randint(0, 256, (size, size, 3), dtype=torch.uint8, generator=generator)
+            Image.fromarray(pixels.numpy()).save(root / f"class{index}" / f"{image}.png")
+    return root
+
+
+def test_proxies_prints_a_json_row_per_sample_with_every_proxy(cli, tiny_space, tmp_path):
+    status, out, err = cli("proxies", tiny_space(tmp_path), "--samples", 3, "--batch-size", 16, "--format", "json",
+                           "--cache-dir", tmp_path / "cache")
+    assert status == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 3
+    assert all(set(PROXIES) | set(AGGREGATES) | {"residual.width", "stem.channels"} <= set(row) for row in rows)
+    assert sorted(row["vote"] for row in rows) == [0.0, 0.5, 1.0]
+    again = json.loads(cli("proxies", tiny_space(tmp_path), "--samples", 3, "--batch-size", 16, "--format", "json",
+                           "--cache-dir", tmp_path / "cache")[1])
+    assert again == rows  # the seed draws the architectures, their weights and the batch
+
+
+def test_proxies_with_a_table_adds_its_accuracy_and_each_proxys_rank_correlation(cli, tmp_path):
+    status, out, err = cli("proxies", NASBENCH201, "--dataset", "synthetic", "--samples", 3, "--batch-size", 8,
+                           "--proxies", "params,synflow", "--tabular", "nasbench201", "--format", "csv", "--cache-dir", tmp_path)
+    assert status == 0, err
+    header, *lines = out.splitlines()
+    assert header.startswith("params,synflow,val_acc_pct,cell.node1_from0,") and header.endswith(",nasbench201.arch")
+    assert len(lines) == 3 and all(60 < float(line.split(",")[2]) < 95 for line in lines)
+    assert "rank correlation with nasbench201:cifar10's accuracy (mean over its seeds), 3 architectures" in err
+    assert "  synflow         Spearman rho" in err and "Kendall tau" in err
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--proxies", "synflow,zen"], "unknown proxy 'zen'; known: params, macs, synflow, naswot, jacob_cov, grad_norm, snip, vote, "
+                                   "naswot_synflow"),
+    (["--tabular", "nasbench201"], "--tabular nasbench201:cifar10: not a NAS-Bench-201 network"),
+])
+def test_proxies_refuses_in_one_line(cli, tiny_space, tmp_path, flags, expected):
+    status, out, err = cli("proxies", tiny_space(tmp_path), "--samples", 2, *flags)
+    assert status == 2 and err.count("\n") == 1 and expected in err, err
+
+
+def test_proxies_refuses_images_that_do_not_fit_the_table_or_the_space(cli, tmp_path, tiny_space):
+    small = image_folder(tmp_path / "small", size=16)
+    status, _, err = cli("proxies", NASBENCH201, "--dataset", f"imagefolder:{small}", "--samples", 2, "--tabular", "nasbench201",
+                         "--cache-dir", tmp_path / "cache")
+    assert status == 2 and err.count("\n") == 1 and "its images do not fit the table's networks" in err, err
+    tiny = image_folder(tmp_path / "tiny", size=1)
+    # A dense block's transition halves its map with a 2x2 pool: a 1x1 map has nothing to pool.
+    dense = tiny_space(tmp_path, name="dense", family="dense", stem={"style": "cifar", "channels": 8}, residual=None,
+                       dense={"num_layers": 1, "growth_rate": 4}, stages=[{"stride": 1}, {"stride": 2}])
+    status, _, err = cli("proxies", dense, "--dataset", f"imagefolder:{tiny}", "--samples", 2, "--cache-dir", tmp_path / "cache")
+    assert status == 2 and err.count("\n") == 1 and "a 1x1 input shrinks below 1x1 at this stage" in err, err
