@@ -145,5 +145,5 @@ TABLES = ("nasbench201:cifar10", "nasbench201:cifar100", "nasbench201:imagenet16
 ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh", "hardswish")
 # Zero-cost proxies (cnnsearch.proxies), each of one network, and their aggregates, each over a population of networks.
 PROXIES = ("params", "macs", "synflow", "naswot", "jacob_cov", "grad_norm", "snip")
-PROXY_AGGREGATES = ("vote", "naswot_synflow")
+PROXY_AGGREGATES = ("vote", "mean_rank")
 PROXY_BATCH = 64  # images a proxy scores: Abdelfattah et al. (ICLR 2021) scored NAS-Bench-201 with one batch of 64

@@ -229,8 +229,9 @@ _FROM_PASS: dict[str, Callable[[_Pass], float]] = {"naswot": _naswot, "jacob_cov
 
 PROXIES: dict[str, Proxy] = dict(zip(PROXY_NAMES, (params, macs, synflow, naswot, jacob_cov, grad_norm, snip)))
 # Each aggregate's proxies. vote: the majority vote of Abdelfattah et al. (rho 0.82 on NAS-Bench-201);
-# naswot_synflow: the mean of the two proxies' ranks, as the pairs of proxies Abdelfattah et al. and later work combine.
-AGGREGATES: dict[str, tuple[str, ...]] = dict(zip(PROXY_AGGREGATES, (("synflow", "jacob_cov", "snip"), ("naswot", "synflow"))))
+# mean_rank: the mean of naswot's, synflow's and jacob_cov's ranks, the combination that ranked NAS-Bench-201's cells
+# best of the few that benchmarks/proxies.py tried (see BENCHMARKS.md).
+AGGREGATES: dict[str, tuple[str, ...]] = dict(zip(PROXY_AGGREGATES, (("synflow", "jacob_cov", "snip"), ("naswot", "synflow", "jacob_cov"))))
 
 
 def check_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -280,8 +281,8 @@ def aggregate(name: str, rows: Sequence[dict[str, float]]) -> list[float]:
 
     ``vote`` ranks by the vote of Abdelfattah et al. (ICLR 2021): between two networks, each
     of the three proxies votes for the one it scores higher, and the majority wins; a network's
-    value is the share of the others it wins against. ``naswot_synflow`` is the mean of each
-    network's ranks (from 0, the lowest, to 1) by the two proxies. Ties share their mean rank.
+    value is the share of the others it wins against. ``mean_rank`` is the mean of each
+    network's ranks (from 0, the lowest, to 1) by naswot, synflow and jacob_cov. Ties share their mean rank.
     """
     members = AGGREGATES[name]
     if len(rows) < 2:

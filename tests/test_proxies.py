@@ -102,8 +102,8 @@ def test_aggregates_rank_by_their_proxies():
             {"synflow": 2.0, "jacob_cov": 3.0, "snip": 2.0, "naswot": 1.0},
             {"synflow": 1.0, "jacob_cov": 2.0, "snip": 1.0, "naswot": 2.0}]
     assert aggregate("vote", rows) == [1.0, 0.5, 0.0]
-    assert aggregate("naswot_synflow", rows) == [1.0, 0.25, 0.25]
-    assert set(AGGREGATES) == {"vote", "naswot_synflow"}
+    assert aggregate("mean_rank", rows) == pytest.approx([2 / 3, 1 / 2, 1 / 3])  # ranks 2+0+1, 1+2+0, 0+1+2 of 2, over 3
+    assert set(AGGREGATES) == {"vote", "mean_rank"}
 
 
 # The proxies command ------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def test_proxies_with_a_table_adds_its_accuracy_and_each_proxys_rank_correlation
 
 @pytest.mark.parametrize("flags, expected", [
     (["--proxies", "synflow,zen"], "unknown proxy 'zen'; known: params, macs, synflow, naswot, jacob_cov, grad_norm, snip, vote, "
-                                   "naswot_synflow"),
+                                   "mean_rank"),
     (["--tabular", "nasbench201"], "--tabular nasbench201:cifar10: not a NAS-Bench-201 network"),
 ])
 def test_proxies_refuses_in_one_line(cli, tiny_space, tmp_path, flags, expected):
