@@ -17,6 +17,10 @@ __all__ = [
     "DEFAULT_TRACKING_URI",
     "META_FILE",
     "PARETO",
+    "PASSED_OVER",
+    "PROXIES",
+    "PROXY_AGGREGATES",
+    "PROXY_BATCH",
     "RECIPE_FILE",
     "REJECTED",
     "RESULTS",
@@ -64,6 +68,8 @@ class Metrics:
     COMPILE_SECONDS = "compile_seconds"  # spent in torch.compile so far (recipe.compile), apart from the training rate
     TRAIN_SECONDS = "train_seconds"  # a tabular trial's: the time the table's authors took to train the cell
     REJECTED = "rejected_proposals"  # of a study: proposals never trained (over limits or memory, unable to build or train)
+    PROXY = "proxy"  # a prefiltered trial's value of the prefilter's proxy is the metric proxy.NAME
+    PASSED_OVER = "passed_over_proposals"  # of a study: proposals a prefilter scored and never trained
     BEST_VAL_ACC = "best_val_acc"  # of a finished study: its best completed trial's val_acc
     TEST_ACC = "test_acc"  # of an export run: the exported model on the held-out test images, and its interval's ends
     TEST_ACC_LOW = "test_acc_low"
@@ -124,6 +130,7 @@ WEIGHTS_FILE = "weights.pt"  # a trial's state_dict, saved with torch.save: load
 CHECKPOINT_FOLDER = "checkpoint"
 RECIPE_FILE = "recipe.json"  # a trial's recipe, searched keys drawn (a study's is its parent's recipe param)
 REJECTED = "rejected"  # a study's rejected proposals, knobs and reason: rejected.json and rejected.csv
+PASSED_OVER = "passed_over"  # the proposals a study's prefilter scored and did not train, knobs and proxy value: passed_over.csv
 RESULTS = "results"  # a study's trials, best first: results.json and results.csv
 ARCH_FILE = "arch.yaml"  # a trial's or an export's architecture, as load_arch reads it
 META_FILE = "meta.json"  # an export's description: classes, input, normalization, accuracies, provenance
@@ -136,3 +143,7 @@ DATASETS = ("cifar10", "cifar100", "synthetic", "imagefolder:PATH")
 # The tables whose published accuracies a study can look up instead of training (--tabular); nasbench201 alone is the first.
 TABLES = ("nasbench201:cifar10", "nasbench201:cifar100", "nasbench201:imagenet16")
 ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh", "hardswish")
+# Zero-cost proxies (cnnsearch.proxies), each of one network, and their aggregates, each over a population of networks.
+PROXIES = ("params", "macs", "synflow", "naswot", "jacob_cov", "grad_norm", "snip")
+PROXY_AGGREGATES = ("vote", "mean_rank")
+PROXY_BATCH = 64  # images a proxy scores: Abdelfattah et al. (ICLR 2021) scored NAS-Bench-201 with one batch of 64

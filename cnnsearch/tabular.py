@@ -83,6 +83,15 @@ class Table:
         """The table's latency of ``arch``'s cell (the same for every seed)."""
         return self._cell(nasbench201_arch(arch))["latency"][0] * 1000
 
+    def mean_val_acc(self, arch: Arch) -> float:
+        """``arch``'s validation accuracy in the table, a fraction, averaged over the cell's seeds: the ground truth that proxies are checked against.
+
+        Raises:
+            ValueError: ``arch`` is not a NAS-Bench-201 cell network.
+        """
+        accuracies = self._cell(nasbench201_arch(arch))["val_acc"]
+        return sum(accuracies) / len(accuracies) / 100
+
     def look_up(self, arch: Arch, seed: int) -> Lookup:
         """``arch``'s values in the table, from the seed that ``seed`` picks among the cell's.
 

@@ -32,7 +32,7 @@ def grid_proposals(space_file, folder, **session) -> Proposals:
     space = load_space(space_file)
     folder.mkdir(exist_ok=True)
     plan = SimpleNamespace(storage=Storage.open(folder), options=SimpleNamespace(name=space.name), space=space,
-                           settings={"seed": 0, "sampler": "grid"}, trials=space.size())
+                           settings={"seed": 0, "sampler": "grid", "prefilter": None}, trials=space.size())
     return Proposals.open(plan, Target(SHAPE, None, "fp32", "cpu"), space.size(), session.get("resumed", []), session.get("ended", []))
 
 

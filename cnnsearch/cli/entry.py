@@ -16,13 +16,14 @@ from pydantic import ValidationError
 from ..config import ConfigError, Interrupted, format_validation_error
 from .exports import add_evaluate, add_export, add_predict
 from .inspection import add_profile, add_show
+from .proxies import add_proxies
 from .records import add_plot, add_query, add_ui
 from .studies import add_ablate, add_run
 from .training import add_train
 
 _DESCRIPTION = "Neural-architecture search and ablations of convolutional networks: Optuna proposes, Ray Tune runs, MLflow records."
 # The commands in the order that --help lists them.
-_COMMANDS = (add_show, add_profile, add_train, add_run, add_ablate, add_query, add_plot, add_export, add_evaluate, add_predict, add_ui)
+_COMMANDS = (add_show, add_profile, add_proxies, add_train, add_run, add_ablate, add_query, add_plot, add_export, add_evaluate, add_predict, add_ui)
 
 
 class _Parser(argparse.ArgumentParser):

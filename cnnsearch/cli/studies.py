@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import AlreadyFinished, ConfigError
-from ..names import DEFAULT_TRACKING_URI, SAMPLERS, SCHEDULERS, Status
+from ..names import DEFAULT_TRACKING_URI, PROXIES, PROXY_AGGREGATES, SAMPLERS, SCHEDULERS, Status
 from ..space import Space, load_space
 from .flags import add_study_flags, positive, recipe_overrides
 from .records import is_server, server_ui
@@ -36,6 +36,8 @@ def add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--sampler", choices=SAMPLERS, help="default: the space's, else tpe")
     run.add_argument("--scheduler", choices=SCHEDULERS, help="early stopping (default asha; none with several objectives or --tabular, "
                      "or where ASHA's rungs cannot judge: under 3 epochs, or under 2,401 validation images)")
+    run.add_argument("--prefilter", metavar="PROXY:POOL", help="train only the best of each POOL proposals by a zero-cost proxy "
+                     f"({', '.join([*PROXIES, *PROXY_AGGREGATES])}); default: the space's search.prefilter")
     add_study_flags(run)
     run.set_defaults(run=_run)
 
@@ -51,7 +53,8 @@ def add_ablate(commands: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     space = load_space(args.space)
-    options = _options(args, args.name or space.name, trials=args.trials, sampler=args.sampler, scheduler=args.scheduler)
+    options = _options(args, args.name or space.name, trials=args.trials, sampler=args.sampler, scheduler=args.scheduler,
+                       prefilter=args.prefilter)
     _study(args, space, options, lambda result: _summarize_search(result, space, options))
 
 

@@ -9,7 +9,7 @@ No torch here.
 from .grid import Grid
 from .knobs import Choice, Fixed, FloatRange, IntRange, Knob, Suggester
 from .parse import load_space
-from .space import ACCURACY, Budget, DatasetSpec, Limits, Objective, ObjectiveMetric, SearchSpec, Space, count
+from .space import ACCURACY, Budget, DatasetSpec, Limits, Objective, ObjectiveMetric, Prefilter, SearchSpec, Space, count
 
 __all__ = [
     "ACCURACY",
@@ -24,6 +24,7 @@ __all__ = [
     "Limits",
     "Objective",
     "ObjectiveMetric",
+    "Prefilter",
     "SearchSpec",
     "Space",
     "Suggester",

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from ..config import Arch, ConfigError, Recipe, format_validation_error
-from ..names import DATASETS, SAMPLERS, Metrics
+from ..names import DATASETS, PROXIES, PROXY_AGGREGATES, SAMPLERS, Metrics
 from .grid import Grid
 from .knobs import Choice, CornerTrial, Fixed, FloatRange, Knob, RandomTrial, Suggester, knob_values
 
@@ -124,9 +124,32 @@ class Budget(_Section):
     max_seconds: float | None = Field(None, gt=0)
 
 
+class Prefilter(_Section):
+    """Each trial is the best of ``pool`` proposals by a zero-cost proxy (:mod:`cnnsearch.proxies`); the others are never trained."""
+
+    proxy: Literal[PROXIES + PROXY_AGGREGATES] = Field(description="the proxy or aggregate that ranks a pool's proposals")
+    pool: int = Field(ge=1, description="K: proposals scored per trial; 1 scores one and trains it")
+
+    @classmethod
+    def parse(cls, text: str) -> Prefilter:
+        """``NAME:K``, as ``--prefilter`` takes it.
+
+        Raises:
+            ConfigError: not NAME:K, an unknown proxy, or K < 1; in one line.
+        """
+        name, _, pool = text.partition(":")
+        if not pool.lstrip("-").isdigit():
+            raise ConfigError(f"--prefilter {text}: expected PROXY:POOL, such as synflow:10")
+        try:
+            return cls(proxy=name, pool=int(pool))
+        except ValidationError as error:
+            raise ConfigError(f"--prefilter {text}: {format_validation_error(error, '')}") from None
+
+
 class SearchSpec(_Section):
     sampler: Literal[SAMPLERS] | None = Field(None, description="default: tpe, or nsga2 with several objectives")
     trials: int = Field(20, ge=1)
+    prefilter: Prefilter | None = Field(None, description="train only the best of each pool of proposals by a zero-cost proxy")
 
 
 ObjectiveMetric = Literal[Metrics.VAL_ACC, Metrics.PARAMS, Metrics.MACS, Metrics.FLOPS, Metrics.LATENCY]

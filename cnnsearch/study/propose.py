@@ -20,6 +20,14 @@ values it never had; the random sampler ignores them; and a sampler that learns 
 feasible region from rejected proposals still spends many of them, where costs known
 before training bring a proposal within the limits in a few profiles. The grid does
 without: it visits each of its own points once, and an enqueued point would be one it visits again.
+
+A prefilter (:mod:`.prefilter`) asks the sampler for a pool of K proposals and trains only
+the one its proxy scores highest. The K-1 others are told to Optuna as failed, with the
+proxy's value as a user attribute: every sampler ignores a failed trial, so none of them
+is taken for an accuracy it never had, nor for a bad one (a pruned trial would be, by TPE);
+the sampler learns from the trials it trains, whose proposals the proxy chose. They are no
+trials of the study: not counted in ``--trials``, not rejected, and recorded only in the
+parent run's ``passed_over.csv``; a grid visits their points, as it does a rejected proposal's.
 """
 
 from __future__ import annotations
@@ -35,15 +43,17 @@ import optuna
 import pandas as pd
 import torch
 
-from ..config import ConfigError
+from ..config import Arch, ConfigError
 from ..names import SAMPLERS, SCORED, Metrics, Report, Status, Tags
 from ..space import Choice, FloatRange, Fixed, Grid, IntRange, Objective, Space, load_space
 from ..storage import RecordLog, Storage
 from ..tracking import StudyRecord
+from .prefilter import Prefilter, open_prefilter, proxy_metric
 from .reject import OverLimits, Target, WithinLimits, fitted, fixed_values, trial_config
 from .settings import Plan
 
-__all__ = ["MIN_IMPORTANCE_TRIALS", "Importances", "Proposals", "RegularizedEvolution", "importances", "make_sampler", "rejected_proposals"]
+__all__ = ["MIN_IMPORTANCE_TRIALS", "Importances", "Proposals", "RegularizedEvolution", "importances", "make_sampler", "passed_over_proposals",
+           "rejected_proposals"]
 
 # Optuna's INFO lines ("A new study created in memory", each trial's result) are its bookkeeping:
 # cnnsearch says what a study is doing itself.
@@ -53,6 +63,7 @@ _REJECTED = "cnnsearch.rejected"  # an Optuna trial's user attribute: why the dr
 _FAILED = "cnnsearch.failed"  # an Optuna trial's user attribute: it failed in training, not in a crash
 _GRID_POINT = "cnnsearch.grid_point"  # an Optuna trial's system attribute: the point of the grid that _Grid gave it
 _WITHIN_LIMITS_OF = "cnnsearch.within_limits_of"  # an Optuna trial's user attribute: the proposal over the limits that it stands in for
+_PASSED_OVER = "cnnsearch.passed_over"  # an Optuna trial's user attribute: the prefilter's value of a proposal it did not pick
 
 # The samplers whose proposals over the limits are followed by the nearest point within them (Proposals._within_limits):
 # every one that learns from whatever trials the study holds. The grid visits its own points, each once.
@@ -67,8 +78,8 @@ def _visited_point(trial: optuna.trial.FrozenTrial) -> frozenset | None:
     """The grid point that ``trial`` visits; none when a crash left it (its point is resumed, or proposed again)."""
     # Completed, pruned and running trials visit theirs, and so does an enqueued one (an interrupted
     # trial resumed: its knobs are given). Failed ones only when the driver turned the proposal
-    # away or saw it fail in training, not when a crash left them running.
-    if trial.state == optuna.trial.TrialState.FAIL and _REJECTED not in trial.user_attrs and _FAILED not in trial.user_attrs:
+    # away, a prefilter passed it over or the driver saw it fail in training, not when a crash left them running.
+    if trial.state == optuna.trial.TrialState.FAIL and not {_REJECTED, _PASSED_OVER, _FAILED} & set(trial.user_attrs):
         return None
     attrs = trial.system_attrs
     return _point_key(attrs.get(_GRID_POINT, attrs.get("fixed_params", trial.params)))
@@ -289,9 +300,10 @@ class Proposals:
     """
 
     def __init__(self, study: optuna.Study, space: Space, target: Target, seed: int, max_rejections: int,
-                 resumed: list[dict[str, Any]] = (), ended: list[dict[str, Any]] = (), within_limits: WithinLimits | None = None) -> None:
+                 resumed: list[dict[str, Any]] = (), ended: list[dict[str, Any]] = (), within_limits: WithinLimits | None = None,
+                 prefilter: Prefilter | None = None) -> None:
         self.study, self.space, self.target, self.seed = study, space, target, seed
-        self.max_rejections, self.within_limits = max_rejections, within_limits
+        self.max_rejections, self.within_limits, self.prefilter = max_rejections, within_limits, prefilter
         self.objectives = space.objectives
         self.single = len(self.objectives) == 1
         trials = study.get_trials(deepcopy=False)
@@ -326,7 +338,7 @@ class Proposals:
         study.sampler = make_sampler(plan.settings["sampler"], plan.space, seed + len(study.trials), plan.trials)
         within_limits = WithinLimits(plan.space, target.shape) if plan.settings["sampler"] in _WITHIN_LIMITS_SAMPLERS else None
         return cls(study, plan.space, target, seed, max_rejections=max(100, 10 * missing), resumed=resumed, ended=ended,
-                   within_limits=within_limits)
+                   within_limits=within_limits, prefilter=open_prefilter(plan))
 
     @property
     def exhausted(self) -> bool:
@@ -338,14 +350,27 @@ class Proposals:
         rejected, or when a grid has no point left."""
         if self._resumed:
             return self._resume(trial_id, self._resumed.pop(0))
-        while not self.exhausted:
+        pool = []  # a prefilter's proposals that passed the checks: (the Optuna trial, its costs, its config)
+        while not self.exhausted and len(pool) < (self.prefilter.pool if self.prefilter else 1):
             if isinstance(self.study.sampler, _Grid) and self.study.sampler.run_through(self.study):
                 self.run_through = True  # the limits turned away the points that the trials needed
                 break
             config = self._checked(trial_id, self.study.ask())
             if config is not None:
-                return config
-        return None
+                pool.append((self._proposals.pop(trial_id), self._costs.pop(trial_id), config))
+        if not pool:
+            return None
+        best = 0
+        if self.prefilter is not None:
+            values = self.prefilter.scores([Arch.from_dict(config["arch"]) for _, _, config in pool])
+            best = max(range(len(pool)), key=values.__getitem__)  # the first of equals: the order the sampler proposed them in
+            for index, (proposal, _, _) in enumerate(pool):
+                if index != best:  # see the module's docstring: failed, which no sampler learns from
+                    proposal.set_user_attr(_PASSED_OVER, {"proxy": self.prefilter.proxy, "value": values[index], "pool_of": trial_id})
+                    self.study.tell(proposal, state=optuna.trial.TrialState.FAIL)
+            pool[best][1][proxy_metric(self.prefilter.proxy)] = values[best]
+        self._proposals[trial_id], self._costs[trial_id], config = pool[best]
+        return config
 
     def _checked(self, trial_id: str, proposal: optuna.trial.Trial) -> dict[str, Any] | None:
         """The config of ``proposal`` as trial ``trial_id`` if it passes the checks; else None, and it is told failed.
@@ -420,6 +445,15 @@ def rejected_proposals(study: optuna.Study) -> list[dict[str, Any]]:
         trial.params | {"reason": trial.user_attrs[_REJECTED]}
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
         if _REJECTED in trial.user_attrs
+    ]
+
+
+def passed_over_proposals(study: optuna.Study) -> list[dict[str, Any]]:
+    """Every proposal that a prefilter scored and did not train: its knobs, the proxy's value and the trial whose pool held it."""
+    return [
+        trial.params | trial.user_attrs[_PASSED_OVER]
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        if _PASSED_OVER in trial.user_attrs
     ]
 
 

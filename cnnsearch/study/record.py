@@ -315,13 +315,13 @@ class Tracker:
         self.runs.clear()
 
 
-def finish(plan: Plan, recorder: Recorder, rejected: list[dict[str, Any]]) -> StudyResult:
-    """Write the study's summary (its trials, best first, the ``rejected`` proposals, the Pareto front); the driver
-    marks it finished in its storage after that."""
+def finish(plan: Plan, recorder: Recorder, rejected: list[dict[str, Any]], passed_over: list[dict[str, Any]] = ()) -> StudyResult:
+    """Write the study's summary (its trials, best first, the ``rejected`` proposals, those a prefilter ``passed_over``,
+    the Pareto front); the driver marks it finished in its storage after that."""
     rows = recorder.trials()
     table = [{key: value for key, value in row.items() if key != "knobs"} | row["knobs"] for row in rows]
     best = next((row for row in rows if row["status"] == Status.COMPLETED), None)
     front = pareto(completed(recorder.record()), plan.space.objectives) if len(plan.space.objectives) > 1 else None
-    recorder.finish_study(table, best, rejected, front)
+    recorder.finish_study(table, best, rejected, front, passed_over)
     return StudyResult(plan.options.name, plan.tracking_uri, recorder.experiment_id, recorder.parent_run_id, rows, len(rejected), front,
                        plan.settings["tabular"])

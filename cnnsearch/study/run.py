@@ -20,7 +20,7 @@ from ..space import Space
 from ..storage import Storage
 from . import lookup
 from .progress import Progress, announce
-from .propose import Proposals, rejected_proposals
+from .propose import Proposals, passed_over_proposals, rejected_proposals
 from .record import StudyResult, Tracker, earlier_accuracies, finish, open_study, recover, study_tags
 from .reject import cell_config, check_resumed, exhausted, target
 from .settings import Plan, RunOptions, resolve, save_state
@@ -75,7 +75,7 @@ def run_study(space: Space, options: RunOptions, *, experiment: Experiment | Non
             running = f"; {progress.interrupted} interrupted trials go on from their last epoch" if progress.interrupted else ""
             raise Interrupted(f"study {options.name!r} interrupted with {progress.standing()}{running}")
     rejected = rejected_proposals(proposals.study) if proposals else []
-    result = finish(plan, recorder, rejected)
+    result = finish(plan, recorder, rejected, passed_over_proposals(proposals.study) if proposals else [])
     if proposals is not None and proposals.exhausted:
         save_state(plan, recorder.parent_run_id, finished=True)
         raise exhausted(plan.space, proposals.rejected, rejected, len(result.trials) - len(done), missing)

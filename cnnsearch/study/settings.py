@@ -6,7 +6,8 @@ resolved settings, the connected tracking store, the loaded data and the cluster
 of each trial, or a tabular study's table (:mod:`cnnsearch.tabular`), which needs neither
 data nor Ray. Every refusal (a storage that holds another study or state of another
 version, settings or a recipe that would not compare with a resumed study's, a space that
-a tabular study's table does not hold, an unreachable tracking store or one without the
+a tabular study's table does not hold, a prefilter of an unknown proxy, a pool under 1, several objectives
+or, in a tabular study, images that do not fit the table's networks, an unreachable tracking store or one without the
 study's records, an unreachable Ray address, a local storage folder that a node of the
 cluster cannot use, a precision the trials' devices lack) raises
 :class:`~cnnsearch.config.ConfigError` there, before anything is written to MLflow or to
@@ -41,8 +42,9 @@ from ..data import held_out_test_fraction, load_dataset, split_dataset
 from ..experiment import Experiment
 from ..names import DEFAULT_TRACKING_URI, Status
 from ..costs import cheapest
-from ..space import Space
+from ..space import Prefilter, Space
 from ..storage import Storage
+from ..train import data_shape
 from ..tabular import TABLE_EPOCHS, Table, check_space, load_table, nasbench201_cost, table_name
 from ..tracking import connect, trial_statuses
 from .guards import asha_objection, default_val_subset, val_subset_note
@@ -81,6 +83,7 @@ class RunOptions:
     compile: bool | None = None  # default: the space's recipe.compile
     latency_device: str | None = None  # default: cpu; what measures each trial's latency_ms (cnnsearch.costs.latency)
     tabular: str | None = None  # default: none, trials train; a table of cnnsearch.names.TABLES looks each accuracy up instead
+    prefilter: str | None = None  # default: the space's search.prefilter; PROXY:POOL trains the best of each POOL proposals by PROXY
     max_concurrent: int | None = None  # default: as many as the CPUs allow
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -106,7 +109,7 @@ class Plan:
     experiment_name: str  # MLflow's
     tracking_uri: str
     client: Any  # MLflow's, connected
-    data: Any  # None for a tabular study: no image is read
+    data: Any  # None for a tabular study, which reads no image, unless a prefilter needs its batch
     split: Any  # likewise
     cpus: float  # of each trial
     gpus: float  # of each trial: none where the cluster has none
@@ -122,7 +125,7 @@ class Plan:
 
 _DATASET_SETTINGS = ("dataset", "subset", "val_fraction", "test_fraction", "val_subset")
 _OVERRIDES = (*_DATASET_SETTINGS, "epochs", "lr", "batch_size", "precision", "compile")
-_SETTINGS = ("trials", "sampler", "scheduler", "seed", "latency_device", "tabular", *_OVERRIDES)
+_SETTINGS = ("trials", "sampler", "scheduler", "seed", "latency_device", "tabular", "prefilter", *_OVERRIDES)
 
 
 def with_overrides(
@@ -187,8 +190,11 @@ def resolve(space: Space, options: RunOptions, experiment: Experiment | None,
     client = connect(tracking_uri, holding=state["parent_run_id"] if state else None)
     if state is not None and state.get("finished"):
         _check_more_to_run(state, settings["trials"], client, experiment is not None, tracking_uri)
-    # A tabular study reads no image and starts no Ray: its driver looks each trial up, one at a time.
-    space, data, split, notes = (space, None, None, []) if table else _data(space, options, settings, state)
+    # A tabular study starts no Ray: its driver looks each trial up, one at a time; it reads images only for a prefilter's batch.
+    if table:
+        (data, split), notes = _prefilter_data(space, options, table, settings["prefilter"]), []
+    else:
+        space, data, split, notes = _data(space, options, settings, state)
     gpus, concurrent, memory = (0.0, 1, 0.0) if table else _cluster(space, options, storage, start_ray)
     experiment_name = options.experiment or (state["experiment"] if state else experiment.name if experiment else space.name)
     return Plan(options, storage, space, experiment, digest, state, settings, experiment_name, tracking_uri, client, data, split,
@@ -240,6 +246,26 @@ def _cluster(space: Space, options: RunOptions, storage: Storage,
     return gpus, concurrent, memory
 
 
+def _prefilter_data(space: Space, options: RunOptions, table: Table, prefilter: dict[str, Any] | None) -> tuple[Any, Any]:
+    """A tabular study's data and split, which only a prefilter reads a batch of; none without one.
+
+    Raises:
+        ConfigError: the data cannot be read, or its images do not fit the table's networks.
+    """
+    if prefilter is None:
+        return None, None
+    data = load_dataset(space.dataset.name, cache_dir=options.cache_dir, data_dir=options.data_dir)
+    if data_shape(data) != table.shape:
+        found, wanted = data_shape(data), table.shape
+        raise ConfigError(f"--prefilter {prefilter['proxy']}:{prefilter['pool']}: {data.source} has {found['num_classes']} classes of "
+                          f"{found['input_size']}x{found['input_size']} images, and {table.name}'s networks take {wanted['num_classes']} "
+                          f"classes of {wanted['input_size']}x{wanted['input_size']}: its images do not fit them")
+    # Nothing trains: the batch is drawn from all the training images, not the space's subset of them.
+    split = split_dataset(data.labels, val_fraction=space.dataset.val_fraction, seed=space.dataset.split_seed,
+                          test_fraction=held_out_test_fraction(space.dataset.name, space.dataset.test_fraction))
+    return data, split
+
+
 def _settings(space: Space, options: RunOptions, experiment: Experiment | None,
               state: dict[str, Any] | None) -> tuple[Space, dict[str, Any]]:
     """The space with the settings' overrides, and every setting resolved; refuses the ones that cannot work together."""
@@ -275,10 +301,27 @@ def _settings(space: Space, options: RunOptions, experiment: Experiment | None,
     latency_device = settings["latency_device"] or "cpu"
     if latency_device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--latency-device cuda: the driver's machine has no CUDA device; use cpu or onnxruntime")
-    settings |= {"trials": trials, "sampler": sampler, "scheduler": scheduler, "seed": seed, "latency_device": latency_device, "tabular": tabular}
+    prefilter = _prefilter(space, settings["prefilter"], experiment)
+    settings |= {"trials": trials, "sampler": sampler, "scheduler": scheduler, "seed": seed, "latency_device": latency_device, "tabular": tabular,
+                 "prefilter": prefilter}
     if sampler == "grid" and not experiment:
         _check_grid(space, trials)
     return space, settings
+
+
+def _prefilter(space: Space, setting: str | dict[str, Any] | None, experiment: Experiment | None) -> dict[str, Any] | None:
+    """The study's prefilter as cnnsearch.json saves it: ``--prefilter`` (or a resumed study's), else the space's; none for an ablation.
+
+    Raises:
+        ConfigError: an unknown proxy, a pool under 1, or a prefilter for a study of several objectives.
+    """
+    if experiment is not None:
+        return None  # an ablation trains each of its designed cells
+    found = Prefilter.parse(setting) if isinstance(setting, str) else Prefilter(**setting) if setting else space.search.prefilter
+    if found is not None and len(space.objectives) > 1:
+        raise ConfigError(f"{space.source}: a prefilter ranks proposals by a proxy of accuracy alone, and would pass over the cheap end "
+                          f"of the front of {len(space.objectives)} objectives; leave search.prefilter and --prefilter out")
+    return found.model_dump() if found is not None else None
 
 
 def _table(space: Space, experiment: Experiment | None, name: str | None) -> Table | None:

@@ -24,7 +24,7 @@ import yaml
 
 from ..blocks.cell import is_nasbench201, nasbench201_arch
 from ..config import Arch
-from ..names import ARCH_FILE, CHECKPOINT_FOLDER, PARETO, RECIPE_FILE, REJECTED, RESULTS, SCORED, Metrics, Params, Status, Tags
+from ..names import ARCH_FILE, CHECKPOINT_FOLDER, PARETO, PASSED_OVER, RECIPE_FILE, REJECTED, RESULTS, SCORED, Metrics, Params, Status, Tags
 from ..space import ACCURACY, Objective
 from .reader import StudyRecord, record_of
 from .store import TRIALS_OF, trial_name
@@ -308,9 +308,9 @@ class Recorder:
         return record_of(self.client, self.client.get_run(self.parent_run_id))
 
     def finish_study(self, table: list[dict[str, Any]], best: dict[str, Any] | None, rejected: list[dict[str, Any]] = (),
-                     front: Any = None) -> None:
-        """The study's results table, best trial, the proposals its limits rejected (knobs and reason) and,
-        for several objectives, its Pareto front (a DataFrame)."""
+                     front: Any = None, passed_over: list[dict[str, Any]] = ()) -> None:
+        """The study's results table, best trial, the proposals its limits rejected (knobs and reason), the
+        proposals its prefilter passed over (knobs and proxy value) and, for several objectives, its Pareto front (a DataFrame)."""
         import pandas as pd
 
         if front is not None:
@@ -322,6 +322,9 @@ class Recorder:
         if rejected:
             self.client.log_text(self.parent_run_id, json.dumps(list(rejected), indent=2), f"{REJECTED}.json")
             self.client.log_text(self.parent_run_id, pd.DataFrame(rejected).to_csv(index=False), f"{REJECTED}.csv")
+        if passed_over:
+            self._log_metrics(self.parent_run_id, {Metrics.PASSED_OVER: len(passed_over)})
+            self.client.log_text(self.parent_run_id, pd.DataFrame(passed_over).to_csv(index=False), f"{PASSED_OVER}.csv")
         if best is not None:
             self.client.set_tag(self.parent_run_id, Tags.BEST_RUN, best["run_id"])
             self._log_metrics(self.parent_run_id, {Metrics.BEST_VAL_ACC: best[Metrics.VAL_ACC]})

