@@ -3,7 +3,7 @@
 #
 # Carried with the working tree: .whl/ (pydantic and its dependencies, as wheels; torch,
 # torchvision, pyyaml, numpy, pillow are installed there) and .data/train.tar.gz (the
-# CIFAR-10 training images, ../shared/data/cifar10/train.tar.gz). Writes $OUT/gpu.json and
+# CIFAR-10 training images as JPEG folders in ImageFolder layout, tarred). Writes $OUT/gpu.json and
 # $OUT/gpu.log. Extra arguments go to gpu.py, e.g. --quick.
 #
 # Usage: bash benchmarks/gpu_run.sh [--quick]
