@@ -178,7 +178,8 @@ def reevaluate(setup: Setup, candidates: list[Candidate], *, top: int, seeds: in
     for candidate in candidates[:top]:
         accs = []
         for seed in range(seeds):
-            say(f"re-evaluating {candidate.run_name}: seed {seed + 1} of {seeds}, {setup.budget.epochs} epochs on {len(setup.split.train):,} images")
+            say(f"re-evaluating {candidate.run_name}: seed {seed + 1} of {seeds}, "
+                f"{setup.budget.epochs} epochs on {len(setup.split.train):,} images")
             acc, precisions[candidate.run_id] = _seed_accuracy(setup, candidate, seed, device)
             accs.append(acc)
         shown = ", ".join(f"{a:.2%}" for a in accs)
