@@ -58,7 +58,8 @@ def fake_setup(record=None, arch=None) -> SimpleNamespace:
 def scripted_training(monkeypatch, accuracies: dict[tuple[str, int], float | None]) -> None:
     """Re-evaluation returns ``accuracies[(run name, seed)]`` instead of training."""
     monkeypatch.setattr(select, "fit_to_data", lambda arch, data: arch)
-    monkeypatch.setattr(select, "train", lambda arch, data, split, *, seed, **_: SimpleNamespace(val_acc=accuracies[(arch, seed)]))
+    monkeypatch.setattr(select, "train",
+                        lambda arch, data, split, *, seed, **_: SimpleNamespace(val_acc=accuracies[(arch, seed)], precision="bf16"))
 
 
 def candidate(name: str, val_acc: float) -> Candidate:

@@ -1,6 +1,6 @@
 """The commands about trained models: ``export`` (a study's best trial, or each point of its Pareto
 front, as a trained model), ``evaluate`` (an exported model's accuracy) and ``predict`` (its top
-classes of images).
+classes of images). Export and evaluate say their phases on stderr as they go; the answer is on stdout.
 """
 
 from __future__ import annotations
@@ -40,13 +40,15 @@ def add_export(commands: argparse._SubParsersAction) -> None:
 
 def add_evaluate(commands: argparse._SubParsersAction) -> None:
     """The ``evaluate`` command and its flags."""
-    from ..export import SPLITS
+    from ..export import PRECISIONS, SPLITS
 
     evaluate = commands.add_parser("evaluate", help="accuracy of an exported model")
     evaluate.add_argument("folder", help="export folder")
     evaluate.add_argument("--dataset", help="data set (default: the one it was exported with)")
     evaluate.add_argument("--split", choices=SPLITS, default=SPLITS[0],
                           help="test (default: images no training or search saw), the export's validation split, or every image")
+    evaluate.add_argument("--precision", choices=PRECISIONS,
+                          help="compute in this precision (default: the one the model trained in where this CPU has it, else fp32)")
     evaluate.add_argument("--cache-dir")
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--json", action="store_true")
@@ -83,7 +85,7 @@ def _describe_export(meta: dict[str, object], out: Path) -> None:
     print(f"{meta['name']} from study {meta['study']} -> {out}/ ({', '.join(meta['formats'])}); "
           f"{human(meta['params'])} params, {human(meta['macs'])} MACs")
     print(f"  trained on {' + '.join(trained['splits'])} ({trained['images']:,} images, {trained['epochs']} epochs, {trained['how']})")
-    print(accuracy_table([accuracies[key] for key in ("test", "val", "search")]))
+    print(accuracy_table([accuracies[key] for key in ("test", "test_fp32", "val", "search") if key in accuracies]))
     if "registered_model" in meta:
         print(f"  MLflow: {meta['registered_model']['uri']} (version {meta['registered_model']['version']})")
 
@@ -91,7 +93,8 @@ def _describe_export(meta: dict[str, object], out: Path) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from ..export import evaluate
 
-    result = evaluate(args.folder, args.dataset, split=args.split, cache_dir=args.cache_dir, data_dir=args.data_dir)
+    result = evaluate(args.folder, args.dataset, split=args.split, precision=args.precision, cache_dir=args.cache_dir,
+                      data_dir=args.data_dir, say=say)
     if args.json:
         print(json.dumps(result))
         return

@@ -185,14 +185,16 @@ def records(table: pd.DataFrame) -> list[dict[str, object]]:
 
 
 def accuracy_table(rows: list[dict[str, object]]) -> str:
-    """Accuracies with the images each comes from; any the model trained on is marked "seen in training"."""
+    """Accuracies with the images each comes from and the precision it was measured in ("-" where none was recorded);
+    any the model trained on is marked "seen in training"."""
 
     def interval(row: dict) -> str:
         bounds = row["interval"]
         return f"{bounds['low']:.2%} to {bounds['high']:.2%}" if bounds else "-"
 
-    lines = [f"  {'split':<6} {'images':>8}  {'accuracy':>8}  {'95% interval':<18}  {'images were':<18}  of"]
+    lines = [f"  {'split':<6} {'images':>8}  {'accuracy':>8}  {'precision':<9}  {'95% interval':<18}  {'images were':<18}  of"]
     for row in rows:
         seen = "seen in training" if row["seen_in_training"] else "held out"
-        lines.append(f"  {row['split']:<6} {row['images']:>8,}  {row['accuracy']:>8.2%}  {interval(row):<18}  {seen:<18}  {row['of']}")
+        lines.append(f"  {row['split']:<6} {row['images']:>8,}  {row['accuracy']:>8.2%}  {row.get('precision') or '-':<9}  "
+                     f"{interval(row):<18}  {seen:<18}  {row['of']}")
     return "\n".join(lines)

@@ -10,7 +10,12 @@ inside them. Loading here never unpickles code.
 
 The test split is read once, after the model is final: neither the search, nor the
 re-evaluation of the top trials, nor the retraining sees it. Every accuracy recorded
-says which images it comes from and whether the model trained on them.
+says which images it comes from, whether the model trained on them, and the precision it
+was measured in: the one the model trained in where this CPU computes it natively, and for
+the test split also fp32, the exported graphs' own, where that is another.
+
+Export and :func:`evaluate` say each phase as they go, and show a bar of images and their
+rate while a model runs.
 
 Modules: :mod:`.select` (the study's setup, its candidates, re-evaluating the top ones),
 :mod:`.retrain` (retraining the winner, or its checkpoint), :mod:`.formats` (the files of an
@@ -19,8 +24,8 @@ export, and loading one back), :mod:`.evaluation` (accuracies, :func:`evaluate`,
 MLflow: they read studies and register models through :mod:`cnnsearch.tracking`.
 """
 
-from .evaluation import SPLITS, evaluate, predict
+from .evaluation import PRECISIONS, SPLITS, evaluate, predict
 from .formats import FORMATS, Normalized, load_exported
 from .study import export_front, export_study
 
-__all__ = ["FORMATS", "SPLITS", "Normalized", "evaluate", "export_front", "export_study", "load_exported", "predict"]
+__all__ = ["FORMATS", "PRECISIONS", "SPLITS", "Normalized", "evaluate", "export_front", "export_study", "load_exported", "predict"]

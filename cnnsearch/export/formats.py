@@ -7,6 +7,7 @@ PyTorch's logits), the registered model of the ``mlflow`` format, ``meta.json``;
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,23 +39,30 @@ class Normalized(nn.Module):
 
 
 def write_formats(record: StudyRecord, network: Normalized, sample: Tensor, out: Path, formats: tuple[str, ...],
-                  meta: dict[str, Any]) -> dict[str, Any]:
-    """Write ``formats`` of ``network`` into ``out``, each graph format checked on ``sample``, then meta.json; returns meta.json's content."""
+                  meta: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
+    """Write ``formats`` of ``network`` into ``out``, each graph format checked on ``sample``, then meta.json; returns meta.json's content.
+
+    Each format is said as it starts: tracing a graph and checking it can take minutes.
+    """
     with torch.no_grad():
         expected = network(sample)
     if "weights" in formats:
+        say(f"writing {WEIGHTS_FILE}")
         torch.save(network.model.state_dict(), out / WEIGHTS_FILE)
         meta["formats"].append("weights")
     if "pt2" in formats:
+        say("writing model.pt2 (torch.export) and checking its logits")
         batch = torch.export.Dim("batch", min=1, max=4096)
         program = torch.export.export(network, (sample,), dynamic_shapes=({0: batch},))
         torch.export.save(program, out / "model.pt2")
         _check("model.pt2", expected, torch.export.load(out / "model.pt2").module()(sample))
         meta["formats"].append("pt2")
     if "onnx" in formats:
+        say("writing model.onnx and checking its logits under onnxruntime")
         _export_onnx(network, sample, expected, out / "model.onnx")
         meta["formats"].append("onnx")
     if "mlflow" in formats:
+        say("registering the model in MLflow")
         meta["registered_model"] = _register(record, network, sample, expected, meta)
         meta["formats"].append("mlflow")
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -89,7 +97,8 @@ def _register(record: StudyRecord, network: nn.Module, sample: Tensor, expected:
     test = meta["accuracies"]["test"]
     return register_model(
         record, network, sample, expected, run_name=f"export-{meta['study']}", trial_run_id=meta["trial_run_id"],
-        params={"trial_run_id": meta["trial_run_id"], "trained_on": "+".join(meta["trained_on"]["splits"]), "test_images": test["images"]},
+        params={"trial_run_id": meta["trial_run_id"], "trained_on": "+".join(meta["trained_on"]["splits"]), "test_images": test["images"],
+                "test_precision": test["precision"]},
         metrics={Metrics.TEST_ACC: test["accuracy"], Metrics.TEST_ACC_LOW: test["interval"]["low"], Metrics.TEST_ACC_HIGH: test["interval"]["high"],
                  Metrics.PARAMS: meta["params"], Metrics.MACS: meta["macs"]},
     )

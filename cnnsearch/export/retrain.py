@@ -23,14 +23,16 @@ __all__ = ["Trained", "from_checkpoint", "retrained"]
 
 @dataclass(frozen=True)
 class Trained:
-    """The model to export: its trial, its architecture fitted to the data, what it trained on, and the seed it trained with
-    (its trial's, an ablation replicate's offset included, for a checkpoint; None where the trial recorded none)."""
+    """The model to export: its trial, its architecture fitted to the data, what it trained on, the seed it trained with
+    (its trial's, an ablation replicate's offset included, for a checkpoint; None where the trial recorded none), and the
+    precision it trained and validated in (None where its trial recorded none)."""
 
     candidate: Candidate
     arch: Arch
     model: nn.Module
     trained_on: dict[str, Any]
     seed: int | None
+    precision: str | None
 
 
 def _checkpoint(record: StudyRecord, candidate: Candidate, folder: Path) -> dict[str, Tensor] | None:
@@ -59,7 +61,7 @@ def from_checkpoint(name: str, setup: Setup, candidates: list[Candidate], estima
     model = build_model(arch)
     model.load_state_dict(weights)
     trained_on = {"splits": ["train"], "images": len(setup.split.train), "epochs": setup.budget.epochs, "how": "the trial's own checkpoint"}
-    return Trained(candidate, arch, model, trained_on, candidate.seed), estimate
+    return Trained(candidate, arch, model, trained_on, candidate.seed, candidate.precision), estimate
 
 
 def retrained(setup: Setup, candidate: Candidate, epochs: int, *, device: str, say: Callable[[str], None]) -> Trained:
@@ -79,4 +81,4 @@ def retrained(setup: Setup, candidate: Candidate, epochs: int, *, device: str, s
         raise RuntimeError(f"retraining {candidate.run_name} diverged: {result.message}")
     trained_on = {"splits": ["train", "val"], "images": len(both.train), "epochs": epochs, "how": "retrained",
                   "recipe": recipe.model_dump(mode="json")}
-    return Trained(candidate, arch, result.model, trained_on, seed)
+    return Trained(candidate, arch, result.model, trained_on, seed, result.precision)

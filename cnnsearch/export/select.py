@@ -39,20 +39,23 @@ class Candidate:
     arch: Arch
     recipe: Recipe | None  # the trial's own, where it recorded one; else the study's
     seed: int | None  # the seed its trial trained with; None where it recorded none
+    precision: str | None = None  # the precision its trial trained and validated in; None where it recorded none
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """The validation accuracy that picked the exported model: its value, what it is of, each seed's, and on how many images."""
+    """The validation accuracy that picked the exported model: its value, what it is of, each seed's, on how many images,
+    and in what precision (None where its trial recorded none)."""
 
     val_acc: float
     source: str
     seeds: list[float]
     images: int
+    precision: str | None = None
 
     @classmethod
     def of_trial(cls, candidate: Candidate, images: int) -> Estimate:
-        return cls(candidate.val_acc, f"trial {candidate.run_name}", [], images)
+        return cls(candidate.val_acc, f"trial {candidate.run_name}", [], images, candidate.precision)
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ def _candidate(record: StudyRecord, trial: TrialRun, folder: Path, say: Callable
         recipe = None if recipe_path is None else Recipe.model_validate_json(recipe_path.read_text())
     except ValidationError as error:
         raise format_validation_error(error, f"trial {trial.name} (MLflow run {trial.run_id}): {RECIPE_FILE}") from None
-    return Candidate(trial.run_id, trial.name, trial.val_acc, load_arch(path), recipe, trial.seed)
+    return Candidate(trial.run_id, trial.name, trial.val_acc, load_arch(path), recipe, trial.seed, trial.precision)
 
 
 def reevaluate(setup: Setup, candidates: list[Candidate], *, top: int, seeds: int, device: str,
@@ -171,9 +174,14 @@ def reevaluate(setup: Setup, candidates: list[Candidate], *, top: int, seeds: in
     estimate = Estimate.of_trial(candidates[0], setup.searched_images)
     if top <= 1 and seeds <= 1:
         return candidates, estimate
-    scored, failed = [], []
+    scored, failed, precisions = [], [], {}
     for candidate in candidates[:top]:
-        accs = [_seed_accuracy(setup, candidate, seed, device) for seed in range(seeds)]
+        accs = []
+        for seed in range(seeds):
+            say(f"re-evaluating {candidate.run_name}: seed {seed + 1} of {seeds}, "
+                f"{setup.budget.epochs} epochs on {len(setup.split.train):,} images")
+            acc, precisions[candidate.run_id] = _seed_accuracy(setup, candidate, seed, device)
+            accs.append(acc)
         shown = ", ".join(f"{a:.2%}" for a in accs)
         if any(math.isnan(a) for a in accs):
             say(f"{candidate.run_name}: trial {candidate.val_acc:.2%}, {seeds} seeds ({shown}): a seed diverged; it failed and ranks last")
@@ -188,14 +196,15 @@ def reevaluate(setup: Setup, candidates: list[Candidate], *, top: int, seeds: in
     mean, best, accs = scored[0]
     # The re-evaluated ones by their mean, then the rest by their trial, then the failed: the order to fall back in.
     ranked = [c for _, c, _ in scored] + candidates[top:] + failed
-    return ranked, Estimate(mean, f"mean of {seeds} seeds of trial {best.run_name}", accs, len(setup.split.val))
+    return ranked, Estimate(mean, f"mean of {seeds} seeds of trial {best.run_name}", accs, len(setup.split.val), precisions[best.run_id])
 
 
-def _seed_accuracy(setup: Setup, candidate: Candidate, seed: int, device: str) -> float:
-    """The candidate's validation accuracy, trained afresh with ``seed`` on the study's split and budget; NaN where it scored none."""
+def _seed_accuracy(setup: Setup, candidate: Candidate, seed: int, device: str) -> tuple[float, str]:
+    """The candidate's validation accuracy, trained afresh with ``seed`` on the study's split and budget (NaN where it scored
+    none), and the precision it trained in."""
     result = train(fit_to_data(candidate.arch, setup.data), setup.data, setup.split, recipe=candidate.recipe or setup.recipe,
-                   budget=setup.budget, seed=seed, device=device)
-    return math.nan if result.val_acc is None else float(result.val_acc)
+                   budget=setup.budget, seed=seed, device=device, progress=True)
+    return math.nan if result.val_acc is None else float(result.val_acc), result.precision
 
 
 def refuse_at_chance(name: str, setup: Setup, estimate: Estimate, *, force: bool) -> None:

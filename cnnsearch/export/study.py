@@ -20,7 +20,7 @@ from ..data import ImageData, load_test_split
 from ..names import ARCH_FILE, DEFAULT_TRACKING_URI, Tags
 from ..costs import Cost, profile
 from ..tracking import find_study, source_commit
-from .evaluation import accuracy, count_correct
+from .evaluation import GRAPH_PRECISION, SPLIT_IMAGES, accuracy, cpu_precision, measure, precision_line
 from .formats import FORMATS, Normalized, write_formats
 from .retrain import Trained, from_checkpoint, retrained
 from .select import Estimate, Setup, find_candidates, reevaluate, refuse_at_chance, study_setup
@@ -73,22 +73,27 @@ def export_study(
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ConfigError(f"--formats: unknown {', '.join(sorted(unknown))}; choose from {', '.join(FORMATS)}")
+    say(f"reading study {name!r}")
     record = find_study(name, tracking_uri, experiment)
     with tempfile.TemporaryDirectory() as tmp:
         candidates = find_candidates(record, Path(tmp), say, where, run_id)
+        best = candidates[0]
+        say(f"{len(candidates)} candidate trial{'s' * (len(candidates) > 1)}, the best {best.run_name} at {best.val_acc:.2%}; "
+            f"loading {dataset or record.params['dataset']}")
         setup = study_setup(record, dataset, cache_dir, data_dir)
         candidates, estimate = reevaluate(setup, candidates, top=top, seeds=seeds, device=device, say=say)
         refuse_at_chance(name, setup, estimate, force=force)
         epochs = setup.budget.epochs if retrain_epochs is None else retrain_epochs
         if epochs == 0:
+            say(f"no retraining (--retrain-epochs 0): loading the checkpoint of {candidates[0].run_name}")
             trained, estimate = from_checkpoint(name, setup, candidates, estimate, Path(tmp), say)
         else:
             trained = retrained(setup, candidates[0], epochs, device=device, say=say)
-    return _save(name, setup, trained, estimate, Path(out), formats, cache_dir=cache_dir, data_dir=data_dir)
+    return _save(name, setup, trained, estimate, Path(out), formats, cache_dir=cache_dir, data_dir=data_dir, say=say)
 
 
 def _save(name: str, setup: Setup, trained: Trained, estimate: Estimate, out: Path, formats: tuple[str, ...], *,
-          cache_dir: str | None, data_dir: str | None) -> dict[str, Any]:
+          cache_dir: str | None, data_dir: str | None, say: Callable[[str], None]) -> dict[str, Any]:
     """Write the trained model's architecture, measure it once on the test split, and write its formats and meta.json."""
     model = trained.model.to("cpu", memory_format=torch.contiguous_format).eval()
     network = Normalized(model, setup.data.mean, setup.data.std).eval()
@@ -96,27 +101,40 @@ def _save(name: str, setup: Setup, trained: Trained, estimate: Estimate, out: Pa
     out.mkdir(parents=True, exist_ok=True)
     save_arch(trained.arch, out / ARCH_FILE)
     # The model is final: now, and only now, the test images are read.
-    test_data, test_indices = load_test_split(setup.dataset, setup.data, setup.split, cache_dir=cache_dir, data_dir=data_dir)
-    accuracies = _accuracies(network, setup, (test_data, test_indices), trained, estimate)
+    say("reading the test images")
+    test = load_test_split(setup.dataset, setup.data, setup.split, cache_dir=cache_dir, data_dir=data_dir)
+    precision = cpu_precision(trained.precision)
+    who = "the retrained model" if "val" in trained.trained_on["splits"] else trained.candidate.run_name
+    also = "" if precision == GRAPH_PRECISION else ": the test split is measured in it too"
+    say(precision_line(precision, trained.precision, who) + also)
+    accuracies = _accuracies(network, setup, test, trained, estimate, precision, say)
     meta = _meta(name, setup, trained, cost, accuracies)
     sample = setup.data.images[setup.split.val[:16]].float() / 255
-    return write_formats(setup.record, network, sample, out, formats, meta)
+    return write_formats(setup.record, network, sample, out, formats, meta, say)
 
 
-def _accuracies(network: Normalized, setup: Setup, test: tuple[ImageData, Tensor], trained: Trained,
-                estimate: Estimate) -> dict[str, Any]:
-    """The exported model's accuracy on the test and validation splits, and the estimate that picked it."""
+def _accuracies(network: Normalized, setup: Setup, test: tuple[ImageData, Tensor], trained: Trained, estimate: Estimate,
+                precision: str, say: Callable[[str], None]) -> dict[str, Any]:
+    """The exported model's accuracy on the test and validation splits in ``precision``, on the test split in fp32 too
+    (the exported graphs' precision) where that is another, and the estimate that picked it."""
     test_data, test_indices = test
     split = setup.split
-    return {
-        "test": accuracy("test", count_correct(network, test_data, test_indices), len(test_indices), seen=False,
-                         of="the exported model", images_from=test_data.source),
-        "val": accuracy("val", count_correct(network, setup.data, split.val), len(split.val), seen="val" in trained.trained_on["splits"],
-                        of="the exported model"),
-        # The estimate that picked the model: optimistic, as the best of several always is.
-        "search": {"accuracy": estimate.val_acc, "interval": None, "split": "val", "images": estimate.images,
-                   "seen_in_training": False, "of": estimate.source, "seeds": estimate.seeds},
+
+    def measured(name: str, data: ImageData, indices: Tensor, precision: str, **about: Any) -> dict[str, Any]:
+        correct = measure(network, [(data, indices)], precision=precision, what=SPLIT_IMAGES[name], say=say)
+        return accuracy(name, correct, len(indices), precision=precision, **about)
+
+    accuracies = {
+        "test": measured("test", test_data, test_indices, precision, seen=False, of="the exported model", images_from=test_data.source),
+        "val": measured("val", setup.data, split.val, precision, seen="val" in trained.trained_on["splits"], of="the exported model"),
     }
+    if precision != GRAPH_PRECISION:
+        accuracies[f"test_{GRAPH_PRECISION}"] = measured("test", test_data, test_indices, GRAPH_PRECISION, seen=False,
+                                                         of="the exported graphs", images_from=test_data.source)
+    # The estimate that picked the model: optimistic, as the best of several always is.
+    accuracies["search"] = {"accuracy": estimate.val_acc, "interval": None, "split": "val", "images": estimate.images,
+                            "seen_in_training": False, "of": estimate.source, "seeds": estimate.seeds, "precision": estimate.precision}
+    return accuracies
 
 
 def _meta(name: str, setup: Setup, trained: Trained, cost: Cost, accuracies: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +158,7 @@ def _meta(name: str, setup: Setup, trained: Trained, cost: Cost, accuracies: dic
         "dataset": data.describe() | {"name": setup.dataset},
         "split": setup.split.describe(),
         "seed": trained.seed,
+        "trained_precision": trained.precision,  # each accuracy says the precision it was measured in
         "cnnsearch_version": __version__,
         "cnnsearch_commit": source_commit(),
         "torch_version": torch.__version__,

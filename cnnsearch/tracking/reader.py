@@ -110,6 +110,7 @@ class TrialRun:
     status: str | None  # a Status; None while it has not finished
     val_acc: float  # its last validation accuracy; NaN where it recorded none
     seed: int | None = None  # the seed it trained with (an ablation replicate's is offset); None where it recorded none
+    precision: str | None = None  # what its recipe's precision resolved to on its device (bf16, fp16, fp32); None where it recorded none
 
 
 def trial_runs(runs: pd.DataFrame, *, best_first: bool = False) -> list[TrialRun]:
@@ -120,7 +121,7 @@ def trial_runs(runs: pd.DataFrame, *, best_first: bool = False) -> list[TrialRun
         runs = runs.sort_values(column, ascending=False)
     return [
         TrialRun(run["run_id"], run[f"tags.{Tags.RUN_NAME}"], run.get(f"tags.{Tags.STATUS}"), float(run.get(column, math.nan)),
-                 _seed(run.get(f"params.{Params.SEED}")))
+                 _seed(run.get(f"params.{Params.SEED}")), _text(run.get(f"params.{Params.PRECISION}")))
         for _, run in runs.iterrows()
     ]
 
@@ -128,6 +129,11 @@ def trial_runs(runs: pd.DataFrame, *, best_first: bool = False) -> list[TrialRun
 def _seed(param: Any) -> int | None:
     """A trial's seed param (a string, or NaN in the frame where the run has none) as an int."""
     return int(param) if isinstance(param, str) and param not in ("", "None") else None
+
+
+def _text(param: Any) -> str | None:
+    """A trial's param as a string; None where the run has none (NaN in the frame)."""
+    return param if isinstance(param, str) and param else None
 
 
 def find_study(name: str, tracking_uri: str = DEFAULT_TRACKING_URI, experiment: str | None = None) -> StudyRecord:

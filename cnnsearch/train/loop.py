@@ -25,6 +25,7 @@ from ..names import Status
 from ..space import Budget
 from .fit import check_fits
 from .lr_range import find_lr
+from .progress import image_bar
 from .results import EpochReport, TrainResult
 from .step import _lr_factor, _optimizer, _Stepper, resolve_device, resolve_precision
 
@@ -275,11 +276,8 @@ def _validate(trial: _Trial, state: _State, budget: Budget, train_images_per_s: 
 
 def _progress_bar(trial: _Trial) -> tqdm:
     """A bar of the images that the trial's steps train on: a last, smaller batch is counted as its images, not a full one."""
-    from tqdm import tqdm
-
     epochs, steps = divmod(trial.total_steps, trial.steps_per_epoch)  # the steps of a partial epoch are full batches
-    images = epochs * trial.train_batches.count + steps * trial.train_batches.batch_size
-    return tqdm(total=images, unit="img", unit_scale=True, leave=False, dynamic_ncols=True, file=sys.stderr)
+    return image_bar(epochs * trial.train_batches.count + steps * trial.train_batches.batch_size)
 
 
 def _describe(report: EpochReport) -> str:

@@ -14,7 +14,7 @@ from torch import nn
 from ..config import ConfigError, Recipe
 from ..model import TrainingOutput
 
-__all__ = ["AUX_LOSS_WEIGHT", "resolve_device", "resolve_precision"]
+__all__ = ["AUX_LOSS_WEIGHT", "autocast", "resolve_device", "resolve_precision"]
 
 # GoogLeNet's auxiliary classifiers add their losses "with a discount weight" of 0.3 (Szegedy et al. 2015, section 5).
 AUX_LOSS_WEIGHT = 0.3
@@ -53,7 +53,8 @@ def resolve_precision(precision: str, device: torch.device) -> Literal["bf16", "
     return "bf16" if _cpu_has_native_bf16() else "fp32"
 
 
-def _autocast(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+def autocast(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of the context that runs a forward pass in ``precision`` (bf16, fp16, fp32) on ``device``, as training does."""
     if precision == "fp32":
         return contextlib.nullcontext
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -92,7 +93,7 @@ class _Stepper:
         self.model, self.forward, self.optimizer, self.clip = model, forward, optimizer, recipe.grad_clip_norm
         self.batch_size = recipe.batch_size
         self.parameters = [p for p in model.parameters() if p.requires_grad]
-        self.autocast = _autocast(precision, device)
+        self.autocast = autocast(precision, device)
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
