@@ -120,10 +120,10 @@ def nasbench201(folder: str, count: int, threads: int, worker: tuple[int, int], 
     for name in AGGREGATES:
         for row, value in zip(rows, aggregate(name, rows)):
             row[name] = value
-    _report_nasbench201(rows, [done[cell] for cell in cells[:TIMED_CELLS]], threads)
+    _report_nasbench201(rows, [done[cell] for cell in cells[:TIMED_CELLS]], threads, count)
 
 
-def _report_nasbench201(rows: list[dict], timings: list[dict], threads: int) -> None:
+def _report_nasbench201(rows: list[dict], timings: list[dict], threads: int, count: int) -> None:
     truth = [row["table_acc"] for row in rows]
     correlations = {name: rank_correlations([row[name] for row in rows], truth) for name in [*PROXIES, *AGGREGATES]}
     # mean_rank's proxies were chosen on the first cells: its correlation on the others alone, unseen when it was chosen.
@@ -162,8 +162,10 @@ def _report_nasbench201(rows: list[dict], timings: list[dict], threads: int) -> 
               "combination that ranked them best among the few tried (naswot with synflow; with synflow and jacob_cov; with synflow "
               "and params; with params; with synflow, jacob_cov and snip); its row of the cells after those is a correlation on "
               "cells unseen when it was chosen."]
-    write("proxies_nasbench201", report, "\n".join(lines),
-          f"python benchmarks/proxies.py nasbench201 PATH/TO/cifar10/train --cells {len(rows)} --threads {threads}")
+    command = f"python benchmarks/proxies.py nasbench201 PATH/TO/cifar10/train --cells {count}"
+    if len(rows) < count:  # stopped part-way: the cells scored by then, nearly the first of the draw
+        command += f"`, stopped once {len(rows)} cells were scored, then `{command} --report-now"
+    write("proxies_nasbench201", report, "\n".join(lines), command)
 
 
 class _CostProxy:
