@@ -100,8 +100,10 @@ def test_a_recipe_key_the_saved_study_lacks_is_a_difference(tmp_path, tiny_space
         resume(space_file, tmp_path / "runs")
 
 
-def test_a_missing_sqlite_store_on_resume_is_one_line_before_ray_and_creates_nothing(tmp_path, cli, tiny_space):
+def test_a_missing_sqlite_store_on_resume_is_one_line_before_ray_and_creates_nothing(tmp_path, cli, tiny_space, monkeypatch):
     space_file = tiny_space(tmp_path)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # a folder of its own: the session's scratch folder holds other tests' stores
     write_state(tmp_path / "runs", space_file)  # its store, ../mlflow.db, is not there
     status, _, err = cli("run", space_file, "--storage", tmp_path / "runs", "--resume")
     assert status == 2 and one_line(err).startswith(f"tracking store sqlite:///{tmp_path / 'mlflow.db'}: no such file"), err
