@@ -75,6 +75,16 @@ def export_study(
         raise ConfigError(f"--formats: unknown {', '.join(sorted(unknown))}; choose from {', '.join(FORMATS)}")
     say(f"reading study {name!r}")
     record = find_study(name, tracking_uri, experiment)
+    setup, trained, estimate = _chosen_and_trained(name, record, top=top, seeds=seeds, retrain_epochs=retrain_epochs, dataset=dataset,
+                                                   cache_dir=cache_dir, data_dir=data_dir, device=device, force=force, where=where,
+                                                   run_id=run_id, say=say)
+    return _save(name, setup, trained, estimate, Path(out), formats, cache_dir=cache_dir, data_dir=data_dir, say=say)
+
+
+def _chosen_and_trained(name: str, record: Any, *, top: int, seeds: int, retrain_epochs: int | None, dataset: str | None,
+                        cache_dir: str | None, data_dir: str | None, device: str, force: bool, where: Sequence[str],
+                        run_id: str | None, say: Callable[[str], None]) -> tuple[Setup, Trained, Estimate]:
+    """The study's set-up, the winner trained (or loaded from its checkpoint) and its validation estimate."""
     with tempfile.TemporaryDirectory() as tmp:
         candidates = find_candidates(record, Path(tmp), say, where, run_id)
         best = candidates[0]
@@ -89,7 +99,7 @@ def export_study(
             trained, estimate = from_checkpoint(name, setup, candidates, estimate, Path(tmp), say)
         else:
             trained = retrained(setup, candidates[0], epochs, device=device, say=say)
-    return _save(name, setup, trained, estimate, Path(out), formats, cache_dir=cache_dir, data_dir=data_dir, say=say)
+    return setup, trained, estimate
 
 
 def _save(name: str, setup: Setup, trained: Trained, estimate: Estimate, out: Path, formats: tuple[str, ...], *,
