@@ -20,12 +20,13 @@ prefilter:  the space's default sampler (TPE) on NAS-Bench-201's table, with and
             table's seeds. Reports the trials each needs for the median pick over the seeds to
             reach random search's median pick at 100 trials, and the median pick at 25 and 50.
             Random search and the prefiltered sampler run 100 trials, the sampler alone --trials.
-            The proxy's values come from the cell's costs (params: exactly what the params proxy
-            counts, in microseconds); a proxy that runs the network costs a second per proposal
-            here, 10,000s of seconds for 20 seeds.
+            params and macs are counted from the cell's edges (exactly what the params proxy counts,
+            in microseconds); any other proxy runs each cell's network once for all the studies
+            (initialised with seed 0, on the batch of the nasbench201 benchmark from --data), where a
+            study's prefilter initialises it with the study's seed.
 
 Usage: python benchmarks/proxies.py nasbench201 PATH/TO/cifar10/train [--cells 1000] [--threads 1] [--worker K/N]
-       python benchmarks/proxies.py prefilter [--seeds 20] [--pool 10] [--trials 200]
+       python benchmarks/proxies.py prefilter [--seeds 20] [--pool 10] [--trials 200] [--proxy synflow --data PATH/TO/cifar10/train]
 """
 
 from __future__ import annotations
@@ -51,11 +52,12 @@ from cnnsearch.study.propose import Proposals, make_sampler
 from cnnsearch.study.reject import Target
 from cnnsearch.tabular import load_table, nasbench201_cost
 from cnnsearch.data import load_dataset, split_dataset
-from cnnsearch.proxies import AGGREGATES, PROXIES, PROXY_BATCH, aggregate, init_network, proxy_batch, rank_correlations, score
+from cnnsearch.proxies import AGGREGATES, PROXIES, PROXY_BATCH, aggregate, check_names, init_network, proxy_batch, rank_correlations, score
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CHOSEN_ON = 118  # the first cells of the draw: mean_rank's proxies were chosen after seeing them (see _report_nasbench201)
+COUNTED = ("params", "macs")  # proxies the prefilter benchmark counts from a cell's edges instead of running its network
 TIMED_CELLS = 10  # the first cells: timed on one thread, all proxies together and each alone
 # Abdelfattah et al., ICLR 2021 (Spearman rho, all 15,625 cells, CIFAR-10); ZiCo (Li et al., ICLR 2023) for params;
 # Mellor et al., ICML 2021 for NASWOT (Kendall tau).
@@ -178,6 +180,25 @@ class _CostProxy:
         return [float(getattr(nasbench201_cost(arch), self.proxy)) for arch in archs]
 
 
+class _CachedProxy:
+    """A prefilter that runs the proxy on each cell's network, as a study's does, but once a cell for every study:
+    its network initialised with seed 0 and scored on the batch of the nasbench201 benchmark (a study's would
+    initialise it with the study's seed and draw its batch with it)."""
+
+    def __init__(self, proxy: str, pool: int, folder: str) -> None:
+        self.proxy, self.pool, self.rows = proxy, pool, {}
+        self.images, self.labels = _batch(folder)
+        self.computed = check_names([proxy])
+
+    def scores(self, archs: list) -> list[float]:
+        cells = [arch_string(arch.stages[0].ops) for arch in archs]
+        for arch, cell in zip(archs, cells):
+            if cell not in self.rows:
+                self.rows[cell] = score(init_network(arch, 0), self.images, self.labels, self.computed, seed=0)
+        rows = [self.rows[cell] for cell in cells]
+        return aggregate(self.proxy, rows) if self.proxy in AGGREGATES else [row[self.proxy] for row in rows]
+
+
 def _prefilter_study(sampler: str, seed: int, trials: int, prefilter: _CostProxy | None) -> list[float]:
     """The mean accuracy of the cell a study picks after each of its trials."""
     space = load_space(ROOT / "spaces" / "nasbench201.yaml")
@@ -196,12 +217,14 @@ def _prefilter_study(sampler: str, seed: int, trials: int, prefilter: _CostProxy
     return picks
 
 
-def prefilter_benchmark(seeds: int, pool: int, trials: int, proxy: str) -> None:
+def prefilter_benchmark(seeds: int, pool: int, trials: int, proxies: list[str], folder: str | None) -> None:
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(ROOT / "spaces" / "nasbench201.yaml")
-    runs = {"random": ("random", None, min(trials, 100)), space.sampler: (space.sampler, None, trials),
-            f"{space.sampler} --prefilter {proxy}:{pool}": (space.sampler, _CostProxy(proxy, pool), min(trials, 100))}
+    runs = {"random": ("random", None, min(trials, 100)), space.sampler: (space.sampler, None, trials)}
+    for name in proxies:
+        prefilter = _CostProxy(name, pool) if name in COUNTED else _CachedProxy(name, pool, folder)
+        runs[f"{space.sampler} --prefilter {name}:{pool}"] = (space.sampler, prefilter, min(trials, 100))
     curves, seconds = {}, {}
     for label, (sampler, prefilter, count) in runs.items():
         start = time.process_time()
@@ -212,10 +235,10 @@ def prefilter_benchmark(seeds: int, pool: int, trials: int, proxy: str) -> None:
     target = medians["random"][99] if len(medians["random"]) >= 100 else None
     reached = {label: next((t + 1 for t, value in enumerate(median) if target is not None and value >= target), None)
                for label, median in medians.items()}
-    report = {"machine": machine(), "seeds": seeds, "pool": pool, "proxy": proxy, "random_100_median": target, "reached": reached,
+    report = {"machine": machine(), "seeds": seeds, "pool": pool, "proxies": proxies, "random_100_median": target, "reached": reached,
               "median_picks": medians, "cpu_s": seconds}
     lines = [f"`spaces/nasbench201.yaml`'s default sampler ({space.sampler}) on the cifar10 table, with and without "
-             f"`--prefilter {proxy}:{pool}`, and random search, {seeds} seeds each; each trial told one seed's 200-epoch accuracy; "
+             f"{' or '.join(f'`--prefilter {name}:{pool}`' for name in proxies)}, and random search, {seeds} seeds each; each trial told one seed's 200-epoch accuracy; "
              f"the pick is a study's best by what it was told, as the table's mean accuracy of the cell. Random search's median pick "
              f"at 100 trials: {target:.2f}%.", "",
              "| search | trials for the median pick to reach random's 100-trial median | median pick at 25 trials | at 50 | at 100 |",
@@ -224,7 +247,8 @@ def prefilter_benchmark(seeds: int, pool: int, trials: int, proxy: str) -> None:
         at = [f"{median[t - 1]:.2f}%" if len(median) >= t else "" for t in (25, 50, 100)]
         lines.append(f"| {label} | {reached[label] if reached[label] else f'not in {len(median)}'} | " + " | ".join(at) + " |")
     write("proxies_prefilter", report, "\n".join(lines),
-          f"python benchmarks/proxies.py prefilter --seeds {seeds} --pool {pool} --trials {trials} --proxy {proxy}")
+          f"python benchmarks/proxies.py prefilter --seeds {seeds} --pool {pool} --trials {trials} --proxy {','.join(proxies)}"
+          + ("" if set(proxies) <= set(COUNTED) else " --data PATH/TO/cifar10/train"))
 
 
 def main() -> None:
@@ -240,10 +264,16 @@ def main() -> None:
     prefilter.add_argument("--seeds", type=int, default=20)
     prefilter.add_argument("--pool", type=int, default=10)
     prefilter.add_argument("--trials", type=int, default=200)
-    prefilter.add_argument("--proxy", choices=("params", "macs"), default="params")
+    prefilter.add_argument("--proxy", default="params,synflow", help="NAME[,NAME...]: a prefiltered search for each (default params,synflow)")
+    prefilter.add_argument("--data", help="the CIFAR-10 training images in ImageFolder layout: a batch for a proxy that runs the network")
     arguments = parser.parse_args()
     if arguments.command == "prefilter":
-        prefilter_benchmark(arguments.seeds, arguments.pool, arguments.trials, arguments.proxy)
+        proxies = arguments.proxy.split(",")
+        if unknown := [name for name in proxies if name not in (*PROXIES, *AGGREGATES)]:
+            parser.error(f"--proxy: no proxy {unknown[0]}")
+        if arguments.data is None and not set(proxies) <= set(COUNTED):
+            parser.error(f"--proxy {arguments.proxy} runs the network on a batch of images: give --data")
+        prefilter_benchmark(arguments.seeds, arguments.pool, arguments.trials, proxies, arguments.data)
     if arguments.command == "nasbench201":
         worker = tuple(int(part) for part in arguments.worker.split("/"))
         nasbench201(arguments.folder, arguments.cells, arguments.threads, worker, arguments.report_now)
