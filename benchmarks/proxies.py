@@ -25,7 +25,14 @@ prefilter:  the space's default sampler (TPE) on NAS-Bench-201's table, with and
             (initialised with seed 0, on the batch of the nasbench201 benchmark from --data), where a
             study's prefilter initialises it with the study's seed.
 
+trained:    every proxy on architectures drawn at random (within its limits, seeds 0, 1, ...) from
+            spaces/resnet.yaml and spaces/densenet.yaml, against their accuracy after 3 epochs of
+            5,000 CIFAR-10 training images with the space's recipe, seed 0, validated on the same
+            2,000 held-out images: Spearman's rho and Kendall's tau for each space and for both
+            together. Each training is kept in results/proxies_trained.partial.json as it ends.
+
 Usage: python benchmarks/proxies.py nasbench201 PATH/TO/cifar10/train [--cells 1000] [--threads 1] [--worker K/N]
+       python benchmarks/proxies.py trained PATH/TO/cifar10/train [--archs 6]
        python benchmarks/proxies.py prefilter [--seeds 20] [--pool 10] [--trials 200] [--proxy synflow --data PATH/TO/cifar10/train]
 """
 
@@ -46,6 +53,11 @@ import optuna
 
 from _report import machine, write
 from cnnsearch import Arch, load_space
+from cnnsearch.config import ConfigError
+from cnnsearch.costs import over_limits, profile
+from cnnsearch.space import Budget
+from cnnsearch.space.knobs import RandomTrial
+from cnnsearch.train import fit_to_data, train
 from cnnsearch.blocks.cell import OPS, arch_string, nasbench201_network
 from cnnsearch.names import Metrics, Report
 from cnnsearch.study.propose import Proposals, make_sampler
@@ -170,6 +182,75 @@ def _report_nasbench201(rows: list[dict], timings: list[dict], threads: int, cou
     write("proxies_nasbench201", report, "\n".join(lines), command)
 
 
+TRAINED_SPACES = ("resnet", "densenet")
+TRAINED_BUDGET = (3, 5000)  # epochs, training images
+TRAINED_VAL_IMAGES = 2000
+
+
+def _drawn(space, count: int) -> list[tuple[Arch, dict]]:
+    """``count`` distinct architectures of ``space`` within its limits, with their knobs, drawn with seeds 0, 1, ...
+    (those it rejects or that are over its limits skipped)."""
+    drawn, seed = [], 0
+    while len(drawn) < count:
+        trial = RandomTrial(random.Random(seed))
+        seed += 1
+        try:
+            arch = space.sample(trial)
+        except ConfigError:
+            continue
+        if over_limits(space.limits, profile(arch)) is None and arch not in [found for found, _ in drawn]:
+            drawn.append((arch, trial.drawn))
+    return drawn
+
+
+def trained(folder: str, count: int) -> None:
+    partial = RESULTS / "proxies_trained.partial.json"
+    done = json.loads(partial.read_text()) if partial.exists() else {}
+    data = load_dataset(f"imagefolder:{folder}")
+    epochs, images = TRAINED_BUDGET
+    rows = []
+    for name in TRAINED_SPACES:
+        space = load_space(ROOT / "spaces" / f"{name}.yaml")
+        split = split_dataset(data.labels, val_fraction=space.dataset.val_fraction, seed=space.dataset.split_seed,
+                              subset=images, val_subset=TRAINED_VAL_IMAGES)
+        batch = proxy_batch(data, split.train, PROXY_BATCH, seed=0)
+        for index, (arch, knobs) in enumerate(_drawn(space, count)):
+            key = f"{name} {index} {json.dumps(arch.to_dict(), sort_keys=True)}"
+            if key not in done:
+                network = fit_to_data(arch, data)
+                values = score(init_network(network, 0), *batch, list(PROXIES), seed=0)
+                start = time.perf_counter()
+                result = train(network, data, split, recipe=space.recipe, budget=Budget(epochs=epochs), seed=0)
+                done[key] = {"values": values, "val_acc": 100 * result.val_acc, "seconds": time.perf_counter() - start}
+                partial.write_text(json.dumps(done, indent=1))
+            found = done[key]
+            rows.append(found["values"] | {"space": name, "val_acc": found["val_acc"], "seconds": found["seconds"],
+                                           "knobs": ", ".join(f"{knob} {value}" for knob, value in knobs.items())})
+            print(f"{name} {index}: {found['val_acc']:.2f}% in {found['seconds']:.0f} s", flush=True)
+    groups = {name: [row for row in rows if row["space"] == name] for name in TRAINED_SPACES} | {"both": rows}
+    correlations = {}
+    for group, members in groups.items():
+        truth = [row["val_acc"] for row in members]
+        correlations[group] = {proxy_name: rank_correlations([row[proxy_name] for row in members], truth) for proxy_name in PROXIES}
+        correlations[group] |= {proxy_name: rank_correlations(aggregate(proxy_name, members), truth) for proxy_name in AGGREGATES}
+    report = {"machine": machine(), "budget": {"epochs": epochs, "images": images, "val_images": TRAINED_VAL_IMAGES},
+              "correlations": correlations, "rows": rows}
+    lines = [f"{count} architectures drawn at random from each of `spaces/resnet.yaml` and `spaces/densenet.yaml` (within their "
+             f"limits), each scored by every proxy at initialisation (seed 0) on one batch of {PROXY_BATCH} training images, then "
+             f"trained for {epochs} epochs on {images:,} CIFAR-10 training images from the JPEGs with its space's recipe (seed 0) "
+             f"and validated on the same {TRAINED_VAL_IMAGES:,} held-out images; CPU ({machine()}). Spearman's rho [95% bootstrap "
+             f"interval over the architectures]; an aggregate ranks within the group.", "",
+             "| proxy | " + " | ".join(f"rho, {group} ({len(members)})" for group, members in groups.items()) + " |",
+             "| --- | " + " | ".join("---" for _ in groups) + " |"]
+    for proxy_name in [*PROXIES, *AGGREGATES]:
+        lines.append(f"| {proxy_name} | " + " | ".join(
+            "{:.2f} [{:.2f}, {:.2f}]".format(*correlations[group][proxy_name]["rho"]) for group in groups) + " |")
+    lines += ["", "| space | val acc | params | MACs | knobs | train s |", "| --- | ---: | ---: | ---: | --- | ---: |"]
+    lines += [f"| {row['space']} | {row['val_acc']:.2f}% | {row['params']:,.0f} | {row['macs'] / 1e6:.1f}M | {row['knobs']} | "
+              f"{row['seconds']:.0f} |" for row in sorted(rows, key=lambda row: (row["space"], -row["val_acc"]))]
+    write("proxies_trained", report, "\n".join(lines), f"python benchmarks/proxies.py trained PATH/TO/cifar10/train --archs {count}")
+
+
 class _CostProxy:
     """A prefilter whose proxy is a cost of the cell's network, counted from its edges: what ``params`` gives, at no cost."""
 
@@ -260,6 +341,9 @@ def main() -> None:
     bench.add_argument("--threads", type=int, default=1)
     bench.add_argument("--report-now", action="store_true", help="report on the cells scored so far, scoring none")
     bench.add_argument("--worker", default="0/1", help="K/N: score every Nth cell from the Kth, beside N-1 other workers (default 0/1)")
+    on_trained = commands.add_parser("trained", help="every proxy on resnet and densenet architectures against a short training")
+    on_trained.add_argument("folder", help="the CIFAR-10 training images in ImageFolder layout")
+    on_trained.add_argument("--archs", type=int, default=6, help="architectures of each space (default 6)")
     prefilter = commands.add_parser("prefilter", help="the default sampler with and without a prefilter on the tabular benchmark")
     prefilter.add_argument("--seeds", type=int, default=20)
     prefilter.add_argument("--pool", type=int, default=10)
@@ -274,6 +358,8 @@ def main() -> None:
         if arguments.data is None and not set(proxies) <= set(COUNTED):
             parser.error(f"--proxy {arguments.proxy} runs the network on a batch of images: give --data")
         prefilter_benchmark(arguments.seeds, arguments.pool, arguments.trials, proxies, arguments.data)
+    if arguments.command == "trained":
+        trained(arguments.folder, arguments.archs)
     if arguments.command == "nasbench201":
         worker = tuple(int(part) for part in arguments.worker.split("/"))
         nasbench201(arguments.folder, arguments.cells, arguments.threads, worker, arguments.report_now)

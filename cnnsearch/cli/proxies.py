@@ -89,7 +89,7 @@ def _score_samples(space: Any, args: argparse.Namespace, names: list[str], table
     images, labels = proxy_batch(data, split.train, args.batch_size, seed=args.seed)
     computed, rows = check_names(names), []
     for index in range(args.samples):
-        drawn = _Recording(args.seed + index)
+        drawn = RandomTrial(random.Random(args.seed + index))
         arch = fit_to_data(space.sample(drawn), shape)
         network = init_network(arch, args.seed + index)
         row = dict(drawn.drawn)
@@ -106,26 +106,6 @@ def _score_samples(space: Any, args: argparse.Namespace, names: list[str], table
             for row, value in zip(rows, aggregate(name, rows)):
                 row[name] = value
     return rows
-
-
-class _Recording(RandomTrial):
-    """Draws every knob at random, as :class:`RandomTrial`, and keeps what it drew: the knobs of the row."""
-
-    def __init__(self, seed: int) -> None:
-        super().__init__(random.Random(seed))
-        self.drawn: dict[str, Any] = {}
-
-    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
-        self.drawn[name] = super().suggest_categorical(name, choices)
-        return self.drawn[name]
-
-    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
-        self.drawn[name] = super().suggest_int(name, low, high, step=step, log=log)
-        return self.drawn[name]
-
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
-        self.drawn[name] = super().suggest_float(name, low, high, step=step, log=log)
-        return self.drawn[name]
 
 
 def _print_rows(rows: list[dict[str, Any]], names: list[str], truth: str | None, form: str) -> None:

@@ -117,25 +117,34 @@ def knob_values(knob: Knob) -> list[Any]:
 
 
 class RandomTrial:
-    """Draws every knob at random from a seeded generator: uniformly, or log-uniformly on a log range."""
+    """Draws every knob at random from a seeded generator: uniformly, or log-uniformly on a log range.
+
+    :attr:`drawn` holds each value it gave, by name: the knobs of what it sampled.
+    """
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
+        self.drawn: dict[str, Any] = {}
 
     def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
-        return self.rng.choice(choices)
+        self.drawn[name] = self.rng.choice(choices)
+        return self.drawn[name]
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
         if log:
-            return int(round(math.exp(self.rng.uniform(math.log(low), math.log(high)))))
-        return low + step * self.rng.randint(0, (high - low) // step)
+            self.drawn[name] = int(round(math.exp(self.rng.uniform(math.log(low), math.log(high)))))
+        else:
+            self.drawn[name] = low + step * self.rng.randint(0, (high - low) // step)
+        return self.drawn[name]
 
     def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float:
         if step:
-            return low + step * self.rng.randint(0, int(math.floor((high - low) / step + 1e-9)))
-        if log:
-            return math.exp(self.rng.uniform(math.log(low), math.log(high)))
-        return self.rng.uniform(low, high)
+            self.drawn[name] = low + step * self.rng.randint(0, int(math.floor((high - low) / step + 1e-9)))
+        elif log:
+            self.drawn[name] = math.exp(self.rng.uniform(math.log(low), math.log(high)))
+        else:
+            self.drawn[name] = self.rng.uniform(low, high)
+        return self.drawn[name]
 
 
 class CornerTrial:
