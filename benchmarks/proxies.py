@@ -25,6 +25,9 @@ prefilter:  the space's default sampler (TPE) on NAS-Bench-201's table, with and
             (initialised with seed 0, on the batch of the nasbench201 benchmark from --data), where a
             study's prefilter initialises it with the study's seed.
 
+cost:       each proxy's wall time alone, and all seven together, per cell, at torch's default
+            threads: the first cells of the nasbench201 draw, and the largest cell.
+
 trained:    every proxy on architectures drawn at random (within its limits, seeds 0, 1, ...) from
             spaces/resnet.yaml and spaces/densenet.yaml, against their accuracy after 3 epochs of
             5,000 CIFAR-10 training images with the space's recipe, seed 0, validated on the same
@@ -32,8 +35,9 @@ trained:    every proxy on architectures drawn at random (within its limits, see
             together. Each training is kept in results/proxies_trained.partial.json as it ends.
 
 Usage: python benchmarks/proxies.py nasbench201 PATH/TO/cifar10/train [--cells 1000] [--threads 1] [--worker K/N]
+       python benchmarks/proxies.py cost PATH/TO/cifar10/train [--repeats 3]
        python benchmarks/proxies.py trained PATH/TO/cifar10/train [--archs 6]
-       python benchmarks/proxies.py prefilter [--seeds 20] [--pool 10] [--trials 200] [--proxy synflow --data PATH/TO/cifar10/train]
+       python benchmarks/proxies.py prefilter [--seeds 20] [--trials 200] [--prefilter params:10,synflow:10 --data PATH/TO/cifar10/train]
 """
 
 from __future__ import annotations
@@ -261,15 +265,48 @@ class _CostProxy:
         return [float(getattr(nasbench201_cost(arch), self.proxy)) for arch in archs]
 
 
+def cost(folder: str, repeats: int) -> None:
+    """Each proxy's wall time alone, and all of them together, per cell, at torch's default threads: the first
+    TIMED_CELLS cells of the nasbench201 draw and the largest cell (every edge a 3x3 convolution)."""
+    table = _table()
+    cells = sorted(table)
+    random.Random(0).shuffle(cells)
+    largest = arch_string(["nor_conv_3x3"] * 6)
+    cells = [*cells[:TIMED_CELLS], largest]
+    images, labels = _batch(folder)
+    names = list(PROXIES)
+    seconds: dict[str, list[float]] = {name: [] for name in [*names, "all seven"]}
+    for cell in cells:
+        network = init_network(nasbench201_network(cell), 0)
+        for name, chosen in [*((name, [name]) for name in names), ("all seven", names)]:
+            times = [_timed(score, network, images, labels, chosen, seed=0)[2] for _ in range(repeats)]
+            seconds[name].append(float(np.median(times)))
+    report = {"machine": machine(), "threads": torch.get_num_threads(), "repeats": repeats, "cells": cells, "wall_s": seconds}
+    lines = [f"Wall seconds per NAS-Bench-201 cell (median of {repeats} runs each), one batch of {PROXY_BATCH} CIFAR-10 training "
+             f"images, the first {TIMED_CELLS} cells of the nasbench201 draw and the largest cell (every edge a 3x3 convolution), "
+             f"on a quiet machine; CPU ({machine()}):", "",
+             "| proxy | median | max | the largest cell |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {name} | {np.median(values):.2f} | {max(values):.2f} | {values[-1]:.2f} |" for name, values in seconds.items()]
+    write("proxies_cost", report, "\n".join(lines), f"python benchmarks/proxies.py cost PATH/TO/cifar10/train --repeats {repeats}")
+
+
+_SCORED: dict[Path, dict[str, dict[str, float]]] = {}  # each proxy's values by cell, from a file of results
+
+
 class _CachedProxy:
     """A prefilter that runs the proxy on each cell's network, as a study's does, but once a cell for every study:
     its network initialised with seed 0 and scored on the batch of the nasbench201 benchmark (a study's would
     initialise it with the study's seed and draw its batch with it)."""
 
     def __init__(self, proxy: str, pool: int, folder: str) -> None:
-        self.proxy, self.pool, self.rows = proxy, pool, {}
+        self.proxy, self.pool = proxy, pool
         self.images, self.labels = _batch(folder)
         self.computed = check_names([proxy])
+        # Kept between runs (another pool, another proxy of the same pass): a cell's values do not change.
+        self.saved = RESULTS / f"proxies_prefilter.{'_'.join(self.computed)}.partial.json"
+        if self.saved not in _SCORED:
+            _SCORED[self.saved] = json.loads(self.saved.read_text()) if self.saved.exists() else {}
+        self.rows = _SCORED[self.saved]  # shared by the runs of other pools
 
     def scores(self, archs: list) -> list[float]:
         cells = [arch_string(arch.stages[0].ops) for arch in archs]
@@ -298,12 +335,12 @@ def _prefilter_study(sampler: str, seed: int, trials: int, prefilter: _CostProxy
     return picks
 
 
-def prefilter_benchmark(seeds: int, pool: int, trials: int, proxies: list[str], folder: str | None) -> None:
+def prefilter_benchmark(seeds: int, trials: int, prefilters: list[tuple[str, int]], folder: str | None) -> None:
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(ROOT / "spaces" / "nasbench201.yaml")
     runs = {"random": ("random", None, min(trials, 100)), space.sampler: (space.sampler, None, trials)}
-    for name in proxies:
+    for name, pool in prefilters:
         prefilter = _CostProxy(name, pool) if name in COUNTED else _CachedProxy(name, pool, folder)
         runs[f"{space.sampler} --prefilter {name}:{pool}"] = (space.sampler, prefilter, min(trials, 100))
     curves, seconds = {}, {}
@@ -316,10 +353,13 @@ def prefilter_benchmark(seeds: int, pool: int, trials: int, proxies: list[str], 
     target = medians["random"][99] if len(medians["random"]) >= 100 else None
     reached = {label: next((t + 1 for t, value in enumerate(median) if target is not None and value >= target), None)
                for label, median in medians.items()}
-    report = {"machine": machine(), "seeds": seeds, "pool": pool, "proxies": proxies, "random_100_median": target, "reached": reached,
+    for path, rows in _SCORED.items():
+        path.write_text(json.dumps(rows))
+    described = ",".join(f"{name}:{pool}" for name, pool in prefilters)
+    report = {"machine": machine(), "seeds": seeds, "prefilters": described, "random_100_median": target, "reached": reached,
               "median_picks": medians, "cpu_s": seconds}
     lines = [f"`spaces/nasbench201.yaml`'s default sampler ({space.sampler}) on the cifar10 table, with and without "
-             f"{' or '.join(f'`--prefilter {name}:{pool}`' for name in proxies)}, and random search, {seeds} seeds each; each trial told one seed's 200-epoch accuracy; "
+             f"{' or '.join(f'`--prefilter {name}:{pool}`' for name, pool in prefilters)}, and random search, {seeds} seeds each; each trial told one seed's 200-epoch accuracy; "
              f"the pick is a study's best by what it was told, as the table's mean accuracy of the cell. Random search's median pick "
              f"at 100 trials: {target:.2f}%.", "",
              "| search | trials for the median pick to reach random's 100-trial median | median pick at 25 trials | at 50 | at 100 |",
@@ -328,8 +368,8 @@ def prefilter_benchmark(seeds: int, pool: int, trials: int, proxies: list[str], 
         at = [f"{median[t - 1]:.2f}%" if len(median) >= t else "" for t in (25, 50, 100)]
         lines.append(f"| {label} | {reached[label] if reached[label] else f'not in {len(median)}'} | " + " | ".join(at) + " |")
     write("proxies_prefilter", report, "\n".join(lines),
-          f"python benchmarks/proxies.py prefilter --seeds {seeds} --pool {pool} --trials {trials} --proxy {','.join(proxies)}"
-          + ("" if set(proxies) <= set(COUNTED) else " --data PATH/TO/cifar10/train"))
+          f"python benchmarks/proxies.py prefilter --seeds {seeds} --trials {trials} --prefilter {described}"
+          + ("" if {name for name, _ in prefilters} <= set(COUNTED) else " --data PATH/TO/cifar10/train"))
 
 
 def main() -> None:
@@ -341,23 +381,28 @@ def main() -> None:
     bench.add_argument("--threads", type=int, default=1)
     bench.add_argument("--report-now", action="store_true", help="report on the cells scored so far, scoring none")
     bench.add_argument("--worker", default="0/1", help="K/N: score every Nth cell from the Kth, beside N-1 other workers (default 0/1)")
+    timing = commands.add_parser("cost", help="each proxy's wall time per cell at torch's default threads")
+    timing.add_argument("folder", help="the CIFAR-10 training images in ImageFolder layout")
+    timing.add_argument("--repeats", type=int, default=3)
     on_trained = commands.add_parser("trained", help="every proxy on resnet and densenet architectures against a short training")
     on_trained.add_argument("folder", help="the CIFAR-10 training images in ImageFolder layout")
     on_trained.add_argument("--archs", type=int, default=6, help="architectures of each space (default 6)")
     prefilter = commands.add_parser("prefilter", help="the default sampler with and without a prefilter on the tabular benchmark")
     prefilter.add_argument("--seeds", type=int, default=20)
-    prefilter.add_argument("--pool", type=int, default=10)
     prefilter.add_argument("--trials", type=int, default=200)
-    prefilter.add_argument("--proxy", default="params,synflow", help="NAME[,NAME...]: a prefiltered search for each (default params,synflow)")
+    prefilter.add_argument("--prefilter", default="params:10,synflow:10",
+                           help="PROXY:POOL[,PROXY:POOL...]: a prefiltered search for each (default params:10,synflow:10)")
     prefilter.add_argument("--data", help="the CIFAR-10 training images in ImageFolder layout: a batch for a proxy that runs the network")
     arguments = parser.parse_args()
     if arguments.command == "prefilter":
-        proxies = arguments.proxy.split(",")
-        if unknown := [name for name in proxies if name not in (*PROXIES, *AGGREGATES)]:
-            parser.error(f"--proxy: no proxy {unknown[0]}")
-        if arguments.data is None and not set(proxies) <= set(COUNTED):
-            parser.error(f"--proxy {arguments.proxy} runs the network on a batch of images: give --data")
-        prefilter_benchmark(arguments.seeds, arguments.pool, arguments.trials, proxies, arguments.data)
+        prefilters = [(name, int(pool)) for name, pool in (entry.split(":") for entry in arguments.prefilter.split(","))]
+        if unknown := [name for name, _ in prefilters if name not in (*PROXIES, *AGGREGATES)]:
+            parser.error(f"--prefilter: no proxy {unknown[0]}")
+        if arguments.data is None and not {name for name, _ in prefilters} <= set(COUNTED):
+            parser.error(f"--prefilter {arguments.prefilter} runs a network on a batch of images: give --data")
+        prefilter_benchmark(arguments.seeds, arguments.trials, prefilters, arguments.data)
+    if arguments.command == "cost":
+        cost(arguments.folder, arguments.repeats)
     if arguments.command == "trained":
         trained(arguments.folder, arguments.archs)
     if arguments.command == "nasbench201":
