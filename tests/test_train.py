@@ -42,6 +42,7 @@ def test_learns_and_reports_every_epoch(data, split):
     assert result.val_acc == reports[-1].val_acc > 0.5  # chance is 0.1
     assert reports[-1].train_loss < reports[0].train_loss
     assert result.split["val_images"] == 200 and result.train_images_per_s > 0
+    assert all(report.val_images_per_s > 0 for report in reports)
 
 
 @pytest.mark.slow

@@ -60,6 +60,7 @@ def _train(args: argparse.Namespace) -> None:
     print(
         f"  {result.epochs:g} epochs, {result.images:,} images in {result.seconds:.1f} s, "
         f"{result.train_images_per_s:,.0f} training images/s on {result.device}"
+        + (f", {result.history[-1].val_images_per_s:,.0f} validation images/s" if result.history else "")
     )
     if recipe.compile:
         print(f"  compiled in {result.compile_seconds:.1f} s of those, not counted in the images/s")

@@ -224,7 +224,7 @@ def _run_epoch(trial: _Trial, state: _State, recipe: Recipe, budget: Budget, bar
     return epoch_images / epoch_seconds
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _evaluate(model: nn.Module, batches: Batches, autocast: Callable[[], contextlib.AbstractContextManager]) -> tuple[float, float]:
     model.eval()
     loss = torch.zeros((), device=batches.device)
@@ -252,13 +252,15 @@ def _validate(trial: _Trial, state: _State, budget: Budget, train_images_per_s: 
         # the statistics on the current weights, as a plain average over these images.
         with autocast():
             update_bn(trial.calibration, trial.model)
+    val_start = time.perf_counter()
     state.val_loss, state.val_acc = _evaluate(trial.model, trial.val_batches, autocast)
+    val_images_per_s = len(trial.val_batches.labels) / (time.perf_counter() - val_start)
     report = EpochReport(
         epoch=state.epoch, images=state.images, train_loss=state.train_loss, val_loss=state.val_loss,
         val_acc=state.val_acc, lr=trial.stepper.optimizer.param_groups[0]["lr"],
         seconds=time.perf_counter() - state.started, train_images_per_s=train_images_per_s, peak_lr=trial.peak_lr,
         precision=trial.precision, budget_spent=state.out_of_budget or state.epoch == budget.epochs,
-        compile_seconds=state.compile_seconds,
+        compile_seconds=state.compile_seconds, val_images_per_s=val_images_per_s,
     )
     state.history.append(report)
     # Learned nothing: a validation loss this far above a uniform guess's ln(classes), at chance.

@@ -30,6 +30,7 @@ class EpochReport:
     budget_spent: bool  # the last epoch: the budget's epochs, images or seconds have run out
     # Spent in torch.compile so far, not in train_images_per_s; defaulted: older checkpoints lack it.
     compile_seconds: float = 0.0
+    val_images_per_s: float = 0.0  # of the validation pass, BN's re-estimation before it not counted
 
 
 @dataclass(frozen=True)
