@@ -25,9 +25,14 @@ from cnnsearch.config import SHORT_STEPS, Recipe
 from cnnsearch.data import Batches, load_dataset, split_dataset
 from cnnsearch.space import Budget
 from cnnsearch.train import _lr_factor, _optimizer, fit_to_data, train
+from cnnsearch.train.step import autocast, resolve_precision
 
 BATCH = 256
 SUBSET = 10_000
+SEEDS = (1, 2)  # the 3-epoch resnet20 run in bf16 again with these seeds: its spread from seed to seed
+PRESETS = ("resnet20", "mobilenet_v2_cifar", "densenet_bc_100_k12")
+# speed_*: training images of the one epoch, validation images, and steps of the model's own step (a few seconds each)
+SPEED = {"resnet20": (10_000, 2_000, 40), "mobilenet_v2_cifar": (3_000, 1_000, 20), "densenet_bc_100_k12": (1_024, 512, 8)}
 
 
 def _torchvision_loader(folder: str, indices: torch.Tensor, augment: bool, workers: int = 2):
@@ -80,6 +85,106 @@ def _plain_loop(folder: str, name: str, split, max_images: int | None, channels_
     }
 
 
+def _phases(folder: str, name: str, precision: str) -> dict:
+    """Where one epoch and one validation of train() spend their time: the trainer's own parts (set-up, step, schedule,
+    validation) timed apart, in the order that its epoch and its validation run them, at the default recipe."""
+    from torch.optim.swa_utils import update_bn
+
+    from cnnsearch.train.loop import _set_up
+
+    data = load_dataset(f"imagefolder:{folder}")
+    images, val_images, _ = SPEED[name]
+    split = split_dataset(data.labels, subset=images, val_subset=val_images)
+    recipe = Recipe(precision=precision)
+    trial = _set_up(fit_to_data(load_arch(name), data), data, split, recipe, Budget(epochs=1), 0, torch.device("cpu"), True, None)
+    stepper, seconds = trial.stepper, dict.fromkeys(("batch", "forward and loss", "backward", "clip", "optimizer", "schedule and loss sum",
+                                                    "BN re-estimation", "validation batch", "validation forward", "validation loss and count"), 0.0)
+
+    def timed(phase: str, start: float) -> float:
+        now = time.perf_counter()
+        seconds[phase] += now - start
+        return now
+
+    trial.model.train()
+    loss_sum, batches = torch.zeros(()), iter(trial.train_batches)
+    epoch_start = now = time.perf_counter()
+    for images_batch, labels in batches:
+        now = timed("batch", now)
+        with stepper.autocast():
+            loss = stepper.loss(stepper.forward(images_batch), labels)
+        now = timed("forward and loss", now)
+        stepper.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        now = timed("backward", now)
+        if stepper.clip:
+            nn.utils.clip_grad_norm_(stepper.parameters, stepper.clip, foreach=True)
+        now = timed("clip", now)
+        stepper.optimizer.step()
+        now = timed("optimizer", now)
+        trial.scheduler.step()
+        loss_sum += loss.detach() * len(labels)
+        now = timed("schedule and loss sum", now)
+    epoch = time.perf_counter() - epoch_start
+    now = time.perf_counter()
+    with stepper.autocast():
+        update_bn(trial.calibration, trial.model)
+    now = timed("BN re-estimation", now)
+    trial.model.eval()
+    with torch.inference_mode():
+        for images_batch, labels in trial.val_batches:
+            now = timed("validation batch", now)
+            with stepper.autocast():
+                logits = trial.model(images_batch)
+            now = timed("validation forward", now)
+            nn.functional.cross_entropy(logits.float(), labels, reduction="sum").item()
+            (logits.argmax(1) == labels).sum().item()
+            now = timed("validation loss and count", now)
+    return {"seconds": seconds, "epoch_seconds": epoch, "steps": len(trial.train_batches), "images": images, "val_images": val_images,
+            "calibration_images": recipe.bn_recalibration_images, "batch": recipe.batch_size, "precision": trial.precision}
+
+
+def _speed(folder: str, name: str, precision: str) -> dict:
+    """``train()`` on one epoch at the default recipe's batch, against the model's own step on one resident batch
+    (forward, loss, backward, SGD; built as train() builds it), and its validation against batched inference alone."""
+    data = load_dataset(f"imagefolder:{folder}")
+    images, val_images, steps = SPEED[name]
+    split = split_dataset(data.labels, subset=images, val_subset=val_images)
+    recipe, arch = Recipe(precision=precision), fit_to_data(load_arch(name), data)
+    start = time.perf_counter()
+    out = train(arch, data, split, recipe=recipe, budget=Budget(epochs=1))
+    seconds = time.perf_counter() - start
+    from cnnsearch import build_model
+
+    torch.manual_seed(0)
+    model = build_model(arch, zero_init_residual=recipe.zero_init_residual).to(memory_format=torch.channels_last)
+    optimizer = _optimizer(model, recipe, 0.01)
+    cast = autocast(resolve_precision(precision, torch.device("cpu")), torch.device("cpu"))
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    batch, labels = next(iter(Batches(data, split.train, batch_size=recipe.batch_size, train=True, channels_last=True)))
+    model.train()
+    for step in range(3 + steps):  # 3 to warm up
+        if step == 3:
+            step_start = time.perf_counter()
+        with cast():
+            loss = criterion(model(batch), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    own_step = steps * len(labels) / (time.perf_counter() - step_start)
+    model.eval()
+    val_batch, _ = next(iter(Batches(data, split.val, batch_size=recipe.batch_size, train=False, channels_last=True)))
+    with torch.inference_mode():
+        for index in range(2 + 2 * steps):
+            if index == 2:
+                inference_start = time.perf_counter()
+            with cast():
+                model(val_batch)
+    inference = 2 * steps * len(val_batch) / (time.perf_counter() - inference_start)
+    return {"train_images_per_s": out.train_images_per_s, "own_step_images_per_s": own_step,
+            "val_images_per_s": out.history[-1].val_images_per_s, "inference_images_per_s": inference,
+            "seconds": seconds, "images": out.images, "val_images": val_images, "batch": recipe.batch_size, "precision": out.precision}
+
+
 def run_case(case: str, folder: str) -> dict:
     data = load_dataset(f"imagefolder:{folder}")
     full = split_dataset(data.labels)
@@ -115,12 +220,18 @@ def run_case(case: str, folder: str) -> dict:
         out = train(fit_to_data(load_arch(name), data), data, small_val, recipe=Recipe(batch_size=batch, precision=precision),
                     budget=Budget(epochs=1, max_images=images))
         result = {"train_images_per_s": out.train_images_per_s, "images": out.images, "precision": out.precision, "batch": batch}
+    elif case.startswith("phases_"):
+        _, precision, name = case.split("_", 2)
+        result = _phases(folder, name, precision)
+    elif case.startswith("speed_"):
+        _, precision, name = case.split("_", 2)
+        result = _speed(folder, name, precision)
     elif case.startswith("accuracy_"):
-        precision = case.removeprefix("accuracy_")
+        precision, _, seed = case.removeprefix("accuracy_").partition("_seed")
         recipe = Recipe(precision=precision)
         start = time.perf_counter()
         loaded = load_dataset(f"imagefolder:{folder}")  # end to end, as `cnnsearch train` does
-        out = train(fit_to_data(load_arch("resnet20"), loaded), loaded, full, recipe=recipe, budget=Budget(epochs=3))
+        out = train(fit_to_data(load_arch("resnet20"), loaded), loaded, full, recipe=recipe, budget=Budget(epochs=3), seed=int(seed or 0))
         result = {"val_acc": out.val_acc, "seconds": time.perf_counter() - start, "train_images_per_s": out.train_images_per_s,
                   "history": [(r.epoch, r.val_acc) for r in out.history], "recipe": recipe.model_dump(), "lr": out.lr}
     else:
@@ -140,6 +251,8 @@ CASES = [
     "train_ours_densenet",
     "train_plain_densenet",
     *(f"precision_{p}_{name}" for name in ("resnet20", "densenet_bc_100_k12", "mobilenet_v2_cifar") for p in ("fp32", "bf16")),
+    *(f"speed_{p}_{name}" for name in PRESETS for p in ("fp32", "bf16")),
+    *(f"phases_{p}_{name}" for name in PRESETS for p in ("fp32", "bf16")),
 ]
 
 
@@ -156,7 +269,7 @@ def main() -> None:
     from _report import machine, write
 
     load_dataset(f"imagefolder:{args.folder}")  # decode once, outside every timing
-    cases = CASES + ([] if args.skip_accuracy else ["accuracy_fp32", "accuracy_bf16"])
+    cases = CASES + ([] if args.skip_accuracy else ["accuracy_fp32", "accuracy_bf16", *(f"accuracy_bf16_seed{seed}" for seed in SEEDS)])
     previous = Path(__file__).parent / "results" / "pipeline.json"
     runs = json.loads(previous.read_text())["runs"] if args.only and previous.exists() else {}
     for case in cases:
@@ -185,12 +298,12 @@ def main() -> None:
         "train_plain_resnet20_channels_last": f"resnet20, 1 epoch of {SUBSET:,} + validation: plain DataLoader loop, channels_last",
         "train_ours_densenet": f"densenet_bc_100_k12, {4 * BATCH:,} images: cnnsearch train",
         "train_plain_densenet": f"densenet_bc_100_k12, {4 * BATCH:,} images: plain DataLoader loop, 2 workers",
-        "accuracy_fp32": "resnet20, default recipe (batch 128), 3 epochs of 45,000, fp32: cnnsearch train",
-        "accuracy_bf16": "resnet20, default recipe (batch 128), 3 epochs of 45,000, bf16: cnnsearch train",
+        **{f"accuracy_{p}": f"resnet20, default recipe (batch {Recipe().batch_size}), 3 epochs of 45,000, {p}: cnnsearch train"
+           for p in ("fp32", "bf16")},
         **{f"precision_{p}_{name}": f"{name}, batch {64 if 'densenet' in name else 128}, {p}: cnnsearch train (training images/s)"
            for name in ("resnet20", "densenet_bc_100_k12", "mobilenet_v2_cifar") for p in ("fp32", "bf16")},
     }
-    for case in cases:
+    for case in [case for case in cases if not case.startswith(("speed_", "phases_")) and "_seed" not in case]:
         row = r[case]
         speed = row.get("images_per_s", row.get("train_images_per_s"))
         acc = f"{row['val_acc']:.2%}" if row.get("val_acc") is not None else ""
@@ -211,11 +324,42 @@ def main() -> None:
         if f"accuracy_{precision}" in r:
             history = ", ".join(f"epoch {e}: {a:.2%}" for e, a in r[f"accuracy_{precision}"]["history"])
             lines.append(f"- Accuracy, {precision} (target: 73% in 3 epochs): {history}.")
+    if all(f"accuracy_bf16_seed{seed}" in r for seed in SEEDS):
+        finals = [r["accuracy_bf16"]["val_acc"], *(r[f"accuracy_bf16_seed{seed}"]["val_acc"] for seed in SEEDS)]
+        lines.append(f"- Accuracy, bf16, seeds 0, {', '.join(map(str, SEEDS))}: " + ", ".join(f"{value:.2%}" for value in finals)
+                     + f" after 3 epochs (mean {sum(finals) / len(finals):.2%}).")
     if "accuracy_bf16" in r:
         lines.append(
             f"- resnet20, 3 epochs end to end: bf16 {ratio('accuracy_fp32', 'accuracy_bf16', 'seconds'):.2f}x faster than fp32 "
             f"(target 1.6x), accuracy {(r['accuracy_bf16']['val_acc'] - r['accuracy_fp32']['val_acc']) * 100:+.2f} points (target: within 1)."
         )
+    lines += ["", f"`cnnsearch train` against the model alone, at the default recipe's batch ({Recipe().batch_size}), each preset and "
+              "precision in one process: one epoch's training images/s against the model's own step (forward, loss, backward, SGD) "
+              "on one resident batch; the validation pass's images/s (BN's re-estimation before it not counted) against batched "
+              "inference alone on one resident batch.", "",
+              "| preset | precision | train() images/s | own step | ratio | validation images/s | inference alone | ratio |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name in PRESETS:
+        for precision in ("fp32", "bf16"):
+            row = r[f"speed_{precision}_{name}"]
+            lines.append(f"| {name} ({SPEED[name][0]:,} images) | {precision} | {row['train_images_per_s']:,.0f} | {row['own_step_images_per_s']:,.0f} | "
+                         f"{row['train_images_per_s'] / row['own_step_images_per_s']:.2f} | {row['val_images_per_s']:,.0f} | "
+                         f"{row['inference_images_per_s']:,.0f} | {row['val_images_per_s'] / row['inference_images_per_s']:.2f} |")
+    lines.append(f"- resnet20, one epoch of {SPEED['resnet20'][0]:,}: bf16's training images/s are "
+                 f"{ratio('speed_bf16_resnet20', 'speed_fp32_resnet20', 'train_images_per_s'):.2f}x fp32's; end to end (set-up, the epoch, "
+                 f"BN's re-estimation and validation) {ratio('speed_fp32_resnet20', 'speed_bf16_resnet20', 'seconds'):.2f}x as fast.")
+    phases = list(r[f"phases_bf16_{PRESETS[0]}"]["seconds"])
+    lines += ["", "Where the time goes: one epoch and one validation of train() (the images above, BN re-estimated on "
+              f"{Recipe().bn_recalibration_images:,} training images), each part timed apart; milliseconds per training step for the "
+              "epoch's parts, per validation for the others, and each part's share of the whole.", "",
+              "| preset | precision | " + " | ".join(phases) + " |", "| --- | --- | " + " | ".join("---:" for _ in phases) + " |"]
+    for name in PRESETS:
+        for precision in ("fp32", "bf16"):
+            row = r[f"phases_{precision}_{name}"]
+            total = sum(row["seconds"].values())
+            cells = [f"{1000 * row['seconds'][phase] / (row['steps'] if index < 6 else 1):,.1f} ({row['seconds'][phase] / total:.0%})"
+                     for index, phase in enumerate(phases)]
+            lines.append(f"| {name} | {precision} | " + " | ".join(cells) + " |")
     write("pipeline", {"machine": machine(), "runs": runs}, "\n".join(lines), "python benchmarks/pipeline.py PATH/TO/cifar10/train")
 
 
