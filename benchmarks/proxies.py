@@ -249,7 +249,9 @@ def trained(folder: str, count: int) -> None:
     for proxy_name in [*PROXIES, *AGGREGATES]:
         lines.append(f"| {proxy_name} | " + " | ".join(
             "{:.2f} [{:.2f}, {:.2f}]".format(*correlations[group][proxy_name]["rho"]) for group in groups) + " |")
-    lines += ["", "| space | val acc | params | MACs | knobs | train s |", "| --- | ---: | ---: | ---: | --- | ---: |"]
+    lines += ["", "Accuracies do not depend on the machine's load; the training seconds are wall time, whatever else the "
+              "machine ran, and no measure of speed.",
+              "", "| space | val acc | params | MACs | knobs | train s |", "| --- | ---: | ---: | ---: | --- | ---: |"]
     lines += [f"| {row['space']} | {row['val_acc']:.2f}% | {row['params']:,.0f} | {row['macs'] / 1e6:.1f}M | {row['knobs']} | "
               f"{row['seconds']:.0f} |" for row in sorted(rows, key=lambda row: (row["space"], -row["val_acc"]))]
     write("proxies_trained", report, "\n".join(lines), f"python benchmarks/proxies.py trained PATH/TO/cifar10/train --archs {count}")
