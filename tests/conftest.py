@@ -8,18 +8,6 @@ import pytest
 from cnnsearch.cli import main
 
 
-# The full suite runs in two processes (pytest -n 2, README.md) under xdist's loadgroup: the slow tests, which start
-# Ray, servers or a browser, or kill processes on a clock, run one after another in one of them, as they would alone;
-# the fast tier and test_recipe.py's training checks, which start nothing and time nothing, spread over both.
-ALONGSIDE = ("test_recipe.py",)
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("slow") and item.path.name not in ALONGSIDE:
-            item.add_marker(pytest.mark.xdist_group("one_at_a_time"))
-
-
 # The tests' tiny residual space: 8 architectures of a few thousand parameters, on the synthetic images.
 TINY_SPACE = {
     "name": "tiny",
