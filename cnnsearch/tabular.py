@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from .blocks.cell import EDGES, OPS, nasbench201_arch, nasbench201_network, parse_arch_string
+from .blocks.cell import EDGES, OPS, arch_string, nasbench201_arch, nasbench201_network, parse_arch_string
 from .config import Arch, ConfigError
 from .costs import Cost, profile
 from .experiment import Experiment, FixedSuggester
@@ -89,8 +89,11 @@ class Table:
         Raises:
             ValueError: ``arch`` is not a NAS-Bench-201 cell network.
         """
-        accuracies = self._cell(nasbench201_arch(arch))["val_acc"]
-        return sum(accuracies) / len(accuracies) / 100
+        return _mean_percent(self._cell(nasbench201_arch(arch))["val_acc"])
+
+    def mean_val_accs(self) -> dict[str, float]:
+        """Every cell's :meth:`mean_val_acc`, by its canonical string."""
+        return {arch_string([OPS[int(digit)] for digit in key]): _mean_percent(cell["val_acc"]) for key, cell in self.cells.items()}
 
     def look_up(self, arch: Arch, seed: int) -> Lookup:
         """``arch``'s values in the table, from the seed that ``seed`` picks among the cell's.
@@ -106,6 +109,11 @@ class Table:
     def _cell(self, arch_string: str) -> dict[str, list[float]]:
         # The table's key: each edge's op index, in the order of the string's edges (EDGES).
         return self.cells["".join(str(OPS.index(op)) for op in parse_arch_string(arch_string))]
+
+
+def _mean_percent(accuracies: list[float]) -> float:
+    """The mean of a cell's accuracies over its seeds, as a fraction (the table holds percent)."""
+    return sum(accuracies) / len(accuracies) / 100
 
 
 def nasbench201_cost(arch: Arch) -> Cost:
